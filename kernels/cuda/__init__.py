@@ -1,0 +1,1 @@
+"""Numba-CUDA kernels (filled in by the CUDA backend)."""
