@@ -1,0 +1,87 @@
+"""pytest-benchmark suite of the SPEC §8 workloads (W1-W9); not part of testpaths.
+
+    python -m pytest bench/ --benchmark-only            # measure (full V = 128256)
+    python -m pytest bench/ --benchmark-disable -q      # smoke: every call once, short DRY histories
+    python -m pytest bench/ --benchmark-only --fs-backends numpy,numba --fs-vocab 32000
+
+Each workload case is one benchmark group (``benchmark.group``) holding one benchmark
+per backend plus ``test_floor``: ``np.max`` over the same input, the cost of reading it
+once, measured in the same run so ratios are comparable across machines.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fastsample import workloads as wl
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fastsample", "fastsample workloads")
+    group.addoption("--fs-backends", default=None,
+                    help="comma-separated backends to benchmark (default: every available one)")
+    group.addoption("--fs-vocab", type=int, default=None,
+                    help="vocabulary size instead of 128256")
+    group.addoption("--fs-quick", action="store_true", default=False,
+                    help="short DRY histories, as `fastsample bench --quick` (implied by --benchmark-disable)")
+    group.addoption("--fs-workloads", default=None,
+                    help="comma-separated workload ids (default: W1..W9)")
+
+
+def _backends(config):
+    import fastsample as fs
+
+    statuses = dict(fs.backends())
+    spec = config.getoption("--fs-backends")
+    if not spec:
+        return [n for n, st in statuses.items() if bool(st)]
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for n in names:
+        if n not in statuses:
+            raise pytest.UsageError(f"--fs-backends: unknown backend {n!r}; known: {', '.join(statuses)}")
+    return names
+
+
+def _cases(config):
+    spec = config.getoption("--fs-workloads")
+    if not spec:
+        return list(wl.CASES)
+    ids = {wl.get(s.strip()).id for s in spec.split(",") if s.strip()}
+    return [c for c in wl.CASES if c.workload in ids]
+
+
+def _quick(config) -> bool:
+    return bool(config.getoption("--fs-quick") or config.getoption("benchmark_disable", default=False))
+
+
+def pytest_generate_tests(metafunc):
+    config = metafunc.config
+    if "case" in metafunc.fixturenames:
+        cases = _cases(config)
+        vocab = config.getoption("--fs-vocab")
+        metafunc.parametrize("case", cases,
+                             ids=[c.label_for(quick=_quick(config), vocab=vocab).replace(" ", "-")
+                                  for c in cases])
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", _backends(config))
+
+
+_PREPARED: dict = {}
+
+
+@pytest.fixture
+def prepared(case, request):
+    """The case's inputs, built once per session (generation is not timed)."""
+    config = request.config
+    vocab = config.getoption("--fs-vocab")
+    quick = _quick(config)
+    key = (case, vocab, quick)
+    if key not in _PREPARED:
+        _PREPARED[key] = case.prepare(vocab=vocab, seed=0, quick=quick)
+    return _PREPARED[key]
+
+
+@pytest.fixture
+def group_label(case, request):
+    return case.label_for(quick=_quick(request.config), vocab=request.config.getoption("--fs-vocab"))
+

@@ -1,0 +1,177 @@
+"""The one-call API: ``sample`` and the array operations, with backend dispatch."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import backends as _backends
+from .chain import SamplerChain
+from .stages import (
+    AT_LEAST_MINUS_ONE, AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE, MinP, Temperature,
+    TopK, TopP,
+)
+from .validation import Check, as_logits, as_token_ids, invalid_rows, per_row, raise_invalid
+
+__all__ = ["sample", "softmax", "log_softmax", "topk", "dry_penalty", "dry_breakers"]
+
+
+def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1,
+           seed=0, position=0, temperature_last=True, on_invalid="raise", backend="auto"):
+    """Draw one token per row with llama.cpp's default chain.
+
+    The order is top_k -> top_p -> min_p -> temperature -> draw; with
+    ``temperature_last=False`` it is Hugging Face's temperature -> top_k -> top_p ->
+    min_p -> draw. Disabled stages (``top_k <= 0``, ``top_p >= 1``, ``min_p <= 0``,
+    ``temperature == 1``) are no-ops.
+
+    Parameters
+    ----------
+    logits : array_like, shape (V,) or (B, V)
+        float16/32/64; computed in float32. ``-inf`` marks a masked token.
+    temperature, top_k, top_p, min_p, min_keep : scalar or array_like of shape (B,)
+        ``temperature <= 0`` is greedy; ``min_keep`` (>= 1) is the floor of every
+        truncation.
+    seed, position : int or array_like of int, shape (B,)
+        The draw is a pure function of (logits, seed, position): SPEC §5.
+    temperature_last : bool
+    on_invalid : {"raise", "flag"}
+        Rows with NaN/+inf or every logit masked raise ``ValueError``, or give -1.
+    backend : {"auto", "numpy", "numba", "c", "cuda"}
+
+    Returns
+    -------
+    int for 1-D logits, else numpy.ndarray of int32, shape (B,).
+    """
+    x, one_d = as_logits(logits)
+    B = x.shape[0]
+    t = per_row("temperature", temperature, B, check=FINITE)
+    k = per_row("top_k", top_k, B, integer=True)
+    p = per_row("top_p", top_p, B, check=NON_NEGATIVE)
+    mp = per_row("min_p", min_p, B, check=NON_NEGATIVE)
+    mk = per_row("min_keep", min_keep, B, integer=True, check=AT_LEAST_ONE)
+    truncations = [TopK(k, mk), TopP(p, mk), MinP(mp, mk)]
+    stages = truncations + [Temperature(t)] if temperature_last else [Temperature(t)] + truncations
+    chain = SamplerChain(stages, seed=seed, backend=backend, on_invalid=on_invalid)
+    tokens = chain.sample(x, position=position)
+    return int(tokens[0]) if one_d else tokens
+
+
+def _op(backend, x, name):
+    if _backends.is_gpu_array(x):
+        _backends.resolve(backend, x)
+    return _backends.op_for(_backends.resolve(backend), name, name)
+
+
+def _valid_rows(x, name):
+    rows, one_d = as_logits(x, name)
+    bad = invalid_rows(rows)
+    if bad.any():
+        raise_invalid(bad, "NaN, +inf, or every logit masked")
+    return rows, one_d
+
+
+def softmax(x, temperature=1.0, *, backend="auto"):
+    """Softmax of ``x / temperature`` over each row's finite logits (masked -> 0).
+
+    Parameters
+    ----------
+    x : array_like, shape (V,) or (B, V)
+    temperature : float or array_like of shape (B,), > 0
+
+    Returns
+    -------
+    numpy.ndarray of float32, the shape of ``x``.
+    """
+    fn = _op(backend, x, "softmax")
+    rows, one_d = _valid_rows(x, "x")
+    t = per_row("temperature", temperature, rows.shape[0], check=POSITIVE)
+    out = fn(rows, t)
+    return out[0] if one_d else out
+
+
+def log_softmax(x, *, backend="auto"):
+    """Log-softmax over each row's finite logits (masked -> ``-inf``), float32."""
+    fn = _op(backend, x, "log_softmax")
+    rows, one_d = _valid_rows(x, "x")
+    out = fn(rows)
+    return out[0] if one_d else out
+
+
+def topk(x, k, *, backend="auto"):
+    """The k largest values per row: exactly k, descending, ties to the lower id.
+
+    Parameters
+    ----------
+    x : array_like, shape (V,) or (B, V)
+    k : int, 0 <= k <= V
+
+    Returns
+    -------
+    values : numpy.ndarray of float32, shape (..., k)
+    indices : numpy.ndarray of int32, shape (..., k)
+    """
+    fn = _op(backend, x, "topk")
+    rows, one_d = _valid_rows(x, "x")
+    V = rows.shape[1]
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"k must be an integer; got {k!r}")
+    if not 0 <= int(k) <= V:
+        raise ValueError(f"k must be in [0, V={V}]; got {k}")
+    values, indices = fn(rows, int(k))
+    return (values[0], indices[0]) if one_d else (values, indices)
+
+
+def dry_penalty(history, vocab_size, multiplier, base=1.75, allowed_length=2,
+                breakers=(), last_n=-1, *, backend="auto"):
+    """The DRY penalties (SPEC §4.1) that one history puts on the next token.
+
+    Parameters
+    ----------
+    history : 1-D array_like of int
+        Token ids in ``[0, vocab_size)``, oldest first.
+    vocab_size : int
+    multiplier, base, allowed_length, last_n
+        As in the ``DRY`` stage.
+    breakers : array_like of int
+        Token ids that stop a match (see ``dry_breakers``).
+
+    Returns
+    -------
+    ids : numpy.ndarray of int32, ascending
+    penalties : numpy.ndarray of float32, the amount subtracted from each id's logit
+    """
+    fn = _op(backend, history, "dry_penalty")
+    if isinstance(vocab_size, (bool, np.bool_)) or not isinstance(vocab_size, numbers.Integral) \
+            or vocab_size < 1:
+        raise ValueError(f"vocab_size must be a positive integer; got {vocab_size!r}")
+    hist = as_token_ids("history", history, vocab_size)
+    mult = float(per_row("multiplier", multiplier, check=NON_NEGATIVE))
+    b = float(per_row("base", base, check=FINITE))
+    allowed = int(per_row("allowed_length", allowed_length, integer=True,
+                          check=Check(lambda v: v >= 0, ">= 0")))
+    n = int(per_row("last_n", last_n, integer=True, check=AT_LEAST_MINUS_ONE))
+    brk = as_token_ids("breaker", breakers, vocab_size)
+    return fn(hist, int(vocab_size), mult, b, allowed, brk, n)
+
+
+def dry_breakers(strings, token_texts):
+    """Token ids whose text contains any breaker string (None: llama.cpp's defaults).
+
+    Parameters
+    ----------
+    strings : iterable of str or None
+        Defaults to ``"\\n", ":", '"', "*"``.
+    token_texts : sequence of str
+        Every token's text, indexed by id.
+
+    Returns
+    -------
+    numpy.ndarray of int32
+    """
+    from . import reference
+
+    if isinstance(strings, str):
+        raise TypeError("strings must be an iterable of breaker strings, not one str")
+    return reference.dry_breakers(strings, token_texts)

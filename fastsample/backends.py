@@ -1,0 +1,148 @@
+"""The backend registry.
+
+A backend is a module of functions named like those of ``fastsample.reference``
+(``docs/internals.md``). Each backend has a loader that imports its module or raises
+``BackendUnavailable`` with the reason; a later backend plugs in by registering a
+loader, without touching the public API.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+__all__ = [
+    "BackendError", "BackendUnavailable", "BackendStatus", "register", "backends",
+    "load", "resolve", "is_gpu_array", "NAMES",
+]
+
+NAMES = ("numpy", "numba", "c", "cuda")
+_AUTO_CPU_ORDER = ("c", "numba")
+
+
+class BackendError(ValueError):
+    """A backend that is unavailable, unknown, or lacks a stage or operation."""
+
+
+class BackendUnavailable(Exception):
+    """Raised by a loader; its message is the reason shown by ``fs.backends()``."""
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """Whether a backend can be used here and, if not, why.
+
+    ``bool(status)`` is ``status.available``.
+    """
+
+    name: str
+    available: bool
+    reason: str | None = None
+
+    def __bool__(self):
+        return self.available
+
+
+def _load_numpy():
+    from . import reference
+
+    return reference
+
+
+def _load_module(module, what):
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailable(f"{what} ({module} not importable: {exc})") from None
+
+
+def _load_numba():
+    try:
+        import numba  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailable(f"numba is not installed: {exc}") from None
+    return _load_module("fastsample.kernels.cpu.ops", "numba CPU kernels are not implemented yet")
+
+
+def _load_c():
+    return _load_module("fastsample.c_backend", "the C backend is not implemented yet")
+
+
+def _load_cuda():
+    return _load_module("fastsample.kernels.cuda.ops", "CUDA kernels are not implemented yet")
+
+
+_LOADERS = {"numpy": _load_numpy, "numba": _load_numba, "c": _load_c, "cuda": _load_cuda}
+_CACHE: dict = {}
+
+
+def register(name, loader):
+    """Register (or replace) the loader of backend ``name``; clears its cached state."""
+    _LOADERS[name] = loader
+    _CACHE.pop(name, None)
+
+
+def _try_load(name):
+    if name not in _CACHE:
+        try:
+            _CACHE[name] = (_LOADERS[name](), None)
+        except BackendUnavailable as exc:
+            _CACHE[name] = (None, str(exc))
+    return _CACHE[name]
+
+
+def backends():
+    """Every known backend and whether it is available here.
+
+    Returns
+    -------
+    dict of str to BackendStatus
+        Keys ``"numpy"``, ``"numba"``, ``"c"``, ``"cuda"``; an unavailable backend
+        carries the reason in ``.reason``.
+    """
+    out = {}
+    for name in _LOADERS:
+        ops, reason = _try_load(name)
+        out[name] = BackendStatus(name, ops is not None, reason)
+    return out
+
+
+def load(name):
+    """The ops module of an available backend, or ``BackendError`` saying why not."""
+    if name not in _LOADERS:
+        raise BackendError(f"unknown backend {name!r}; expected one of {sorted(_LOADERS)} or 'auto'")
+    ops, reason = _try_load(name)
+    if ops is None:
+        raise BackendError(f"backend {name!r} is unavailable: {reason}")
+    return ops
+
+
+def is_gpu_array(x):
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def resolve(backend, x=None):
+    """Names of the backends to use, in order of preference.
+
+    An explicit backend gives a one-element list. ``"auto"`` gives cuda for GPU
+    arrays, else the available compiled CPU backends (c, then numba), so that a stage
+    missing from C runs on numba; the numpy reference only when neither is there
+    (never as a silent slow path behind a fast backend).
+    """
+    if backend != "auto":
+        load(backend)
+        return [backend]
+    if x is not None and is_gpu_array(x):
+        load("cuda")
+        return ["cuda"]
+    fast = [name for name in _AUTO_CPU_ORDER if _try_load(name)[0] is not None]
+    return fast or ["numpy"]
+
+
+def op_for(names, op, stage):
+    """The first backend function named ``op`` among ``names``; ``BackendError`` if none."""
+    for name in names:
+        fn = getattr(load(name), op, None)
+        if fn is not None:
+            return fn
+    raise BackendError(f"{stage} has no kernel on backend {names[0]!r}")

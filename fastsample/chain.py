@@ -1,0 +1,232 @@
+"""``SamplerChain``: stages run in order, then one terminal draw, with per-row state."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backends as _backends
+from .stages import Dist, Stage, Terminal
+from .validation import (
+    as_history, as_logits, as_seeds, check_on_invalid, invalid_rows, raise_invalid,
+)
+
+__all__ = ["SamplerChain"]
+
+
+class _Ops:
+    """Backend functions for one chain: each name from the first backend that has it."""
+
+    def __init__(self, names):
+        self._names = names
+
+    def __getattr__(self, op):
+        fn = _backends.op_for(self._names, op, op)
+        setattr(self, op, fn)
+        return fn
+
+
+class _Context:
+    """What a stage may read during one call: sizes, history, seeds, positions."""
+
+    def __init__(self, B, V, history, seed, position):
+        self.B, self.V = B, V
+        self.history = history
+        self.seed, self.position = seed, position
+
+    def history_for(self, stage):
+        return self.history
+
+
+class SamplerChain:
+    """A chain of samplers: non-terminal stages in order, then a terminal draw.
+
+    Parameters
+    ----------
+    stages : sequence of Stage
+        At most one terminal stage (Dist, Greedy, Mirostat, MirostatV2, AdaptiveP),
+        and only last; ``Dist()`` is appended when there is none.
+    seed : int or array_like of int
+        Per-row seeds (non-negative, < 2**64).
+    backend : {"auto", "numpy", "numba", "c", "cuda"}
+        ``"auto"`` uses the fastest available backend for each stage.
+    on_invalid : {"raise", "flag"}
+        What to do with a row of NaN/+inf or fully masked logits: raise
+        ``ValueError`` naming the rows, or return token -1 for them.
+
+    Notes
+    -----
+    State is per row and created on the first call, which fixes the batch size B:
+    the chain's own history (used when ``history=None``), the positions (start at 0,
+    advanced by ``accept``), and the state of stateful terminals (Mirostat's mu,
+    AdaptiveP's moving averages), which changes when ``sample`` draws, as in
+    llama.cpp. ``reset`` forgets all of it.
+    """
+
+    def __init__(self, stages, *, seed=0, backend="auto", on_invalid="raise"):
+        stages = list(stages)
+        for i, stage in enumerate(stages):
+            if not isinstance(stage, Stage):
+                raise TypeError(f"stage {i} is {stage!r}, not a fastsample stage")
+            if stage.terminal and i != len(stages) - 1:
+                raise ValueError(
+                    f"{stage.name} is a terminal stage and must be last (found at {i} of {len(stages)})"
+                )
+        if not stages or not stages[-1].terminal:
+            stages.append(Dist())
+        self.stages = tuple(stages)
+        self.on_invalid = check_on_invalid(on_invalid)
+        self._seed_arg = seed
+        as_seeds("seed", seed, 1 if np.ndim(seed) == 0 else len(seed))
+        self._requested = backend
+        self._cpu_names = _backends.resolve(backend)
+        self._check_ops(self._cpu_names)
+        self._ops = _Ops(self._cpu_names)
+        self.backend = self._cpu_names[0]
+        self.reset()
+
+    def _check_ops(self, names):
+        for stage in self.stages:
+            for op in stage.required_ops():
+                try:
+                    _backends.op_for(names, op, stage.name)
+                except _backends.BackendError:
+                    raise _backends.BackendError(
+                        f"stage {stage.name} has no kernel on backend {names[0]!r} "
+                        f"(missing {op!r})"
+                    ) from None
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self):
+        """Forget the history, positions and stateful-stage state of every row."""
+        self._B = None
+        self.history = None
+        self.positions = None
+        self._seeds = None
+        self._state = None
+
+    def _ensure_state(self, B):
+        if self._B is None:
+            self._B = B
+            self._seeds = as_seeds("seed", self._seed_arg, B)
+            self.positions = np.zeros(B, dtype=np.uint64)
+            self.history = [np.zeros(0, dtype=np.int64) for _ in range(B)]
+            self._state = [s.init_state(B) if s.terminal else None for s in self.stages]
+        elif B != self._B:
+            raise ValueError(
+                f"this chain holds state for B={self._B} rows but the logits have "
+                f"{B} rows; call reset() first"
+            )
+
+    def accept(self, tokens):
+        """Append accepted tokens to each row's history and advance its position.
+
+        A row whose token is -1 (flagged invalid) is left as it was.
+        """
+        if self._B is None:
+            raise ValueError("accept() before any sample(): the chain has no rows yet")
+        tokens = np.atleast_1d(np.asarray(tokens))
+        if tokens.dtype.kind not in "iu":
+            raise TypeError(f"tokens must be integers; got dtype {tokens.dtype}")
+        if tokens.shape != (self._B,):
+            raise ValueError(f"tokens has shape {tokens.shape} but the chain has B={self._B} rows")
+        for b, t in enumerate(tokens.tolist()):
+            if t >= 0:
+                self.history[b] = np.append(self.history[b], np.int64(t))
+                self.positions[b] += np.uint64(1)
+
+    # ------------------------------------------------------------------ calls
+
+    def _prepare(self, logits, history, history_len, position):
+        if _backends.is_gpu_array(logits):
+            # Device arrays belong to the CUDA backend; never copy them to the host.
+            _backends.resolve(self._requested, logits)
+            raise _backends.BackendError("GPU arrays need the cuda backend, which is not implemented yet")
+        x, one_d = as_logits(logits)
+        B, V = x.shape
+        self._ensure_state(B)
+        if history is None:
+            hist = self.history
+            bad = [b for b, h in enumerate(hist) if h.size and int(h.max()) >= V]
+            if bad:
+                raise ValueError(f"the chain's history row {bad[0]} has a token outside [0, V={V})")
+        else:
+            hist = as_history(history, history_len, B, V, one_d)
+        pos = self.positions if position is None else as_seeds("position", position, B)
+        invalid = invalid_rows(x)
+        if invalid.any():
+            if self.on_invalid == "raise":
+                raise_invalid(invalid, "NaN, +inf, or every logit masked")
+            # Flagged rows run on a harmless stand-in row; their token becomes -1.
+            x = x.copy()
+            x[invalid] = 0.0
+        return x, one_d, invalid, self._ops, _Context(B, V, hist, self._seeds, pos)
+
+    def _run(self, x, ops, ctx):
+        for stage in self.stages[:-1]:
+            x = stage.apply(ops, x, ctx)
+        return x
+
+    def _check_emptied(self, x, invalid):
+        emptied = ~invalid & ~np.isfinite(x).any(axis=1)
+        if emptied.any() and self.on_invalid == "raise":
+            raise_invalid(emptied, "every logit masked by the chain's stages")
+        return invalid | emptied
+
+    def process(self, logits, history=None, history_len=None, position=None):
+        """The logits the terminal stage would draw from; no draw, no state change.
+
+        Parameters
+        ----------
+        logits : array_like, shape (V,) or (B, V)
+        history : optional
+            A 1-D int array (1-D logits), a list of B int arrays, or a 2-D
+            ``(B, L)`` int array with ``history_len``; None uses the chain's own.
+        history_len : array_like of int, optional
+        position : int or array_like, optional
+            Overrides the chain's positions for this call.
+
+        Returns
+        -------
+        numpy.ndarray of float32, the shape of ``logits``; masked tokens are ``-inf``
+        (flagged invalid rows are all ``-inf``).
+        """
+        x, one_d, invalid, ops, ctx = self._prepare(logits, history, history_len, position)
+        x = self._run(x, ops, ctx)
+        terminal = self.stages[-1]
+        x = terminal.process(ops, x, ctx, self._state[-1])
+        bad = self._check_emptied(x, invalid)
+        if bad.any():
+            x = x.copy()
+            x[bad] = -np.inf
+        return x[0] if one_d else x
+
+    def sample(self, logits, history=None, history_len=None, position=None):
+        """Run the chain and draw one token per row.
+
+        Parameters are those of :meth:`process`.
+
+        Returns
+        -------
+        int for 1-D logits, else numpy.ndarray of int32, shape (B,); -1 marks a row
+        flagged invalid (``on_invalid="flag"``).
+        """
+        x, one_d, invalid, ops, ctx = self._prepare(logits, history, history_len, position)
+        x = self._run(x, ops, ctx)
+        bad = self._check_emptied(x, invalid)
+        if bad.any():
+            x = x.copy()
+            x[bad] = 0.0  # keeps stateful updates well-defined; token replaced below
+        terminal: Terminal = self.stages[-1]
+        state = self._state[-1]
+        saved = {k: v.copy() for k, v in state.items()}
+        tokens = np.asarray(terminal.sample(ops, x, ctx, state), dtype=np.int32)
+        if bad.any():
+            tokens = tokens.copy()
+            tokens[bad] = -1
+            for k in state:  # a flagged row's state does not move
+                state[k] = np.where(bad, saved[k], state[k])
+        return int(tokens[0]) if one_d else tokens
+
+    def __repr__(self):
+        return f"SamplerChain({list(self.stages)!r}, backend={self.backend!r})"
