@@ -1,0 +1,52 @@
+"""Scalar helpers shared by the numba CPU kernels and the CUDA kernels.
+
+Plain ``numba.njit`` functions (no arrays, no allocation), so one copy serves both
+targets: numba-cuda compiles them as device functions when a CUDA kernel calls them.
+Bit-identical to ``fastsample.rng``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_LO = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_S12 = np.uint64(12)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def philox_words01(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on one counter; returns output words 0 and 1 as uint64.
+
+    Every argument is a uint64 holding a 32-bit word. Only words 0 and 1 feed the
+    uniform, so the other two are not returned.
+    """
+    for rnd in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        n0 = (p1 >> _S32) ^ c1 ^ k0
+        n2 = (p0 >> _S32) ^ c3 ^ k1
+        c1 = p1 & _LO
+        c3 = p0 & _LO
+        c0 = n0
+        c2 = n2
+        if rnd < 9:
+            k0 = (k0 + _W0) & _LO
+            k1 = (k1 + _W1) & _LO
+    return c0, c1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def uniform(seed, position, stream):
+    """SPEC §5 uniform in (0, 1) for one (seed, position, stream), token word 0."""
+    s = np.uint64(seed)
+    p = np.uint64(position)
+    w0, w1 = philox_words01(p & _LO, p >> _S32, np.uint64(0), np.uint64(stream),
+                            s & _LO, s >> _S32)
+    x = w0 | (w1 << _S32)
+    return (np.float64(x >> _S12) + 0.5) * 2.0**-52
