@@ -75,7 +75,7 @@ def prepared(case, request):
     config = request.config
     vocab = config.getoption("--fs-vocab")
     quick = _quick(config)
-    key = (case, vocab, quick)
+    key = (case.label, vocab, quick)
     if key not in _PREPARED:
         _PREPARED[key] = case.prepare(vocab=vocab, seed=0, quick=quick)
     return _PREPARED[key]

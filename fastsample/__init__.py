@@ -11,7 +11,7 @@ reference every backend is checked against.
 
 from . import reference, rng, workloads
 from .api import dry_breakers, dry_penalty, log_softmax, sample, softmax, topk
-from .backends import BackendError, BackendStatus, backends
+from .registry import BackendError, BackendStatus, backends
 from .chain import SamplerChain
 from .stages import (
     DRY, XTC, AdaptiveP, Dist, DynamicTemperature, Epsilon, Eta, Greedy, LogitBias, MinP,

@@ -6,13 +6,12 @@ import numbers
 
 import numpy as np
 
-from . import backends as _backends
-from .chain import SamplerChain
-from .stages import (
-    AT_LEAST_MINUS_ONE, AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE, MinP, Temperature,
-    TopK, TopP,
+from . import registry as _backends
+from .stages import AT_LEAST_MINUS_ONE, AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE
+from .validation import (
+    Check, as_logits, as_seeds, as_token_ids, check_on_invalid, invalid_rows, per_row,
+    raise_invalid,
 )
-from .validation import Check, as_logits, as_token_ids, invalid_rows, per_row, raise_invalid
 
 __all__ = ["sample", "softmax", "log_softmax", "topk", "dry_penalty", "dry_breakers"]
 
@@ -44,6 +43,10 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     -------
     int for 1-D logits, else numpy.ndarray of int32, shape (B,).
     """
+    check_on_invalid(on_invalid)
+    if _backends.is_gpu_array(logits):
+        _backends.resolve(backend, logits)
+    names = _backends.resolve(backend)
     x, one_d = as_logits(logits)
     B = x.shape[0]
     t = per_row("temperature", temperature, B, check=FINITE)
@@ -51,11 +54,36 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     p = per_row("top_p", top_p, B, check=NON_NEGATIVE)
     mp = per_row("min_p", min_p, B, check=NON_NEGATIVE)
     mk = per_row("min_keep", min_keep, B, integer=True, check=AT_LEAST_ONE)
-    truncations = [TopK(k, mk), TopP(p, mk), MinP(mp, mk)]
-    stages = truncations + [Temperature(t)] if temperature_last else [Temperature(t)] + truncations
-    chain = SamplerChain(stages, seed=seed, backend=backend, on_invalid=on_invalid)
-    tokens = chain.sample(x, position=position)
+    seeds = as_seeds("seed", seed, B)
+    pos = as_seeds("position", position, B)
+    invalid = invalid_rows(x)
+    if invalid.any():
+        if on_invalid == "raise":
+            raise_invalid(invalid, "NaN, +inf, or every logit masked")
+        x = x.copy()
+        x[invalid] = 0.0  # a harmless stand-in; the token becomes -1 below
+    fused = getattr(_backends.load(names[0]), "sample_canonical", None)
+    if fused is not None:
+        tokens = fused(x, k, p, mp, t, mk, bool(temperature_last), seeds, pos)
+    else:
+        tokens = _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos)
+    tokens = np.asarray(tokens, dtype=np.int32)
+    if invalid.any():
+        tokens[invalid] = -1
     return int(tokens[0]) if one_d else tokens
+
+
+def _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos):
+    """The canonical chain one stage at a time (backends without a fused kernel)."""
+    op = lambda name: _backends.op_for(names, name, name)  # noqa: E731
+    if not temperature_last:
+        x = op("temperature")(x, t)
+    x = op("top_k")(x, k, mk)
+    x = op("top_p")(x, p, mk)
+    x = op("min_p")(x, mp, mk)
+    if temperature_last:
+        x = op("temperature")(x, t)
+    return op("draw")(x, seeds, pos)
 
 
 def _op(backend, x, name):

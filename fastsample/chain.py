@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backends as _backends
+from . import registry as _backends
 from .stages import Dist, Stage, Terminal
 from .validation import (
     as_history, as_logits, as_seeds, check_on_invalid, invalid_rows, raise_invalid,
@@ -121,11 +121,13 @@ class SamplerChain:
     def accept(self, tokens):
         """Append accepted tokens to each row's history and advance its position.
 
-        A row whose token is -1 (flagged invalid) is left as it was.
+        A row whose token is -1 (flagged invalid) is left as it was. Called before
+        any ``sample`` (say, to feed a prompt one token per row), it sets the batch
+        size from ``tokens``.
         """
-        if self._B is None:
-            raise ValueError("accept() before any sample(): the chain has no rows yet")
         tokens = np.atleast_1d(np.asarray(tokens))
+        if self._B is None:
+            self._ensure_state(tokens.shape[0])
         if tokens.dtype.kind not in "iu":
             raise TypeError(f"tokens must be integers; got dtype {tokens.dtype}")
         if tokens.shape != (self._B,):

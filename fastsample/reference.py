@@ -86,8 +86,12 @@ def _kth_largest(row, k):
 
 
 def _truncate(row, keep, min_keep):
-    """Mask ``~keep`` after applying the ``min_keep`` floor (union, ties kept)."""
+    """Mask ``~keep`` after applying the ``min_keep`` floor (union, ties kept).
+
+    The floor is at least 1, so a truncation never empties a row.
+    """
     keep = keep & np.isfinite(row)
+    min_keep = max(int(min_keep), 1)
     if keep.sum() < min_keep:
         keep = keep | (row >= _kth_largest(row, min_keep))
     out = row.copy()
@@ -275,7 +279,7 @@ def dry_breakers(strings, token_texts):
 def _no_repeat_ngram_row(row, hist, n):
     out = row.copy()
     hist = np.asarray(hist, dtype=np.int64)
-    if n <= 0 or len(hist) + 1 < n:
+    if n <= 0 or len(hist) < n:  # no complete n-gram yet
         return out
     if n == 1:
         out[hist] = NEG_INF
@@ -672,7 +676,16 @@ def topk(x, k):
     indices : int32, shape (..., k)
     """
     rows, one = _as_rows(x)
-    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
-    values = np.take_along_axis(rows, order, axis=1).astype(np.float32)
-    indices = order.astype(np.int32)
+    B, V = rows.shape
+    indices = np.zeros((B, k), dtype=np.int32)
+    for b in range(B):
+        if k == 0:
+            break
+        row = rows[b]
+        kth = np.partition(row, V - k)[V - k]
+        above = np.flatnonzero(row > kth)
+        tied = np.flatnonzero(row == kth)[: k - above.size]  # ties go to the lower ids
+        chosen = np.concatenate([above, tied])
+        indices[b] = chosen[np.lexsort((chosen, -row[chosen]))]
+    values = np.take_along_axis(rows, indices.astype(np.intp), axis=1).astype(np.float32)
     return (values[0], indices[0]) if one else (values, indices)

@@ -341,11 +341,11 @@ WORKLOADS: Tuple[Workload, ...] = (
         dict(W8_PARAMS),
         (
             Case("W8", "natural L={history}", "dry_penalty", "natural", 1, _V,
-                 {**W8_PARAMS, "history": 8192, "breakers": _BREAKERS}, {"history": 2048}),
+                 {**W8_PARAMS, "history": 8192, "breakers": _BREAKERS}),
             Case("W8", "natural L={history}", "dry_penalty", "natural", 1, _V,
-                 {**W8_PARAMS, "history": 32768, "breakers": _BREAKERS}, {"history": 4096}),
+                 {**W8_PARAMS, "history": 32768, "breakers": _BREAKERS}),
             Case("W8", "repeated L={history}", "dry_penalty", "repeated", 1, _V,
-                 {**W8_PARAMS, "history": 32768, "breakers": _BREAKERS}, {"history": 4096}),
+                 {**W8_PARAMS, "history": 32768, "breakers": _BREAKERS}),
         ),
     ),
     Workload(

@@ -25,7 +25,8 @@ Conventions for details the SPEC leaves open (decided by the project):
 - Mirostat v1: if sum t_i**2 == 0 keep the top token (TopK rule, ties kept); k in
   float64 with IEEE semantics; k not finite or k > n -> n; keep top max(int(k), 1);
 - Temperature: float32(float64(l) / t); Penalties, Smoothing, AdaptiveP, DRY compute
-  in float64 and round to float32;
+  in float64 and round to float32; a finite logit that a transform (not a truncation)
+  pushes past the float32 range saturates at +-FLT_MAX instead of becoming +-inf;
 - MinP: keep float64(l) >= float64(l_max) + ln(p).
 """
 
@@ -49,6 +50,12 @@ def _vals(row):
 def _out(values):
     """A list of Python floats -> float32 numpy array (the only numpy use besides input)."""
     return np.array(values, dtype=np.float64).astype(np.float32)
+
+
+def _sat(v):
+    """Saturate a finite result at the float32 range: a stage that is not a truncation
+    never turns a finite logit into -inf (a mask) or +inf (an invalid logit)."""
+    return min(max(v, -FLT_MAX), FLT_MAX)
 
 
 def _is_finite(v):
@@ -229,7 +236,7 @@ def logit_bias(row, ids, values):
     l = _vals(row)
     for t, b in zip(ids, values):
         l[int(t)] = l[int(t)] + float(b)
-    return _out(l)
+    return _out([_sat(v) if _is_finite(v) else v for v in l])
 
 
 # ----------------------------------------------------------------------------- history stages
@@ -245,6 +252,7 @@ def _window(history, last_n):
 
 
 def penalties(row, history, repeat, frequency, presence, last_n):
+    repeat, frequency, presence, last_n = float(repeat), float(frequency), float(presence), int(last_n)
     l = _vals(row)
     if last_n == 0 or (repeat == 1.0 and frequency == 0.0 and presence == 0.0):
         return _out(l)
@@ -260,7 +268,7 @@ def penalties(row, history, repeat, frequency, presence, last_n):
         else:
             v = v * repeat
         v = v - (c * frequency + presence)
-        l[t] = v
+        l[t] = _sat(v) if _is_finite(v) else v
     return _out(l)
 
 
@@ -304,6 +312,7 @@ def _dry_is_noop(multiplier, base, last_n):
 
 def dry_penalty(history, vocab_size, multiplier, base, allowed_length, breakers, last_n):
     """(ids ascending, float64 penalties) of the penalised tokens of one row."""
+    multiplier, base, allowed_length, last_n = float(multiplier), float(base), int(allowed_length), int(last_n)
     if _dry_is_noop(multiplier, base, last_n):
         return [], []
     best = dry_match_lengths(history, breakers, last_n)
@@ -316,6 +325,7 @@ def dry_penalty(history, vocab_size, multiplier, base, allowed_length, breakers,
 
 
 def dry(row, history, multiplier, base, allowed_length, last_n, breakers):
+    multiplier, base, allowed_length, last_n = float(multiplier), float(base), int(allowed_length), int(last_n)
     l = _vals(row)
     ids, pens = dry_penalty(history, len(l), multiplier, base, allowed_length, breakers, last_n)
     for c, pen in zip(ids, pens):
@@ -325,6 +335,7 @@ def dry(row, history, multiplier, base, allowed_length, last_n, breakers):
 
 
 def no_repeat_ngram(row, history, n):
+    n = int(n)
     l = _vals(row)
     if n <= 0:
         return _out(l)
@@ -343,6 +354,7 @@ def no_repeat_ngram(row, history, n):
 
 
 def top_k(row, k, min_keep):
+    k, min_keep = int(k), int(min_keep)
     l = _vals(row)
     n = len(_finite_ids(l))
     if k <= 0 or k >= n:
@@ -351,6 +363,7 @@ def top_k(row, k, min_keep):
 
 
 def top_n_sigma(row, n, min_keep):
+    n, min_keep = float(n), int(min_keep)
     l = _vals(row)
     if n <= 0:
         return _out(l)
@@ -387,6 +400,7 @@ def _prefix_mass_keep(l, order, score, p, target, min_keep):
 
 
 def typical(row, p, min_keep):
+    p, min_keep = float(p), int(min_keep)
     l = _vals(row)
     if p >= 1.0:
         return _out(l)
@@ -401,6 +415,7 @@ def typical(row, p, min_keep):
 
 
 def top_p(row, p, min_keep):
+    p, min_keep = float(p), int(min_keep)
     l = _vals(row)
     if p >= 1.0:
         return _out(l)
@@ -410,6 +425,7 @@ def top_p(row, p, min_keep):
 
 
 def min_p(row, p, min_keep):
+    p, min_keep = float(p), int(min_keep)
     l = _vals(row)
     if p <= 0.0:
         return _out(l)
@@ -418,6 +434,7 @@ def min_p(row, p, min_keep):
 
 
 def xtc(row, probability, threshold, min_keep, u):
+    probability, threshold, min_keep, u = float(probability), float(threshold), int(min_keep), float(u)
     l = _vals(row)
     if probability <= 0.0 or threshold > 0.5:
         return _out(l)
@@ -433,6 +450,7 @@ def xtc(row, probability, threshold, min_keep, u):
 
 
 def epsilon(row, epsilon, min_keep):
+    epsilon, min_keep = float(epsilon), int(min_keep)
     l = _vals(row)
     if epsilon <= 0.0:
         return _out(l)
@@ -441,6 +459,7 @@ def epsilon(row, epsilon, min_keep):
 
 
 def eta(row, epsilon, min_keep):
+    epsilon, min_keep = float(epsilon), int(min_keep)
     l = _vals(row)
     if epsilon <= 0.0:
         return _out(l)
@@ -451,6 +470,7 @@ def eta(row, epsilon, min_keep):
 
 
 def top_a(row, a, min_keep):
+    a, min_keep = float(a), int(min_keep)
     l = _vals(row)
     if a <= 0.0:
         return _out(l)
@@ -475,6 +495,7 @@ def tail_free(row, z, min_keep):
     the lower id): position 0 kept; position i+1 masked where the normalised cumulative
     second difference c_i > z; position n-1 masked.  A zero sum of d (0/0 -> NaN in
     the webui code) masks nothing but position n-1."""
+    z, min_keep = float(z), int(min_keep)
     l = _vals(row)
     if z >= 1.0:
         return _out(l)
@@ -515,6 +536,7 @@ def greedy(row):
 
 
 def temperature(row, t):
+    t = float(t)
     l = _vals(row)
     if t == 1.0:
         return _out(l)
@@ -522,11 +544,12 @@ def temperature(row, t):
         return greedy(l)
     res = []
     for v in l:
-        res.append(v / t)
+        res.append(_sat(v / t) if _is_finite(v) else NEG_INF)
     return _out(res)
 
 
 def dynamic_temperature(row, t, range_, exponent):
+    t, range_, exponent = float(t), float(range_), float(exponent)
     l = _vals(row)
     if range_ <= 0.0:
         return temperature(l, t)
@@ -541,6 +564,7 @@ def dynamic_temperature(row, t, range_, exponent):
 
 
 def smoothing(row, factor, curve):
+    factor, curve = float(factor), float(curve)
     l = _vals(row)
     if factor <= 0.0:
         return _out(l)
@@ -551,7 +575,7 @@ def smoothing(row, factor, curve):
     for v in l:
         if _is_finite(v):
             d = v - m
-            res.append(m - k * factor * d ** 2 + s * factor * d ** 3)
+            res.append(_sat(m - k * factor * d ** 2 + s * factor * d ** 3))
         else:
             res.append(NEG_INF)
     return _out(res)
@@ -562,6 +586,7 @@ def smoothing(row, factor, curve):
 
 def draw(row, u):
     """SPEC §5 inverse CDF in token-id order; -1 if the row has no finite logit."""
+    u = float(u)
     l = _vals(row)
     ids = _finite_ids(l)
     if not ids:
@@ -582,6 +607,7 @@ def draw(row, u):
 
 def mirostat_k(row, mu, m):
     """Mirostat v1's k (float64, IEEE), or None when sum t_i^2 == 0."""
+    mu, m = float(mu), int(m)
     l = _vals(row)
     pr = _probs(l)
     order = _sorted_by_prob_desc(l, pr)
@@ -605,6 +631,7 @@ def mirostat_k(row, mu, m):
 
 
 def mirostat(row, mu, m):
+    mu, m = float(mu), int(m)
     l = _vals(row)
     n = len(_finite_ids(l))
     k = mirostat_k(l, mu, m)
@@ -618,12 +645,14 @@ def mirostat(row, mu, m):
 
 
 def mirostat_v2(row, mu):
+    mu = float(mu)
     l = _vals(row)
     pr = _probs(l)
     return _mask_where(l, lambda i: not (-math.log2(pr[i]) <= mu), 1)
 
 
 def adaptive_p(row, target, ema_sum, ema_weight):
+    target, ema_sum, ema_weight = float(target), float(ema_sum), float(ema_weight)
     l = _vals(row)
     if target < 0.0:
         return _out(l)

@@ -280,7 +280,6 @@ def test_top_p_min_keep(backend):
     "p, expected",
     [
         (0.0, P4),  # p <= 0: no-op
-        (-0.5, P4),
         (0.24, P4),
         (0.26, [0, 0.2, 0.3, 0.4]),
         (0.49, [0, 0.2, 0.3, 0.4]),
@@ -369,6 +368,22 @@ def test_xtc_probability_zero_noop(backend):
 
 def test_xtc_keeps_all_tied_smallest(backend):
     run(backend, [fs.XTC(1.0, 0.19)], [0.3, 0.3, 0.2, 0.2], [0, 0, 0.2, 0.2])
+
+
+def test_xtc_roll_uses_stream_1(backend):
+    # one u per row from stream 1 (SPEC §5): fires iff u < probability
+    B = 64
+    seeds = np.arange(B, dtype=np.uint64) + 1000
+    pos = np.arange(B, dtype=np.uint64) * 7
+    u1 = fs.rng.uniform(seeds, pos, 1)
+    u0 = fs.rng.uniform(seeds, pos, 0)
+    fires = u1 < 0.5
+    assert 0 < fires.sum() < B and np.any(fires != (u0 < 0.5))
+    X = np.tile(lp([0.4, 0.3, 0.2, 0.1]), (B, 1))
+    chain = fs.SamplerChain([fs.XTC(0.5, 0.19)], seed=seeds, backend=backend)
+    out = chain.process(X, position=pos)
+    expected = np.where(fires[:, None], [0, 0, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1])
+    check_probs(out, expected)
 
 
 def test_xtc_min_keep(backend):
@@ -696,15 +711,19 @@ def test_dry_penalty_function(backend, case):
     np.testing.assert_allclose(dense, _dry_dense(V, pens), rtol=1e-6)
 
 
-def test_dry_exponent_clamped_finite(backend):
-    # a 400-token repeat: base ** 398 overflows float32; the penalty stays finite
+@pytest.mark.parametrize("multiplier", [1.0, 10.0])
+def test_dry_exponent_clamped_finite(backend, multiplier):
+    # a 400-token repeat: base ** 396 overflows float32; the penalty stays finite
     V = 6
     hist = np.array([0, 1] * 200)
-    out = process(backend, [fs.DRY(1.0, base=1.75)], np.zeros(V, dtype=np.float32),
-                  history=hist)
+    x = np.array([-1.0, 0, 0, 0, 0, 0], dtype=np.float32)
+    out = process(backend, [fs.DRY(multiplier, base=1.75)], x, history=hist)
     assert np.isfinite(out).all()
     assert out[0] < -1e6  # x ends [.., 0, 1]: the earlier copy is followed by 0
     np.testing.assert_array_equal(out[1:], 0.0)
+    ids, vals = fs.dry_penalty(hist, V, multiplier, base=1.75, backend=backend)
+    np.testing.assert_array_equal(ids, [0])
+    assert np.isfinite(vals).all() and vals[0] > 1e6
 
 
 def test_dry_batch_rows_independent(backend):
