@@ -56,19 +56,23 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     mk = per_row("min_keep", min_keep, B, integer=True, check=AT_LEAST_ONE)
     seeds = as_seeds("seed", seed, B)
     pos = as_seeds("position", position, B)
-    invalid = invalid_rows(x)
+    fused = getattr(_backends.load(names[0]), "sample_canonical", None)
+    if fused is not None:
+        # The fused kernel checks row validity in its first pass (token -2).
+        tokens = fused(x, k, p, mp, t, mk, bool(temperature_last), seeds, pos)
+        invalid = tokens == -2
+    else:
+        invalid = invalid_rows(x)
+        if invalid.any():
+            if on_invalid == "flag":
+                x = x.copy()
+                x[invalid] = 0.0  # a harmless stand-in; the token becomes -1 below
+        if not invalid.any() or on_invalid == "flag":
+            tokens = _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos)
     if invalid.any():
         if on_invalid == "raise":
             raise_invalid(invalid, "NaN, +inf, or every logit masked")
-        x = x.copy()
-        x[invalid] = 0.0  # a harmless stand-in; the token becomes -1 below
-    fused = getattr(_backends.load(names[0]), "sample_canonical", None)
-    if fused is not None:
-        tokens = fused(x, k, p, mp, t, mk, bool(temperature_last), seeds, pos)
-    else:
-        tokens = _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos)
-    tokens = np.asarray(tokens, dtype=np.int32)
-    if invalid.any():
+        tokens = np.array(tokens, dtype=np.int32)
         tokens[invalid] = -1
     return int(tokens[0]) if one_d else tokens
 

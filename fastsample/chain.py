@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import registry as _backends
-from .stages import Dist, Stage, Terminal
+from .stages import Dist, MinP, Stage, Temperature, Terminal, TopK, TopP
 from .validation import (
     as_history, as_logits, as_seeds, check_on_invalid, invalid_rows, raise_invalid,
 )
@@ -82,7 +82,50 @@ class SamplerChain:
         self._check_ops(self._cpu_names)
         self._ops = _Ops(self._cpu_names)
         self.backend = self._cpu_names[0]
+        self._fused = self._canonical_plan()
         self.reset()
+
+    def _canonical_plan(self):
+        """How to run ``sample`` as the backend's fused canonical kernel, if it can.
+
+        A chain of TopK / TopP / MinP / Temperature (each at most once, in llama.cpp's
+        order or with Temperature first, sharing one min_keep) ending in Dist is the
+        chain of ``fs.sample`` with some stages disabled.
+        """
+        if getattr(_backends.load(self.backend), "sample_canonical", None) is None:
+            return None
+        body, terminal = self.stages[:-1], self.stages[-1]
+        kinds = [type(s) for s in body]
+        if type(terminal) is not Dist or len(set(kinds)) != len(kinds):
+            return None
+        if not set(kinds) <= {TopK, TopP, MinP, Temperature}:
+            return None
+        truncs = [k for k in kinds if k is not Temperature]
+        if truncs != sorted(truncs, key=[TopK, TopP, MinP].index):
+            return None
+        if Temperature in kinds and kinds.index(Temperature) not in (0, len(kinds) - 1):
+            return None
+        keeps = [np.asarray(s.min_keep) for s in body if not isinstance(s, Temperature)]
+        if any(k.shape != keeps[0].shape or not np.array_equal(k, keeps[0]) for k in keeps):
+            return None
+        temperature_last = not (kinds and kinds[0] is Temperature and len(kinds) > 1)
+        return {type(s): s for s in body}, temperature_last
+
+    def _sample_fused(self, x, ctx):
+        by_type, temperature_last = self._fused
+        B = ctx.B
+        def param(kind, default, integer=False):  # noqa: E306
+            stage = by_type.get(kind)
+            value = default if stage is None else stage.rows(B)[0]
+            return np.broadcast_to(np.asarray(value, np.int64 if integer else np.float64), (B,))
+        truncs = [s for s in by_type.values() if not isinstance(s, Temperature)]
+        min_keep = truncs[0].rows(B)[-1] if truncs else np.ones(B, np.int64)
+        fused = _backends.load(self.backend).sample_canonical
+        return fused(
+            x, np.ascontiguousarray(param(TopK, 0, True)), np.ascontiguousarray(param(TopP, 1.0)),
+            np.ascontiguousarray(param(MinP, 0.0)), np.ascontiguousarray(param(Temperature, 1.0)),
+            np.ascontiguousarray(min_keep), temperature_last, ctx.seed, ctx.position,
+        )
 
     def _check_ops(self, names):
         for stage in self.stages:
@@ -214,6 +257,10 @@ class SamplerChain:
         flagged invalid (``on_invalid="flag"``).
         """
         x, one_d, invalid, ops, ctx = self._prepare(logits, history, history_len, position)
+        if self._fused is not None:
+            tokens = np.array(self._sample_fused(x, ctx), dtype=np.int32)
+            tokens[invalid] = -1
+            return int(tokens[0]) if one_d else tokens
         x = self._run(x, ops, ctx)
         bad = self._check_emptied(x, invalid)
         if bad.any():

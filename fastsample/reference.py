@@ -306,7 +306,8 @@ def _temperature_row(row, t):
             i = int(np.argmax(row))
             out[i] = row[i]
         return out
-    return _to_f32(row.astype(np.float64) / t, finite)
+    with np.errstate(over="ignore"):  # saturated by _to_f32
+        return _to_f32(row.astype(np.float64) / t, finite)
 
 
 def temperature(logits, t):

@@ -51,9 +51,14 @@ def as_logits(x, name="logits"):
 
 
 def invalid_rows(logits):
-    """Boolean ``(B,)``: rows with NaN or +inf, or with every logit ``-inf``."""
-    bad = np.isnan(logits).any(axis=1) | np.isposinf(logits).any(axis=1)
-    return bad | ~np.isfinite(logits).any(axis=1)
+    """Boolean ``(B,)``: rows with NaN or +inf, or with every logit ``-inf``.
+
+    One pass: a row's max is NaN if it holds a NaN, +inf if it holds +inf, and -inf
+    if every logit is masked, so all three show as a non-finite row max.
+    """
+    if logits.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    return ~np.isfinite(logits.max(axis=1))
 
 
 def check_on_invalid(on_invalid):
@@ -94,13 +99,31 @@ def _scalar_or_array(name, value):
     return arr, False
 
 
+_SCALAR_ROWS: dict = {}
+
+
 def per_row(name, value, B=None, *, integer=False, check=None):
     """Validate a per-row parameter; broadcast it to ``(B,)`` when B is given.
 
     ``value`` is a Python scalar or a length-B 1-D array. Returns float64 (or int64
     for ``integer=True``). Raises ``ValueError`` naming ``name`` on a wrong length,
     NaN, a non-integer where an integer is needed, or a value failing ``check``.
+
+    Python scalars are the common case on the per-token hot path, so their validated
+    ``(B,)`` arrays are cached; callers (and kernels) never write to them.
     """
+    if B is not None and type(value) in (int, float):
+        key = (name, value, B, integer, check)
+        hit = _SCALAR_ROWS.get(key)
+        if hit is None:
+            if len(_SCALAR_ROWS) > 4096:
+                _SCALAR_ROWS.clear()
+            hit = _SCALAR_ROWS[key] = _per_row(name, value, B, integer, check)
+        return hit
+    return _per_row(name, value, B, integer, check)
+
+
+def _per_row(name, value, B, integer, check):
     arr, scalar = _scalar_or_array(name, value)
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be a number; got {value!r}")
@@ -128,10 +151,12 @@ def per_row(name, value, B=None, *, integer=False, check=None):
 
 def as_seeds(name, value, B):
     """Seeds and positions: non-negative integers < 2**64, as uint64 ``(B,)``."""
+    if type(value) is int and 0 <= value <= _U64_MAX:  # the per-token hot path
+        return np.array([value] * B, dtype=np.uint64)
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         if not 0 <= int(value) <= _U64_MAX:
             raise ValueError(f"{name} must be an integer in [0, 2**64); got {int(value)}")
-        return np.full(B, int(value), dtype=np.uint64)
+        return np.array([int(value)] * B, dtype=np.uint64)
     arr, scalar = _scalar_or_array(name, value)
     if arr.dtype.kind == "f":
         f = arr.astype(np.float64)

@@ -15,12 +15,8 @@ from hypothesis import strategies as st
 
 import fastsample as fs
 
-BACKENDS = ["numpy"]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
 
 
 def logits(B=4, V=8, seed=0):

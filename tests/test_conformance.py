@@ -11,8 +11,7 @@ compares the kept set (finite entries) exactly and the renormalised probabilitie
 within 1e-6.  Expected values are written by hand or computed here in float64
 from the SPEC formula; never by the library.
 
-The ``backend`` fixture is parametrised by ``BACKENDS``; fast backends add
-themselves there so they must pass the very same cases.
+The ``backend`` fixture (tests/conftest.py) runs every case on each CPU backend.
 """
 
 from __future__ import annotations
@@ -24,14 +23,10 @@ import pytest
 
 import fastsample as fs
 
-BACKENDS = ["numpy"]
 
 TOL = 1e-6
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
 
 
 # ---------------------------------------------------------------- helpers

@@ -15,12 +15,8 @@ from scipy import stats
 import fastsample as fs
 from fastsample.rng import uniform
 
-BACKENDS = ["numpy"]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
 
 
 # ---------------------------------------------------------------- helpers

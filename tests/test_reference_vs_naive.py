@@ -38,7 +38,7 @@ naive = _load_naive()
 FLT_MAX = float(np.finfo(np.float32).max)
 NEG_INF = -np.inf
 
-EXAMPLES = int(os.environ.get("FASTSAMPLE_NAIVE_EXAMPLES", "70"))
+EXAMPLES = int(os.environ.get("FASTSAMPLE_NAIVE_EXAMPLES", "60"))
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -554,7 +554,7 @@ def test_adaptive_p_matches_naive(data):
 # ----------------------------------------------------------------------------- draw and probabilities
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2 * EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_draw_matches_naive_exactly(data):
     x = data.draw(logit_batches(), label="logits")

@@ -1,0 +1,667 @@
+"""The fused canonical chain of ``fs.sample`` (numba CPU backend).
+
+``sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
+temperature_last, seed, position) -> int32 (B,)`` gives, row for row, the token of
+the reference chain
+
+    temperature_last=True  (llama.cpp): TopK(k, min_keep) -> TopP(p, min_keep)
+                                        -> MinP(p, min_keep) -> Temperature(t) -> draw
+    temperature_last=False (HF):        Temperature(t) -> TopK -> TopP -> MinP -> draw
+
+without materialising a masked row and without a full sort.
+
+Why one threshold is enough
+---------------------------
+Every one of these truncations keeps a set of the form ``{l >= T}`` of its input (ties
+at the cut are kept), and the ``min_keep`` floor is a union with another such set
+(the tokens ``>=`` the ``min_keep``-th largest logit of the stage's input). The input
+of each stage is itself such a set, and its ``min_keep``-th largest logit is the
+row's ``min_keep``-th largest (``G(min_keep)``) whenever the input holds at least
+``min_keep`` tokens (else the floor keeps the whole input). So the chain is one
+running threshold ``T``; a stage with its own cut ``c`` does
+``T = max(T, min(c, G(min_keep)))``:
+
+- TopK: ``c = G(k)`` (``k <= 0``: no-op; ``k >=`` the finite count keeps all), so
+  ``T = G(max(k, min_keep))``.
+- TopP: ``c`` = the value of the first token (by value, descending) at which the
+  running probability of the stage's input, renormalised over it, reaches
+  ``p - 1e-6``; every tie of it is kept. None reached: keep all.
+- MinP: ``c = l_max + ln p`` in float64 (the max always survives).
+- Temperature is monotone, so it commutes with the cuts: last, it only changes the
+  draw's weights; first (HF order), the truncations run on ``float32(l / t)``
+  (materialised once: rounding can create ties that are not ties of ``l``).
+  ``t <= 0`` is greedy in both orders: the first maximum of the row (the maximum
+  survives every truncation).
+
+How it is fast
+--------------
+- Pass 1 (vectorised ``llvm.maximum``, which also propagates NaN, so the pass is
+  the row's validity check too): the row max and the max of every 256-token block
+  (``bmax``). Everything later touches only blocks whose max can matter.
+- ``G(j)`` (top-k): the blocks' maxima give a lower bound (the j-th largest block
+  max, found through a histogram of the block maxima); only the tokens above it in
+  the blocks above it (about j of them) are gathered and sorted.
+- TopP after TopK: over those gathered, sorted candidates.
+- TopP on a whole row: one vectorised exp pass for the row's mass ``W``; then a lower
+  bound from the block maxima's own mass (``sum exp(bmax - max)`` over the blocks
+  above a level is a lower bound of the mass above it), which on LLM-like rows
+  leaves a few hundred candidates to sort. When it does not (flat rows), a mass
+  histogram over 2048 logit buckets finds the boundary bucket, and only the tokens of
+  that bucket are sorted.
+- The draw (SPEC §5, inverse CDF in token-id order, weights exp(l' - max) in float64)
+  runs over the gathered survivors when they sit in few blocks, else as a blocked
+  pass: vectorised per-block sums, then a sequential walk inside one block.
+
+Floating point: every sum is float64; the only differences from the reference are
+the order of float64 additions and exp's last ulp, so a token can only differ when a
+cumulative mass lands within ~1e-15 of a boundary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange
+from numba.core import types
+from numba.extending import intrinsic
+
+from ..shared import uniform
+from .simd import FASTMATH, exp64, maximum, maxnum, minnum
+
+__all__ = ["sample_canonical", "INVALID"]
+
+INVALID = -2                  # token of a row with NaN, +inf or every logit masked
+
+_BS = 256                     # block size of the block maxima
+_F32_MAX = float(np.finfo(np.float32).max)
+_NEG = -_F32_MAX              # threshold that keeps every finite token
+_TOL = 1e-6                   # SPEC §4 mass tolerance (reference.MASS_TOLERANCE)
+_NBINS_BLOCK = 256            # histogram of block maxima
+_NBINS_MASS = 2048            # mass histogram of a whole row (flat rows)
+_SORT_CAP = 4096              # candidates sorted directly up to this count
+_STREAM_DRAW = 0
+
+
+@intrinsic
+def _div_strict(typingctx, a, b):
+    """float64 ``a / b`` with IEEE semantics under FASTMATH (no ``arcp``)."""
+    f64 = types.float64
+
+    def codegen(context, builder, signature, args):
+        va = context.cast(builder, args[0], signature.args[0], f64)
+        vb = context.cast(builder, args[1], signature.args[1], f64)
+        res = builder.fdiv(va, vb)
+        res.flags.append("nsz")  # numba's fast-math pass skips flagged instructions
+        return res
+
+    return f64(a, b), codegen
+
+
+# ---------------------------------------------------------------------------------
+# scalar helpers
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _temp(x, t):
+    """Reference Temperature for one finite float32 logit: float32(clip(x / t))."""
+    y = _div_strict(np.float64(x), t)
+    y = minnum(maxnum(y, -_F32_MAX), _F32_MAX)
+    return np.float32(y)
+
+
+@numba.njit(cache=True, nogil=True)
+def _log(x):
+    return math.log(x)
+
+
+# ---------------------------------------------------------------------------------
+# pass 1: row max and block maxima
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _pass_max(v, bmax):
+    """Fill ``bmax`` with every block's max; return the row max (float64).
+
+    The row's validity check rides on this pass: ``llvm.maximum`` propagates NaN
+    (unlike maxnum) and vectorises as well, so a NaN anywhere makes the result NaN,
+    +inf gives +inf and an all-masked row -inf.
+    """
+    n = v.shape[0]
+    nfull = n // _BS
+    m = -np.inf
+    for j in range(nfull):
+        s = j * _BS
+        bm = v[s]
+        for i in range(1, _BS):  # compile-time trip count: vectorised
+            bm = maximum(bm, v[s + i])
+        bmax[j] = bm
+        m = maximum(m, bm)
+    if nfull * _BS < n:
+        bm = v[nfull * _BS]
+        for i in range(nfull * _BS + 1, n):
+            bm = maximum(bm, v[i])
+        bmax[nfull] = bm
+        m = maximum(m, bm)
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _invalid(m):
+    """A row max that is NaN, +inf or -inf marks an invalid row (SPEC §7)."""
+    return not (-np.inf < m < np.inf)
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_max(v, bmax, m):
+    """Index of the first element equal to the row max ``m``."""
+    n = v.shape[0]
+    for j in range(bmax.shape[0]):
+        if bmax[j] == m:
+            for i in range(j * _BS, min(j * _BS + _BS, n)):
+                if v[i] == m:
+                    return i
+    return -1  # unreachable for a row with a finite max
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _apply_temperature(l, t, out):
+    """out = reference Temperature(t) of l (t > 0, t != 1); -inf stays -inf."""
+    for i in range(l.shape[0]):
+        x = l[i]
+        y = _temp(x, t)
+        out[i] = y if x > -np.inf else np.float32(-np.inf)
+
+
+# ---------------------------------------------------------------------------------
+# block-maxima bounds
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_bins(bmax, m):
+    """Histogram bin (0 = top) of every block max, linear in ``m - bmax``; -1: masked."""
+    nb = bmax.shape[0]
+    lo = np.inf
+    for j in range(nb):
+        x = np.float64(bmax[j])
+        if x > -np.inf and x < lo:
+            lo = x
+    scale = 0.0
+    if m > lo:
+        scale = _NBINS_BLOCK / (m - lo)
+    bins = np.empty(nb, np.int32)
+    for j in range(nb):
+        x = np.float64(bmax[j])
+        if x > -np.inf:
+            b = int((m - x) * scale)
+            bins[j] = min(max(b, 0), _NBINS_BLOCK - 1)
+        else:
+            bins[j] = -1
+    return bins
+
+
+@numba.njit(cache=True, nogil=True)
+def _bound_from_bins(bmax, bins, last_bin):
+    """The smallest block max among blocks in bins 0..last_bin."""
+    lo = np.inf
+    for j in range(bmax.shape[0]):
+        b = bins[j]
+        if b >= 0 and b <= last_bin:
+            x = np.float64(bmax[j])
+            if x < lo:
+                lo = x
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_bound(bmax, bins, j):
+    """A lower bound of the j-th largest finite value: the j-th largest block max,
+    rounded down to a histogram bin; ``_NEG`` when fewer than j blocks are finite."""
+    hist = np.zeros(_NBINS_BLOCK, np.int64)
+    for i in range(bins.shape[0]):
+        b = bins[i]
+        if b >= 0:
+            hist[b] += 1
+    cum = 0
+    for b in range(_NBINS_BLOCK):
+        cum += hist[b]
+        if cum >= j:
+            return _bound_from_bins(bmax, bins, b)
+    return _NEG
+
+
+@numba.njit(cache=True, nogil=True)
+def _mass_bound(bmax, bins, m, target):
+    """A level L with mass({v >= L}) >= target, from the block maxima's own mass."""
+    hist = np.zeros(_NBINS_BLOCK, np.float64)
+    for i in range(bins.shape[0]):
+        b = bins[i]
+        if b >= 0:
+            hist[b] += exp64(np.float64(bmax[i]) - m)
+    cum = 0.0
+    for b in range(_NBINS_BLOCK):
+        cum += hist[b]
+        if cum >= target:
+            return _bound_from_bins(bmax, bins, b)
+    return _NEG
+
+
+# ---------------------------------------------------------------------------------
+# gathering candidates
+
+
+@numba.njit(cache=True, nogil=True)
+def _hit_blocks(bmax, L):
+    c = 0
+    for j in range(bmax.shape[0]):
+        if bmax[j] >= L:
+            c += 1
+    return c
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_vals(v, bmax, L):
+    """Values ``>= L`` (L >= _NEG, so finite), from the blocks whose max is >= L."""
+    n = v.shape[0]
+    out = np.empty(_hit_blocks(bmax, L) * _BS, np.float32)
+    c = 0
+    for j in range(bmax.shape[0]):
+        if bmax[j] >= L:
+            for i in range(j * _BS, min(j * _BS + _BS, n)):
+                x = v[i]
+                out[c] = x
+                c += 1 if x >= L else 0  # branch-free compaction
+    return out[:c]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_idx(v, bmax, L):
+    """Indices (ascending) of the values ``>= L``."""
+    n = v.shape[0]
+    out = np.empty(_hit_blocks(bmax, L) * _BS, np.int32)
+    c = 0
+    for j in range(bmax.shape[0]):
+        if bmax[j] >= L:
+            for i in range(j * _BS, min(j * _BS + _BS, n)):
+                out[c] = i
+                c += 1 if v[i] >= L else 0
+    return out[:c]
+
+
+# ---------------------------------------------------------------------------------
+# stage cuts
+
+
+@numba.njit(cache=True, nogil=True)
+def _kth(v, bmax, bins, j):
+    """(G, sorted candidate values ascending): G is the j-th largest finite value, or
+    _NEG when the row has fewer than j finite values (the stage keeps all)."""
+    if j >= v.shape[0]:
+        return _NEG, np.empty(0, np.float32)
+    L = _count_bound(bmax, bins, j)
+    vals = np.sort(_gather_vals(v, bmax, L))
+    c = vals.shape[0]
+    if c < j:
+        # L == _NEG here (a real bound leaves >= j candidates): fewer than j finite.
+        return _NEG, vals
+    return np.float64(vals[c - j]), vals
+
+
+@numba.njit(cache=True, nogil=True)
+def _top_p_sorted(vals, lo, m, p):
+    """TopP cut over the candidates ``vals[lo:]`` (ascending), renormalised over them.
+
+    Returns the value of the first token (descending) whose running mass reaches
+    ``p - 1e-6``, or _NEG when none does (keep all).
+    """
+    c = vals.shape[0]
+    W = 0.0
+    for i in range(lo, c):
+        W += exp64(np.float64(vals[i]) - m)
+    target = p - _TOL
+    cum = 0.0
+    for i in range(c - 1, lo - 1, -1):
+        cum += exp64(np.float64(vals[i]) - m) / W
+        if cum >= target:
+            return np.float64(vals[i])
+    return _NEG
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _mass_pass(v, m, w):
+    """w[i] = exp(v[i] - m) (0 where masked); returns their sum."""
+    tot = 0.0
+    for i in range(v.shape[0]):
+        e = exp64(np.float64(v[i]) - m)  # -inf -> 0
+        w[i] = e
+        tot += e
+    return tot
+
+
+@numba.njit(cache=True, nogil=True)
+def _min_finite(v, bmax):
+    lo = np.inf
+    n = v.shape[0]
+    for j in range(bmax.shape[0]):
+        if bmax[j] > -np.inf:
+            for i in range(j * _BS, min(j * _BS + _BS, n)):
+                x = np.float64(v[i])
+                if x > -np.inf and x < lo:
+                    lo = x
+    return lo
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _mass_bins(v, w, m, lower, scale, bmax, hist):
+    """hist[b] += w over the tokens v >= lower, bin b = int((m - v) * scale)."""
+    n = v.shape[0]
+    last = hist.shape[0] - 1
+    for j in range(bmax.shape[0]):
+        if bmax[j] >= lower:
+            for i in range(j * _BS, min(j * _BS + _BS, n)):
+                x = np.float64(v[i])
+                if x >= lower:
+                    b = min(np.int32((m - x) * scale), last)
+                    hist[b] += w[i]
+
+
+@numba.njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH)
+def _count_in(v, s, lo, hi):
+    """How many of the _BS values from s lie in [lo, hi] (float64 bounds)."""
+    c = 0
+    for i in range(_BS):  # compile-time trip count: vectorised
+        x = np.float64(v[s + i])
+        c += 1 if (x >= lo) & (x <= hi) else 0
+    return c
+
+
+@numba.njit(cache=True, nogil=True)
+def _bin_vals(v, m, lower, scale, bmax, nbins, target_bin):
+    """Values of the tokens whose mass bin (as in _mass_bins) is ``target_bin``."""
+    n = v.shape[0]
+    last = nbins - 1
+    cap = 64
+    out = np.empty(cap, np.float32)
+    c = 0
+    # A slightly widened value interval of the bin, then the exact bin test.
+    hi = m - (target_bin - 1.0) / scale
+    lo = max(m - (target_bin + 2.0) / scale, lower)
+    nfull = n // _BS
+    for j in range(bmax.shape[0]):
+        if bmax[j] >= lo:
+            if j < nfull and _count_in(v, j * _BS, lo, hi) == 0:
+                continue
+            for i in range(j * _BS, min(j * _BS + _BS, n)):
+                x = np.float64(v[i])
+                if x >= lo and x <= hi:
+                    b = min(np.int32((m - x) * scale), last)
+                    if b == target_bin:
+                        if c == cap:
+                            cap *= 2
+                            grown = np.empty(cap, np.float32)
+                            grown[:c] = out[:c]
+                            out = grown
+                        out[c] = v[i]
+                        c += 1
+    return out[:c]
+
+
+@numba.njit(cache=True, nogil=True)
+def _top_p_row(v, bmax, bins, m, p, w):
+    """TopP cut over a whole row (every finite token is the stage's input).
+
+    Fills ``w`` with the row's weights exp(v - m). Returns the cut (or _NEG: keep all).
+    """
+    W = _mass_pass(v, m, w)
+    target = p - _TOL
+    if target <= 0.0:
+        return m  # the first token reaches: keep the max and its ties
+    # Candidates: a level whose mass provably reaches the target.
+    L = _mass_bound(bmax, bins, m, target * W)
+    if L > _NEG and _hit_blocks(bmax, L) * _BS * 2 <= v.shape[0]:
+        vals = np.sort(_gather_vals(v, bmax, L))
+        if vals.shape[0] <= _SORT_CAP:
+            c = vals.shape[0]
+            cum = 0.0
+            for i in range(c - 1, -1, -1):
+                cum += exp64(np.float64(vals[i]) - m) / W
+                if cum >= target:
+                    return np.float64(vals[i])
+            # rounding left the bound just short: fall through to the full search
+    # Mass histogram over [vmin, m]; exact work only in the boundary bucket.
+    lower = _min_finite(v, bmax)
+    if m <= lower:
+        return m  # one distinct value: everything is tied with the max
+    scale = _NBINS_MASS / (m - lower)
+    hist = np.zeros(_NBINS_MASS, np.float64)
+    _mass_bins(v, w, m, lower, scale, bmax, hist)
+    above = 0.0
+    for b in range(_NBINS_MASS):
+        if (above + hist[b]) / W >= target:
+            vals = np.sort(_bin_vals(v, m, lower, scale, bmax, _NBINS_MASS, b))
+            cum = above / W
+            for i in range(vals.shape[0] - 1, -1, -1):
+                cum += exp64(np.float64(vals[i]) - m) / W
+                if cum >= target:
+                    return np.float64(vals[i])
+            return np.float64(vals[0])
+        above += hist[b]
+    return _NEG
+
+
+# ---------------------------------------------------------------------------------
+# the draw
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw_gathered(v, idx, mw, t, u):
+    """SPEC §5 over the tokens ``idx`` (ascending ids); weights exp(l' - mw)."""
+    c = idx.shape[0]
+    W = 0.0
+    for a in range(c):
+        x = v[idx[a]]
+        if t != 1.0:
+            x = _temp(x, t)
+        W += exp64(np.float64(x) - mw)
+    target = u * W
+    run = 0.0
+    for a in range(c):
+        x = v[idx[a]]
+        if t != 1.0:
+            x = _temp(x, t)
+        run += exp64(np.float64(x) - mw)
+        if run > target:
+            return idx[a]
+    return idx[c - 1]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _block_sums(v, bmax, T, mw, t, w, use_w, bs):
+    """bs[j] = sum over block j of the weights of the tokens v >= T."""
+    n = v.shape[0]
+    nfull = n // _BS
+    tot = 0.0
+    for j in range(bmax.shape[0]):
+        acc = 0.0
+        if bmax[j] >= T:
+            s = j * _BS
+            if j < nfull:
+                if use_w:
+                    for i in range(_BS):
+                        acc += w[s + i] if v[s + i] >= T else 0.0
+                elif t == 1.0:
+                    for i in range(_BS):
+                        x = v[s + i]
+                        e = exp64(np.float64(x) - mw)
+                        acc += e if x >= T else 0.0
+                else:
+                    for i in range(_BS):
+                        x = v[s + i]
+                        e = exp64(np.float64(_temp(x, t)) - mw)
+                        acc += e if x >= T else 0.0
+            else:
+                for i in range(s, n):
+                    x = v[i]
+                    if x >= T:
+                        y = x if t == 1.0 else _temp(x, t)
+                        acc += exp64(np.float64(y) - mw)
+        bs[j] = acc
+        tot += acc
+    return tot
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw_blocked(v, bmax, T, mw, t, u, w, use_w):
+    """SPEC §5 over the tokens v >= T of the whole row, block by block."""
+    n = v.shape[0]
+    nb = bmax.shape[0]
+    bs = np.empty(nb, np.float64)
+    W = _block_sums(v, bmax, T, mw, t, w, use_w, bs)
+    target = u * W
+    run = 0.0
+    for j in range(nb):
+        if bs[j] > 0.0 and run + bs[j] > target:
+            for i in range(j * _BS, min(j * _BS + _BS, n)):
+                x = v[i]
+                if x >= T:
+                    y = x if t == 1.0 else _temp(x, t)
+                    run += exp64(np.float64(y) - mw)
+                    if run > target:
+                        return i
+        else:
+            run += bs[j]
+    # rounding left every running sum <= target: the last surviving token
+    for i in range(n - 1, -1, -1):
+        if v[i] >= T:
+            return i
+    return -1
+
+
+# ---------------------------------------------------------------------------------
+# one row
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_row(l, k, p, pmin, mk, t, t_last, u):
+    n = l.shape[0]
+    if t <= 0.0:  # greedy in both orders: the first maximum of the row
+        bmax = np.empty((n + _BS - 1) // _BS, np.float32)
+        m = _pass_max(l, bmax)
+        if _invalid(m):
+            return INVALID
+        return _first_max(l, bmax, m)
+    if t_last or t == 1.0:
+        v = l
+        t_draw = t
+    else:  # HF order: the truncations see float32(l / t)
+        # Temperature saturates +inf (and would hide NaN): check validity on l first.
+        if _invalid(_pass_max(l, np.empty((n + _BS - 1) // _BS, np.float32))):
+            return INVALID
+        v = np.empty(n, np.float32)
+        _apply_temperature(l, t, v)
+        t_draw = 1.0
+    bmax = np.empty((n + _BS - 1) // _BS, np.float32)
+    m = _pass_max(v, bmax)
+    if _invalid(m):
+        return INVALID
+    bins = np.empty(0, np.int32)
+    T = _NEG
+    g_mk = np.inf                    # G(min_keep), computed when first needed
+    w = np.empty(0, np.float64)      # row weights, when a whole-row pass made them
+    vals = np.empty(0, np.float32)   # sorted candidates of TopK
+    if k > 0:
+        bins = _block_bins(bmax, m)
+        G, vals = _kth(v, bmax, bins, max(k, mk))
+        T = G
+    if p < 1.0:
+        if T > _NEG:
+            lo = vals.shape[0] - 1
+            while lo > 0 and vals[lo - 1] >= T:
+                lo -= 1
+            while vals[lo] < T:
+                lo += 1
+            cut = _top_p_sorted(vals, lo, m, p)
+        else:
+            if bins.shape[0] == 0:
+                bins = _block_bins(bmax, m)
+            w = np.empty(n, np.float64)
+            cut = _top_p_row(v, bmax, bins, m, p, w)
+        if mk > 1 and cut > _NEG:
+            if bins.shape[0] == 0:
+                bins = _block_bins(bmax, m)
+            g_mk = _kth(v, bmax, bins, mk)[0]
+            cut = min(cut, g_mk)
+        T = max(T, cut)
+    if pmin > 0.0:
+        cut = min(m + _log(pmin), m)  # p > 1: the max is kept (min_keep >= 1)
+        if mk > 1:
+            if g_mk == np.inf:
+                if bins.shape[0] == 0:
+                    bins = _block_bins(bmax, m)
+                g_mk = _kth(v, bmax, bins, mk)[0]
+            cut = min(cut, g_mk)
+        T = max(T, cut)
+    # The draw over {v >= T}; weights exp(l' - max l'), l' after a last temperature.
+    mw = m
+    if t_draw != 1.0:
+        mw = np.float64(_temp(np.float32(m), t_draw))
+    if _hit_blocks(bmax, T) * _BS * 4 <= n:
+        return _draw_gathered(v, _gather_idx(v, bmax, T), mw, t_draw, u)
+    use_w = w.shape[0] == n and t_draw == 1.0
+    return _draw_blocked(v, bmax, T, mw, t_draw, u, w, use_w)
+
+
+# ---------------------------------------------------------------------------------
+# rows
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_serial(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
+                   position, out):
+    for b in range(logits.shape[0]):
+        u = uniform(seed[b], position[b], _STREAM_DRAW)
+        out[b] = _sample_row(logits[b], top_k[b], top_p[b], min_p[b], min_keep[b],
+                             temperature[b], t_last, u)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sample_parallel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
+                     position, out):
+    for b in prange(logits.shape[0]):
+        u = uniform(seed[b], position[b], _STREAM_DRAW)
+        out[b] = _sample_row(logits[b], top_k[b], top_p[b], min_p[b], min_keep[b],
+                             temperature[b], t_last, u)
+
+
+def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
+                     temperature_last, seed, position):
+    """Draw one token per row with the canonical chain of ``fs.sample``.
+
+    Parameters
+    ----------
+    logits : float32 (B, V), C-contiguous. Not modified.
+    top_k, min_keep : int64 (B,)      (min_keep >= 1)
+    top_p, min_p, temperature : float64 (B,)
+    temperature_last : bool           True: llama.cpp order; False: HF order.
+    seed, position : uint64 (B,)
+
+    Returns
+    -------
+    numpy.ndarray of int32, shape (B,): identical to
+    ``fs.sample(..., backend="numpy")`` (up to float64 rounding at a boundary);
+    ``INVALID`` (-2) for a row with NaN, +inf or every logit masked, so the caller
+    needs no separate validation pass over the logits.
+    """
+    B = logits.shape[0]
+    out = np.empty(B, np.int32)
+    if B == 0:
+        return out
+    args = (logits, top_k, top_p, min_p, temperature, min_keep, bool(temperature_last),
+            seed, position, out)
+    if B == 1:
+        _sample_serial(*args)
+    else:
+        _sample_parallel(*args)
+    return out

@@ -1,0 +1,339 @@
+"""Vectorisable building blocks for the numba CPU kernels.
+
+Everything here is a plain ``numba.njit`` function (``inline="always"`` where it sits
+in a hot loop) so that LLVM sees straight-line, branch-free code it can vectorise.
+
+- ``FASTMATH``: the fast-math flag set the kernels use. Never ``nnan``/``ninf``:
+  masked logits are ``-inf`` and must stay so.
+- Small ``numba.extending.intrinsic`` wrappers around LLVM intrinsics:
+  ``maxnum``/``minnum`` (``llvm.maxnum``/``llvm.minnum``: vectorise, unlike numba's
+  ``max`` which lowers to compare+branch), ``fmuladd`` (``llvm.fmuladd``: one FMA
+  where the CPU has it), ``rint``/``floor`` (``llvm.rint``/``llvm.floor``), ``mul_strict`` (an ``fmul`` that
+  the fast-math pass leaves without ``reassoc``), ``i64_as_f64``/``f64_as_i64``/
+  ``f32_as_u32`` (bit casts).
+- ``row_max(x)``: the largest element of a 1-D float32/float64 array (``-inf`` for an
+  all ``-inf`` or empty row), a vectorised ``llvm.maxnum`` reduction.
+- ``exp64(x)``: branch-free float64 ``exp``; ``exp_f32acc(x)``: a cheaper float64
+  ``exp`` accurate enough for results that are rounded to float32.
+
+Accuracy (measured by ``tests/test_numba_core.py`` against ``np.exp``):
+
+- ``exp64``: over ``-708 <= x <= 0`` (and up to 709) the relative error is at most
+  1 ulp (measured 2.2e-16 on a 2M-point grid; polynomial error 1.7e-17 plus the
+  rounding of the last FMA steps; the documented bound ``EXP64_MAX_REL_ERR`` is 2 ulp). In the subnormal range (x < -708.4) the result is
+  the correctly scaled value with one rounding, i.e. within 1 unit of the last
+  subnormal place. ``x <= -746`` and ``-inf`` give exactly 0; NaN gives 0 (kernels
+  never pass NaN); ``x >= 710`` and ``+inf`` give ``+inf``.
+- ``exp_f32acc``: relative error below 3e-10 (degree-7 polynomial) for results
+  above 2**-1022 (x >= -708.39); below that the result is 0 or a subnormal that is
+  not accurate (irrelevant once rounded to float32); ``x <= -708.9`` and ``-inf``
+  give exactly 0, ``x >= 710`` gives ``+inf``. Use it where the result is rounded to float32
+  (softmax, log-softmax), never for the draw's weights.
+
+Why the intrinsics: ``FASTMATH`` contains ``reassoc`` (needed to vectorise float
+sums), and numba applies a kernel's flags to every inlined helper. With ``reassoc``
+LLVM may fold the Cody-Waite reduction ``(x - k*ln2_hi) - k*ln2_lo`` into
+``x - k*ln2`` (losing ~11 bits) or merge the two scale multiplications (underflow).
+Intrinsic calls (``fmuladd``, ``rint``) and ``fmul``s that already carry a flag are
+opaque to those rewrites, so the exp is exact-by-construction under any flag set
+(as long as it has no ``nnan``/``ninf``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
+__all__ = [
+    "FASTMATH", "maxnum", "minnum", "fmuladd", "rint", "floor", "mul_strict", "i64_as_f64",
+    "f64_as_i64", "f32_as_u32",
+    "row_max", "exp64", "exp_f32acc", "EXP64_MAX_REL_ERR", "EXP_F32ACC_MAX_REL_ERR",
+]
+
+#: Fast-math flags for the kernels: no ``nnan``/``ninf`` (kernels see ``-inf``).
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+#: Documented bounds (checked by the tests against ``np.exp``).
+EXP64_MAX_REL_ERR = 4.5e-16
+EXP_F32ACC_MAX_REL_ERR = 3e-10
+
+
+# ---------------------------------------------------------------------------------
+# intrinsics
+
+def _float_ty(a, b):
+    if a == types.float32 and b == types.float32:
+        return types.float32
+    return types.float64
+
+
+def _binary_intrinsic(name):
+    def impl(typingctx, a, b):
+        if not (isinstance(a, (types.Float, types.Integer))
+                and isinstance(b, (types.Float, types.Integer))):
+            return None
+        ty = _float_ty(a, b)
+        sig = ty(ty, ty)
+
+        def codegen(context, builder, signature, args):
+            lty = context.get_value_type(ty)
+            va = context.cast(builder, args[0], signature.args[0], ty)
+            vb = context.cast(builder, args[1], signature.args[1], ty)
+            fn = builder.module.declare_intrinsic(
+                name, [lty], ir.FunctionType(lty, [lty, lty]))
+            return builder.call(fn, [va, vb])
+
+        return ty(a, b), codegen
+    return impl
+
+
+maxnum = intrinsic(_binary_intrinsic("llvm.maxnum"))
+maxnum.__doc__ = "llvm.maxnum: the larger of two floats (float32 if both are)."
+minnum = intrinsic(_binary_intrinsic("llvm.minnum"))
+minnum.__doc__ = "llvm.minnum: the smaller of two floats (float32 if both are)."
+maximum = intrinsic(_binary_intrinsic("llvm.maximum"))
+maximum.__doc__ = (
+    "llvm.maximum: the larger of two floats, NaN if either is NaN (IEEE 754-2019); "
+    "vectorises like maxnum, so a max pass can double as the NaN check."
+)
+
+
+@intrinsic
+def fmuladd(typingctx, a, b, c):
+    """``a * b + c`` via ``llvm.fmuladd.f64`` (one FMA where the CPU has it)."""
+    f64 = types.float64
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        vals = [context.cast(builder, v, t, f64) for v, t in zip(args, signature.args)]
+        fn = builder.module.declare_intrinsic(
+            "llvm.fmuladd", [d], ir.FunctionType(d, [d, d, d]))
+        return builder.call(fn, vals)
+
+    return f64(a, b, c), codegen
+
+
+@intrinsic
+def rint(typingctx, a):
+    """Round to the nearest integer (ties to even) as float64, ``llvm.rint.f64``."""
+    f64 = types.float64
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], f64)
+        fn = builder.module.declare_intrinsic("llvm.rint", [ir.DoubleType()])
+        return builder.call(fn, [v])
+
+    return f64(a), codegen
+
+
+@intrinsic
+def mul_strict(typingctx, a, b):
+    """float64 ``a * b`` that keeps IEEE semantics (no reassociation) under FASTMATH."""
+    f64 = types.float64
+
+    def codegen(context, builder, signature, args):
+        va = context.cast(builder, args[0], signature.args[0], f64)
+        vb = context.cast(builder, args[1], signature.args[1], f64)
+        res = builder.fmul(va, vb)
+        res.flags.append("nsz")  # numba's fast-math pass skips flagged instructions
+        return res
+
+    return f64(a, b), codegen
+
+
+@intrinsic
+def f64_as_i64(typingctx, a):
+    """Reinterpret the bits of a float64 as an int64."""
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], types.float64)
+        return builder.bitcast(v, ir.IntType(64))
+
+    return types.int64(a), codegen
+
+
+@intrinsic
+def f32_as_u32(typingctx, a):
+    """Reinterpret the bits of a float32 as a uint32."""
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], types.float32)
+        return builder.bitcast(v, ir.IntType(32))
+
+    return types.uint32(a), codegen
+
+
+@intrinsic
+def floor(typingctx, a):
+    """float64 floor via ``llvm.floor.f64`` (vectorises to vroundpd)."""
+    f64 = types.float64
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], f64)
+        fn = builder.module.declare_intrinsic("llvm.floor", [ir.DoubleType()])
+        return builder.call(fn, [v])
+
+    return f64(a), codegen
+
+
+@intrinsic
+def i64_as_f64(typingctx, a):
+    """Reinterpret the bits of an int64 as a float64."""
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], types.int64)
+        return builder.bitcast(v, ir.DoubleType())
+
+    return types.float64(a), codegen
+
+
+# ---------------------------------------------------------------------------------
+# max
+
+@numba.njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH)
+def row_max(x):
+    """Largest element of a 1-D float array; ``-inf`` if empty or all ``-inf``.
+
+    float32 for float32 input, float64 for float64 input. A plain ``llvm.maxnum``
+    reduction, which LLVM vectorises (8 lanes x several accumulators on AVX2); on a
+    128256-float row it runs at ``np.max`` speed. NaN entries are ignored (maxnum
+    semantics; kernels never see NaN). Signed zeros: either may be returned.
+    """
+    m = np.float32(-np.inf)
+    for i in range(x.shape[0]):
+        m = maxnum(m, x[i])
+    return m
+
+
+# ---------------------------------------------------------------------------------
+# exp
+
+_LOG2E = 1.4426950408889634
+# fdlibm's split of ln 2: LN2_HI has 21 trailing zero bits, so k * LN2_HI is exact
+# for |k| < 2**21 even without an FMA.
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_X_LO = -746.0   # exp(-746) < 2**-1075: rounds to 0
+_X_HI = 710.0    # exp(710) > DBL_MAX: +inf
+
+# exp(r) ~ 1 + r + r^2 q(r) on |r| <= ln2/2; q fitted at Chebyshev nodes in long
+# double, coefficients rounded to float64; max approximation error 1.7e-17.
+_Q0 = 0.5000000000000001
+_Q1 = 0.16666666666666688
+_Q2 = 0.041666666666623435
+_Q3 = 0.008333333333315228
+_Q4 = 0.00138888889173673
+_Q5 = 0.0001984126989789423
+_Q6 = 2.48015211589338e-05
+_Q7 = 2.7557235270934193e-06
+_Q8 = 2.762013114990759e-07
+_Q9 = 2.5111436444123087e-08
+
+# Degree-7 variant (q of degree 5): max approximation error 2.2e-10.
+_S0 = 0.500000001346581
+_S1 = 0.16666666681623232
+_S2 = 0.041666464925285876
+_S3 = 0.00833331092548064
+_S4 = 0.0013933649996311452
+_S5 = 0.0001989099082480971
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _reduce(x):
+    """Clamp, split x = k ln2 + r; returns (k as float, r)."""
+    x = minnum(maxnum(x, _X_LO), _X_HI)  # also maps -inf -> -746 (-> 0), NaN -> -746
+    k = rint(x * _LOG2E)
+    r = fmuladd(k, -_LN2_HI, x)
+    r = fmuladd(k, -_LN2_LO, r)
+    return k, r
+
+
+# 1.5 * 2**52 + 1023: adding an integer j (|j| < 2**50) to it puts 1023 + j in the
+# low bits of the result, exactly (float -> int without cvttpd2qq, which AVX2 lacks).
+_EXP_MAGIC = 6755399441055744.0 + 1023.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pow2(kf):
+    """2.0**kf for an integer-valued float kf in [-1022, 1023] (bit manipulation).
+
+    kf = -1023 gives 0.0 and kf = 1024 gives +inf (the exponent field wraps to 0 / 2047).
+    """
+    return i64_as_f64(f64_as_i64(kf + _EXP_MAGIC) << 52)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scale(p, k):
+    """p * 2**k for an integer-valued float k in [-1077, 1025], one rounding."""
+    k1 = floor(k * 0.5)   # both halves within the normal exponent range
+    k2 = k - k1
+    return mul_strict(mul_strict(p, _pow2(k1)), _pow2(k2))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def exp64(x):
+    """Branch-free float64 exp, ~1 ulp (see the module docstring)."""
+    k, r = _reduce(x)
+    q = fmuladd(_Q9, r, _Q8)
+    q = fmuladd(q, r, _Q7)
+    q = fmuladd(q, r, _Q6)
+    q = fmuladd(q, r, _Q5)
+    q = fmuladd(q, r, _Q4)
+    q = fmuladd(q, r, _Q3)
+    q = fmuladd(q, r, _Q2)
+    q = fmuladd(q, r, _Q1)
+    q = fmuladd(q, r, _Q0)
+    p = fmuladd(mul_strict(r, r), q, r) + 1.0
+    return _scale(p, k)
+
+
+_X_LO_F32ACC = -709.0  # k = -1023: the exponent field is 0, the result exactly 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def exp_f32acc(x):
+    """Branch-free float64 exp with relative error < 3e-10 (for float32 results).
+
+    Cheaper than ``exp64``: degree-7 polynomial and a single 2**k scale, so results
+    below 2**-1022 (x < -708.4) are not accurate (subnormal or 0; exactly 0 for
+    x <= -708.9 and for -inf).
+    """
+    x = minnum(maxnum(x, _X_LO_F32ACC), _X_HI)
+    k = rint(x * _LOG2E)
+    r = fmuladd(k, -_LN2_HI, x)
+    r = fmuladd(k, -_LN2_LO, r)
+    q = fmuladd(_S5, r, _S4)
+    q = fmuladd(q, r, _S3)
+    q = fmuladd(q, r, _S2)
+    q = fmuladd(q, r, _S1)
+    q = fmuladd(q, r, _S0)
+    p = fmuladd(mul_strict(r, r), q, r) + 1.0
+    return mul_strict(p, _pow2(k))
+
+
+# Convenience array versions (tests, benchmarks).
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def exp64_array(x):
+    """``exp64`` over a 1-D float64 array (new array)."""
+    out = np.empty(x.shape[0], np.float64)
+    for i in range(x.shape[0]):
+        out[i] = exp64(x[i])
+    return out
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def exp_f32acc_array(x):
+    """``exp_f32acc`` over a 1-D float64 array (new array)."""
+    out = np.empty(x.shape[0], np.float64)
+    for i in range(x.shape[0]):
+        out[i] = exp_f32acc(x[i])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def row_max_array(x):
+    """``row_max`` as a standalone callable (tests, benchmarks)."""
+    return row_max(x)
