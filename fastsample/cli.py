@@ -1,4 +1,4 @@
-"""The ``fastsample`` command line: ``info``, ``sample``, ``bench``, ``check``.
+"""The ``fastsample`` command line: ``info``, ``sample``, ``bench``, ``check``, ``warmup``.
 
 Errors are one line on stderr (``fastsample: error: ...``) and exit status 2; usage
 errors too (argparse). ``check`` exits 1 when a backend disagrees with the reference.
@@ -542,6 +542,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    """Compile (or load from numba's cache) every kernel of each compiled backend."""
+    from fastsample import registry
+
+    names = _select_backends(args.backends) if args.backends else [
+        n for n, st in _backend_statuses().items() if _is_available(st) and n != "numpy"]
+    for name in names:
+        fn = getattr(registry.load(name), "warmup", None)
+        if fn is None:
+            print(f"fastsample warmup: {name}: nothing to compile")
+        else:
+            print(f"fastsample warmup: {name}: every kernel ready in {fn():.2f} s")
+    if not names:
+        print("fastsample warmup: no compiled backend available; nothing to do")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog=PROG, description="LLM token samplers: numpy reference and fast backends.")
@@ -592,6 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--atol", type=float, default=1e-5,
                     help="tolerance on logits, relative to max(1, max |logit|) (default 1e-5)")
     sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("warmup", help="compile every kernel ahead (numba's cache keeps them) and say how long it took")
+    sp.add_argument("--backends", metavar="LIST", help="comma-separated backends (default: every available compiled one)")
+    sp.set_defaults(func=cmd_warmup)
     return p
 
 

@@ -100,9 +100,14 @@ def _truncate(row, keep, min_keep):
 
 
 def _per_row(logits, fn, *params):
-    """Apply ``fn(row, *row_params)`` to every row; params are (B,) arrays or lists."""
-    out = np.empty_like(logits)
-    for b in range(logits.shape[0]):
+    """Apply ``fn(row, *row_params)`` to every row; params are (B,) arrays or lists.
+
+    A row with no finite logit (emptied by an earlier stage, say a LogitBias that
+    bans every token) passes through unchanged; the chain reports it as invalid.
+    """
+    out = logits.copy()
+    alive = np.isfinite(logits).any(axis=1)
+    for b in np.flatnonzero(alive):
         out[b] = fn(logits[b], *(p[b] for p in params))
     return out
 

@@ -37,7 +37,7 @@ def _history(rng, B, V, L):
             for _ in range(B)]
 
 
-def _random_stage(rng, B):
+def _random_stage(rng, B, V):
     """One random non-terminal stage with scalar or per-row parameters."""
     def per_row(lo, hi, integer=False):
         if rng.random() < 0.5:
@@ -65,10 +65,10 @@ def _random_stage(rng, B):
         lambda: fs.Penalties(per_row(0.8, 1.5), per_row(0.0, 0.5), per_row(0.0, 0.5),
                              per_row(-1, 40, True)),
         lambda: fs.DRY(per_row(0.0, 2.0), per_row(1.0, 2.5), per_row(0, 4, True),
-                       per_row(-1, 40, True), breakers=[int(rng.integers(0, 8))]),
+                       per_row(-1, 40, True), breakers=[int(rng.integers(0, min(V, 8)))]),
         lambda: fs.NoRepeatNGram(per_row(0, 4, True)),
-        lambda: fs.LogitBias({int(rng.integers(0, 8)): float(rng.normal()),
-                              int(rng.integers(0, 8)): -np.inf}),
+        lambda: fs.LogitBias({int(rng.integers(0, min(V, 8))): float(rng.normal()),
+                              int(rng.integers(0, min(V, 8))): -np.inf}),
     ]
     return choices[int(rng.integers(len(choices)))]()
 
@@ -95,7 +95,7 @@ def test_random_chains_match_reference(fast, kind):
         B = int(rng.integers(1, 6))
         V = int(rng.choice([1, 2, 7, 64, 300, 2048]))
         x = _rows(rng, B, V, kind)
-        stages = [_random_stage(rng, B) for _ in range(int(rng.integers(1, 4)))]
+        stages = [_random_stage(rng, B, V) for _ in range(int(rng.integers(1, 4)))]
         stages.append(_terminal(rng))
         hist = _history(rng, B, V, 60)
         seed = rng.integers(0, 2**63, B, dtype=np.uint64)

@@ -27,9 +27,10 @@ Algorithms (all per row):
   numba's ``np.sort``/``np.partition``/``np.argsort`` compile far too slowly.
 - ``top_p`` / ``typical``: a 1024-bin histogram of the probability mass over the sort
   key (``max - l`` resp. ``|-ln p - H|``) finds a prefix of candidates that surely
-  reaches the mass; only those are sorted (ties to the lower id), and their running
-  sum is the reference's cumulative sum term for term. Falls back to all finite
-  tokens when rounding leaves the candidates short.
+  reaches the mass; up to 4096 candidates are sorted (ties to the lower id), and
+  their running sum is the reference's cumulative sum term for term; more (flat
+  rows) go through a weighted quickselect (``_mass_cut``, linear) instead of a
+  sort. Falls back to all finite tokens when rounding leaves the candidates short.
 - ``tail_free``: full sort of the finite tokens (the rule needs every second
   difference). ``mirostat``: the top-m values only.
 - ``penalties``: touches only the tokens of the window (counts in an uninitialised
@@ -50,6 +51,7 @@ import numpy as np
 from numba import prange
 
 from ..shared import uniform
+from .simd import exp64, row_max
 
 __all__ = [
     "logit_bias", "penalties", "dry", "dry_penalty", "no_repeat_ngram", "top_n_sigma",
@@ -69,7 +71,8 @@ STREAM_XTC = 1
 
 _NBINS = 1024                    # histogram of top_p / typical
 _BIN_SCALE = 16.0                # bins of 1/16 (nats of logit distance, or score)
-_HEAP_MAX = 256                  # k-th largest: heap up to this k, else partition
+_HEAP_MAX = 256                  # k-th largest: heap up to this k, else quickselect
+_SORT_MAX = 4096                 # top_p / typical: sort up to this many candidates
 
 # kinds of _rows_kernel
 K_TOP_N_SIGMA = 0
@@ -108,12 +111,8 @@ def _sat(v):
 
 @numba.njit(**_NJ)
 def _row_max(row):
-    m = -np.inf
-    for i in range(row.shape[0]):
-        x = np.float64(row[i])
-        if x > m:
-            m = x
-    return m
+    """Largest value as float64 (-inf if none): simd.row_max (exact)."""
+    return np.float64(row_max(row))
 
 
 @numba.njit(**_NJ)
@@ -133,17 +132,18 @@ def _copy(row, out):
 
 @numba.njit(**_NJ)
 def _weights(row, w):
-    """``w = exp(l - max)`` (0 where masked); returns (max, sum(w)) in float64."""
+    """``w = exp(l - max)`` (0 where masked); returns (max, sum(w)) in float64.
+
+    simd.exp64 (within ~1 ulp of libm's exp) in a branch-free loop: ``-inf - max``
+    gives exactly 0. The sum is a plain sequential float64 sum.
+    """
     m = _row_max(row)
+    n = row.shape[0]
+    for i in range(n):
+        w[i] = exp64(np.float64(row[i]) - m)
     s = 0.0
-    for i in range(row.shape[0]):
-        x = np.float64(row[i])
-        if x > -np.inf:
-            e = math.exp(x - m)
-            w[i] = e
-            s += e
-        else:
-            w[i] = 0.0
+    for i in range(n):
+        s += w[i]
     return m, s
 
 
@@ -159,24 +159,20 @@ def _entropy(w, W):
 
 
 @numba.njit(**_NJ)
-def _less(keys, a, b):
-    ka = keys[a]
-    kb = keys[b]
-    return ka < kb or (ka == kb and a < b)
-
-
-@numba.njit(**_NJ)
 def _argsort_stable(keys):
     """Order of ``keys`` ascending, ties by position (a stable argsort).
 
-    An iterative quicksort on (key, position) pairs, which are all distinct, with
-    median-of-three pivots and insertion sort below 16 elements (numba's own sorts
-    are avoided: they take tens of seconds to compile).
+    An iterative quicksort on (key, position) pairs, which are all distinct, moved
+    together (no indirection in the comparisons), with median-of-three pivots and
+    insertion sort below 16 elements. numba's own sorts are avoided: they take tens
+    of seconds to compile.
     """
     n = keys.shape[0]
     idx = np.empty(n, np.int64)
+    k = np.empty(n, np.float64)
     for i in range(n):
         idx[i] = i
+        k[i] = keys[i]
     stack = np.empty(128, np.int64)
     sp = 0
     lo = 0
@@ -184,25 +180,30 @@ def _argsort_stable(keys):
     while True:
         while hi - lo >= 16:
             mid = (lo + hi) >> 1
-            if _less(keys, idx[mid], idx[lo]):
+            if k[mid] < k[lo] or (k[mid] == k[lo] and idx[mid] < idx[lo]):
+                k[mid], k[lo] = k[lo], k[mid]
                 idx[mid], idx[lo] = idx[lo], idx[mid]
-            if _less(keys, idx[hi], idx[lo]):
+            if k[hi] < k[lo] or (k[hi] == k[lo] and idx[hi] < idx[lo]):
+                k[hi], k[lo] = k[lo], k[hi]
                 idx[hi], idx[lo] = idx[lo], idx[hi]
-            if _less(keys, idx[hi], idx[mid]):
+            if k[hi] < k[mid] or (k[hi] == k[mid] and idx[hi] < idx[mid]):
+                k[hi], k[mid] = k[mid], k[hi]
                 idx[hi], idx[mid] = idx[mid], idx[hi]
-            pivot = idx[mid]
+            pk = k[mid]
+            pi = idx[mid]
             i = lo
             j = hi
             while i <= j:
-                while _less(keys, idx[i], pivot):
+                while k[i] < pk or (k[i] == pk and idx[i] < pi):
                     i += 1
-                while _less(keys, pivot, idx[j]):
+                while pk < k[j] or (pk == k[j] and pi < idx[j]):
                     j -= 1
                 if i <= j:
+                    k[i], k[j] = k[j], k[i]
                     idx[i], idx[j] = idx[j], idx[i]
                     i += 1
                     j -= 1
-            # recurse into the smaller part, loop on the larger (stack depth <= log n)
+            # push the larger part, loop on the smaller (stack depth <= 2 log n)
             if j - lo < hi - i:
                 if i < hi:
                     stack[sp] = i
@@ -216,12 +217,15 @@ def _argsort_stable(keys):
                     sp += 2
                 lo = i
         for i in range(lo + 1, hi + 1):
-            v = idx[i]
+            vk = k[i]
+            vi = idx[i]
             j = i - 1
-            while j >= lo and _less(keys, v, idx[j]):
+            while j >= lo and (vk < k[j] or (vk == k[j] and vi < idx[j])):
+                k[j + 1] = k[j]
                 idx[j + 1] = idx[j]
                 j -= 1
-            idx[j + 1] = v
+            k[j + 1] = vk
+            idx[j + 1] = vi
         if sp == 0:
             break
         sp -= 2
@@ -378,6 +382,62 @@ def _desc_order(row, ids, nsel):
 
 
 @numba.njit(**_NJ)
+def _mass_cut(keys, mass, target):
+    """Weighted quickselect: the smallest key ``kv`` with ``sum(mass[keys <= kv]) >=
+    target``; returns (found, kv). Expected linear time; used instead of a sort when
+    many candidates remain (the sums are in another order than a sorted running sum,
+    which only matters for a mass within float64 rounding of the target)."""
+    n = keys.shape[0]
+    k = keys.copy()
+    ms = mass.copy()
+    lo = 0
+    hi = n - 1
+    acc = 0.0
+    while lo <= hi:
+        mid = (lo + hi) >> 1
+        a = k[lo]
+        b = k[mid]
+        c = k[hi]
+        if a > b:
+            a, b = b, a
+        if b > c:
+            b = c
+            if a > b:
+                b = a
+        pivot = b
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:
+            v = k[i]
+            if v < pivot:
+                k[lt], k[i] = k[i], k[lt]
+                ms[lt], ms[i] = ms[i], ms[lt]
+                lt += 1
+                i += 1
+            elif v > pivot:
+                k[gt], k[i] = k[i], k[gt]
+                ms[gt], ms[i] = ms[i], ms[gt]
+                gt -= 1
+            else:
+                i += 1
+        m_lt = 0.0
+        for j in range(lo, lt):
+            m_lt += ms[j]
+        m_eq = 0.0
+        for j in range(lt, gt + 1):
+            m_eq += ms[j]
+        if lt > lo and acc + m_lt >= target:
+            hi = lt - 1
+        elif acc + m_lt + m_eq >= target:
+            return True, pivot
+        else:
+            acc += m_lt + m_eq
+            lo = gt + 1
+    return False, 0.0
+
+
+@numba.njit(**_NJ)
 def _bin_of(key):
     v = key * _BIN_SCALE
     if not v < _NBINS - 1:  # also +inf / huge
@@ -445,6 +505,14 @@ def _top_p_cut(row, w, W, m, bstar, target):
         if x > -np.inf and _bin_of(m - np.float64(x)) <= bstar:
             ids[nc] = i
             nc += 1
+    if nc > _SORT_MAX:
+        keys = np.empty(nc, np.float64)
+        mass = np.empty(nc, np.float64)
+        for j in range(nc):
+            keys[j] = -np.float64(row[ids[j]])
+            mass[j] = w[ids[j]] / W
+        ok, kv = _mass_cut(keys, mass, target)
+        return ok, -kv
     srt = _desc_order(row, ids, nc)
     cum = 0.0
     for j in range(nc):
@@ -498,6 +566,11 @@ def _typical_cut(row, w, W, sc, bstar, target):
     keys = np.empty(nc, np.float64)
     for j in range(nc):
         keys[j] = sc[ids[j]]
+    if nc > _SORT_MAX:
+        mass = np.empty(nc, np.float64)
+        for j in range(nc):
+            mass[j] = w[ids[j]] / W
+        return _mass_cut(keys, mass, target)
     order = _argsort_stable(keys)  # ties to the lower id
     cum = 0.0
     for j in range(nc):
@@ -725,7 +798,8 @@ def _smoothing_row(row, out, factor, curve):
         x = np.float64(row[i])
         if x > -np.inf:
             d = x - top
-            out[i] = _sat(top - k * factor * (d * d) + s * factor * d ** 3.0)
+            d2 = d * d
+            out[i] = _sat(top - k * factor * d2 + s * factor * (d2 * d))
         else:
             out[i] = -np.inf
 
@@ -789,7 +863,7 @@ def _mirostat_row(row, out, mu, m_param):
         vals = _top_values_desc(row, top + 1)
         ps = np.empty(top + 1, np.float64)
         for j in range(top + 1):
-            ps[j] = math.exp(vals[j] - mx) / W
+            ps[j] = exp64(vals[j] - mx) / W
         num = 0.0
         den = 0.0
         for i in range(top):
