@@ -13,10 +13,14 @@ __all__ = ["philox4x32_10", "uniform", "STREAM_DRAW", "STREAM_XTC"]
 STREAM_DRAW = 0
 STREAM_XTC = 1
 
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint32(0x9E3779B9)
-_W1 = np.uint32(0xBB67AE85)
+# Philox4x32 round multipliers and Weyl key increments (Salmon et al., SC'11).
+PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+
+_M0 = np.uint64(PHILOX_M0)
+_M1 = np.uint64(PHILOX_M1)
+_W0 = np.uint32(PHILOX_W0)
+_W1 = np.uint32(PHILOX_W1)
 _LO32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint64(0x9E3779B9)
-_W1 = np.uint64(0xBB67AE85)
+from ..rng import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
+
+_M0 = np.uint64(PHILOX_M0)
+_M1 = np.uint64(PHILOX_M1)
+_W0 = np.uint64(PHILOX_W0)
+_W1 = np.uint64(PHILOX_W1)
 _LO = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _S12 = np.uint64(12)

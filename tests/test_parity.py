@@ -141,3 +141,37 @@ def test_long_histories_match_reference(fast):
     want = fs.SamplerChain(stages, seed=1, backend="numpy").process(x, history=hist)
     got = fs.SamplerChain(stages, seed=1, backend=fast).process(x, history=hist)
     _assert_same_logits(got, want)
+
+
+FUSABLE = [
+    [fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)],
+    [fs.Temperature(0.7), fs.TopK(20), fs.TopP(0.9)],
+    [fs.MinP(0.1, min_keep=3), fs.Temperature(1.3)],
+    [fs.TopP(0.5)],
+    [],
+]
+NOT_FUSABLE = [
+    [fs.TopP(0.9), fs.TopK(5)],                      # not llama.cpp's order
+    [fs.TopK(40, min_keep=2), fs.TopP(0.9)],          # two different min_keep
+    [fs.TopK(40), fs.Temperature(0.8), fs.MinP(0.1)],  # temperature in the middle
+    [fs.TopK(40), fs.Greedy()],                       # another terminal
+    [fs.Penalties(1.1), fs.TopK(40)],                 # another stage
+]
+
+
+@pytest.mark.parametrize("fast", FAST)
+@pytest.mark.parametrize("stages", FUSABLE + NOT_FUSABLE, ids=repr)
+def test_chains_fused_or_not_draw_like_the_reference(fast, stages):
+    """Chains that are fs.sample's chain run fused; the token never changes."""
+    B, V = 64, 2048
+    x = workloads.llm_like(B, V, 11)
+    seeds = np.arange(B, dtype=np.uint64)
+    got_chain = fs.SamplerChain(stages, seed=seeds, backend=fast)
+    assert (got_chain._fused is not None) == (stages in FUSABLE)
+    ref_chain = fs.SamplerChain(stages, seed=seeds, backend="numpy")
+    for _ in range(3):
+        want = ref_chain.sample(x)
+        got = got_chain.sample(x)
+        assert np.array_equal(got, want)
+        ref_chain.accept(want)
+        got_chain.accept(got)

@@ -58,3 +58,18 @@ def test_uniform_open_interval_and_streams_differ():
 def test_uniform_is_uniform():
     u = rng.uniform(np.uint64(42), np.arange(20000, dtype=np.uint64), 0)
     assert stats.kstest(u, "uniform").pvalue > 1e-4
+
+
+def test_njit_uniform_is_bit_identical():
+    """kernels/shared.py's njit copy (used by every compiled kernel) equals rng.uniform."""
+    from fastsample.kernels import shared
+
+    gen = np.random.default_rng(5)
+    edges = np.array([0, 2**64 - 1], dtype=np.uint64)
+    seeds = np.concatenate([gen.integers(0, 2**64 - 1, 300, dtype=np.uint64), edges])
+    positions = np.concatenate([gen.integers(0, 2**64 - 1, 300, dtype=np.uint64), edges[::-1]])
+    assert seeds.dtype == positions.dtype == np.uint64
+    for stream in (0, 1):
+        want = rng.uniform(seeds, positions, stream)
+        got = [shared.uniform(s, p, stream) for s, p in zip(seeds, positions)]
+        assert np.array_equal(np.array(got), want)

@@ -234,6 +234,18 @@ def _argsort_stable(keys):
     return idx
 
 
+@numba.njit(inline="always", **_NJ)
+def _median3(a, b, c):
+    """The median of three values: the quickselect pivot."""
+    if a > b:
+        a, b = b, a
+    if b > c:
+        b = c
+        if a > b:
+            b = a
+    return b
+
+
 @numba.njit(**_NJ)
 def _select(vals, pos):
     """The value of rank ``pos`` (0-based, ascending) of ``vals``; reorders vals.
@@ -244,16 +256,7 @@ def _select(vals, pos):
     hi = vals.shape[0] - 1
     while lo < hi:
         mid = (lo + hi) >> 1
-        a = vals[lo]
-        b = vals[mid]
-        c = vals[hi]
-        if a > b:
-            a, b = b, a
-        if b > c:
-            b = c
-            if a > b:
-                b = a
-        pivot = b
+        pivot = _median3(vals[lo], vals[mid], vals[hi])
         lt = lo
         i = lo
         gt = hi
@@ -395,16 +398,7 @@ def _mass_cut(keys, mass, target):
     acc = 0.0
     while lo <= hi:
         mid = (lo + hi) >> 1
-        a = k[lo]
-        b = k[mid]
-        c = k[hi]
-        if a > b:
-            a, b = b, a
-        if b > c:
-            b = c
-            if a > b:
-                b = a
-        pivot = b
+        pivot = _median3(k[lo], k[mid], k[hi])
         lt = lo
         i = lo
         gt = hi
