@@ -9,7 +9,7 @@ import numpy as np
 from . import registry as _backends
 from .stages import AT_LEAST_MINUS_ONE, AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE
 from .validation import (
-    Check, as_logits, as_seeds, as_token_ids, check_on_invalid, invalid_rows, per_row,
+    Check, as_logits, as_seeds, as_token_ids, check_on_invalid, per_row,
     raise_invalid,
 )
 
@@ -62,7 +62,7 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
         tokens = fused(x, k, p, mp, t, mk, bool(temperature_last), seeds, pos)
         invalid = tokens == -2
     else:
-        invalid = invalid_rows(x)
+        invalid = _backends.row_check(names)(x)
         if invalid.any():
             if on_invalid == "flag":
                 x = x.copy()
@@ -96,9 +96,9 @@ def _op(backend, x, name):
     return _backends.op_for(_backends.resolve(backend), name, name)
 
 
-def _valid_rows(x, name):
+def _valid_rows(x, name, backend):
     rows, one_d = as_logits(x, name)
-    bad = invalid_rows(rows)
+    bad = _backends.row_check(_backends.resolve(backend))(rows)
     if bad.any():
         raise_invalid(bad, "NaN, +inf, or every logit masked")
     return rows, one_d
@@ -117,7 +117,7 @@ def softmax(x, temperature=1.0, *, backend="auto"):
     numpy.ndarray of float32, the shape of ``x``.
     """
     fn = _op(backend, x, "softmax")
-    rows, one_d = _valid_rows(x, "x")
+    rows, one_d = _valid_rows(x, "x", backend)
     t = per_row("temperature", temperature, rows.shape[0], check=POSITIVE)
     out = fn(rows, t)
     return out[0] if one_d else out
@@ -126,7 +126,7 @@ def softmax(x, temperature=1.0, *, backend="auto"):
 def log_softmax(x, *, backend="auto"):
     """Log-softmax over each row's finite logits (masked -> ``-inf``), float32."""
     fn = _op(backend, x, "log_softmax")
-    rows, one_d = _valid_rows(x, "x")
+    rows, one_d = _valid_rows(x, "x", backend)
     out = fn(rows)
     return out[0] if one_d else out
 
@@ -145,7 +145,7 @@ def topk(x, k, *, backend="auto"):
     indices : numpy.ndarray of int32, shape (..., k)
     """
     fn = _op(backend, x, "topk")
-    rows, one_d = _valid_rows(x, "x")
+    rows, one_d = _valid_rows(x, "x", backend)
     V = rows.shape[1]
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
         raise ValueError(f"k must be an integer; got {k!r}")

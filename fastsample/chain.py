@@ -7,7 +7,7 @@ import numpy as np
 from . import registry as _backends
 from .stages import Dist, MinP, Stage, Temperature, Terminal, TopK, TopP
 from .validation import (
-    as_history, as_logits, as_seeds, check_on_invalid, invalid_rows, raise_invalid,
+    as_history, as_logits, as_seeds, check_on_invalid, raise_invalid,
 )
 
 __all__ = ["SamplerChain"]
@@ -81,6 +81,7 @@ class SamplerChain:
         self._cpu_names = _backends.resolve(backend)
         self._check_ops(self._cpu_names)
         self._ops = _Ops(self._cpu_names)
+        self._invalid_rows = _backends.row_check(self._cpu_names)
         self.backend = self._cpu_names[0]
         self._fused = self._canonical_plan()
         self.reset()
@@ -198,7 +199,7 @@ class SamplerChain:
         else:
             hist = as_history(history, history_len, B, V, one_d)
         pos = self.positions if position is None else as_seeds("position", position, B)
-        invalid = invalid_rows(x)
+        invalid = self._invalid_rows(x)
         if invalid.any():
             if self.on_invalid == "raise":
                 raise_invalid(invalid, "NaN, +inf, or every logit masked")

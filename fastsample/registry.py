@@ -139,6 +139,14 @@ def resolve(backend, x=None):
     return fast or ["numpy"]
 
 
+def row_check(names):
+    """The backend's own ``invalid_rows`` (one fast pass) if it has one, else numpy's."""
+    fn = getattr(load(names[0]), "invalid_rows", None)
+    if fn is None:
+        from .validation import invalid_rows as fn
+    return fn
+
+
 def op_for(names, op, stage):
     """The first backend function named ``op`` among ``names``; ``BackendError`` if none."""
     for name in names:

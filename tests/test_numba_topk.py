@@ -116,3 +116,54 @@ def test_batched_rows_independent():
     x[7] = -np.inf
     for k in (1, 50, 1000):
         _check(x, k)
+
+
+# --------------------------------------------------- the single-pass (streaming) path
+# Rows of V >= TOPK_STREAM_MIN_V: a guessed threshold from an L2-sized prefix, one gather
+# pass with buffer tightening (threshold or exact cut at ties), a two-pass fallback.
+
+
+def test_stream_path_is_taken_for_w7_rows():
+    assert V >= ktopk.TOPK_STREAM_MIN_V and V >= 16 * 1000
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stream_random_k(seed):
+    rng = np.random.default_rng(seed)
+    x = wl.llm_like(2, V, seed=100 + seed)
+    for k in rng.integers(1, V // 16, size=4):
+        _check(x, int(k))
+
+
+def test_stream_guess_too_high_falls_back():
+    # the top of the row lies in the prefix, the rest is low: the guess misses k
+    x = wl.llm_like(2, V, seed=21)
+    x[:, 20000:] -= 100.0
+    for k in (50, 1000, 5000):
+        _check(x, k)
+
+
+def test_stream_tightening_and_exact_tie_cut():
+    # the rest keeps beating the threshold (ascending) and holds long runs of ties
+    x = np.repeat(np.arange(V // 512 + 1, dtype=np.float32), 512)[None, :V].copy()
+    x = np.concatenate([x, x[:, ::-1]])
+    for k in (1, 50, 1000, 7000):
+        _check(x, k)
+    y = wl.llm_like(2, V, seed=4)
+    y[:, 70000:] = 5.0  # ties above everything, after the prefix
+    y[1, 90000::3] = 6.0
+    for k in (50, 1000):
+        _check(y, k)
+
+
+def test_stream_infinities_and_zeros():
+    x = wl.llm_like(3, V, seed=8)
+    x[0, 60000::7] = np.inf  # k-th largest +inf: nothing later can enter
+    x[1, 30000:] = -np.inf
+    x[1, 100000::5] = 0.0
+    x[1, 100001::5] = -0.0
+    x[2, :] = -0.0
+    x[2, 77777] = 1.0
+    x[2, 99999:] = 0.0
+    for k in (1, 50, 1000, 3000):
+        _check(x, k)

@@ -20,13 +20,14 @@ from .stages import (
     temperature, top_a, top_k, top_n_sigma, top_p, typical, xtc,
 )
 from .topk import topk
+from .validity import invalid_rows
 
 __all__ = [
     "logit_bias", "penalties", "dry", "no_repeat_ngram", "top_n_sigma", "top_k",
     "typical", "top_p", "min_p", "xtc", "epsilon", "eta", "top_a", "p_less", "tail_free",
     "temperature", "dynamic_temperature", "smoothing", "greedy", "mirostat",
     "mirostat_v2", "adaptive_p", "draw", "argmax", "token_logprob", "softmax",
-    "log_softmax", "topk", "dry_penalty", "sample_canonical", "warmup",
+    "log_softmax", "topk", "dry_penalty", "sample_canonical", "invalid_rows", "warmup",
 ]
 
 
@@ -52,6 +53,7 @@ def warmup():
         sample_canonical(x, 40 * ione, f(0.95) * one, f(0.05) * one, f(0.8) * one, ione,
                          False, seed, seed)
         draw(x, seed, seed)
+        invalid_rows(x)
         token_logprob(x, argmax(x))
         softmax(x, one)
         log_softmax(x)

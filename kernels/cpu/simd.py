@@ -337,3 +337,117 @@ def exp_f32acc_array(x):
 def row_max_array(x):
     """``row_max`` as a standalone callable (tests, benchmarks)."""
     return row_max(x)
+
+
+# ---------------------------------------------------------------------------------
+# mask compares (top-k gather)
+
+@intrinsic
+def _ge_mask8(typingctx, arr, i, thr):
+    """Bit b set where ``arr[i + b] >= thr``, for b < 8, as an int64 in [0, 256).
+
+    One unaligned 8-lane load, an ordered ``fcmp oge`` against a splat of ``thr`` and a
+    bitcast of the 8 x i1 result (AVX2: vcmpps + vmovmskps). No bounds check: the
+    caller guarantees ``0 <= i`` and ``i + 8 <= len(arr)``. ``arr``: C-contiguous 1-D
+    float32; ``thr``: float32. A NaN ``thr`` gives 0 (ordered compare), as does a NaN
+    entry. Used by ``kernels/cpu/topk.py`` to gather entries above a threshold.
+    """
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == 1
+            and arr.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        idx = context.cast(builder, args[1], signature.args[1], types.intp)
+        t = context.cast(builder, args[2], signature.args[2], types.float32)
+        fty = ir.FloatType()
+        vty = ir.VectorType(fty, 8)
+        ptr = builder.gep(ary.data, [idx])
+        vec = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=4)
+        zero = ir.Constant(ir.IntType(32), 0)
+        splat = builder.insert_element(ir.Constant(vty, ir.Undefined), t, zero)
+        splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
+                                       ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+        cmp = builder.fcmp_ordered(">=", vec, splat)
+        return builder.zext(builder.bitcast(cmp, ir.IntType(8)), ir.IntType(64))
+
+    return types.int64(arr, i, thr), codegen
+
+
+@intrinsic
+def _cttz(typingctx, x):
+    """Trailing zero bits of a nonzero int64 (``llvm.cttz`` with zero-is-poison: one
+    tzcnt/bsf). The result is undefined for 0; visit set bits of a mask with
+    ``i = _cttz(m); m &= m - 1`` while ``m`` is nonzero."""
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fn = builder.module.declare_intrinsic(
+            "llvm.cttz", [i64], ir.FunctionType(i64, [i64, ir.IntType(1)]))
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 1)])
+
+    return types.int64(types.int64), codegen
+
+
+# ---------------------------------------------------------------------------------
+# exp for non-positive arguments
+
+_X_LO_NEG = -746.0       # exp(-746) < 2**-1075: rounds to 0 (as in exp64)
+_TWO_M54 = 2.0 ** -54    # undoes the +54 exponent bias of exp64_neg's scale
+
+
+@intrinsic
+def max_ordered(typingctx, a, b):
+    """float64 ``a if a > b else b`` (one ``vmaxpd``; NaN in ``a`` gives ``b``): an
+    ordered compare and a select, unchanged by ``FASTMATH`` (no ``nnan``/``ninf``).
+    Cheaper than maxnum, whose NaN rule costs extra instructions on x86."""
+    f64 = types.float64
+
+    def codegen(context, builder, signature, args):
+        va = context.cast(builder, args[0], signature.args[0], f64)
+        vb = context.cast(builder, args[1], signature.args[1], f64)
+        gt = builder.fcmp_ordered(">", va, vb)
+        return builder.select(gt, va, vb)
+
+    return f64(a, b), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def exp64_neg(x):
+    """``exp64(x)`` for ``x <= 0`` or ``-inf``, bit for bit, with fewer operations.
+
+    Same reduction and polynomial as ``exp64``; the clamp is one ordered max (no
+    upper clamp: x <= 0), and the scale is ``(p * 2**(k + 54)) * 2**-54``: for
+    ``k >= -1076`` the first product is exact (a normal number), so the second does
+    the one rounding that ``exp64``'s two-step scale does (none unless the result is
+    subnormal). x > 0 is out of contract (no overflow handling).
+    """
+    x = max_ordered(x, _X_LO_NEG)  # -inf -> -746 (-> 0)
+    k = rint(x * _LOG2E)
+    r = fmuladd(k, -_LN2_HI, x)
+    r = fmuladd(k, -_LN2_LO, r)
+    q = fmuladd(_Q9, r, _Q8)
+    q = fmuladd(q, r, _Q7)
+    q = fmuladd(q, r, _Q6)
+    q = fmuladd(q, r, _Q5)
+    q = fmuladd(q, r, _Q4)
+    q = fmuladd(q, r, _Q3)
+    q = fmuladd(q, r, _Q2)
+    q = fmuladd(q, r, _Q1)
+    q = fmuladd(q, r, _Q0)
+    p = fmuladd(mul_strict(r, r), q, r) + 1.0
+    return mul_strict(mul_strict(p, _pow2(k + 54.0)), _TWO_M54)
+
+
+@intrinsic
+def min_ordered(typingctx, a, b):
+    """float64 ``a if a < b else b`` (one ``vminpd``; NaN in ``a`` gives ``b``): the
+    counterpart of ``max_ordered``."""
+    f64 = types.float64
+
+    def codegen(context, builder, signature, args):
+        va = context.cast(builder, args[0], signature.args[0], f64)
+        vb = context.cast(builder, args[1], signature.args[1], f64)
+        lt = builder.fcmp_ordered("<", va, vb)
+        return builder.select(lt, va, vb)
+
+    return f64(a, b), codegen
