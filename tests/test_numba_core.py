@@ -8,6 +8,7 @@ tokens and indices, values within 1e-6 relative, inputs never modified. Determin
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -388,3 +389,21 @@ def test_topk_shapes():
        st.integers(0, 300))
 def test_topk_hypothesis(x, k):
     _assert_topk_equal(x, min(k, x.shape[1]))
+
+
+@numba.njit(cache=True)
+def _exp64_neg_array(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = simd.exp64_neg(x[i])
+    return out
+
+
+def test_exp64_neg_is_exp64_bit_for_bit_on_non_positive_inputs():
+    """The canonical kernel's cheaper exp must round exactly like exp64 (x <= 0)."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.linspace(-750.0, 0.0, 1_000_001), -rng.exponential(5.0, 200_000),
+                        np.linspace(-746.5, -707.5, 100_001), [-np.inf, -0.0, 0.0, -1e300]])
+    got = _exp64_neg_array(x)
+    want = simd.exp64_array(x)
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))

@@ -38,19 +38,31 @@ How it is fast
 - Pass 1 (vectorised ``llvm.maximum``, which also propagates NaN, so the pass is
   the row's validity check too): the row max and the max of every 256-token block
   (``bmax``). Everything later touches only blocks whose max can matter.
-- ``G(j)`` (top-k): the blocks' maxima give a lower bound (the j-th largest block
-  max, found through a histogram of the block maxima); only the tokens above it in
-  the blocks above it (about j of them) are gathered and sorted.
+- Finding the few tokens ``>= L`` in a block (``_gather``): a vectorised pass writes
+  a byte mask of the block, read back as uint64 words; only 32-token chunks with a
+  set byte are compacted (branch-free). Hot loops index a slice by the loop counter
+  (``v[s + i]`` adds a negative-index check that stops vectorisation), compare in
+  float32 against the float32 rounding of ``L`` in the safe direction
+  (``_f32_ceil``), and avoid per-chunk slices (a refcount pair each).
+- ``G(j)`` (top-k): the j-th largest block max (``np.partition`` of the block
+  maxima) is a lower bound; the tokens above it (about j, in j blocks) are gathered
+  with their ids and sorted.
 - TopP after TopK: over those gathered, sorted candidates.
-- TopP on a whole row: one vectorised exp pass for the row's mass ``W``; then a lower
-  bound from the block maxima's own mass (``sum exp(bmax - max)`` over the blocks
-  above a level is a lower bound of the mass above it), which on LLM-like rows
-  leaves a few hundred candidates to sort. When it does not (flat rows), a mass
-  histogram over 2048 logit buckets finds the boundary bucket, and only the tokens of
-  that bucket are sorted.
+- TopP on a whole row: one vectorised exp pass for the row's weights and mass ``W``;
+  then a lower bound from the block maxima's own mass (``sum exp(bmax - max)`` over
+  the blocks above a level is a lower bound of the mass above it), which on LLM-like
+  rows leaves a few hundred candidates to sort. When it does not (flat rows), a mass
+  histogram over 2048 logit buckets (bucket ids computed vectorised per block, then
+  a scalar scatter of the stored weights) finds the boundary bucket, and only the
+  tokens of that bucket are sorted.
 - The draw (SPEC §5, inverse CDF in token-id order, weights exp(l' - max) in float64)
-  runs over the gathered survivors when they sit in few blocks, else as a blocked
-  pass: vectorised per-block sums, then a sequential walk inside one block.
+  runs over gathered candidates when a stage left them (every token above a level
+  below the final threshold: top-k's and top-p's candidates) or when the survivors
+  sit in few blocks, else as a blocked pass: vectorised per-block sums, then a
+  sequential walk inside one block.
+- Weights use ``simd.exp64_neg`` (``exp64`` bit for bit on arguments <= 0, fewer
+  operations) and Temperature's clamp ordered compare-selects (``maxnum``/``minnum``
+  cost several instructions each on x86 for their NaN rule; y is never NaN here).
 
 Floating point: every sum is float64; the only differences from the reference are
 the order of float64 additions and exp's last ulp, so a token can only differ when a
@@ -69,7 +81,8 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from ..shared import uniform
-from .simd import FASTMATH, exp64, maximum, maxnum, minnum
+from .simd import (FASTMATH, exp64_neg, max_ordered, maximum, min_ordered, minnum,
+                   mul_strict)
 
 __all__ = ["sample_canonical", "INVALID"]
 
@@ -83,6 +96,7 @@ _NBINS_BLOCK = 256            # histogram of block maxima
 _NBINS_MASS = 2048            # mass histogram of a whole row (flat rows)
 _SORT_CAP = 4096              # candidates sorted directly up to this count
 _STREAM_DRAW = 0
+_CH = 32                      # chunk (4 words of a block's byte mask) visited when set
 
 
 @intrinsic
@@ -108,7 +122,8 @@ def _div_strict(typingctx, a, b):
 def _temp(x, t):
     """Reference Temperature for one finite float32 logit: float32(clip(x / t))."""
     y = _div_strict(np.float64(x), t)
-    y = minnum(maxnum(y, -_F32_MAX), _F32_MAX)
+    # ordered compare-selects: maxnum/minnum for a NaN-free y, in one op each
+    y = min_ordered(max_ordered(y, -_F32_MAX), _F32_MAX)
     return np.float32(y)
 
 
@@ -119,6 +134,10 @@ def _log(x):
 
 # ---------------------------------------------------------------------------------
 # pass 1: row max and block maxima
+#
+# Hot loops index a slice of the row by the loop counter (``blk = v[s:s + _BS];
+# blk[i]``): ``v[s + i]`` makes numba emit a negative-index check that blocks
+# vectorisation.
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -131,21 +150,22 @@ def _pass_max(v, bmax):
     """
     n = v.shape[0]
     nfull = n // _BS
-    m = -np.inf
+    m = np.float32(-np.inf)
     for j in range(nfull):
-        s = j * _BS
-        bm = v[s]
+        blk = v[j * _BS:j * _BS + _BS]
+        bm = blk[0]
         for i in range(1, _BS):  # compile-time trip count: vectorised
-            bm = maximum(bm, v[s + i])
+            bm = maximum(bm, blk[i])
         bmax[j] = bm
         m = maximum(m, bm)
     if nfull * _BS < n:
-        bm = v[nfull * _BS]
-        for i in range(nfull * _BS + 1, n):
-            bm = maximum(bm, v[i])
+        tail = v[nfull * _BS:]
+        bm = tail[0]
+        for i in range(1, tail.shape[0]):
+            bm = maximum(bm, tail[i])
         bmax[nfull] = bm
         m = maximum(m, bm)
-    return m
+    return np.float64(m)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -216,20 +236,20 @@ def _bound_from_bins(bmax, bins, last_bin):
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_bound(bmax, bins, j):
-    """A lower bound of the j-th largest finite value: the j-th largest block max,
-    rounded down to a histogram bin; ``_NEG`` when fewer than j blocks are finite."""
-    hist = np.zeros(_NBINS_BLOCK, np.int64)
-    for i in range(bins.shape[0]):
-        b = bins[i]
-        if b >= 0:
-            hist[b] += 1
-    cum = 0
-    for b in range(_NBINS_BLOCK):
-        cum += hist[b]
-        if cum >= j:
-            return _bound_from_bins(bmax, bins, b)
-    return _NEG
+def _block_kth(bmax, j):
+    """A lower bound of the j-th largest finite value: the j-th largest finite block
+    max (the j blocks above it hold j values >= it); ``_NEG`` when fewer than j
+    blocks are finite."""
+    nb = bmax.shape[0]
+    tmp = np.empty(nb, np.float32)
+    c = 0
+    for i in range(nb):
+        x = bmax[i]
+        tmp[c] = x
+        c += 1 if x > -np.inf else 0
+    if c < j:
+        return _NEG
+    return np.float64(np.partition(tmp[:c], c - j)[c - j])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -239,7 +259,7 @@ def _mass_bound(bmax, bins, m, target):
     for i in range(bins.shape[0]):
         b = bins[i]
         if b >= 0:
-            hist[b] += exp64(np.float64(bmax[i]) - m)
+            hist[b] += exp64_neg(np.float64(bmax[i]) - m)
     cum = 0.0
     for b in range(_NBINS_BLOCK):
         cum += hist[b]
@@ -256,38 +276,90 @@ def _mass_bound(bmax, bins, m, target):
 def _hit_blocks(bmax, L):
     c = 0
     for j in range(bmax.shape[0]):
-        if bmax[j] >= L:
-            c += 1
+        c += 1 if bmax[j] >= L else 0
     return c
 
 
-@numba.njit(cache=True, nogil=True)
-def _gather_vals(v, bmax, L):
-    """Values ``>= L`` (L >= _NEG, so finite), from the blocks whose max is >= L."""
-    n = v.shape[0]
-    out = np.empty(_hit_blocks(bmax, L) * _BS, np.float32)
-    c = 0
-    for j in range(bmax.shape[0]):
-        if bmax[j] >= L:
-            for i in range(j * _BS, min(j * _BS + _BS, n)):
-                x = v[i]
-                out[c] = x
-                c += 1 if x >= L else 0  # branch-free compaction
-    return out[:c]
+@numba.njit(cache=True, nogil=True, inline="always")
+def _f32_ceil(x):
+    """The smallest float32 >= x (finite float64 within the float32 range): for a
+    float32 y, ``y >= x`` iff ``y >= _f32_ceil(x)``."""
+    a = np.float32(x)
+    if np.float64(a) < x:
+        a = np.nextafter(a, np.float32(np.inf))
+    return a
 
 
-@numba.njit(cache=True, nogil=True)
-def _gather_idx(v, bmax, L):
-    """Indices (ascending) of the values ``>= L``."""
+@numba.njit(cache=True, nogil=True, inline="always")
+def _f32_floor(x):
+    """The largest float32 <= x: for a float32 y, ``y <= x`` iff ``y <= _f32_floor(x)``."""
+    a = np.float32(x)
+    if np.float64(a) > x:
+        a = np.nextafter(a, np.float32(-np.inf))
+    return a
+
+
+# Locating rare hits inside a block: a vectorised pass writes a byte mask of the
+# block (``mk``), read back as uint64 words (``wd``, a view of it); only the _CH-token
+# chunks whose four words are not all zero are visited. (Per-chunk vector counts
+# cost a horizontal reduction each, and per-chunk slices a refcount pair each.)
+
+
+@numba.njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH)
+def _mark_ge(blk, L32, mk):
+    one = np.uint8(1)
+    zero = np.uint8(0)
+    for i in range(_BS):  # compile-time trip count: vectorised
+        mk[i] = one if blk[i] >= L32 else zero
+
+
+@numba.njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH)
+def _mark_in(blk, lo32, hi32, mk):
+    one = np.uint8(1)
+    zero = np.uint8(0)
+    for i in range(_BS):  # compile-time trip count: vectorised
+        x = blk[i]
+        mk[i] = one if (x >= lo32) & (x <= hi32) else zero
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _chunk_hit(wd, q):
+    return (wd[4 * q] | wd[4 * q + 1] | wd[4 * q + 2] | wd[4 * q + 3]) != 0
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _gather(v, bmax, L):
+    """(values, ids) of the tokens ``v >= L`` (L >= _NEG, so finite), ids ascending,
+    from the blocks whose max is >= L; the hit chunks are compacted branch-free."""
     n = v.shape[0]
-    out = np.empty(_hit_blocks(bmax, L) * _BS, np.int32)
+    nfull = n // _BS
+    L32 = _f32_ceil(L)
+    cap = _hit_blocks(bmax, L) * _BS
+    vals = np.empty(cap, np.float32)
+    ids = np.empty(cap, np.int32)
+    mk = np.empty(_BS, np.uint8)
+    wd = mk.view(np.uint64)
     c = 0
     for j in range(bmax.shape[0]):
-        if bmax[j] >= L:
-            for i in range(j * _BS, min(j * _BS + _BS, n)):
-                out[c] = i
-                c += 1 if v[i] >= L else 0
-    return out[:c]
+        if bmax[j] >= L32:
+            s = j * _BS
+            if j < nfull:
+                blk = v[s:s + _BS]
+                _mark_ge(blk, L32, mk)
+                for q in range(_BS // _CH):
+                    if _chunk_hit(wd, q):
+                        for i in range(q * _CH, q * _CH + _CH):
+                            x = blk[i]
+                            vals[c] = x
+                            ids[c] = s + i
+                            c += 1 if x >= L32 else 0
+            else:
+                for i in range(s, n):
+                    x = v[i]
+                    vals[c] = x
+                    ids[c] = i
+                    c += 1 if x >= L32 else 0
+    return vals[:c], ids[:c]
 
 
 # ---------------------------------------------------------------------------------
@@ -295,18 +367,22 @@ def _gather_idx(v, bmax, L):
 
 
 @numba.njit(cache=True, nogil=True)
-def _kth(v, bmax, bins, j):
-    """(G, sorted candidate values ascending): G is the j-th largest finite value, or
-    _NEG when the row has fewer than j finite values (the stage keeps all)."""
+def _kth(v, bmax, j):
+    """(G, L, sorted, vals, ids): G is the j-th largest finite value, or _NEG when the
+    row has fewer than j finite values (the stage keeps all); (vals, ids) are every
+    token >= L (ids ascending; L = inf: none gathered), ``sorted`` their values
+    ascending."""
     if j >= v.shape[0]:
-        return _NEG, np.empty(0, np.float32)
-    L = _count_bound(bmax, bins, j)
-    vals = np.sort(_gather_vals(v, bmax, L))
-    c = vals.shape[0]
+        e = np.empty(0, np.float32)
+        return _NEG, np.inf, e, e, np.empty(0, np.int32)
+    L = _block_kth(bmax, j)
+    vals, ids = _gather(v, bmax, L)
+    srt = np.sort(vals)
+    c = srt.shape[0]
     if c < j:
         # L == _NEG here (a real bound leaves >= j candidates): fewer than j finite.
-        return _NEG, vals
-    return np.float64(vals[c - j]), vals
+        return _NEG, L, srt, vals, ids
+    return np.float64(srt[c - j]), L, srt, vals, ids
 
 
 @numba.njit(cache=True, nogil=True)
@@ -319,11 +395,11 @@ def _top_p_sorted(vals, lo, m, p):
     c = vals.shape[0]
     W = 0.0
     for i in range(lo, c):
-        W += exp64(np.float64(vals[i]) - m)
+        W += exp64_neg(np.float64(vals[i]) - m)
     target = p - _TOL
     cum = 0.0
     for i in range(c - 1, lo - 1, -1):
-        cum += exp64(np.float64(vals[i]) - m) / W
+        cum += exp64_neg(np.float64(vals[i]) - m) / W
         if cum >= target:
             return np.float64(vals[i])
     return _NEG
@@ -334,76 +410,95 @@ def _mass_pass(v, m, w):
     """w[i] = exp(v[i] - m) (0 where masked); returns their sum."""
     tot = 0.0
     for i in range(v.shape[0]):
-        e = exp64(np.float64(v[i]) - m)  # -inf -> 0
+        e = exp64_neg(np.float64(v[i]) - m)  # -inf -> 0
         w[i] = e
         tot += e
     return tot
 
 
-@numba.njit(cache=True, nogil=True)
-def _min_finite(v, bmax):
-    lo = np.inf
-    n = v.shape[0]
-    for j in range(bmax.shape[0]):
-        if bmax[j] > -np.inf:
-            for i in range(j * _BS, min(j * _BS + _BS, n)):
-                x = np.float64(v[i])
-                if x > -np.inf and x < lo:
-                    lo = x
-    return lo
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _min_finite(v):
+    """The smallest finite value (vectorised; a separate loop: fused into the exp
+    pass it stops that from vectorising)."""
+    lo = np.float32(np.inf)
+    for i in range(v.shape[0]):
+        x = v[i]
+        lo = minnum(lo, x if x > -np.inf else np.float32(np.inf))
+    return np.float64(lo)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mbin(x, m, scale, last):
+    """Mass-histogram bin of x (float64): int((m - x) * scale) clamped to ``last``
+    (-inf -> last). Strict multiply: identical in every loop that uses it."""
+    return np.int32(minnum(mul_strict(m - x, scale), last))
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _mass_bins(v, w, m, lower, scale, bmax, hist):
-    """hist[b] += w over the tokens v >= lower, bin b = int((m - v) * scale)."""
+def _mass_hist(v, w, m, scale):
+    """hist[b] = sum of w over the tokens of bin b (masked tokens add w = 0).
+
+    Bins are computed vectorised per block; the scatter alternates two copies of the
+    histogram to halve the store-to-load chains.
+    """
     n = v.shape[0]
-    last = hist.shape[0] - 1
-    for j in range(bmax.shape[0]):
-        if bmax[j] >= lower:
-            for i in range(j * _BS, min(j * _BS + _BS, n)):
-                x = np.float64(v[i])
-                if x >= lower:
-                    b = min(np.int32((m - x) * scale), last)
-                    hist[b] += w[i]
+    nb = _NBINS_MASS
+    last = np.float64(nb - 1)
+    h = np.zeros(2 * nb, np.float64)
+    bi = np.empty(_BS, np.int32)
+    nfull = n // _BS
+    for j in range(nfull):
+        blk = v[j * _BS:j * _BS + _BS]
+        wb = w[j * _BS:j * _BS + _BS]
+        for i in range(_BS):  # vectorised
+            bi[i] = _mbin(np.float64(blk[i]), m, scale, last)
+        for i in range(_BS // 2):
+            h[bi[2 * i]] += wb[2 * i]
+            h[nb + bi[2 * i + 1]] += wb[2 * i + 1]
+    for i in range(nfull * _BS, n):
+        h[_mbin(np.float64(v[i]), m, scale, last)] += w[i]
+    hist = np.empty(nb, np.float64)
+    for b in range(nb):
+        hist[b] = h[b] + h[nb + b]
+    return hist
 
 
-@numba.njit(cache=True, nogil=True, inline="always", fastmath=FASTMATH)
-def _count_in(v, s, lo, hi):
-    """How many of the _BS values from s lie in [lo, hi] (float64 bounds)."""
-    c = 0
-    for i in range(_BS):  # compile-time trip count: vectorised
-        x = np.float64(v[s + i])
-        c += 1 if (x >= lo) & (x <= hi) else 0
-    return c
-
-
-@numba.njit(cache=True, nogil=True)
-def _bin_vals(v, m, lower, scale, bmax, nbins, target_bin):
-    """Values of the tokens whose mass bin (as in _mass_bins) is ``target_bin``."""
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _bin_vals(v, m, scale, bmax, target_bin):
+    """Values of the tokens whose mass bin (as in _mass_hist) is ``target_bin``."""
     n = v.shape[0]
-    last = nbins - 1
+    last = np.float64(_NBINS_MASS - 1)
     cap = 64
     out = np.empty(cap, np.float32)
     c = 0
-    # A slightly widened value interval of the bin, then the exact bin test.
-    hi = m - (target_bin - 1.0) / scale
-    lo = max(m - (target_bin + 2.0) / scale, lower)
+    # The bin's value interval widened by 1% of a bin (far above the rounding of
+    # either side: the values are float32, so 1 / scale >= ~6e-8 |m| / _NBINS_MASS),
+    # then the exact bin test.
+    lo32 = _f32_ceil(m - (target_bin + 1.01) / scale)
+    hi32 = _f32_floor(m - (target_bin - 0.01) / scale)
+    mk = np.empty(_BS, np.uint8)
+    wd = mk.view(np.uint64)
     nfull = n // _BS
     for j in range(bmax.shape[0]):
-        if bmax[j] >= lo:
-            if j < nfull and _count_in(v, j * _BS, lo, hi) == 0:
-                continue
-            for i in range(j * _BS, min(j * _BS + _BS, n)):
-                x = np.float64(v[i])
-                if x >= lo and x <= hi:
-                    b = min(np.int32((m - x) * scale), last)
-                    if b == target_bin:
+        if bmax[j] >= lo32:
+            s = j * _BS
+            e = min(s + _BS, n)
+            blk = v[s:e]
+            if j < nfull:
+                _mark_in(blk, lo32, hi32, mk)
+            for q in range((e - s + _CH - 1) // _CH):
+                if j < nfull and not _chunk_hit(wd, q):
+                    continue
+                for i in range(q * _CH, min(q * _CH + _CH, e - s)):
+                    x = blk[i]
+                    if x >= lo32 and x <= hi32 and \
+                            _mbin(np.float64(x), m, scale, last) == target_bin:
                         if c == cap:
                             cap *= 2
                             grown = np.empty(cap, np.float32)
                             grown[:c] = out[:c]
                             out = grown
-                        out[c] = v[i]
+                        out[c] = x
                         c += 1
     return out[:c]
 
@@ -412,43 +507,46 @@ def _bin_vals(v, m, lower, scale, bmax, nbins, target_bin):
 def _top_p_row(v, bmax, bins, m, p, w):
     """TopP cut over a whole row (every finite token is the stage's input).
 
-    Fills ``w`` with the row's weights exp(v - m). Returns the cut (or _NEG: keep all).
+    Fills ``w`` with the row's weights exp(v - m). Returns (cut or _NEG: keep all,
+    L, vals, ids): (vals, ids) are every token >= L (L = inf: none gathered).
     """
     W = _mass_pass(v, m, w)
     target = p - _TOL
+    e32 = np.empty(0, np.float32)
+    ei32 = np.empty(0, np.int32)
     if target <= 0.0:
-        return m  # the first token reaches: keep the max and its ties
+        return m, np.inf, e32, ei32  # the first token reaches: keep the max and its ties
     # Candidates: a level whose mass provably reaches the target.
     L = _mass_bound(bmax, bins, m, target * W)
     if L > _NEG and _hit_blocks(bmax, L) * _BS * 2 <= v.shape[0]:
-        vals = np.sort(_gather_vals(v, bmax, L))
-        if vals.shape[0] <= _SORT_CAP:
+        cvals, cids = _gather(v, bmax, L)
+        if cvals.shape[0] <= _SORT_CAP:
+            vals = np.sort(cvals)
             c = vals.shape[0]
             cum = 0.0
             for i in range(c - 1, -1, -1):
-                cum += exp64(np.float64(vals[i]) - m) / W
+                cum += exp64_neg(np.float64(vals[i]) - m) / W
                 if cum >= target:
-                    return np.float64(vals[i])
+                    return np.float64(vals[i]), L, cvals, cids
             # rounding left the bound just short: fall through to the full search
-    # Mass histogram over [vmin, m]; exact work only in the boundary bucket.
-    lower = _min_finite(v, bmax)
+    # Mass histogram over [lower, m]; exact work only in the boundary bucket.
+    lower = _min_finite(v)
     if m <= lower:
-        return m  # one distinct value: everything is tied with the max
+        return m, np.inf, e32, ei32  # one distinct value: everything is tied with the max
     scale = _NBINS_MASS / (m - lower)
-    hist = np.zeros(_NBINS_MASS, np.float64)
-    _mass_bins(v, w, m, lower, scale, bmax, hist)
+    hist = _mass_hist(v, w, m, scale)
     above = 0.0
     for b in range(_NBINS_MASS):
         if (above + hist[b]) / W >= target:
-            vals = np.sort(_bin_vals(v, m, lower, scale, bmax, _NBINS_MASS, b))
+            vals = np.sort(_bin_vals(v, m, scale, bmax, b))
             cum = above / W
             for i in range(vals.shape[0] - 1, -1, -1):
-                cum += exp64(np.float64(vals[i]) - m) / W
+                cum += exp64_neg(np.float64(vals[i]) - m) / W
                 if cum >= target:
-                    return np.float64(vals[i])
-            return np.float64(vals[0])
+                    return np.float64(vals[i]), np.inf, e32, ei32
+            return np.float64(vals[0]), np.inf, e32, ei32
         above += hist[b]
-    return _NEG
+    return _NEG, np.inf, e32, ei32
 
 
 # ---------------------------------------------------------------------------------
@@ -456,25 +554,27 @@ def _top_p_row(v, bmax, bins, m, p, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _draw_gathered(v, idx, mw, t, u):
-    """SPEC §5 over the tokens ``idx`` (ascending ids); weights exp(l' - mw)."""
-    c = idx.shape[0]
+def _draw_cands(vals, ids, T, mw, t, u):
+    """SPEC §5 over the candidates ``vals >= T`` (ids ascending); weights exp(l' - mw)."""
+    c = vals.shape[0]
     W = 0.0
     for a in range(c):
-        x = v[idx[a]]
-        if t != 1.0:
-            x = _temp(x, t)
-        W += exp64(np.float64(x) - mw)
+        x = vals[a]
+        if x >= T:
+            y = x if t == 1.0 else _temp(x, t)
+            W += exp64_neg(np.float64(y) - mw)
     target = u * W
     run = 0.0
+    tok = -1
     for a in range(c):
-        x = v[idx[a]]
-        if t != 1.0:
-            x = _temp(x, t)
-        run += exp64(np.float64(x) - mw)
-        if run > target:
-            return idx[a]
-    return idx[c - 1]
+        x = vals[a]
+        if x >= T:
+            y = x if t == 1.0 else _temp(x, t)
+            run += exp64_neg(np.float64(y) - mw)
+            tok = ids[a]
+            if run > target:
+                return tok
+    return tok  # rounding left every running sum <= target: the last survivor
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -488,25 +588,27 @@ def _block_sums(v, bmax, T, mw, t, w, use_w, bs):
         if bmax[j] >= T:
             s = j * _BS
             if j < nfull:
+                blk = v[s:s + _BS]
                 if use_w:
+                    wb = w[s:s + _BS]
                     for i in range(_BS):
-                        acc += w[s + i] if v[s + i] >= T else 0.0
+                        acc += wb[i] if blk[i] >= T else 0.0
                 elif t == 1.0:
                     for i in range(_BS):
-                        x = v[s + i]
-                        e = exp64(np.float64(x) - mw)
+                        x = blk[i]
+                        e = exp64_neg(np.float64(x) - mw)
                         acc += e if x >= T else 0.0
                 else:
                     for i in range(_BS):
-                        x = v[s + i]
-                        e = exp64(np.float64(_temp(x, t)) - mw)
+                        x = blk[i]
+                        e = exp64_neg(np.float64(_temp(x, t)) - mw)
                         acc += e if x >= T else 0.0
             else:
                 for i in range(s, n):
                     x = v[i]
                     if x >= T:
                         y = x if t == 1.0 else _temp(x, t)
-                        acc += exp64(np.float64(y) - mw)
+                        acc += exp64_neg(np.float64(y) - mw)
         bs[j] = acc
         tot += acc
     return tot
@@ -527,7 +629,7 @@ def _draw_blocked(v, bmax, T, mw, t, u, w, use_w):
                 x = v[i]
                 if x >= T:
                     y = x if t == 1.0 else _temp(x, t)
-                    run += exp64(np.float64(y) - mw)
+                    run += exp64_neg(np.float64(y) - mw)
                     if run > target:
                         return i
         else:
@@ -546,8 +648,8 @@ def _draw_blocked(v, bmax, T, mw, t, u, w, use_w):
 @numba.njit(cache=True, nogil=True)
 def _sample_row(l, k, p, pmin, mk, t, t_last, u):
     n = l.shape[0]
+    bmax = np.empty((n + _BS - 1) // _BS, np.float32)
     if t <= 0.0:  # greedy in both orders: the first maximum of the row
-        bmax = np.empty((n + _BS - 1) // _BS, np.float32)
         m = _pass_max(l, bmax)
         if _invalid(m):
             return INVALID
@@ -557,12 +659,11 @@ def _sample_row(l, k, p, pmin, mk, t, t_last, u):
         t_draw = t
     else:  # HF order: the truncations see float32(l / t)
         # Temperature saturates +inf (and would hide NaN): check validity on l first.
-        if _invalid(_pass_max(l, np.empty((n + _BS - 1) // _BS, np.float32))):
+        if _invalid(_pass_max(l, bmax)):
             return INVALID
         v = np.empty(n, np.float32)
         _apply_temperature(l, t, v)
         t_draw = 1.0
-    bmax = np.empty((n + _BS - 1) // _BS, np.float32)
     m = _pass_max(v, bmax)
     if _invalid(m):
         return INVALID
@@ -570,45 +671,52 @@ def _sample_row(l, k, p, pmin, mk, t, t_last, u):
     T = _NEG
     g_mk = np.inf                    # G(min_keep), computed when first needed
     w = np.empty(0, np.float64)      # row weights, when a whole-row pass made them
-    vals = np.empty(0, np.float32)   # sorted candidates of TopK
+    srt = np.empty(0, np.float32)    # sorted candidates of TopK
+    # Candidates: every token >= cL (ids ascending). A stage's candidates are taken
+    # at a level <= its cut, and T only grows, so any of them serves the draw.
+    cL = np.inf
+    cvals = np.empty(0, np.float32)
+    cids = np.empty(0, np.int32)
     if k > 0:
-        bins = _block_bins(bmax, m)
-        G, vals = _kth(v, bmax, bins, max(k, mk))
+        G, cL, srt, cvals, cids = _kth(v, bmax, max(k, mk))
         T = G
     if p < 1.0:
         if T > _NEG:
-            lo = vals.shape[0] - 1
-            while lo > 0 and vals[lo - 1] >= T:
+            lo = srt.shape[0] - 1
+            while lo > 0 and srt[lo - 1] >= T:
                 lo -= 1
-            while vals[lo] < T:
+            while srt[lo] < T:
                 lo += 1
-            cut = _top_p_sorted(vals, lo, m, p)
+            cut = _top_p_sorted(srt, lo, m, p)
         else:
             if bins.shape[0] == 0:
                 bins = _block_bins(bmax, m)
             w = np.empty(n, np.float64)
-            cut = _top_p_row(v, bmax, bins, m, p, w)
+            cut, L2, cv2, ci2 = _top_p_row(v, bmax, bins, m, p, w)
+            if L2 < np.inf:
+                cL = L2
+                cvals = cv2
+                cids = ci2
         if mk > 1 and cut > _NEG:
-            if bins.shape[0] == 0:
-                bins = _block_bins(bmax, m)
-            g_mk = _kth(v, bmax, bins, mk)[0]
+            g_mk = _kth(v, bmax, mk)[0]
             cut = min(cut, g_mk)
         T = max(T, cut)
     if pmin > 0.0:
         cut = min(m + _log(pmin), m)  # p > 1: the max is kept (min_keep >= 1)
         if mk > 1:
             if g_mk == np.inf:
-                if bins.shape[0] == 0:
-                    bins = _block_bins(bmax, m)
-                g_mk = _kth(v, bmax, bins, mk)[0]
+                g_mk = _kth(v, bmax, mk)[0]
             cut = min(cut, g_mk)
         T = max(T, cut)
     # The draw over {v >= T}; weights exp(l' - max l'), l' after a last temperature.
     mw = m
     if t_draw != 1.0:
         mw = np.float64(_temp(np.float32(m), t_draw))
+    if cL <= T and cvals.shape[0] * 8 <= n:
+        return _draw_cands(cvals, cids, T, mw, t_draw, u)
     if _hit_blocks(bmax, T) * _BS * 4 <= n:
-        return _draw_gathered(v, _gather_idx(v, bmax, T), mw, t_draw, u)
+        gv, gi = _gather(v, bmax, T)
+        return _draw_cands(gv, gi, T, mw, t_draw, u)
     use_w = w.shape[0] == n and t_draw == 1.0
     return _draw_blocked(v, bmax, T, mw, t_draw, u, w, use_w)
 
