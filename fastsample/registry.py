@@ -74,12 +74,14 @@ def _load_cuda():
 
 _LOADERS = {"numpy": _load_numpy, "numba": _load_numba, "c": _load_c, "cuda": _load_cuda}
 _CACHE: dict = {}
+_AUTO_CPU: list = []  # resolved once: availability cannot change after loading
 
 
 def register(name, loader):
     """Register (or replace) the loader of backend ``name``; clears its cached state."""
     _LOADERS[name] = loader
     _CACHE.pop(name, None)
+    _AUTO_CPU.clear()
 
 
 def _try_load(name):
@@ -135,8 +137,10 @@ def resolve(backend, x=None):
     if x is not None and is_gpu_array(x):
         load("cuda")
         return ["cuda"]
-    fast = [name for name in _AUTO_CPU_ORDER if _try_load(name)[0] is not None]
-    return fast or ["numpy"]
+    if not _AUTO_CPU:
+        fast = [name for name in _AUTO_CPU_ORDER if _try_load(name)[0] is not None]
+        _AUTO_CPU.extend(fast or ["numpy"])
+    return list(_AUTO_CPU)
 
 
 def row_check(names):
