@@ -377,6 +377,11 @@ def _kth(v, bmax, j):
         return _NEG, np.inf, e, e, np.empty(0, np.int32)
     L = _block_kth(bmax, j)
     vals, ids = _gather(v, bmax, L)
+    if vals.shape[0] > 4 * j + 64:
+        # Fewer blocks than j (mid-size V): the block bound kept most of the row.
+        # Select the j-th largest in O(n), then keep only the tokens >= it.
+        L = np.float64(np.partition(vals, vals.shape[0] - j)[vals.shape[0] - j])
+        vals, ids = _gather(v, bmax, L)
     srt = np.sort(vals)
     c = srt.shape[0]
     if c < j:
