@@ -328,3 +328,12 @@ def test_histories():
     assert 50 < len(np.unique(h)) < 1000
     r = wl.repeated_history(100, 1000, 0)
     assert len(np.unique(r)) == 1 and r.shape == (100,)
+
+
+def test_warmup_names_each_compiled_backend(capsys):
+    assert main(["warmup"]) == 0
+    out = capsys.readouterr().out
+    compiled = [n for n, st in fs.backends().items() if n != "numpy" and bool(st)]
+    assert compiled, "numba is a hard dependency: a compiled backend must be available"
+    for name in compiled:
+        assert f"fastsample warmup: {name}: every kernel ready in" in out
