@@ -75,7 +75,6 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import prange
 from numba.core import types
 from numba.extending import intrinsic

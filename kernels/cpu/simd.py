@@ -41,7 +41,6 @@ opaque to those rewrites, so the exp is exact-by-construction under any flag set
 
 from __future__ import annotations
 
-import math
 
 import numba
 import numpy as np
@@ -78,7 +77,6 @@ def _binary_intrinsic(name):
                 and isinstance(b, (types.Float, types.Integer))):
             return None
         ty = _float_ty(a, b)
-        sig = ty(ty, ty)
 
         def codegen(context, builder, signature, args):
             lty = context.get_value_type(ty)
