@@ -76,12 +76,10 @@ import math
 import numba
 import numpy as np
 from numba import prange
-from numba.core import types
-from numba.extending import intrinsic
 
 from ..shared import uniform
-from .simd import (FASTMATH, exp64_neg, max_ordered, maximum, min_ordered, minnum,
-                   mul_strict)
+from .simd import (FASTMATH, div_strict, exp64_neg, max_ordered, maximum, min_ordered,
+                   minnum, mul_strict)
 
 __all__ = ["sample_canonical", "INVALID"]
 
@@ -98,19 +96,6 @@ _STREAM_DRAW = 0
 _CH = 32                      # chunk (4 words of a block's byte mask) visited when set
 
 
-@intrinsic
-def _div_strict(typingctx, a, b):
-    """float64 ``a / b`` with IEEE semantics under FASTMATH (no ``arcp``)."""
-    f64 = types.float64
-
-    def codegen(context, builder, signature, args):
-        va = context.cast(builder, args[0], signature.args[0], f64)
-        vb = context.cast(builder, args[1], signature.args[1], f64)
-        res = builder.fdiv(va, vb)
-        res.flags.append("nsz")  # numba's fast-math pass skips flagged instructions
-        return res
-
-    return f64(a, b), codegen
 
 
 # ---------------------------------------------------------------------------------
@@ -120,7 +105,7 @@ def _div_strict(typingctx, a, b):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _temp(x, t):
     """Reference Temperature for one finite float32 logit: float32(clip(x / t))."""
-    y = _div_strict(np.float64(x), t)
+    y = div_strict(np.float64(x), t)
     # ordered compare-selects: maxnum/minnum for a NaN-free y, in one op each
     y = min_ordered(max_ordered(y, -_F32_MAX), _F32_MAX)
     return np.float32(y)

@@ -116,32 +116,49 @@ def fmuladd(typingctx, a, b, c):
     return f64(a, b, c), codegen
 
 
-@intrinsic
-def rint(typingctx, a):
-    """Round to the nearest integer (ties to even) as float64, ``llvm.rint.f64``."""
-    f64 = types.float64
+def _unary_f64_intrinsic(name):
+    def impl(typingctx, a):
+        f64 = types.float64
 
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], signature.args[0], f64)
-        fn = builder.module.declare_intrinsic("llvm.rint", [ir.DoubleType()])
-        return builder.call(fn, [v])
+        def codegen(context, builder, signature, args):
+            v = context.cast(builder, args[0], signature.args[0], f64)
+            fn = builder.module.declare_intrinsic(name, [ir.DoubleType()])
+            return builder.call(fn, [v])
 
-    return f64(a), codegen
+        return f64(a), codegen
+    return impl
 
 
-@intrinsic
-def mul_strict(typingctx, a, b):
-    """float64 ``a * b`` that keeps IEEE semantics (no reassociation) under FASTMATH."""
-    f64 = types.float64
+rint = intrinsic(_unary_f64_intrinsic("llvm.rint"))
+rint.__doc__ = "Round to the nearest integer (ties to even) as float64, ``llvm.rint.f64``."
+floor = intrinsic(_unary_f64_intrinsic("llvm.floor"))
+floor.__doc__ = "float64 floor via ``llvm.floor.f64`` (vectorises to vroundpd)."
 
-    def codegen(context, builder, signature, args):
-        va = context.cast(builder, args[0], signature.args[0], f64)
-        vb = context.cast(builder, args[1], signature.args[1], f64)
-        res = builder.fmul(va, vb)
-        res.flags.append("nsz")  # numba's fast-math pass skips flagged instructions
-        return res
 
-    return f64(a, b), codegen
+def _strict_f64_intrinsic(op):
+    """float64 ``a <op> b`` that keeps IEEE semantics under FASTMATH.
+
+    numba's fast-math pass skips instructions that already carry a flag, so one
+    harmless flag (``nsz``) keeps ``reassoc``/``arcp`` off this operation.
+    """
+    def impl(typingctx, a, b):
+        f64 = types.float64
+
+        def codegen(context, builder, signature, args):
+            va = context.cast(builder, args[0], signature.args[0], f64)
+            vb = context.cast(builder, args[1], signature.args[1], f64)
+            res = getattr(builder, op)(va, vb)
+            res.flags.append("nsz")
+            return res
+
+        return f64(a, b), codegen
+    return impl
+
+
+mul_strict = intrinsic(_strict_f64_intrinsic("fmul"))
+mul_strict.__doc__ = "float64 ``a * b`` with IEEE semantics (no reassociation) under FASTMATH."
+div_strict = intrinsic(_strict_f64_intrinsic("fdiv"))
+div_strict.__doc__ = "float64 ``a / b`` with IEEE semantics (no ``arcp``) under FASTMATH."
 
 
 @intrinsic
@@ -162,19 +179,6 @@ def f32_as_u32(typingctx, a):
         return builder.bitcast(v, ir.IntType(32))
 
     return types.uint32(a), codegen
-
-
-@intrinsic
-def floor(typingctx, a):
-    """float64 floor via ``llvm.floor.f64`` (vectorises to vroundpd)."""
-    f64 = types.float64
-
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], signature.args[0], f64)
-        fn = builder.module.declare_intrinsic("llvm.floor", [ir.DoubleType()])
-        return builder.call(fn, [v])
-
-    return f64(a), codegen
 
 
 @intrinsic
