@@ -91,14 +91,16 @@ def _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos):
 
 
 def _op(backend, x, name):
+    """``(backend names, the function op)``: GPU arrays must go to cuda."""
     if _backends.is_gpu_array(x):
         _backends.resolve(backend, x)
-    return _backends.op_for(_backends.resolve(backend), name, name)
+    names = _backends.resolve(backend)
+    return names, _backends.op_for(names, name, name)
 
 
-def _valid_rows(x, name, backend):
+def _valid_rows(x, name, names):
     rows, one_d = as_logits(x, name)
-    bad = _backends.row_check(_backends.resolve(backend))(rows)
+    bad = _backends.row_check(names)(rows)
     if bad.any():
         raise_invalid(bad, "NaN, +inf, or every logit masked")
     return rows, one_d
@@ -116,8 +118,8 @@ def softmax(x, temperature=1.0, *, backend="auto"):
     -------
     numpy.ndarray of float32, the shape of ``x``.
     """
-    fn = _op(backend, x, "softmax")
-    rows, one_d = _valid_rows(x, "x", backend)
+    names, fn = _op(backend, x, "softmax")
+    rows, one_d = _valid_rows(x, "x", names)
     t = per_row("temperature", temperature, rows.shape[0], check=POSITIVE)
     out = fn(rows, t)
     return out[0] if one_d else out
@@ -125,8 +127,8 @@ def softmax(x, temperature=1.0, *, backend="auto"):
 
 def log_softmax(x, *, backend="auto"):
     """Log-softmax over each row's finite logits (masked -> ``-inf``), float32."""
-    fn = _op(backend, x, "log_softmax")
-    rows, one_d = _valid_rows(x, "x", backend)
+    names, fn = _op(backend, x, "log_softmax")
+    rows, one_d = _valid_rows(x, "x", names)
     out = fn(rows)
     return out[0] if one_d else out
 
@@ -144,8 +146,8 @@ def topk(x, k, *, backend="auto"):
     values : numpy.ndarray of float32, shape (..., k)
     indices : numpy.ndarray of int32, shape (..., k)
     """
-    fn = _op(backend, x, "topk")
-    rows, one_d = _valid_rows(x, "x", backend)
+    names, fn = _op(backend, x, "topk")
+    rows, one_d = _valid_rows(x, "x", names)
     V = rows.shape[1]
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
         raise ValueError(f"k must be an integer; got {k!r}")
@@ -174,7 +176,7 @@ def dry_penalty(history, vocab_size, multiplier, base=1.75, allowed_length=2,
     ids : numpy.ndarray of int32, ascending
     penalties : numpy.ndarray of float32, the amount subtracted from each id's logit
     """
-    fn = _op(backend, history, "dry_penalty")
+    _, fn = _op(backend, history, "dry_penalty")
     if isinstance(vocab_size, (bool, np.bool_)) or not isinstance(vocab_size, numbers.Integral) \
             or vocab_size < 1:
         raise ValueError(f"vocab_size must be a positive integer; got {vocab_size!r}")

@@ -33,8 +33,6 @@ class _Context:
         self.history = history
         self.seed, self.position = seed, position
 
-    def history_for(self, stage):
-        return self.history
 
 
 class SamplerChain:

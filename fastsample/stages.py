@@ -158,7 +158,7 @@ class Penalties(Stage):
     )
 
     def apply(self, ops, logits, ctx):
-        return ops.penalties(logits, ctx.history_for(self), *self.rows(ctx.B))
+        return ops.penalties(logits, ctx.history, *self.rows(ctx.B))
 
 
 class DRY(Stage):
@@ -183,7 +183,7 @@ class DRY(Stage):
 
     def apply(self, ops, logits, ctx):
         breakers = as_token_ids("DRY breaker", self.breakers, ctx.V)
-        return ops.dry(logits, ctx.history_for(self), *self.rows(ctx.B), breakers)
+        return ops.dry(logits, ctx.history, *self.rows(ctx.B), breakers)
 
 
 class NoRepeatNGram(Stage):
@@ -193,7 +193,7 @@ class NoRepeatNGram(Stage):
     PARAMS = (Param("n", integer=True),)
 
     def apply(self, ops, logits, ctx):
-        return ops.no_repeat_ngram(logits, ctx.history_for(self), *self.rows(ctx.B))
+        return ops.no_repeat_ngram(logits, ctx.history, *self.rows(ctx.B))
 
 
 class XTC(Stage):

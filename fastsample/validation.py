@@ -171,7 +171,8 @@ def as_seeds(name, value, B):
     return np.full(B, out, dtype=np.uint64) if scalar else out
 
 
-def _int_tokens(name, seq, V):
+def as_token_ids(name, seq, V):
+    """A 1-D sequence of token ids in ``[0, V)`` as int64."""
     arr = np.asarray(seq)
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -186,11 +187,6 @@ def _int_tokens(name, seq, V):
     return out
 
 
-def as_token_ids(name, ids, V):
-    """A 1-D sequence of token ids in ``[0, V)`` as int64."""
-    return _int_tokens(name, ids, V)
-
-
 def as_history(history, history_len, B, V, one_d):
     """Normalise a history to a list of B int64 arrays (oldest first), checked in [0, V).
 
@@ -200,7 +196,7 @@ def as_history(history, history_len, B, V, one_d):
     if history is None:
         return None
     if one_d:
-        return [_int_tokens("history", history, V)]
+        return [as_token_ids("history", history, V)]
     if isinstance(history, np.ndarray) and history.ndim == 2:
         if history.shape[0] != B:
             raise ValueError(f"history has {history.shape[0]} rows but the batch has B={B} rows")
@@ -211,10 +207,10 @@ def as_history(history, history_len, B, V, one_d):
             else per_row("history_len", history_len, B, integer=True,
                          check=Check(lambda v: (v >= 0) & (v <= L), f"in [0, {L}]"))
         )
-        return [_int_tokens(f"history row {b}", history[b, : lens[b]], V) for b in range(B)]
+        return [as_token_ids(f"history row {b}", history[b, : lens[b]], V) for b in range(B)]
     if history_len is not None:
         raise ValueError("history_len goes with a 2-D (B, L) history array")
     rows = list(history)
     if len(rows) != B:
         raise ValueError(f"history has {len(rows)} rows but the batch has B={B} rows")
-    return [_int_tokens(f"history row {b}", h, V) for b, h in enumerate(rows)]
+    return [as_token_ids(f"history row {b}", h, V) for b, h in enumerate(rows)]

@@ -98,6 +98,15 @@ GENERATORS: Dict[str, Callable[[int, int, int], np.ndarray]] = {"llm_like": llm_
 
 
 # --------------------------------------------------------------------------- histories
+def _history_args(length, V):
+    length, V = int(length), int(V)
+    if length < 0:
+        raise ValueError(f"history length must be >= 0, got {length}")
+    if V < 1:
+        raise ValueError(f"V must be >= 1, got {V}")
+    return length, V
+
+
 def natural_history(length: int, V: int, seed: int = 0) -> np.ndarray:
     """A natural-looking token history (int64, oldest first), for DRY and penalties.
 
@@ -106,12 +115,7 @@ def natural_history(length: int, V: int, seed: int = 0) -> np.ndarray:
     of earlier spans (8-64 tokens), as quoted text and code have; so DRY finds real
     repeats of many lengths, as it does in a chat transcript.
     """
-    length = int(length)
-    V = int(V)
-    if length < 0:
-        raise ValueError(f"history length must be >= 0, got {length}")
-    if V < 1:
-        raise ValueError(f"V must be >= 1, got {V}")
+    length, V = _history_args(length, V)
     rng = np.random.default_rng([seed, 0x5EED, length])
     perm = rng.permutation(V)
     ranks = (rng.zipf(1.15, size=length) - 1) % V
@@ -132,12 +136,7 @@ def natural_history(length: int, V: int, seed: int = 0) -> np.ndarray:
 
 def repeated_history(length: int, V: int, seed: int = 0) -> np.ndarray:
     """One token repeated ``length`` times (DRY's worst case; int64)."""
-    length = int(length)
-    V = int(V)
-    if length < 0:
-        raise ValueError(f"history length must be >= 0, got {length}")
-    if V < 1:
-        raise ValueError(f"V must be >= 1, got {V}")
+    length, V = _history_args(length, V)
     rng = np.random.default_rng([seed, 0xD2, length])
     token = int(rng.integers(0, V))
     return np.full(length, token, dtype=np.int64)

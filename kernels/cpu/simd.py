@@ -161,34 +161,23 @@ div_strict = intrinsic(_strict_f64_intrinsic("fdiv"))
 div_strict.__doc__ = "float64 ``a / b`` with IEEE semantics (no ``arcp``) under FASTMATH."
 
 
-@intrinsic
-def f64_as_i64(typingctx, a):
-    """Reinterpret the bits of a float64 as an int64."""
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], signature.args[0], types.float64)
-        return builder.bitcast(v, ir.IntType(64))
+def _bitcast_intrinsic(src, dst, dst_ir):
+    """Reinterpret the bits of a ``src`` value as ``dst`` (same width)."""
+    def impl(typingctx, a):
+        def codegen(context, builder, signature, args):
+            v = context.cast(builder, args[0], signature.args[0], src)
+            return builder.bitcast(v, dst_ir)
 
-    return types.int64(a), codegen
-
-
-@intrinsic
-def f32_as_u32(typingctx, a):
-    """Reinterpret the bits of a float32 as a uint32."""
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], signature.args[0], types.float32)
-        return builder.bitcast(v, ir.IntType(32))
-
-    return types.uint32(a), codegen
+        return dst(a), codegen
+    return impl
 
 
-@intrinsic
-def i64_as_f64(typingctx, a):
-    """Reinterpret the bits of an int64 as a float64."""
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], signature.args[0], types.int64)
-        return builder.bitcast(v, ir.DoubleType())
-
-    return types.float64(a), codegen
+f64_as_i64 = intrinsic(_bitcast_intrinsic(types.float64, types.int64, ir.IntType(64)))
+f64_as_i64.__doc__ = "Reinterpret the bits of a float64 as an int64."
+f32_as_u32 = intrinsic(_bitcast_intrinsic(types.float32, types.uint32, ir.IntType(32)))
+f32_as_u32.__doc__ = "Reinterpret the bits of a float32 as a uint32."
+i64_as_f64 = intrinsic(_bitcast_intrinsic(types.int64, types.float64, ir.DoubleType()))
+i64_as_f64.__doc__ = "Reinterpret the bits of an int64 as a float64."
 
 
 # ---------------------------------------------------------------------------------
