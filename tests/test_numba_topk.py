@@ -9,6 +9,7 @@ import pytest
 from fastsample import reference as ref
 from fastsample import workloads as wl
 from fastsample.kernels.cpu import topk as ktopk
+from fastsample.validation import invalid_rows
 
 
 def _check(x, k):
@@ -167,3 +168,29 @@ def test_stream_infinities_and_zeros():
     x[2, 99999:] = 0.0
     for k in (1, 50, 1000, 3000):
         _check(x, k)
+
+
+@pytest.mark.parametrize("k", [0, 1, 50, 1000, 20000])
+@pytest.mark.parametrize("V_", [V, V - 5, 5000])
+def test_checked_flags_match_the_row_check(k, V_):
+    """``topk_checked`` flags exactly the rows SPEC §7 calls invalid, wherever the bad
+    entry sits (streaming prefix, middle, the < 16 tail, the two-pass path), and its
+    results for the valid rows are exact."""
+    x = wl.llm_like(9, V_, seed=k + V_)
+    x[1, 3] = np.nan
+    x[2, V_ // 2 + 1] = np.nan
+    x[3, V_ - 1] = np.nan
+    x[4, V_ - 20] = np.inf
+    x[5, :] = -np.inf
+    x[6, V_ // 3] = -np.inf  # masked entries alone do not make a row invalid
+    x[7, ::2] = np.nan
+    x[8, V_ - 70] = np.inf
+    x[8, V_ - 69] = np.nan
+    vals, ids, invalid = ktopk.topk_checked(np.ascontiguousarray(x), k)  # k > V is clipped
+    k = min(k, V_)
+    assert vals.shape == ids.shape == (9, k)
+    np.testing.assert_array_equal(invalid, invalid_rows(x))
+    good = ~invalid
+    rv, ri = ref.topk(x[good], k)
+    np.testing.assert_array_equal(ids[good], ri)
+    np.testing.assert_array_equal(vals[good], rv)

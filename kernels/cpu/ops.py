@@ -18,7 +18,7 @@ _HOME = {
     "sample_canonical": "canonical",
     "draw": "draw", "argmax": "draw", "token_logprob": "draw",
     "softmax": "softmax", "log_softmax": "softmax",
-    "topk": "topk",
+    "topk": "topk", "topk_checked": "topk",
     "invalid_rows": "validity",
     **{name: "stages" for name in (
         "logit_bias", "penalties", "dry", "dry_penalty", "no_repeat_ngram", "top_n_sigma",

@@ -333,36 +333,46 @@ def row_max_array(x):
 # ---------------------------------------------------------------------------------
 # mask compares (top-k gather)
 
-@intrinsic
-def _ge_mask8(typingctx, arr, i, thr):
-    """Bit b set where ``arr[i + b] >= thr``, for b < 8, as an int64 in [0, 256).
+def _mask8_intrinsic(ordered, doc):
+    """An intrinsic ``(arr, i, thr) -> int64``: bit b set where ``arr[i + b] >= thr``
+    (b < 8) under an ordered (``oge``) or unordered (``uge``) compare.
 
-    One unaligned 8-lane load, an ordered ``fcmp oge`` against a splat of ``thr`` and a
-    bitcast of the 8 x i1 result (AVX2: vcmpps + vmovmskps). No bounds check: the
-    caller guarantees ``0 <= i`` and ``i + 8 <= len(arr)``. ``arr``: C-contiguous 1-D
-    float32; ``thr``: float32. A NaN ``thr`` gives 0 (ordered compare), as does a NaN
-    entry. Used by ``kernels/cpu/topk.py`` to gather entries above a threshold.
+    One unaligned 8-lane load, the compare against a splat of ``thr`` and a bitcast of
+    the 8 x i1 result (AVX2: vcmpps + vmovmskps). No bounds check: the caller guarantees
+    ``0 <= i`` and ``i + 8 <= len(arr)``. ``arr``: C-contiguous 1-D float32; ``thr``:
+    float32. Two such masks of one block share its load (LLVM merges them).
     """
-    if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == 1
-            and arr.layout == "C"):
-        return None
+    compare = ir.IRBuilder.fcmp_ordered if ordered else ir.IRBuilder.fcmp_unordered
 
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        idx = context.cast(builder, args[1], signature.args[1], types.intp)
-        t = context.cast(builder, args[2], signature.args[2], types.float32)
-        fty = ir.FloatType()
-        vty = ir.VectorType(fty, 8)
-        ptr = builder.gep(ary.data, [idx])
-        vec = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=4)
-        zero = ir.Constant(ir.IntType(32), 0)
-        splat = builder.insert_element(ir.Constant(vty, ir.Undefined), t, zero)
-        splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
-                                       ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
-        cmp = builder.fcmp_ordered(">=", vec, splat)
-        return builder.zext(builder.bitcast(cmp, ir.IntType(8)), ir.IntType(64))
+    def mask8(typingctx, arr, i, thr):
+        if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == 1
+                and arr.layout == "C"):
+            return None
 
-    return types.int64(arr, i, thr), codegen
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            idx = context.cast(builder, args[1], signature.args[1], types.intp)
+            t = context.cast(builder, args[2], signature.args[2], types.float32)
+            vty = ir.VectorType(ir.FloatType(), 8)
+            ptr = builder.gep(ary.data, [idx])
+            vec = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=4)
+            zero = ir.Constant(ir.IntType(32), 0)
+            splat = builder.insert_element(ir.Constant(vty, ir.Undefined), t, zero)
+            splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
+                                           ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+            cmp = compare(builder, ">=", vec, splat)
+            return builder.zext(builder.bitcast(cmp, ir.IntType(8)), ir.IntType(64))
+
+        return types.int64(arr, i, thr), codegen
+
+    mask8.__doc__ = doc
+    return intrinsic(mask8)
+
+
+_ge_mask8 = _mask8_intrinsic(True, """Bits of ``arr[i:i+8] >= thr`` (ordered: a NaN entry or
+    NaN ``thr`` gives 0). Used by ``kernels/cpu/topk.py`` to gather entries above a threshold.""")
+_uge_mask8 = _mask8_intrinsic(False, """Bits of ``arr[i:i+8] >= thr`` or unordered: with
+    ``thr = +inf``, the NaN and +inf entries (topk's validity check within its gather).""")
 
 
 @intrinsic

@@ -68,7 +68,8 @@ from numba import prange
 from numba.core import types
 from numba.extending import intrinsic
 
-from .simd import FASTMATH, _cttz, _ge_mask8, f32_as_u32, maxnum, minnum
+from .simd import FASTMATH, _cttz, _ge_mask8, _uge_mask8, f32_as_u32, maxnum, minnum
+from .validity import row_is_invalid, row_max_nan
 
 __all__ = ["TOPK_MAX_STRIPS", "TOPK_STREAM_MIN_V", "TOPK_STREAM_PREFIX",
            "TOPK_STREAM_PREFIX_PER_K", "strips_for", "topk_row", "topk_rows",
@@ -453,21 +454,37 @@ def _gather_ge(row, thr, ck, cv):
     return n
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bad_mask64(row, i0):
+    """Nonzero where row[i0:i0+64] holds a NaN or +inf (shares the gather's loads)."""
+    inf = np.float32(np.inf)
+    return (_uge_mask8(row, i0, inf) | _uge_mask8(row, i0 + 8, inf)
+            | _uge_mask8(row, i0 + 16, inf) | _uge_mask8(row, i0 + 24, inf)
+            | _uge_mask8(row, i0 + 32, inf) | _uge_mask8(row, i0 + 40, inf)
+            | _uge_mask8(row, i0 + 48, inf) | _uge_mask8(row, i0 + 56, inf))
+
+
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _gather_from(row, i0, end, thr, ck, cv, n):
     """Gather entries >= thr of row[i0:end] after ck[:n] / cv[:n], 64 at a time while
     64 more fit (then 16 at a time for the last < 64 entries); returns (n, where it
-    stopped): ``end`` (a multiple of 16 from i0) or below it when the buffer is full."""
+    stopped, bad): ``end`` (a multiple of 16 from i0) or below it when the buffer is
+    full; ``bad`` nonzero if a visited entry is NaN or +inf (the row's validity check,
+    folded into this pass so that the row is read once)."""
     cap = ck.shape[0]
+    bad = np.int64(0)
+    inf = np.float32(np.inf)
     while i0 + 64 <= end and n + 64 <= cap:
+        bad |= _bad_mask64(row, i0)
         n = _take_bits(row, i0, _ge_mask64(row, i0, thr), ck, cv, n)
         i0 += 64
     if i0 + 64 > end:
         while i0 + 16 <= end and n + 16 <= cap:
+            bad |= _uge_mask8(row, i0, inf) | _uge_mask8(row, i0 + 8, inf)
             mk = _ge_mask8(row, i0, thr) | (_ge_mask8(row, i0 + 8, thr) << 8)
             n = _take_bits(row, i0, mk, ck, cv, n)
             i0 += 16
-    return n, i0
+    return n, i0, bad
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -533,6 +550,9 @@ def _emit(row, ck, cv, n, k, vals, ids):
 def _topk_two_pass(row, k, vals, ids):
     """Whole-row column maxima, threshold, gather, sort (rows that fit in L2, large k)."""
     V = row.shape[0]
+    m = row_max_nan(row)
+    if np.isnan(m):  # NaN: invalid, and no safe threshold to select with
+        return True
     S = strips_for(V, k)
     W = V // S
     cmax = np.empty(W, np.float32)
@@ -543,6 +563,7 @@ def _topk_two_pass(row, k, vals, ids):
     cv = np.empty(cap, np.float32)
     n = _gather_ge(row, thr, ck, cv)
     _emit(row, ck, cv, n, k, vals, ids)
+    return not (-np.inf < m < np.inf)  # +inf or all masked: invalid, result still defined
 
 
 #: Prefix of the single-pass path: max(TOPK_STREAM_PREFIX, TOPK_STREAM_PREFIX_PER_K * k)
@@ -559,13 +580,15 @@ def topk_row(row, k, vals, ids):
     """Top k of one float32 row into ``vals`` (float32, (k,)) and ``ids`` (int32, (k,)).
 
     ``0 <= k <= row.shape[0]``. Entries come out descending, ties to the lower id.
+    Returns True for an invalid row (SPEC §7: NaN, +inf, or every entry ``-inf``),
+    checked within the same pass; ``vals`` / ``ids`` are then undefined if the row
+    holds a NaN (and still exact for +inf or all ``-inf``).
     """
     V = row.shape[0]
     if k <= 0:
-        return
+        return row_is_invalid(row)
     if V < TOPK_STREAM_MIN_V or V < 16 * k:
-        _topk_two_pass(row, k, vals, ids)
-        return
+        return _topk_two_pass(row, k, vals, ids)
     # 1. the prefix (L2-resident): column maxima and a threshold thr that about r of its
     #    entries reach, r ~ k P / V plus a wide margin: on rows whose order is not
     #    correlated with the values, about 1.5 k row entries reach it. That is a guess,
@@ -586,9 +609,11 @@ def topk_row(row, k, vals, ids):
     #    candidate bounds the row's k-th largest from below) and drop what falls under
     n = 0
     i0 = 0
+    bad = np.int64(0)
     end = V & ~15
     while i0 < end:
-        n, i0 = _gather_from(row, i0, end, thr, ck, cv, n)
+        n, i0, b = _gather_from(row, i0, end, thr, ck, cv, n)
+        bad |= b
         if i0 < end:
             n, thr = _tighten(ck, cv, n, k, thr)
     if n + 16 > cap:
@@ -598,29 +623,49 @@ def topk_row(row, k, vals, ids):
         ck[n] = _composite(v, i)
         cv[n] = v
         n += np.int64(v >= thr)
+        bad |= np.int64(not v < np.inf)
     if n < k:  # the guess was above the row's k-th largest (values correlate with ids)
-        _topk_two_pass(row, k, vals, ids)
-        return
+        return _topk_two_pass(row, k, vals, ids)
     # 3. cut to about k (a large buffer: ties, ordered rows), sort, emit
     if n > 4 * k + 256:
         t, _ = _threshold(cv, n, k, max(8, k >> 4))
         if t > thr:
             n = _compact_ge(ck, cv, n, t)
     _emit(row, ck, cv, n, k, vals, ids)
+    # NaN / +inf seen, or every entry -inf (then the top one is too). NaN entries never
+    # pass the ordered gather compare, so the result stays within bounds regardless.
+    return bad != 0 or vals[0] == -np.inf
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def topk_rows(x, k, vals, ids):
-    """Batched top-k (``prange`` over rows) into ``vals`` / ``ids`` ((B, k))."""
+def topk_rows(x, k, vals, ids, invalid):
+    """Batched top-k (``prange`` over rows) into ``vals`` / ``ids`` ((B, k)) and the
+    validity flags ``invalid`` ((B,) bool)."""
     for b in prange(x.shape[0]):
-        topk_row(x[b], k, vals[b], ids[b])
+        invalid[b] = topk_row(x[b], k, vals[b], ids[b])
 
 
 @numba.njit(cache=True, nogil=True)
-def topk_rows_serial(x, k, vals, ids):
+def topk_rows_serial(x, k, vals, ids, invalid):
     """``topk_rows`` without threads (B == 1)."""
     for b in range(x.shape[0]):
-        topk_row(x[b], k, vals[b], ids[b])
+        invalid[b] = topk_row(x[b], k, vals[b], ids[b])
+
+
+def topk_checked(x, k):
+    """``topk`` and the rows' validity from the same pass: ``(values, indices, invalid)``.
+
+    ``x`` is float32 ``(B, V)`` C-contiguous, k is clipped to ``[0, V]``; ``invalid`` ((B,) bool)
+    as ``invalid_rows``; an invalid row's values and indices are undefined.
+    """
+    B, V = x.shape
+    k = min(max(int(k), 0), V)  # never write past a row, whatever the caller passes
+    vals = np.empty((B, k), np.float32)
+    ids = np.empty((B, k), np.int32)
+    invalid = np.zeros(B, np.bool_)
+    if B:
+        (topk_rows_serial if B == 1 else topk_rows)(x, k, vals, ids, invalid)
+    return vals, ids, invalid
 
 
 def topk(x, k):
@@ -632,10 +677,5 @@ def topk(x, k):
     x = np.asarray(x)
     one = x.ndim == 1
     rows = np.ascontiguousarray(x[None, :] if one else x, dtype=np.float32)
-    B, V = rows.shape
-    k = min(max(int(k), 0), V)
-    vals = np.empty((B, k), np.float32)
-    ids = np.empty((B, k), np.int32)
-    if B and k:
-        (topk_rows_serial if B == 1 else topk_rows)(rows, k, vals, ids)
+    vals, ids, _ = topk_checked(rows, k)
     return (vals[0], ids[0]) if one else (vals, ids)

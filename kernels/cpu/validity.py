@@ -13,27 +13,34 @@ from numba import prange
 
 from .simd import FASTMATH, maximum
 
-__all__ = ["invalid_rows"]
+__all__ = ["invalid_rows", "row_is_invalid", "row_max_nan"]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _row_is_invalid(row):
+def row_max_nan(row):
+    """The row's max, NaN if it holds a NaN (``llvm.maximum`` propagates it)."""
     m = row[0]
     for i in range(1, row.shape[0]):
         m = maximum(m, row[i])
+    return m
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def row_is_invalid(row):
+    m = row_max_nan(row)
     return not (-np.inf < m < np.inf)
 
 
 @numba.njit(cache=True, nogil=True)
 def _rows_serial(x, out):
     for b in range(x.shape[0]):
-        out[b] = _row_is_invalid(x[b])
+        out[b] = row_is_invalid(x[b])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _rows_parallel(x, out):
     for b in prange(x.shape[0]):
-        out[b] = _row_is_invalid(x[b])
+        out[b] = row_is_invalid(x[b])
 
 
 def invalid_rows(logits):
