@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from . import arrays as _arrays
 from . import registry as _backends
 from .stages import AT_LEAST_MINUS_ONE, AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE
 from .validation import (
@@ -16,8 +17,10 @@ from .validation import (
 __all__ = ["sample", "softmax", "log_softmax", "topk", "dry_penalty", "dry_breakers"]
 
 
+@_arrays.host_io("logits")
 def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1,
-           seed=0, position=0, temperature_last=True, on_invalid="raise", backend="auto"):
+           seed=0, position=0, temperature_last=True, on_invalid="raise", backend="auto",
+           stream=None):
     """Draw one token per row with llama.cpp's default chain.
 
     The order is top_k -> top_p -> min_p -> temperature -> draw; with
@@ -43,9 +46,13 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     -------
     int for 1-D logits, else numpy.ndarray of int32, shape (B,).
     """
+    if _backends.is_gpu_array(logits):  # device path: fastsample/gpu.py
+        return _gpu().sample(
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            min_keep=min_keep, seed=seed, position=position,
+            temperature_last=temperature_last, on_invalid=on_invalid, backend=backend,
+            stream=stream)
     check_on_invalid(on_invalid)
-    if _backends.is_gpu_array(logits):
-        _backends.resolve(backend, logits)
     names = _backends.resolve(backend)
     x, one_d = as_logits(logits)
     B = x.shape[0]
@@ -77,6 +84,13 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     return int(tokens[0]) if one_d else tokens
 
 
+def _gpu():
+    """The device path (imported on first use: it needs no GPU to import)."""
+    from . import gpu
+
+    return gpu
+
+
 def _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos):
     """The canonical chain one stage at a time (backends without a fused kernel)."""
     op = lambda name: _backends.op_for(names, name, name)  # noqa: E731
@@ -106,7 +120,8 @@ def _valid_rows(x, name, names):
     return rows, one_d
 
 
-def softmax(x, temperature=1.0, *, backend="auto"):
+@_arrays.host_io("x")
+def softmax(x, temperature=1.0, *, backend="auto", stream=None):
     """Softmax of ``x / temperature`` over each row's finite logits (masked -> 0).
 
     Parameters
@@ -118,6 +133,8 @@ def softmax(x, temperature=1.0, *, backend="auto"):
     -------
     numpy.ndarray of float32, the shape of ``x``.
     """
+    if _backends.is_gpu_array(x):
+        return _gpu().softmax(x, temperature, backend=backend, stream=stream)
     names, fn = _op(backend, x, "softmax")
     rows, one_d = _valid_rows(x, "x", names)
     t = per_row("temperature", temperature, rows.shape[0], check=POSITIVE)
@@ -125,15 +142,19 @@ def softmax(x, temperature=1.0, *, backend="auto"):
     return out[0] if one_d else out
 
 
-def log_softmax(x, *, backend="auto"):
+@_arrays.host_io("x")
+def log_softmax(x, *, backend="auto", stream=None):
     """Log-softmax over each row's finite logits (masked -> ``-inf``), float32."""
+    if _backends.is_gpu_array(x):
+        return _gpu().log_softmax(x, backend=backend, stream=stream)
     names, fn = _op(backend, x, "log_softmax")
     rows, one_d = _valid_rows(x, "x", names)
     out = fn(rows)
     return out[0] if one_d else out
 
 
-def topk(x, k, *, backend="auto"):
+@_arrays.host_io("x")
+def topk(x, k, *, backend="auto", stream=None):
     """The k largest values per row: exactly k, descending, ties to the lower id.
 
     Parameters
@@ -146,17 +167,28 @@ def topk(x, k, *, backend="auto"):
     values : numpy.ndarray of float32, shape (..., k)
     indices : numpy.ndarray of int32, shape (..., k)
     """
+    if _backends.is_gpu_array(x):
+        return _gpu().topk(x, k, backend=backend, stream=stream)
     names, fn = _op(backend, x, "topk")
-    rows, one_d = _valid_rows(x, "x", names)
+    rows, one_d = as_logits(x, "x")
     V = rows.shape[1]
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
         raise ValueError(f"k must be an integer; got {k!r}")
     if not 0 <= int(k) <= V:
         raise ValueError(f"k must be in [0, V={V}]; got {k}")
-    values, indices = fn(rows, int(k))
+    checked = getattr(_backends.load(names[0]), "topk_checked", None)
+    if checked is not None:  # the row check within topk's own pass: the row is read once
+        values, indices, bad = checked(rows, int(k))
+    else:
+        bad = _backends.row_check(names)(rows)
+        if not bad.any():
+            values, indices = fn(rows, int(k))
+    if bad.any():
+        raise_invalid(bad, "NaN, +inf, or every logit masked")
     return (values[0], indices[0]) if one_d else (values, indices)
 
 
+@_arrays.host_io("history")
 def dry_penalty(history, vocab_size, multiplier, base=1.75, allowed_length=2,
                 breakers=(), last_n=-1, *, backend="auto"):
     """The DRY penalties (SPEC §4.1) that one history puts on the next token.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import arrays as _arrays
 from . import registry as _backends
 from .stages import Dist, MinP, Stage, Temperature, Terminal, TopK, TopP
 from .validation import (
-    as_history, as_logits, as_seeds, check_on_invalid, raise_invalid,
+    as_history, as_logits, as_seeds, as_token_ids, check_on_invalid, raise_invalid,
 )
 
 __all__ = ["SamplerChain"]
@@ -77,21 +78,27 @@ class SamplerChain:
         as_seeds("seed", seed, 1 if np.ndim(seed) == 0 else len(seed))
         self._requested = backend
         self._cpu_names = _backends.resolve(backend)
-        self._check_ops(self._cpu_names)
+        if backend == "cuda":  # only the fused canonical chain; others: BackendError naming the stage
+            from . import gpu
+
+            gpu.check_chain(self)
+        else:
+            self._check_ops(self._cpu_names)
         self._ops = _Ops(self._cpu_names)
         self._invalid_rows = _backends.row_check(self._cpu_names)
         self.backend = self._cpu_names[0]
         self._fused = self._canonical_plan()
         self.reset()
 
-    def _canonical_plan(self):
+    def _canonical_plan(self, backend=None):
         """How to run ``sample`` as the backend's fused canonical kernel, if it can.
 
         A chain of TopK / TopP / MinP / Temperature (each at most once, in llama.cpp's
         order or with Temperature first, sharing one min_keep) ending in Dist is the
         chain of ``fs.sample`` with some stages disabled.
         """
-        if getattr(_backends.load(self.backend), "sample_canonical", None) is None:
+        backend = self.backend if backend is None else backend
+        if getattr(_backends.load(backend), "sample_canonical", None) is None:
             return None
         body, terminal = self.stages[:-1], self.stages[-1]
         kinds = [type(s) for s in body]
@@ -110,21 +117,23 @@ class SamplerChain:
         temperature_last = not (kinds and kinds[0] is Temperature and len(kinds) > 1)
         return {type(s): s for s in body}, temperature_last
 
-    def _sample_fused(self, x, ctx):
-        by_type, temperature_last = self._fused
-        B = ctx.B
+    def _fused_args(self, B, plan=None):
+        """``(top_k, top_p, min_p, temperature, min_keep, temperature_last)`` of a plan."""
+        by_type, temperature_last = self._fused if plan is None else plan
         def param(kind, default, integer=False):  # noqa: E306
             stage = by_type.get(kind)
             value = default if stage is None else stage.rows(B)[0]
             return np.broadcast_to(np.asarray(value, np.int64 if integer else np.float64), (B,))
         truncs = [s for s in by_type.values() if not isinstance(s, Temperature)]
         min_keep = truncs[0].rows(B)[-1] if truncs else np.ones(B, np.int64)
+        return (np.ascontiguousarray(param(TopK, 0, True)), np.ascontiguousarray(param(TopP, 1.0)),
+                np.ascontiguousarray(param(MinP, 0.0)),
+                np.ascontiguousarray(param(Temperature, 1.0)), np.ascontiguousarray(min_keep),
+                temperature_last)
+
+    def _sample_fused(self, x, ctx):
         fused = _backends.load(self.backend).sample_canonical
-        return fused(
-            x, np.ascontiguousarray(param(TopK, 0, True)), np.ascontiguousarray(param(TopP, 1.0)),
-            np.ascontiguousarray(param(MinP, 0.0)), np.ascontiguousarray(param(Temperature, 1.0)),
-            np.ascontiguousarray(min_keep), temperature_last, ctx.seed, ctx.position,
-        )
+        return fused(x, *self._fused_args(ctx.B), ctx.seed, ctx.position)
 
     def _check_ops(self, names):
         for stage in self.stages:
@@ -160,13 +169,18 @@ class SamplerChain:
                 f"{B} rows; call reset() first"
             )
 
+    @_arrays.host_io("tokens")
     def accept(self, tokens):
         """Append accepted tokens to each row's history and advance its position.
 
         A row whose token is -1 (flagged invalid) is left as it was. Called before
         any ``sample`` (say, to feed a prompt one token per row), it sets the batch
-        size from ``tokens``.
+        size from ``tokens``. GPU tokens (B int32s) are copied to the host.
         """
+        if _backends.is_gpu_array(tokens):
+            from . import gpu
+
+            tokens = gpu.to_host(tokens)
         tokens = np.atleast_1d(np.asarray(tokens))
         if self._B is None:
             self._ensure_state(tokens.shape[0])
@@ -178,6 +192,73 @@ class SamplerChain:
             if t >= 0:
                 self.history[b] = np.append(self.history[b], np.int64(t))
                 self.positions[b] += np.uint64(1)
+
+    def state_of(self, rows=None):
+        """Each row's state as a dict: what a request carries between batches.
+
+        Parameters
+        ----------
+        rows : iterable of int, optional
+            Row indices; every row by default.
+
+        Returns
+        -------
+        list of dict
+            One ``{"seed": int, "position": int, "history": int64 array, **terminal}``
+            per row, where ``terminal`` is the stateful terminal's per-row state
+            (``mu`` for Mirostat; ``ema_sum``, ``ema_weight`` for AdaptiveP) as
+            floats. Copies: later calls do not change them.
+        """
+        if self._B is None:
+            raise ValueError("this chain holds no state yet (no sample, accept or load_states)")
+        out = []
+        for b in range(self._B) if rows is None else rows:
+            if not -self._B <= int(b) < self._B:
+                raise IndexError(f"row {b} is out of range for B={self._B}")
+            row = {"seed": int(self._seeds[b]), "position": int(self.positions[b]),
+                   "history": self.history[b].copy()}
+            row.update({k: float(v[b]) for k, v in self._state[-1].items()})
+            out.append(row)
+        return out
+
+    def load_states(self, states):
+        """Make the chain's rows ``states`` (from :meth:`state_of`, any chains), B = len.
+
+        This is how an engine batches requests that join and leave: each request
+        keeps its row state, and the batch's chain is loaded from them; a row's tokens
+        do not depend on the other rows. A missing key starts fresh: ``seed`` the
+        chain's seed for that row, ``history`` empty, ``position`` ``len(history)``
+        (as if the history had been accepted), terminal state its initial value
+        under this chain's parameters for that row. ``reset`` forgets loaded state.
+        """
+        states = list(states)
+        B = len(states)
+        terminal = {k: np.array(v, dtype=np.float64)
+                    for k, v in self.stages[-1].init_state(B).items()}
+        known = {"seed", "position", "history", *terminal}
+        seeds = (as_seeds("seed", self._seed_arg, B) if any("seed" not in s for s in states)
+                 else np.zeros(B, dtype=np.uint64))
+        positions = np.zeros(B, dtype=np.uint64)
+        history = []
+        for b, s in enumerate(states):
+            if not isinstance(s, dict):
+                raise TypeError(f"state {b} must be a dict (see state_of); got {type(s).__name__}")
+            if set(s) - known:
+                raise ValueError(f"state {b} has unknown keys {sorted(set(s) - known)}; "
+                                 f"this chain's row state has {sorted(known)}")
+            h = as_token_ids(f"history of state {b}", _arrays.plain(s.get("history", ())),
+                             np.iinfo(np.int64).max)
+            history.append(h)
+            if "seed" in s:
+                seeds[b] = as_seeds(f"seed of state {b}", s["seed"], 1)[0]
+            positions[b] = as_seeds(f"position of state {b}", s.get("position", h.size), 1)[0]
+            for key in terminal.keys() & s.keys():
+                value = float(s[key])
+                if np.isnan(value):
+                    raise ValueError(f"{key} of state {b} is NaN")
+                terminal[key][b] = value
+        self._B, self._seeds, self.positions, self.history = B, seeds, positions, history
+        self._state = [None] * (len(self.stages) - 1) + [terminal]
 
     # ------------------------------------------------------------------ calls
 
@@ -217,7 +298,8 @@ class SamplerChain:
             raise_invalid(emptied, "every logit masked by the chain's stages")
         return invalid | emptied
 
-    def process(self, logits, history=None, history_len=None, position=None):
+    @_arrays.host_io("logits")
+    def process(self, logits, history=None, history_len=None, position=None, stream=None):
         """The logits the terminal stage would draw from; no draw, no state change.
 
         Parameters
@@ -233,19 +315,29 @@ class SamplerChain:
         Returns
         -------
         numpy.ndarray of float32, the shape of ``logits``; masked tokens are ``-inf``
-        (flagged invalid rows are all ``-inf``).
+        (flagged invalid rows are all ``-inf``). GPU logits (``fastsample.gpu``): the
+        canonical chain on backend cuda, a device result, ``stream`` honoured.
         """
+        if _backends.is_gpu_array(logits):
+            from . import gpu
+
+            return gpu.chain_process(self, logits, stream)
         x, one_d, invalid, ops, ctx = self._prepare(logits, history, history_len, position)
-        x = self._run(x, ops, ctx)
-        terminal = self.stages[-1]
-        x = terminal.process(ops, x, ctx, self._state[-1])
+        fused = getattr(_backends.load(self.backend), "process_canonical", None)
+        if self._fused is not None and fused is not None:
+            x = fused(x, *self._fused_args(ctx.B))
+        else:
+            x = self._run(x, ops, ctx)
+            terminal = self.stages[-1]
+            x = terminal.process(ops, x, ctx, self._state[-1])
         bad = self._check_emptied(x, invalid)
         if bad.any():
             x = x.copy()
             x[bad] = -np.inf
         return x[0] if one_d else x
 
-    def sample(self, logits, history=None, history_len=None, position=None):
+    @_arrays.host_io("logits")
+    def sample(self, logits, history=None, history_len=None, position=None, stream=None):
         """Run the chain and draw one token per row.
 
         Parameters are those of :meth:`process`.
@@ -253,8 +345,13 @@ class SamplerChain:
         Returns
         -------
         int for 1-D logits, else numpy.ndarray of int32, shape (B,); -1 marks a row
-        flagged invalid (``on_invalid="flag"``).
+        flagged invalid (``on_invalid="flag"``). GPU logits: tokens on the device as
+        the caller's array type (see ``fastsample.gpu``).
         """
+        if _backends.is_gpu_array(logits):
+            from . import gpu
+
+            return gpu.chain_sample(self, logits, position, stream)
         x, one_d, invalid, ops, ctx = self._prepare(logits, history, history_len, position)
         if self._fused is not None:
             tokens = np.array(self._sample_fused(x, ctx), dtype=np.int32)

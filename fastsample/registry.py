@@ -9,6 +9,7 @@ loader, without touching the public API.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 
 __all__ = [
@@ -65,11 +66,44 @@ def _load_numba():
 
 
 def _load_c():
-    return _load_module("fastsample.c_backend", "the C backend is not implemented yet")
+    try:
+        return importlib.import_module("fastsample.c_backend")
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "the C extension fastsample._ckernels was not built (no working C compiler at "
+            "install time?); install a C compiler and reinstall with `pip install -e .` "
+            "(FASTSAMPLE_REQUIRE_C=1 makes a failed build an error) "
+            f"[{type(exc).__name__}: {exc}]"
+        ) from None
 
 
 def _load_cuda():
-    return _load_module("fastsample.kernels.cuda.ops", "CUDA kernels are not implemented yet")
+    """numba-cuda and a GPU, or the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
+    try:
+        from numba import cuda
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"numba.cuda is not importable ({exc}); install the [cuda] extra (numba-cuda)"
+        ) from None
+    from numba import config
+
+    if not getattr(config, "ENABLE_CUDASIM", False):
+        try:
+            available = cuda.is_available()
+        except Exception as exc:  # noqa: BLE001 (a broken driver install raises, any type)
+            available = False
+            why = f": {exc}"
+        else:
+            why = ""
+        if not available:
+            hint = "" if importlib.util.find_spec("numba_cuda") else \
+                " (numba-cuda is not installed: pip install 'fastsample[cuda]')"
+            raise BackendUnavailable(
+                f"no CUDA GPU is usable here (numba.cuda.is_available() is False{why}){hint}; "
+                "set NUMBA_ENABLE_CUDASIM=1 before importing numba to run the kernels in "
+                "the CUDA simulator"
+            )
+    return _load_module("fastsample.kernels.cuda.ops", "the CUDA kernels failed to import")
 
 
 _LOADERS = {"numpy": _load_numpy, "numba": _load_numba, "c": _load_c, "cuda": _load_cuda}
@@ -120,7 +154,10 @@ def load(name):
 
 
 def is_gpu_array(x):
-    return hasattr(x, "__cuda_array_interface__")
+    """Arrays in GPU memory: ``__cuda_array_interface__`` (CuPy, torch.cuda, numba
+    device arrays), or a device array of numba's CUDA simulator (which lacks it)."""
+    return hasattr(x, "__cuda_array_interface__") or \
+        type(x).__module__.startswith("numba.cuda.simulator")
 
 
 def resolve(backend, x=None):

@@ -1,0 +1,280 @@
+"""One-shot check of the cuda backend on a machine with an NVIDIA GPU.
+
+    python bench/gpu_check.py            # GPU + torch: V = 128256, B = 64 and 256
+    python bench/gpu_check.py --sim      # CUDA simulator, tiny shapes (the script's logic)
+    python bench/gpu_check.py --ptx      # no GPU: compile every kernel to PTX for sm_90
+
+Correctness: tokens of ``fs.sample`` on device logits (torch.cuda tensors) against the
+numpy reference, and the masks of the canonical chain (``SamplerChain.process``),
+copied back; zero mismatches allowed. Timings (median of repeated, synchronised
+calls): our fused kernel and the whole ``fs.sample`` call, a PyTorch sort-based
+sampler on the same GPU (sort, softmax, cumsum, mask, ``torch.multinomial``: what
+vLLM and transformers do), ``softmax`` / ``topk`` against torch's, and the copy floor
+(one device-to-device copy of the logits). Prints one JSON object; exits 1 on a
+mismatch, 2 when the machine cannot run the check (no GPU, no torch, no numba-cuda).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+SIM = "--sim" in sys.argv
+if SIM:  # before numba is imported
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+import numpy as np
+
+V_FULL = 128256
+
+
+def fail(msg, code=2):
+    print(json.dumps({"ok": False, "error": msg}))
+    sys.exit(code)
+
+
+def median_us(fn, sync, reps):
+    fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return round(statistics.median(times), 1)
+
+
+def torch_sampler(torch):
+    """The sort-based sampler of vLLM / transformers: temperature, sort, top-k mask,
+    softmax, cumsum top-p mask, min-p mask, softmax, multinomial."""
+
+    def sample(logits, k, p, min_p, t):
+        x = logits / t[:, None]
+        srt, idx = x.sort(dim=-1, descending=True)
+        ranks = torch.arange(x.shape[1], device=x.device)[None, :]
+        srt = srt.masked_fill(ranks >= k[:, None], float("-inf"))
+        probs = srt.softmax(dim=-1)
+        cum = probs.cumsum(dim=-1)
+        srt = srt.masked_fill(cum - probs > p[:, None], float("-inf"))
+        probs = srt.softmax(dim=-1)
+        srt = srt.masked_fill(probs < min_p[:, None] * probs[:, :1], float("-inf"))
+        choice = torch.multinomial(srt.softmax(dim=-1), 1)
+        return idx.gather(-1, choice)[:, 0]
+
+    return sample
+
+
+# ------------------------------------------------------------------------ correctness
+
+
+def check_tokens(fs, to_dev, x, cfg, seeds, positions):
+    got = fs.sample(to_dev(x), seed=seeds, position=positions, **cfg)
+    got = got.cpu().numpy() if hasattr(got, "cpu") else got.copy_to_host()
+    want = fs.sample(x, seed=seeds, position=positions, backend="numpy", **cfg)
+    return int((got != want).sum())
+
+
+def check_masks(fs, to_dev, x, stages):
+    out = fs.SamplerChain(stages, backend="cuda").process(to_dev(x))
+    out = out.cpu().numpy() if hasattr(out, "cpu") else out.copy_to_host()
+    want = fs.SamplerChain(stages, backend="numpy").process(x)
+    fin = np.isfinite(want)
+    mask_mismatch = int((np.isneginf(out) != np.isneginf(want)).sum())
+    rel = np.abs(out[fin].astype(np.float64) - want[fin]) / np.maximum(1.0, np.abs(want[fin]))
+    return mask_mismatch, float(rel.max()) if rel.size else 0.0
+
+
+def correctness(fs, wl, to_dev, batches, V):
+    report = {}
+    mismatches = 0
+    for B in batches:
+        llm = wl.llm_like(B, V, seed=1)
+        flat = wl.flat(B, V, seed=2)
+        seeds = np.arange(B, dtype=np.uint64) * np.uint64(7919) + np.uint64(1)
+        pos = np.arange(B, dtype=np.uint64) + np.uint64(100)
+        per_row = wl.per_row_w1_params(B)
+        cases = {
+            "W1": (llm, {"top_k": 40, "top_p": 0.95, "min_p": 0.05, "temperature": 0.8}),
+            "W4": (llm, per_row),
+            "W3": (llm, {"top_p": 0.95}),
+            "W5": (llm, {"temperature": 0.8}),
+            "W6": (flat, {"top_p": 0.95}),
+            "HF": (llm, {"top_k": 50, "top_p": 0.9, "temperature": 0.7,
+                         "temperature_last": False}),
+        }
+        for name, (x, cfg) in cases.items():
+            n = check_tokens(fs, to_dev, x, cfg, seeds, pos)
+            report[f"tokens_{name}_B{B}"] = n
+            mismatches += n
+    B = batches[0]
+    x = wl.llm_like(B, V, seed=3)
+    stages = [fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)]
+    masks, rel = check_masks(fs, to_dev, x, stages)
+    report[f"mask_mismatches_W1_B{B}"] = masks
+    report[f"max_rel_err_W1_B{B}"] = rel
+    mismatches += masks + int(rel > 1e-5)
+    return report, mismatches
+
+
+# ------------------------------------------------------------------------ timings
+
+
+def timings(fs, wl, ops, torch, cuda, B, V, reps, on_gpu):
+    dev_t = "cuda" if on_gpu else "cpu"
+    x = wl.llm_like(B, V, seed=4)
+    xt = torch.from_numpy(x).to(dev_t)
+    d = cuda.as_cuda_array(xt) if on_gpu else cuda.to_device(x)
+    params = {k: np.ascontiguousarray(v) for k, v in wl.per_row_w1_params(B).items()}
+    dp = {k: cuda.to_device(v) for k, v in params.items()}
+    ones = cuda.to_device(np.ones(B, np.int64))
+    zeros = cuda.to_device(np.zeros(B, np.int64))
+    seeds = cuda.to_device(np.arange(B, dtype=np.uint64))
+    pos = cuda.to_device(np.zeros(B, dtype=np.uint64))
+
+    def sync():
+        cuda.synchronize()
+        if on_gpu:
+            torch.cuda.synchronize()
+
+    out = {}
+    out["ours_fused_kernel_W4"] = median_us(
+        lambda: ops.sample_canonical(d, dp["top_k"], dp["top_p"], dp["min_p"],
+                                     dp["temperature"], ones, True, seeds, pos), sync, reps)
+    api_in = xt if on_gpu else d
+    out["ours_fs_sample_W4"] = median_us(
+        lambda: fs.sample(api_in, seed=0, position=0, **params), sync, reps)
+    out["ours_fused_kernel_W5"] = median_us(
+        lambda: ops.sample_canonical(d, zeros, 1.0, 0.0, 0.8, 1, True, seeds, pos),
+        sync, reps)
+    tk = torch.from_numpy(params["top_k"]).to(dev_t)
+    tp = torch.from_numpy(params["top_p"]).to(dev_t).float()
+    tm = torch.from_numpy(params["min_p"]).to(dev_t).float()
+    tt = torch.from_numpy(params["temperature"]).to(dev_t).float()
+    sampler = torch_sampler(torch)
+    out["torch_sort_sampler_W4"] = median_us(lambda: sampler(xt, tk, tp, tm, tt), sync, reps)
+    dst = torch.empty_like(xt)
+    out["copy_floor"] = median_us(lambda: dst.copy_(xt), sync, reps)
+    out["ours_softmax_W9"] = median_us(lambda: ops.softmax(d, 1.0), sync, reps)
+    out["torch_softmax_W9"] = median_us(lambda: xt.softmax(dim=-1), sync, reps)
+    for k in sorted({min(50, V), min(1000, V)}):
+        out[f"ours_topk_k{k}_W7"] = median_us(lambda k=k: ops.topk(d, k), sync, reps)
+        out[f"torch_topk_k{k}_W7"] = median_us(lambda k=k: xt.topk(k, dim=-1), sync, reps)
+    ratios = {
+        "torch_sort_sampler_over_ours_W4": round(out["torch_sort_sampler_W4"]
+                                                 / out["ours_fused_kernel_W4"], 2),
+        "ours_W4_over_copy_floor": round(out["ours_fused_kernel_W4"] / out["copy_floor"], 2),
+        "ours_softmax_over_torch": round(out["ours_softmax_W9"] / out["torch_softmax_W9"], 2),
+    }
+    return out, ratios
+
+
+# ------------------------------------------------------------------------ PTX only
+
+
+def ptx_only():
+    """Compile every kernel for sm_90 without a GPU (needs NVVM, e.g. the
+    ``cuda-toolkit[nvvm]`` wheels): a type or lowering error shows here."""
+    from numba import cuda
+    from numba import types as T
+    from numba.cuda import dispatcher
+
+    class _H200:
+        compute_capability = (9, 0)
+
+    dispatcher.get_current_device = lambda: _H200()  # device functions ask the context
+    from fastsample.kernels.cuda import arrays as a
+    from fastsample.kernels.cuda import canonical as c
+
+    f32 = T.float32[:, ::1]
+    i64, f64, u64 = T.int64[::1], T.float64[::1], T.uint64[::1]
+    jobs = {
+        "sample": (c.sample_kernel, (f32, i64, f64, f64, f64, i64, T.boolean, u64, u64,
+                                     T.int32[::1])),
+        "process": (c.process_kernel, (f32, i64, f64, f64, f64, i64, T.boolean, f32,
+                                       T.int32[::1])),
+        "invalid": (c.invalid_kernel, (f32, T.uint8[::1])),
+        "softmax": (a.softmax_kernel, (f32, f64, f32)),
+        "log_softmax": (a.log_softmax_kernel, (f32, f32)),
+        "topk": (a.topk_kernel, (f32, T.int64, f32, T.int32[:, ::1], f32, T.int32[:, ::1])),
+        "cast_f16": (a.cast_kernel, (T.float16[:, :], f32)),
+        "cast1_f64": (a.cast1_kernel, (T.float64[:], f32)),
+        "replace": (a.replace_kernel, (T.int32[::1], T.int64, T.int64)),
+    }
+    out = {}
+    for name, (kernel, sig) in jobs.items():
+        t0 = time.perf_counter()
+        ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+        out[name] = {"ptx_chars": len(ptx), "seconds": round(time.perf_counter() - t0, 2)}
+    print(json.dumps({"ok": True, "mode": "ptx", "kernels": out}))
+
+
+# ------------------------------------------------------------------------ main
+
+
+def main():
+    if "--ptx" in sys.argv:
+        return ptx_only()
+    start = time.perf_counter()
+    try:
+        from numba import cuda
+    except ImportError as exc:
+        fail(f"numba.cuda is not importable: {exc} (pip install numba-cuda)")
+    try:
+        import torch
+    except ImportError as exc:
+        fail(f"torch is not importable: {exc}")
+    on_gpu = not SIM
+    if on_gpu:
+        if not cuda.is_available():
+            fail("no CUDA GPU is usable (numba.cuda.is_available() is False); "
+                 "use --sim for the simulator")
+        if not torch.cuda.is_available():
+            fail("torch has no CUDA (torch.cuda.is_available() is False)")
+    import fastsample as fs
+    from fastsample import workloads as wl
+
+    status = fs.backends()["cuda"]
+    if not status.available:
+        fail(f"the cuda backend is unavailable: {status.reason}")
+    ops = fs.registry.load("cuda")
+    if on_gpu:
+        batches, V, reps = (64, 256), V_FULL, 20
+
+        def to_dev(a):
+            return torch.from_numpy(a).cuda()
+        device = torch.cuda.get_device_name(0)
+    else:
+        batches, V, reps = (2, 3), 256, 1
+
+        def to_dev(a):
+            return cuda.to_device(a)
+        device = "CUDA simulator"
+    compile_s = round(ops.warmup(), 2)   # every kernel compiled (or loaded from the cache)
+    report, mismatches = correctness(fs, wl, to_dev, batches, V)
+    extra = {}
+    if on_gpu:  # the API honours torch streams and returns torch tensors
+        s = torch.cuda.Stream()
+        with torch.cuda.stream(s):
+            xt = to_dev(wl.llm_like(4, V, 5))
+            got = fs.sample(xt, top_k=40, seed=1, stream=s)
+        extra["torch_stream_result_type"] = f"{type(got).__module__}.{type(got).__name__}"
+        want = fs.sample(wl.llm_like(4, V, 5), top_k=40, seed=1, backend="numpy")
+        n = int((got.cpu().numpy() != want).sum())
+        report["tokens_on_torch_stream"] = n
+        mismatches += n
+    times, ratios = timings(fs, wl, ops, torch, cuda, batches[0], V, reps, on_gpu)
+    print(json.dumps({
+        "ok": mismatches == 0, "device": device, "V": V, "batches": list(batches),
+        "tpb": ops.TPB, "warmup_s": compile_s, "correctness": report, **extra,
+        "timings_us": {f"B{batches[0]}_{k}": v for k, v in times.items()},
+        "ratios": ratios, "total_s": round(time.perf_counter() - start, 1),
+    }))
+    sys.exit(0 if mismatches == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()

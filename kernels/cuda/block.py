@@ -1,0 +1,295 @@
+"""Block-wide reductions and radix selects, shared by the CUDA kernels.
+
+One block owns one row. Every function here is called by all threads of the block
+(they contain ``cuda.syncthreads()``), with shared scratch arrays that the calling
+kernel declares (the simulator keys shared arrays by source line, so they are
+declared once, in the kernel, and passed down).
+
+Reductions use a fixed tree over ``TPB`` slots in shared memory: the order of float64
+additions depends only on ``TPB``, never on the batch, so a row's result cannot
+change with batch composition or between runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from .target import NEG_INF_KEY, TPB, f32_key, key_f32
+
+__all__ = [
+    "MASS_BINS",
+    "RADIX_BINS",
+    "max_f32",
+    "max_i32",
+    "min_i32",
+    "radix_kth",
+    "radix_mass",
+    "sum_f64",
+    "sum_i32",
+]
+
+RADIX_BINS = 256   # 8-bit digits: 4 passes for the count select
+MASS_BINS = 16     # 4-bit digits: 8 passes for the mass select (16 float64 per thread)
+_MASS_DIGITS = 8
+
+
+@cuda.jit(device=True)
+def max_f32(val, sh):
+    """Block max of a float32 per thread (``sh``: float32 (TPB,))."""
+    tid = cuda.threadIdx.x
+    sh[tid] = val
+    cuda.syncthreads()
+    s = TPB // 2
+    while s > 0:
+        if tid < s:
+            a = sh[tid + s]
+            sh[tid] = max(sh[tid], a)
+        cuda.syncthreads()
+        s //= 2
+    out = sh[0]
+    cuda.syncthreads()
+    return out
+
+
+@cuda.jit(device=True)
+def sum_f64(val, sh):
+    """Block sum of a float64 per thread, in a fixed tree order (``sh``: float64 (TPB,))."""
+    tid = cuda.threadIdx.x
+    sh[tid] = val
+    cuda.syncthreads()
+    s = TPB // 2
+    while s > 0:
+        if tid < s:
+            sh[tid] += sh[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    out = sh[0]
+    cuda.syncthreads()
+    return out
+
+
+@cuda.jit(device=True)
+def sum_i32(val, sh):
+    """Block sum of an int32 per thread (``sh``: int32 (TPB,))."""
+    tid = cuda.threadIdx.x
+    sh[tid] = val
+    cuda.syncthreads()
+    s = TPB // 2
+    while s > 0:
+        if tid < s:
+            sh[tid] += sh[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    out = sh[0]
+    cuda.syncthreads()
+    return out
+
+
+@cuda.jit(device=True)
+def max_i32(val, sh):
+    """Block max of an int32 per thread (``sh``: int32 (TPB,))."""
+    tid = cuda.threadIdx.x
+    sh[tid] = val
+    cuda.syncthreads()
+    s = TPB // 2
+    while s > 0:
+        if tid < s:
+            sh[tid] = max(sh[tid], sh[tid + s])
+        cuda.syncthreads()
+        s //= 2
+    out = sh[0]
+    cuda.syncthreads()
+    return out
+
+
+@cuda.jit(device=True)
+def min_i32(val, sh):
+    """Block min of an int32 per thread (``sh``: int32 (TPB,))."""
+    tid = cuda.threadIdx.x
+    sh[tid] = val
+    cuda.syncthreads()
+    s = TPB // 2
+    while s > 0:
+        if tid < s:
+            sh[tid] = min(sh[tid], sh[tid + s])
+        cuda.syncthreads()
+        s //= 2
+    out = sh[0]
+    cuda.syncthreads()
+    return out
+
+
+@cuda.jit(device=True)
+def stage_value(x, t):
+    """A logit as a stage after Temperature(t) sees it: reference ``float32(clip(x/t))``
+    (t > 0); ``t == 1`` and ``-inf`` pass through. Monotone, so it keeps every cut."""
+    if t == 1.0 or not x > -np.inf:
+        return np.float32(x)
+    y = np.float64(x) / t
+    if y > 3.4028234663852886e38:
+        y = 3.4028234663852886e38
+    elif y < -3.4028234663852886e38:
+        y = -3.4028234663852886e38
+    return np.float32(y)
+
+
+@cuda.jit(device=True)
+def _lone_key(row, t, T, include_masked, prefix, mask, slot):
+    """The key of the one entry whose key matches ``prefix`` under ``mask`` (among
+    ``stage_value >= T``, ``-inf`` only if ``include_masked``): a radix select stops
+    early once its group holds a single entry. ``slot``: int32 (>= 2,) shared."""
+    tid = cuda.threadIdx.x
+    for i in range(tid, row.shape[0], TPB):
+        v = stage_value(row[i], t)
+        key = np.int64(f32_key(v))
+        if np.float64(v) >= T and (include_masked or key > NEG_INF_KEY) \
+                and (key & mask) == prefix:
+            slot[0] = key >> 16
+            slot[1] = key & 0xFFFF
+    cuda.syncthreads()
+    key = (np.int64(slot[0]) << 16) | np.int64(slot[1])
+    cuda.syncthreads()
+    return key
+
+
+@cuda.jit(device=True)
+def radix_kth(row, t, j, include_masked, hist, sh_i32):
+    """Key of the j-th largest value (1-based) of ``stage_value(row, t)``.
+
+    Radix select over order-preserving keys, 8 bits a pass, counts by shared-memory
+    integer atomics (exact, so the result is deterministic). ``include_masked``:
+    whether ``-inf`` entries count. Returns ``(key, rank)``: ``rank`` is how many
+    entries equal to that key are needed to make j (ties to be taken in id order).
+    The caller guarantees 1 <= j <= the number of entries counted.
+    ``hist``: int32 (RADIX_BINS,) shared; ``sh_i32``: int32 (TPB,) shared.
+    """
+    tid = cuda.threadIdx.x
+    n = row.shape[0]
+    prefix = 0
+    mask = 0
+    remaining = j
+    for d in range(4):
+        shift = 24 - 8 * d
+        for b in range(tid, RADIX_BINS, TPB):
+            hist[b] = 0
+        cuda.syncthreads()
+        for i in range(tid, n, TPB):
+            key = np.int64(f32_key(stage_value(row[i], t)))
+            if (include_masked or key > NEG_INF_KEY) and (key & mask) == prefix:
+                cuda.atomic.add(hist, (key >> shift) & 255, 1)
+        cuda.syncthreads()
+        if tid == 0:
+            # descend from the largest digit until the bin holds the j-th entry
+            chosen = 0
+            rem = remaining
+            for b in range(RADIX_BINS - 1, -1, -1):
+                c = hist[b]
+                if rem <= c:
+                    chosen = b
+                    break
+                rem -= c
+            sh_i32[0] = chosen
+            sh_i32[1] = rem
+            sh_i32[2] = hist[chosen]
+        cuda.syncthreads()
+        prefix |= np.int64(sh_i32[0]) << shift
+        remaining = sh_i32[1]
+        lone = sh_i32[2] == 1
+        mask |= np.int64(255) << shift
+        cuda.syncthreads()
+        if lone and d < 3:
+            return _lone_key(row, t, -np.inf, include_masked, prefix, mask, hist), 1
+    return prefix, remaining
+
+
+@cuda.jit(device=True)
+def radix_mass(row, t, T, m, target, bins, red, cnt, sh_i32):
+    """Top-p cut: the largest value c of ``v = stage_value(row, t)`` over the survivors
+    ``v >= T`` such that ``mass(v >= c) >= target`` (mass: ``sum exp(v - m)``).
+
+    Radix select on the keys, 4 bits a pass; each thread sums its own 16 bins in
+    float64, then thread b sums bin b over the threads in thread order
+    (deterministic, and one barrier instead of a tree's log2(TPB)).
+    Returns ``(found, key)``; not found (rounding left the total short) means the
+    stage keeps every survivor.
+    ``bins``: a (MASS_BINS,) float64 local array; ``red``: float64 (MASS_BINS, TPB)
+    shared; ``cnt``: int32 (MASS_BINS,) shared; ``sh_i32``: int32 (TPB,) shared.
+    """
+    tid = cuda.threadIdx.x
+    n = row.shape[0]
+    prefix = 0
+    mask = 0
+    above = 0.0   # mass of the survivors above the current prefix group
+    found = 1
+    for d in range(_MASS_DIGITS):
+        shift = 28 - 4 * d
+        for b in range(MASS_BINS):
+            bins[b] = 0.0
+        for b in range(tid, MASS_BINS, TPB):
+            cnt[b] = 0
+        cuda.syncthreads()
+        for i in range(tid, n, TPB):
+            v = stage_value(row[i], t)
+            if np.float64(v) >= T:
+                key = np.int64(f32_key(v))
+                if (key & mask) == prefix:
+                    b = (key >> shift) & 15
+                    bins[b] += math.exp(np.float64(v) - m)
+                    cuda.atomic.add(cnt, b, 1)
+        for b in range(MASS_BINS):
+            red[b, tid] = bins[b]
+        cuda.syncthreads()
+        for b in range(tid, MASS_BINS, TPB):   # bin b summed over the threads, in order
+            acc = 0.0
+            for c in range(TPB):
+                acc += red[b, c]
+            red[b, 0] = acc
+        cuda.syncthreads()
+        if tid == 0:
+            chosen = -1
+            lowest = -1
+            acc = above
+            for b in range(MASS_BINS - 1, -1, -1):
+                if cnt[b] > 0:
+                    lowest = b
+                    if acc + red[b, 0] >= target:
+                        chosen = b
+                        break
+                    acc += red[b, 0]
+            ok = 1
+            if chosen < 0:
+                if d == 0:
+                    ok = 0        # the survivors' whole mass falls short: keep all
+                    chosen = 0
+                else:
+                    # The previous digit chose this group, but the finer sums round
+                    # differently: its reach lands on its smallest member.
+                    chosen = lowest
+                    acc = above
+                    for b in range(MASS_BINS - 1, lowest, -1):
+                        acc += red[b, 0]
+            sh_i32[0] = chosen
+            sh_i32[1] = ok
+            sh_i32[2] = cnt[chosen]
+            red[0, 0] = acc
+        cuda.syncthreads()
+        prefix |= np.int64(sh_i32[0]) << shift
+        mask |= np.int64(15) << shift
+        above = red[0, 0]
+        found = found & sh_i32[1]
+        lone = sh_i32[2] == 1
+        cuda.syncthreads()
+        if found == 0:
+            return 0, 0
+        if lone and d < _MASS_DIGITS - 1:
+            return 1, _lone_key(row, t, T, False, prefix, mask, cnt)
+    return 1, prefix
+
+
+@cuda.jit(device=True)
+def key_value(key):
+    """The float64 value of an order-preserving key."""
+    return np.float64(key_f32(key))

@@ -1,0 +1,81 @@
+"""Build-time switches of the CUDA kernels: simulator or GPU, block size, bit casts.
+
+The CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) runs every thread as a Python
+thread, so the same kernel source serves CI (no GPU) and the GPU. What differs is
+chosen here, once, at import:
+
+- ``TPB``: threads per block. Small under the simulator (each thread is an OS
+  thread), 256 on a GPU.
+- Block reductions use shared memory and ``cuda.syncthreads()`` only (no warp
+  shuffles, which the simulator does not model faithfully), so both run one code path.
+- The float32 <-> uint32 bit casts: libdevice on the GPU, numpy views in the
+  simulator (which has no libdevice).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+try:
+    from numba.cuda import config as _config
+except ImportError:  # numba's own (deprecated) numba.cuda
+    from numba import config as _config
+
+__all__ = [
+    "NEG_INF_KEY",
+    "SIM",
+    "TPB",
+    "bits_f32",
+    "f32_bits",
+    "f32_key",
+    "key_f32",
+]
+
+SIM = bool(_config.ENABLE_CUDASIM)
+TPB = 8 if SIM else 256   # a power of two (tree reductions)
+
+# Order-preserving keys: for float32 a, b (no NaN), a < b  <=>  key(a) < key(b), with
+# -0.0 folded onto +0.0 (they compare equal, so they must share a key).
+NEG_INF_KEY = 0x007FFFFF   # key(-inf): every finite value has a larger key
+_SIGN = 0x80000000
+_ALL = 0xFFFFFFFF
+
+if SIM:
+    @cuda.jit(device=True)
+    def f32_bits(x):
+        """The bits of a float32 as an unsigned 32-bit integer."""
+        return int(np.asarray(x, dtype=np.float32).view(np.uint32))
+
+    @cuda.jit(device=True)
+    def bits_f32(b):
+        """The float32 whose bits are ``b``."""
+        return np.asarray(b & _ALL, dtype=np.uint32).view(np.float32)[()]
+else:
+    from numba.cuda import libdevice
+
+    @cuda.jit(device=True, inline=True)
+    def f32_bits(x):
+        return np.uint32(libdevice.float_as_int(x))
+
+    @cuda.jit(device=True, inline=True)
+    def bits_f32(b):
+        return libdevice.int_as_float(np.int32(b))
+
+
+@cuda.jit(device=True, inline=True)
+def f32_key(x):
+    """Order-preserving uint32 key of a float32 (``x + 0`` folds -0.0 onto +0.0)."""
+    b = f32_bits(np.float32(x) + np.float32(0.0))
+    if b & _SIGN:
+        return np.uint32(~b & _ALL)
+    return np.uint32(b | _SIGN)
+
+
+@cuda.jit(device=True, inline=True)
+def key_f32(k):
+    """Inverse of ``f32_key`` (a folded -0.0 comes back as +0.0)."""
+    k = np.uint32(k)
+    if k & _SIGN:
+        return bits_f32(k & np.uint32(0x7FFFFFFF))
+    return bits_f32(~k & _ALL)
