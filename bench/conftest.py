@@ -3,10 +3,13 @@
     python -m pytest bench/ --benchmark-only            # measure (full V = 128256)
     python -m pytest bench/ --benchmark-disable -q      # smoke: every call once, short DRY histories
     python -m pytest bench/ --benchmark-only --fs-backends numpy,numba --fs-vocab 32000
+    python -m pytest bench/test_workloads.py bench/test_peers.py --benchmark-only --fs-peers torch,llama.cpp
 
 Each workload case is one benchmark group (``benchmark.group``) holding one benchmark
-per backend plus ``test_floor``: ``np.max`` over the same input, the cost of reading it
-once, measured in the same run so ratios are comparable across machines.
+per backend, one per peer (``bench/test_peers.py``), and ``test_floor``: ``np.max`` over
+the same input, the cost of reading it once, measured in the same run so ratios are
+comparable across machines. ``extra_info`` holds the bytes read, bytes per second and
+the tokens the operation keeps per row.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ def pytest_addoption(parser):
                     help="short DRY histories, as `fastsample bench --quick` (implied by --benchmark-disable)")
     group.addoption("--fs-workloads", default=None,
                     help="comma-separated workload ids (default: W1..W9)")
+    group.addoption("--fs-peers", default=None,
+                    help="comma-separated peers (numpy,torch,hf,llama.cpp; default: all; "
+                         "a missing one is skipped with its reason)")
 
 
 def _backends(config):
@@ -64,6 +70,21 @@ def pytest_generate_tests(metafunc):
                                   for c in cases])
     if "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", _backends(config))
+    if "peer" in metafunc.fixturenames:
+        metafunc.parametrize("peer", _peer_names(config))
+
+
+def _peer_names(config):
+    from fastsample import peers
+
+    spec = config.getoption("--fs-peers")
+    if not spec:
+        return peers.names()
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for n in names:
+        if n not in peers.PEERS:
+            raise pytest.UsageError(f"--fs-peers: unknown peer {n!r}; known: {', '.join(peers.PEERS)}")
+    return names
 
 
 _PREPARED: dict = {}
@@ -84,4 +105,35 @@ def prepared(case, request):
 @pytest.fixture
 def group_label(case, request):
     return case.label_for(quick=_quick(request.config), vocab=request.config.getoption("--fs-vocab"))
+
+
+class _ExtraInfo:
+    """``record`` then ``bytes_per_second``, as a fixture (test modules do not import conftest)."""
+
+    record = staticmethod(lambda *a, **k: record(*a, **k))
+    bytes_per_second = staticmethod(lambda *a, **k: bytes_per_second(*a, **k))
+
+
+@pytest.fixture
+def extra_info():
+    return _ExtraInfo
+
+
+def record(benchmark, case, prepared, **info):
+    """Time ``fn`` (set by the caller) and fill ``extra_info``: bytes read, bytes per
+    second (from the median; absent under --benchmark-disable), kept tokens per row."""
+    from fastsample import bench_runner
+
+    nbytes = bench_runner.input_bytes(case, prepared)
+    benchmark.extra_info.update({"workload": case.workload, "V": prepared.V, "B": case.B, "op": case.op,
+                                 "bytes": nbytes, "kept_tokens": bench_runner.kept_tokens(case, prepared),
+                                 **info})
+    return nbytes
+
+
+def bytes_per_second(benchmark, nbytes):
+    stats = getattr(benchmark, "stats", None)
+    median = getattr(getattr(stats, "stats", None), "median", None)
+    if median:
+        benchmark.extra_info["bytes_per_s"] = nbytes / median
 

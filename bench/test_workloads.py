@@ -16,21 +16,26 @@ def check_backend_available(backend):
         pytest.skip(f"backend {backend} not available: {getattr(st, 'reason', '')}")
 
 
-def test_workload(benchmark, case, backend, prepared, group_label):
+def test_workload(benchmark, case, backend, prepared, group_label, extra_info):
     """The public API call of the workload (fs.sample, fs.topk, fs.dry_penalty, fs.softmax)."""
+    import fastsample as fs
+
     check_backend_available(backend)
     benchmark.group = group_label
-    benchmark.extra_info.update({"workload": case.workload, "backend": backend, "V": prepared.V,
-                                 "B": case.B, "op": case.op})
+    nbytes = extra_info.record(benchmark, case, prepared, backend=backend)
     fn = prepared.call(backend)
-    fn()  # warm-up outside the timing: JIT compilation, first-touch allocation
+    try:
+        fn()  # warm-up outside the timing: JIT compilation, first-touch allocation
+    except fs.BackendError as exc:  # an operation the backend does not have (yet)
+        pytest.skip(str(exc).splitlines()[0])
     result = benchmark(fn)
     assert result is not None
+    extra_info.bytes_per_second(benchmark, nbytes)
 
 
-def test_floor(benchmark, case, prepared, group_label):
+def test_floor(benchmark, case, prepared, group_label, extra_info):
     """np.max over the same input: the cost of reading it once (the yardstick)."""
     benchmark.group = group_label
-    benchmark.extra_info.update({"workload": case.workload, "backend": "floor (np.max)",
-                                 "V": prepared.V, "B": case.B})
+    nbytes = extra_info.record(benchmark, case, prepared, backend="floor (np.max)")
     benchmark(prepared.floor)
+    extra_info.bytes_per_second(benchmark, nbytes)
