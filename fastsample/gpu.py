@@ -148,17 +148,18 @@ def wrap(result, like):
     return result
 
 
+def _on_host(value, stream):
+    """``value`` itself, or a host copy of it when it is a GPU array (B values)."""
+    return to_host(value, stream) if _backends.is_gpu_array(value) else value
+
+
 def _param(name, value, B, stream, *, integer=False, check=None):
     """A per-row parameter (scalar, host array or device array), validated on the host."""
-    if _backends.is_gpu_array(value):
-        value = to_host(value, stream)
-    return per_row(name, value, B, integer=integer, check=check)
+    return per_row(name, _on_host(value, stream), B, integer=integer, check=check)
 
 
 def _seeds(name, value, B, stream):
-    if _backends.is_gpu_array(value):
-        value = to_host(value, stream)
-    return as_seeds(name, value, B)
+    return as_seeds(name, _on_host(value, stream), B)
 
 
 def _check_rows(ops, rows, stream):
@@ -190,9 +191,7 @@ def sample(logits, *, temperature, top_k, top_p, min_p, min_keep, seed, position
            temperature_last, on_invalid, backend, stream=None):
     """``fs.sample`` for GPU logits (same parameters; see ``fastsample.api.sample``)."""
     check_on_invalid(on_invalid)
-    ops = _ops(backend, logits)
-    stream = as_stream(stream)
-    x, one_d = device_rows(logits, "logits", ops, stream)
+    ops, x, one_d, stream = _rows(logits, "logits", backend, stream)
     B = x.shape[0]
     t = _param("temperature", temperature, B, stream, check=FINITE)
     k = _param("top_k", top_k, B, stream, integer=True)
@@ -206,10 +205,16 @@ def sample(logits, *, temperature, top_k, top_p, min_p, min_keep, seed, position
     return _finish_tokens(ops, tokens, logits, one_d, on_invalid, stream)
 
 
-def _rows_checked(x, backend, stream):
+def _rows(x, name, backend, stream):
+    """``(ops, float32 (B, V) device rows, was_1d, numba stream)`` of GPU logits."""
     ops = _ops(backend, x)
     stream = as_stream(stream)
-    rows, one_d = device_rows(x, "x", ops, stream)
+    rows, one_d = device_rows(x, name, ops, stream)
+    return ops, rows, one_d, stream
+
+
+def _rows_checked(x, backend, stream):
+    ops, rows, one_d, stream = _rows(x, "x", backend, stream)
     _check_rows(ops, rows, stream)
     return ops, rows, one_d, stream
 
@@ -271,14 +276,18 @@ def check_chain(chain):
     )
 
 
+def _chain_rows(chain, logits, stream):
+    """``(plan, ops, rows, was_1d, stream)`` for a chain's GPU call; sizes its state."""
+    plan = check_chain(chain)
+    ops, x, one_d, stream = _rows(logits, "logits", chain._requested, stream)
+    chain._ensure_state(x.shape[0])
+    return plan, ops, x, one_d, stream
+
+
 def chain_sample(chain, logits, position=None, stream=None):
     """``SamplerChain.sample`` for GPU logits (the chain's fused canonical plan)."""
-    plan = check_chain(chain)
-    ops = _ops(chain._requested, logits)
-    stream = as_stream(stream)
-    x, one_d = device_rows(logits, "logits", ops, stream)
+    plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
     B = x.shape[0]
-    chain._ensure_state(B)
     pos = chain.positions if position is None else _seeds("position", position, B, stream)
     args = chain._fused_args(B, plan)
     tokens = ops.sample_canonical(x, *args, chain._seeds, pos, stream)
@@ -287,12 +296,8 @@ def chain_sample(chain, logits, position=None, stream=None):
 
 def chain_process(chain, logits, stream=None):
     """``SamplerChain.process`` for GPU logits: the masked logits, on the device."""
-    plan = check_chain(chain)
-    ops = _ops(chain._requested, logits)
-    stream = as_stream(stream)
-    x, one_d = device_rows(logits, "logits", ops, stream)
+    plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
     B = x.shape[0]
-    chain._ensure_state(B)
     if chain.on_invalid == "raise":
         _check_rows(ops, x, stream)
     # flagged invalid rows come back all -inf from the kernel

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int32
 
-from .block import RADIX_BINS, radix_kth, sum_f64
+from .block import RADIX_BINS, max_f64, radix_kth, sum_f64
 from .target import TPB, f32_key
 
 __all__ = ["cast_kernel", "log_softmax_kernel", "softmax_kernel", "topk_kernel"]
@@ -23,18 +23,7 @@ def _max_scaled(row, t, sh_f64):
         if x > -np.inf:
             y = np.float64(x) / t
             m = max(m, y)
-    sh_f64[cuda.threadIdx.x] = m
-    cuda.syncthreads()
-    s = TPB // 2
-    while s > 0:
-        if cuda.threadIdx.x < s:
-            sh_f64[cuda.threadIdx.x] = max(sh_f64[cuda.threadIdx.x],
-                                           sh_f64[cuda.threadIdx.x + s])
-        cuda.syncthreads()
-        s //= 2
-    out = sh_f64[0]
-    cuda.syncthreads()
-    return out
+    return max_f64(m, sh_f64)
 
 
 @cuda.jit(device=True)

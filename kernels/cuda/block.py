@@ -1,13 +1,15 @@
 """Block-wide reductions and radix selects, shared by the CUDA kernels.
 
 One block owns one row. Every function here is called by all threads of the block
-(they contain ``cuda.syncthreads()``), with shared scratch arrays that the calling
-kernel declares (the simulator keys shared arrays by source line, so they are
-declared once, in the kernel, and passed down).
+(they contain ``cuda.syncthreads()``), with shared scratch arrays that the caller
+declares (the simulator keys shared arrays by source line, so they are declared where
+each line runs once per thread: in the kernel, or in a device function it calls once,
+and passed down).
 
 Reductions use a fixed tree over ``TPB`` slots in shared memory: the order of float64
 additions depends only on ``TPB``, never on the batch, so a row's result cannot
-change with batch composition or between runs.
+change with batch composition or between runs. They are built from one tree body
+(``_tree_reduction``) and a combining device function.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "MASS_BINS",
     "RADIX_BINS",
     "max_f32",
+    "max_f64",
     "max_i32",
     "min_i32",
     "radix_kth",
@@ -36,90 +39,56 @@ MASS_BINS = 16     # 4-bit digits: 8 passes for the mass select (16 float64 per 
 _MASS_DIGITS = 8
 
 
-@cuda.jit(device=True)
-def max_f32(val, sh):
-    """Block max of a float32 per thread (``sh``: float32 (TPB,))."""
-    tid = cuda.threadIdx.x
-    sh[tid] = val
-    cuda.syncthreads()
-    s = TPB // 2
-    while s > 0:
-        if tid < s:
-            a = sh[tid + s]
-            sh[tid] = max(sh[tid], a)
+@cuda.jit(device=True, inline=True)
+def _add(a, b):
+    return a + b
+
+
+@cuda.jit(device=True, inline=True)
+def _max(a, b):
+    return max(a, b)
+
+
+@cuda.jit(device=True, inline=True)
+def _min(a, b):
+    return min(a, b)
+
+
+_DTYPES = {"f32": "float32", "f64": "float64", "i32": "int32"}
+
+
+def _tree_reduction(combine, name):
+    """The device function ``name(val, sh)`` (``name``: ``<op>_<dtype>``): every thread
+    of the block gives ``val`` and gets ``combine`` folded over the block in a fixed
+    tree over ``TPB`` slots of the shared array ``sh``, whose dtype sets the type."""
+    op, dtype = name.split("_")
+
+    def reduce(val, sh):
+        tid = cuda.threadIdx.x
+        sh[tid] = val
         cuda.syncthreads()
-        s //= 2
-    out = sh[0]
-    cuda.syncthreads()
-    return out
-
-
-@cuda.jit(device=True)
-def sum_f64(val, sh):
-    """Block sum of a float64 per thread, in a fixed tree order (``sh``: float64 (TPB,))."""
-    tid = cuda.threadIdx.x
-    sh[tid] = val
-    cuda.syncthreads()
-    s = TPB // 2
-    while s > 0:
-        if tid < s:
-            sh[tid] += sh[tid + s]
+        s = TPB // 2
+        while s > 0:
+            if tid < s:
+                sh[tid] = combine(sh[tid], sh[tid + s])
+            cuda.syncthreads()
+            s //= 2
+        out = sh[0]
         cuda.syncthreads()
-        s //= 2
-    out = sh[0]
-    cuda.syncthreads()
-    return out
+        return out
+
+    reduce.__name__ = reduce.__qualname__ = name
+    reduce.__doc__ = (f"Block {op} of a {_DTYPES[dtype]} per thread, in a fixed tree "
+                      f"order (``sh``: {_DTYPES[dtype]} (TPB,)).")
+    return cuda.jit(device=True)(reduce)
 
 
-@cuda.jit(device=True)
-def sum_i32(val, sh):
-    """Block sum of an int32 per thread (``sh``: int32 (TPB,))."""
-    tid = cuda.threadIdx.x
-    sh[tid] = val
-    cuda.syncthreads()
-    s = TPB // 2
-    while s > 0:
-        if tid < s:
-            sh[tid] += sh[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    out = sh[0]
-    cuda.syncthreads()
-    return out
-
-
-@cuda.jit(device=True)
-def max_i32(val, sh):
-    """Block max of an int32 per thread (``sh``: int32 (TPB,))."""
-    tid = cuda.threadIdx.x
-    sh[tid] = val
-    cuda.syncthreads()
-    s = TPB // 2
-    while s > 0:
-        if tid < s:
-            sh[tid] = max(sh[tid], sh[tid + s])
-        cuda.syncthreads()
-        s //= 2
-    out = sh[0]
-    cuda.syncthreads()
-    return out
-
-
-@cuda.jit(device=True)
-def min_i32(val, sh):
-    """Block min of an int32 per thread (``sh``: int32 (TPB,))."""
-    tid = cuda.threadIdx.x
-    sh[tid] = val
-    cuda.syncthreads()
-    s = TPB // 2
-    while s > 0:
-        if tid < s:
-            sh[tid] = min(sh[tid], sh[tid + s])
-        cuda.syncthreads()
-        s //= 2
-    out = sh[0]
-    cuda.syncthreads()
-    return out
+max_f32 = _tree_reduction(_max, "max_f32")
+max_f64 = _tree_reduction(_max, "max_f64")
+sum_f64 = _tree_reduction(_add, "sum_f64")
+sum_i32 = _tree_reduction(_add, "sum_i32")
+max_i32 = _tree_reduction(_max, "max_i32")
+min_i32 = _tree_reduction(_min, "min_i32")
 
 
 @cuda.jit(device=True)

@@ -101,14 +101,21 @@ def _kth_value(row, t, j, nf, hist, sh_i32):
 
 
 @cuda.jit(device=True)
-def _threshold(row, k, p, pmin, mk, t, t_last, hist, bins, red, cnt, sh_f32, sh_f64,
-               sh_i32):
+def _threshold(row, k, p, pmin, mk, t, t_last, sh_f64, sh_i32):
     """Run the chain's cuts on one row.
 
     Returns ``(status, T, t_pre, t_draw, m, first)``: status -2 invalid row, 1 greedy
     (``first`` is the token), 0 draw over ``stage_value(row, t_pre) >= T`` with
     weights ``exp(stage_value(v, t_draw) - stage_value(m, t_draw))``.
+    The selects' scratch is declared here (called once per kernel, so the simulator's
+    by-line shared arrays stay distinct); ``sh_f64``/``sh_i32``: the kernel's (TPB,)
+    arrays, which the draw reuses.
     """
+    hist = cuda.shared.array(RADIX_BINS, int32)
+    red = cuda.shared.array((MASS_BINS, TPB), float64)
+    cnt = cuda.shared.array(MASS_BINS, int32)
+    sh_f32 = cuda.shared.array(TPB, float32)
+    bins = cuda.local.array(MASS_BINS, float64)
     m32, bad, nf = _scan_row(row, sh_f32, sh_i32)
     if bad != 0 or nf == 0:
         return INVALID, 0.0, 1.0, 1.0, 0.0, -1
@@ -202,17 +209,12 @@ def sample_kernel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, se
                   position, out):
     """One token per row (block): ``out[b]``; -2 marks an invalid row."""
     b = cuda.blockIdx.x
-    hist = cuda.shared.array(RADIX_BINS, int32)
-    red = cuda.shared.array((MASS_BINS, TPB), float64)
-    cnt = cuda.shared.array(MASS_BINS, int32)
-    sh_f32 = cuda.shared.array(TPB, float32)
     sh_f64 = cuda.shared.array(TPB, float64)
     sh_i32 = cuda.shared.array(TPB, int32)
-    bins = cuda.local.array(MASS_BINS, float64)
     row = logits[b]
     status, T, t_pre, t_draw, m, first = _threshold(
         row, top_k[b], top_p[b], min_p[b], min_keep[b], temperature[b], t_last,
-        hist, bins, red, cnt, sh_f32, sh_f64, sh_i32)
+        sh_f64, sh_i32)
     if status != 0:
         tok = INVALID if status == INVALID else first
     else:
@@ -228,18 +230,13 @@ def process_kernel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, o
     """The logits the draw would use (``out``, -inf = masked); ``status_out[b]`` is -2
     for an invalid row (its ``out`` row is all -inf), else 0."""
     b = cuda.blockIdx.x
-    hist = cuda.shared.array(RADIX_BINS, int32)
-    red = cuda.shared.array((MASS_BINS, TPB), float64)
-    cnt = cuda.shared.array(MASS_BINS, int32)
-    sh_f32 = cuda.shared.array(TPB, float32)
     sh_f64 = cuda.shared.array(TPB, float64)
     sh_i32 = cuda.shared.array(TPB, int32)
-    bins = cuda.local.array(MASS_BINS, float64)
     row = logits[b]
     dst = out[b]
     status, T, t_pre, t_draw, _m, first = _threshold(
         row, top_k[b], top_p[b], min_p[b], min_keep[b], temperature[b], t_last,
-        hist, bins, red, cnt, sh_f32, sh_f64, sh_i32)
+        sh_f64, sh_i32)
     tid = cuda.threadIdx.x
     for i in range(tid, row.shape[0], TPB):
         y = float32(-np.inf)

@@ -97,8 +97,6 @@ def to_rows(src, stream=0):
     return out
 
 
-
-
 def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
                      temperature_last, seed, position, stream=0):
     """Draw one token per row with the canonical chain of ``fs.sample``.
@@ -151,11 +149,8 @@ def _tokens(logits, temperature, seed, position, stream):
     """The canonical kernel with every truncation off; -1 for a row with no finite
     logit (the reference's convention for ``draw`` and ``argmax``)."""
     x, host = _rows(logits, stream)
-    B = x.shape[0]
     out = sample_canonical(x, 0, 1.0, 0.0, temperature, 1, True, seed, position, stream)
-    if B:
-        _arrays.replace_kernel[(B + TPB - 1) // TPB, TPB, stream](out, INVALID, -1)
-    return _back(out, host, stream)
+    return _back(flag_invalid(out, stream), host, stream)
 
 
 def draw(logits, seed, position, stream=0):
