@@ -105,10 +105,9 @@ def _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos):
 
 
 def _op(backend, x, name):
-    """``(backend names, the function op)``: GPU arrays must go to cuda."""
-    if _backends.is_gpu_array(x):
-        _backends.resolve(backend, x)
-    names = _backends.resolve(backend)
+    """``(backend names, the function op)`` for host input (GPU input took its own
+    path before this; a GPU history of ``dry_penalty`` must still go to cuda)."""
+    names = _backends.resolve(backend, x)
     return names, _backends.op_for(names, name, name)
 
 
@@ -169,7 +168,7 @@ def topk(x, k, *, backend="auto", stream=None):
     """
     if _backends.is_gpu_array(x):
         return _gpu().topk(x, k, backend=backend, stream=stream)
-    names, fn = _op(backend, x, "topk")
+    names = _backends.resolve(backend)
     rows, one_d = as_logits(x, "x")
     V = rows.shape[1]
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
@@ -182,7 +181,7 @@ def topk(x, k, *, backend="auto", stream=None):
     else:
         bad = _backends.row_check(names)(rows)
         if not bad.any():
-            values, indices = fn(rows, int(k))
+            values, indices = _backends.op_for(names, "topk", "topk")(rows, int(k))
     if bad.any():
         raise_invalid(bad, "NaN, +inf, or every logit masked")
     return (values[0], indices[0]) if one_d else (values, indices)

@@ -12,6 +12,8 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
+from numpy import ndarray as _NDARRAY
+
 __all__ = [
     "BackendError", "BackendUnavailable", "BackendStatus", "register", "backends",
     "load", "resolve", "is_gpu_array", "NAMES",
@@ -156,6 +158,8 @@ def load(name):
 def is_gpu_array(x):
     """Arrays in GPU memory: ``__cuda_array_interface__`` (CuPy, torch.cuda, numba
     device arrays), or a device array of numba's CUDA simulator (which lacks it)."""
+    if type(x) is _NDARRAY:  # the common case, answered without attribute lookups
+        return False
     return hasattr(x, "__cuda_array_interface__") or \
         type(x).__module__.startswith("numba.cuda.simulator")
 
