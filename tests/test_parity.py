@@ -12,7 +12,7 @@ import pytest
 import fastsample as fs
 from fastsample import workloads
 
-FAST = ["numba"]
+FAST = ["numba", "c"]
 VALUE_TOL = 1e-5
 
 

@@ -1,0 +1,347 @@
+/* Entry points of the core kernels (fastsample.h): size checks, workspace layout,
+ * runtime CPU dispatch, and the loop over rows.
+ *
+ * The row kernels (fs_simd.inc, fs_canonical.inc, fs_rows.inc) are compiled three
+ * times: portable C, and on x86-64 with GCC or clang inside `target` regions for
+ * AVX2+FMA and AVX-512. Each entry point lowers the requested level to what the CPU
+ * supports (fs_cpu_isa) and picks the matching copy; nothing else changes between
+ * levels, so every level gives the reference's tokens. No -march=native and no
+ * -ffast-math: the binary runs on any x86-64 and IEEE semantics keep -inf exact. */
+
+#include "fastsample.h"
+#include "fs_philox.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FS_X86 1
+#include <immintrin.h>
+#else
+#define FS_X86 0
+#endif
+
+#define FS_BS 256              /* tokens per block of the block maxima */
+#define FS_SLACK 64            /* spare entries after a gather buffer (vector stores) */
+#define FS_TOL 1e-6            /* SPEC §4 mass tolerance (reference.MASS_TOLERANCE) */
+#define FS_NBINS_BLOCK 256     /* histogram of block maxima */
+#define FS_NBINS_MASS 2048     /* mass histogram of a whole row (flat rows) */
+#define FS_SORT_CAP 4096       /* candidates sorted directly up to this count */
+#define FS_ALIGN 64
+
+/* Canonical-chain workspace of one row, carved from the caller's buffer. */
+typedef struct {
+    float *bmax, *bk, *tmp, *cv, *srt, *cv2, *sv;
+    int32_t *ci, *ci2, *si, *bins;
+    double *w, *hist, *bs;
+    uint32_t *keys, *cnt;      /* radix select */
+} fs_cws;
+
+/* Top-k workspace of one row: candidates (cv, ci) hold cap entries plus FS_SLACK. */
+typedef struct {
+    float *bmax, *tmpf, *cv;
+    int32_t *ci;
+    uint64_t *keys, *ktmp;
+    uint32_t *cnt;             /* FS_TOPK_CNT counters */
+    int64_t cap;
+} fs_tws;
+#define FS_TOPK_CNT (65536 + 64)
+
+#include "fs_select.inc"
+
+#define FS_ISA 0
+#define FS_FN(name) name##_base
+#include "fs_simd.inc"
+#include "fs_canonical.inc"
+#include "fs_rows.inc"
+#include "fs_topk.inc"
+#undef FS_FN
+#undef FS_ISA
+
+#if FS_X86
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
+#endif
+#define FS_ISA 1
+#define FS_FN(name) name##_avx2
+#include "fs_simd.inc"
+#include "fs_canonical.inc"
+#include "fs_rows.inc"
+#include "fs_topk.inc"
+#undef FS_FN
+#undef FS_ISA
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt")
+#endif
+#define FS_ISA 2
+#define FS_FN(name) name##_avx512
+#include "fs_simd.inc"
+#include "fs_canonical.inc"
+#include "fs_rows.inc"
+#include "fs_topk.inc"
+#undef FS_FN
+#undef FS_ISA
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+/* ------------------------------------------------------------------ dispatch */
+
+int fs_cpu_isa(void) {
+#if FS_X86
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt"))
+        return FS_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt"))
+        return FS_ISA_AVX2;
+#endif
+    return FS_ISA_BASE;
+}
+
+static int fs_level(int isa) {
+    int best = fs_cpu_isa();
+    if (isa > best) isa = best;
+    return isa < FS_ISA_BASE ? FS_ISA_BASE : isa;
+}
+
+#if FS_X86
+#define FS_DISPATCH(isa, name, ...)                                          \
+    ((isa) == FS_ISA_AVX512 ? name##_avx512(__VA_ARGS__)                      \
+     : (isa) == FS_ISA_AVX2 ? name##_avx2(__VA_ARGS__) : name##_base(__VA_ARGS__))
+#else
+#define FS_DISPATCH(isa, name, ...) name##_base(__VA_ARGS__)
+#endif
+
+/* ------------------------------------------------------------------ checks */
+
+/* B >= 0, 1 <= V < 2^31 (ids are int32), B * V fits, buffers present when B > 0. */
+static int fs_check_rows(const void *x, int64_t B, int64_t V, const void *out) {
+    if (B < 0 || V < 1 || V > INT32_MAX - FS_BS) return FS_E_SIZE;
+    if (B > INT64_MAX / V) return FS_E_SIZE;
+    if (B > 0 && (x == NULL || out == NULL)) return FS_E_SIZE;
+    return FS_OK;
+}
+
+/* ------------------------------------------------------------------ workspaces */
+
+static char *fs_take(char **p, size_t bytes) {
+    char *r = *p;
+    *p += (bytes + FS_ALIGN - 1) / FS_ALIGN * FS_ALIGN;
+    return r;
+}
+
+/* Lay out the canonical workspace for rows of V tokens from base (NULL: measure only);
+ * returns the bytes needed, alignment padding included. */
+static size_t fs_canon_layout(int64_t V, void *base, fs_cws *o) {
+    size_t n = (size_t)V, nb = (n + FS_BS - 1) / FS_BS, c = nb * FS_BS + FS_SLACK;
+    uintptr_t a = (uintptr_t)base;
+    char *p = (char *)base + ((FS_ALIGN - a % FS_ALIGN) % FS_ALIGN);
+    char *start = (char *)base;
+    fs_cws w;
+    w.bmax = (float *)fs_take(&p, nb * 4);
+    w.bk = (float *)fs_take(&p, nb * 4);
+    w.tmp = (float *)fs_take(&p, n * 4);
+    w.cv = (float *)fs_take(&p, c * 4);
+    w.srt = (float *)fs_take(&p, c * 4);
+    w.cv2 = (float *)fs_take(&p, c * 4);
+    w.sv = (float *)fs_take(&p, c * 4);
+    w.ci = (int32_t *)fs_take(&p, c * 4);
+    w.ci2 = (int32_t *)fs_take(&p, c * 4);
+    w.si = (int32_t *)fs_take(&p, c * 4);
+    w.bins = (int32_t *)fs_take(&p, nb * 4);
+    w.w = (double *)fs_take(&p, n * 8);
+    w.hist = (double *)fs_take(&p, 2 * FS_NBINS_MASS * 8);
+    w.bs = (double *)fs_take(&p, nb * 8);
+    w.keys = (uint32_t *)fs_take(&p, c * 4);
+    w.cnt = (uint32_t *)fs_take(&p, 1024 * 4);
+    if (o) *o = w;
+    return (size_t)(p - start) + FS_ALIGN;
+}
+
+static size_t fs_topk_layout(int64_t V, void *base, fs_tws *o) {
+    size_t n = (size_t)V, nb = (n + FS_BS - 1) / FS_BS, c = nb * FS_BS + FS_SLACK;
+    uintptr_t a = (uintptr_t)base;
+    char *p = (char *)base + ((FS_ALIGN - a % FS_ALIGN) % FS_ALIGN);
+    char *start = (char *)base;
+    fs_tws w;
+    w.bmax = (float *)fs_take(&p, nb * 4);
+    w.tmpf = (float *)fs_take(&p, c * 4);
+    w.cv = (float *)fs_take(&p, c * 4);
+    w.ci = (int32_t *)fs_take(&p, c * 4);
+    w.keys = (uint64_t *)fs_take(&p, c * 8);
+    w.ktmp = (uint64_t *)fs_take(&p, c * 8);
+    w.cnt = (uint32_t *)fs_take(&p, FS_TOPK_CNT * 4);
+    w.cap = (int64_t)(c - FS_SLACK);
+    if (o) *o = w;
+    return (size_t)(p - start) + FS_ALIGN;
+}
+
+size_t fs_canonical_ws_bytes(int64_t V) {
+    if (V < 1 || V > INT32_MAX - FS_BS) return 0;
+    return fs_canon_layout(V, NULL, NULL);
+}
+
+size_t fs_topk_ws_bytes(int64_t V) {
+    if (V < 1 || V > INT32_MAX - FS_BS) return 0;
+    return fs_topk_layout(V, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------ entry points */
+
+int fs_sample_canonical(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                        const double *top_p, const double *min_p, const double *temperature,
+                        const int64_t *min_keep, int temperature_last, const uint64_t *seed,
+                        const uint64_t *position, int32_t *out, void *ws, size_t ws_bytes,
+                        int isa) {
+    int rc = fs_check_rows(x, B, V, out);
+    if (rc) return rc;
+    if (B == 0) return FS_OK;
+    if (!top_k || !top_p || !min_p || !temperature || !min_keep || !seed || !position)
+        return FS_E_SIZE;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
+    for (int64_t b = 0; b < B; b++)
+        if (top_p[b] != top_p[b] || min_p[b] != min_p[b] || temperature[b] != temperature[b])
+            return FS_E_PARAM;
+    fs_cws w;
+    fs_canon_layout(V, ws, &w);
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++) {
+        double u = fs_uniform(seed[b], position[b], 0u, FS_STREAM_DRAW);
+        out[b] = FS_DISPATCH(isa, sample_row, x + b * V, V, top_k[b], top_p[b], min_p[b],
+                             min_keep[b], temperature[b], temperature_last != 0, u, &w);
+    }
+    return FS_OK;
+}
+
+int fs_sample_canonical_row(const float *x, int64_t V, int64_t top_k, double top_p,
+                            double min_p, double temperature, int64_t min_keep,
+                            int temperature_last, uint64_t seed, uint64_t position,
+                            int32_t *out, void *ws, size_t ws_bytes, int isa) {
+    return fs_sample_canonical(x, 1, V, &top_k, &top_p, &min_p, &temperature, &min_keep,
+                               temperature_last, &seed, &position, out, ws, ws_bytes, isa);
+}
+
+int fs_draw(const float *x, int64_t B, int64_t V, const uint64_t *seed,
+            const uint64_t *position, int32_t *out, void *ws, size_t ws_bytes, int isa) {
+    int rc = fs_check_rows(x, B, V, out);
+    if (rc) return rc;
+    if (B == 0) return FS_OK;
+    if (!seed || !position) return FS_E_SIZE;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
+    fs_cws w;
+    fs_canon_layout(V, ws, &w);
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++) {
+        /* the canonical chain with every stage disabled is the plain draw */
+        double u = fs_uniform(seed[b], position[b], 0u, FS_STREAM_DRAW);
+        int32_t t = FS_DISPATCH(isa, sample_row, x + b * V, V, 0, 1.0, 0.0, 1, 1.0, 1, u, &w);
+        out[b] = t == FS_INVALID_ROW ? -1 : t;
+    }
+    return FS_OK;
+}
+
+int fs_argmax(const float *x, int64_t B, int64_t V, int32_t *out, int isa) {
+    int rc = fs_check_rows(x, B, V, out);
+    if (rc) return rc;
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++) out[b] = FS_DISPATCH(isa, argmax_row, x + b * V, V);
+    return FS_OK;
+}
+
+int fs_invalid_rows(const float *x, int64_t B, int64_t V, uint8_t *out, int isa) {
+    int rc = fs_check_rows(x, B, V, out);
+    if (rc) return rc;
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++) {
+        int nan;
+        float m = FS_DISPATCH(isa, row_max, x + b * V, V, &nan);
+        out[b] = (uint8_t)(nan || !(m > -INFINITY && m < INFINITY));
+    }
+    return FS_OK;
+}
+
+int fs_token_logprob(const float *x, int64_t B, int64_t V, const int64_t *tokens,
+                     double *out, int isa) {
+    int rc = fs_check_rows(x, B, V, out);
+    if (rc) return rc;
+    if (B > 0 && !tokens) return FS_E_SIZE;
+    for (int64_t b = 0; b < B; b++)
+        if (tokens[b] < -1 || tokens[b] >= V) return FS_E_TOKEN;
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++)
+        out[b] = FS_DISPATCH(isa, token_logprob_row, x + b * V, V, tokens[b]);
+    return FS_OK;
+}
+
+int fs_softmax(const float *x, int64_t B, int64_t V, const double *temperature, float *out,
+               int isa) {
+    int rc = fs_check_rows(x, B, V, out);
+    if (rc) return rc;
+    if (B > 0 && !temperature) return FS_E_SIZE;
+    for (int64_t b = 0; b < B; b++)
+        if (!(temperature[b] > 0.0)) return FS_E_PARAM;
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++)
+        FS_DISPATCH(isa, softmax_row, x + b * V, V, temperature[b], out + b * V);
+    return FS_OK;
+}
+
+int fs_log_softmax(const float *x, int64_t B, int64_t V, float *out, int isa) {
+    int rc = fs_check_rows(x, B, V, out);
+    if (rc) return rc;
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++) FS_DISPATCH(isa, log_softmax_row, x + b * V, V, out + b * V);
+    return FS_OK;
+}
+
+/* Top-k of every row (fs_topk.inc). With `invalid`, each row's validity goes there;
+ * without it (fs_topk), a row holding NaN stops the call with FS_E_PARAM. */
+static int fs_topk_rows(const float *x, int64_t B, int64_t V, int64_t k, float *values,
+                        int32_t *indices, uint8_t *invalid, void *ws, size_t ws_bytes, int isa) {
+    int rc = fs_check_rows(x, B, V, x);
+    if (rc) return rc;
+    if (k < 0 || k > V) return FS_E_PARAM;
+    if (B == 0) return FS_OK;
+    if (k > 0 && (!values || !indices)) return FS_E_SIZE;
+    if (k > 0 && (!ws || ws_bytes < fs_topk_ws_bytes(V))) return FS_E_WORKSPACE;
+    fs_tws w;
+    memset(&w, 0, sizeof w);
+    if (k > 0) fs_topk_layout(V, ws, &w);  /* k = 0 only checks rows: no workspace */
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++) {
+        float *vb = k ? values + b * k : values;  /* no offset on NULL (k = 0) */
+        int32_t *ib = k ? indices + b * k : indices;
+        int f = FS_DISPATCH(isa, topk_row, x + b * V, V, k, vb, ib, &w);
+        if (invalid) invalid[b] = (uint8_t)(f != 0);
+        else if (f & FS_TK_NAN) return FS_E_PARAM;
+    }
+    return FS_OK;
+}
+
+int fs_topk(const float *x, int64_t B, int64_t V, int64_t k, float *values, int32_t *indices,
+            void *ws, size_t ws_bytes, int isa) {
+    if (k == 0 && fs_check_rows(x, B, V, x) == FS_OK) return FS_OK;  /* nothing to select */
+    return fs_topk_rows(x, B, V, k, values, indices, NULL, ws, ws_bytes, isa);
+}
+
+int fs_topk_checked(const float *x, int64_t B, int64_t V, int64_t k, float *values,
+                    int32_t *indices, uint8_t *invalid, void *ws, size_t ws_bytes, int isa) {
+    if (B > 0 && !invalid) return FS_E_SIZE;
+    return fs_topk_rows(x, B, V, k, values, indices, invalid, ws, ws_bytes, isa);
+}

@@ -1,0 +1,72 @@
+/* Core kernels of the C backend: the fused canonical chain of fs.sample, the draw,
+ * argmax, token log-probabilities, row validity, softmax, log-softmax and top-k.
+ *
+ * Conventions shared by every entry point:
+ * - `x` is (B, V) row-major float32 and is never written; outputs are written
+ *   completely for rows [0, B).
+ * - Per-row parameters are (B,) arrays (double for reals, int64_t for integers,
+ *   uint64_t for seeds and positions).
+ * - Workspaces are caller-owned and sized by the matching fs_*_ws_bytes(V); nothing
+ *   is allocated here. Their contents on entry do not matter.
+ * - Every size is checked before it is used: a bad one returns an FS_E_* code (the
+ *   Python wrapper raises ValueError) instead of reading or writing out of bounds.
+ * - `isa` picks the code path: FS_ISA_BASE (portable C), FS_ISA_AVX2 (AVX2 + FMA),
+ *   FS_ISA_AVX512 (AVX-512 F/BW/DQ/VL). A level above fs_cpu_isa() is lowered to it,
+ *   so any value is safe. No global mutable state: every function is reentrant and
+ *   safe to call from several threads on disjoint outputs and workspaces.
+ */
+#ifndef FASTSAMPLE_H
+#define FASTSAMPLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* FS_CDEF_BEGIN */
+enum fs_status {
+    FS_OK = 0,
+    FS_E_SIZE = -1,        /* negative or overflowing B/V, V == 0, NULL buffer */
+    FS_E_WORKSPACE = -2,   /* workspace shorter than fs_*_ws_bytes(V) */
+    FS_E_PARAM = -3,       /* k outside [0, V] or NaN in a row (topk), temperature <= 0
+                              (softmax), NaN parameter (canonical chain) */
+    FS_E_TOKEN = -4        /* token outside [-1, V) (token_logprob) */
+};
+
+enum fs_isa { FS_ISA_BASE = 0, FS_ISA_AVX2 = 1, FS_ISA_AVX512 = 2 };
+
+enum fs_token { FS_INVALID_ROW = -2 };  /* sample_canonical: a NaN/+inf/all-masked row */
+
+int fs_cpu_isa(void);
+
+size_t fs_canonical_ws_bytes(int64_t V);
+int fs_sample_canonical(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                        const double *top_p, const double *min_p, const double *temperature,
+                        const int64_t *min_keep, int temperature_last, const uint64_t *seed,
+                        const uint64_t *position, int32_t *out, void *ws, size_t ws_bytes,
+                        int isa);
+/* One row with scalar parameters (B = 1 without seven one-element arrays). */
+int fs_sample_canonical_row(const float *x, int64_t V, int64_t top_k, double top_p,
+                            double min_p, double temperature, int64_t min_keep,
+                            int temperature_last, uint64_t seed, uint64_t position,
+                            int32_t *out, void *ws, size_t ws_bytes, int isa);
+int fs_draw(const float *x, int64_t B, int64_t V, const uint64_t *seed,
+            const uint64_t *position, int32_t *out, void *ws, size_t ws_bytes, int isa);
+int fs_argmax(const float *x, int64_t B, int64_t V, int32_t *out, int isa);
+int fs_invalid_rows(const float *x, int64_t B, int64_t V, uint8_t *out, int isa);
+int fs_token_logprob(const float *x, int64_t B, int64_t V, const int64_t *tokens,
+                     double *out, int isa);
+int fs_softmax(const float *x, int64_t B, int64_t V, const double *temperature, float *out,
+               int isa);
+int fs_log_softmax(const float *x, int64_t B, int64_t V, float *out, int isa);
+
+size_t fs_topk_ws_bytes(int64_t V);
+/* Rows with NaN: FS_E_PARAM. */
+int fs_topk(const float *x, int64_t B, int64_t V, int64_t k, float *values, int32_t *indices,
+            void *ws, size_t ws_bytes, int isa);
+/* invalid[b] = 1 for a row with NaN, +inf or every entry -inf (SPEC 7), checked in the
+ * same pass (the row is read once); that row's values/indices are then undefined
+ * (within bounds). k = 0: values, indices and ws may be NULL. */
+int fs_topk_checked(const float *x, int64_t B, int64_t V, int64_t k, float *values,
+                    int32_t *indices, uint8_t *invalid, void *ws, size_t ws_bytes, int isa);
+/* FS_CDEF_END */
+
+#endif

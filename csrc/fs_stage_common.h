@@ -1,0 +1,432 @@
+/* Row helpers shared by the stage kernels (static inline; no cffi declarations).
+ *
+ * The one copy of the helpers that stages.c and stages_extra.c both use: entry
+ * checks, float32 saturation, the row max, numpy's pairwise float64 summation,
+ * softmax weights and entropy, the k-th largest finite value, the min_keep floor
+ * and the Z-function of a reversed history window. Header-only so that each
+ * stage file still compiles to self-contained, inlinable code.
+ * The weights and the entropy use fsc_exp / fsc_log, vectorisable polynomial
+ * versions of libm's functions, in row loops compiled per ISA (FSC_PER_ISA).
+ */
+#ifndef FS_STAGE_COMMON_H
+#define FS_STAGE_COMMON_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fastsample.h" /* fs_cpu_isa */
+#include "stages.h"
+
+#define FSC_F32_MAX 3.4028234663852886e38
+#define FSC_MASS_TOL 1e-6 /* SPEC §4: cum >= p - 1e-6 */
+#define FSC_HEAP_MAX 256  /* k-th largest: heap up to this k, else quickselect */
+
+/* ---------------------------------------------------------------- checks */
+
+/* B rows of V: sizes non-negative, B * V representable, buffers present. */
+static inline int fsc_check_block(const float *logits, const float *out, int64_t B,
+                                  int64_t V) {
+    if (B < 0 || V < 0)
+        return FS_STAGE_E_SIZE;
+    if (B == 0)
+        return FS_STAGE_OK;
+    if (V < 1 || B > INT64_MAX / V || !logits || !out)
+        return FS_STAGE_E_SIZE;
+    return FS_STAGE_OK;
+}
+
+static inline int fsc_check_ws(const void *ws, int64_t len, int64_t need) {
+    if (need <= 0)
+        return FS_STAGE_OK;
+    return (ws && len >= need) ? FS_STAGE_OK : FS_STAGE_E_SIZE;
+}
+
+/* Offsets of B histories into nhist tokens: 0 <= o[0] <= ... <= o[B] <= nhist. */
+static inline int fsc_check_offsets(const int64_t *hist, int64_t nhist,
+                                    const int64_t *offsets, int64_t B) {
+    if (nhist < 0 || !offsets || (nhist > 0 && !hist))
+        return FS_STAGE_E_SIZE;
+    if (offsets[0] < 0)
+        return FS_STAGE_E_OFFSETS;
+    for (int64_t b = 0; b < B; b++)
+        if (offsets[b + 1] < offsets[b])
+            return FS_STAGE_E_OFFSETS;
+    return offsets[B] <= nhist ? FS_STAGE_OK : FS_STAGE_E_OFFSETS;
+}
+
+static inline int fsc_check_tokens(const int64_t *hist, int64_t start, int64_t end,
+                                   int64_t V) {
+    for (int64_t i = start; i < end; i++)
+        if (hist[i] < 0 || hist[i] >= V)
+            return FS_STAGE_E_HISTORY;
+    return FS_STAGE_OK;
+}
+
+/* ---------------------------------------------------------------- row helpers */
+
+/* float64 -> float32, saturating at the float32 range (NaN passes through). */
+static inline float fsc_sat(double v) {
+    if (v > FSC_F32_MAX)
+        return (float)FSC_F32_MAX;
+    if (v < -FSC_F32_MAX)
+        return (float)-FSC_F32_MAX;
+    return (float)v;
+}
+
+static inline int64_t fsc_count_finite(const float *row, int64_t V) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < V; i++)
+        n += row[i] > -INFINITY;
+    return n;
+}
+
+/* Eight running maxima so that gcc vectorises without fast-math (exact for a max). */
+static inline double fsc_row_max(const float *row, int64_t V) {
+    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                  -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int64_t i = 0;
+    for (; i + 8 <= V; i += 8)
+        for (int j = 0; j < 8; j++)
+            m[j] = row[i + j] > m[j] ? row[i + j] : m[j];
+    for (; i < V; i++)
+        m[0] = row[i] > m[0] ? row[i] : m[0];
+    float r = m[0];
+    for (int j = 1; j < 8; j++)
+        r = m[j] > r ? m[j] : r;
+    return (double)r;
+}
+
+/* The smallest float f with (double)f >= t: `x >= f` in float32 decides
+ * `(double)x >= t` for every float x. */
+static inline float fsc_float_at_least(double t) {
+    float f = (float)t;
+    return (double)f < t ? nextafterf(f, INFINITY) : f;
+}
+
+/* numpy's pairwise summation of a contiguous float64 array: np.sum's rounding. */
+static inline double fsc_pairwise(const double *a, int64_t n) {
+    if (n < 8) {
+        double r = 0.0;
+        for (int64_t i = 0; i < n; i++)
+            r += a[i];
+        return r;
+    }
+    if (n <= 128) {
+        double r[8];
+        int64_t i;
+        for (int j = 0; j < 8; j++)
+            r[j] = a[j];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++)
+                r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    int64_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return fsc_pairwise(a, n2) + fsc_pairwise(a + n2, n - n2);
+}
+
+static inline double fsc_pw_sum(const double *a, int64_t n) {
+    return n <= 0 ? 0.0 : fsc_pairwise(a, n);
+}
+
+/* ---------------------------------------------------------------- exp and log */
+
+/* fsc_exp: float64 exp without a libm call, so that a loop of it vectorises.
+ * x = k ln2 + r with k = round(x / ln2) (the 1.5 * 2^52 shift rounds to an integer)
+ * and r = (x - k LN2_HI) - k LN2_LO, where k LN2_HI and the first subtraction are exact
+ * (LN2_HI has 32 significant bits); exp(r) = 1 + r + r^2 q(r), q the Taylor series
+ * to r^11 / 13! (truncation < 1e-17 relative on |r| <= ln2 / 2), by Estrin's scheme
+ * for short dependency chains; 2^k as two exact power-of-two factors, so a subnormal
+ * result is rounded once. Measured against glibc's exp (csrc/tests/test_stages.c):
+ * at most 1 ulp over [-746, 710], 1 unit of the last subnormal place below 2^-1022;
+ * x <= -746 and -inf give 0, x >= 710 and +inf give +inf, NaN gives NaN.
+ * Only IEEE multiply, add and bit moves, no FMA: the result is the same bit for bit
+ * in scalar code and in every vector width (FSC_PER_ISA below). */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF /* gcc does not fuse under -std=c99; clang must be told */
+#endif
+
+#define FSC_EXP_LOG2E 1.4426950408889634          /* 1 / ln 2 */
+#define FSC_EXP_SHIFT 6755399441055744.0          /* 1.5 * 2^52 */
+#define FSC_EXP_SHIFT_BIAS 6755399441056767.0     /* 1.5 * 2^52 + 1023 */
+#define FSC_EXP_LN2_HI 6.93147180369123816490e-01 /* ln 2 to 32 bits */
+#define FSC_EXP_LN2_LO 1.90821492927058770002e-10 /* ln 2 - LN2_HI */
+
+/* 2^k for an integer-valued k in [-1022, 1023]: k + 1023 lands in the low mantissa
+ * bits of k + SHIFT_BIAS and is shifted into the exponent field. */
+static inline double fsc_pow2i(double k) {
+    double kb = k + FSC_EXP_SHIFT_BIAS;
+    uint64_t bits;
+    memcpy(&bits, &kb, sizeof bits);
+    bits <<= 52;
+    double s;
+    memcpy(&s, &bits, sizeof s);
+    return s;
+}
+
+static inline double fsc_exp(double x) {
+    x = x < -746.0 ? -746.0 : x; /* the result rounds to 0 / overflows anyway; NaN stays */
+    x = x > 710.0 ? 710.0 : x;
+    const double k = (x * FSC_EXP_LOG2E + FSC_EXP_SHIFT) - FSC_EXP_SHIFT;
+    const double r = (x - k * FSC_EXP_LN2_HI) - k * FSC_EXP_LN2_LO;
+    const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    /* coefficients 1 / (i + 2)!, i = 0 .. 11 */
+    const double q01 = 0.5 + r * 0.16666666666666666;
+    const double q23 = 0.041666666666666664 + r * 0.008333333333333333;
+    const double q45 = 0.001388888888888889 + r * 0.0001984126984126984;
+    const double q67 = 2.48015873015873e-05 + r * 2.7557319223985893e-06;
+    const double q89 = 2.755731922398589e-07 + r * 2.505210838544172e-08;
+    const double qab = 2.08767569878681e-09 + r * 1.6059043836821613e-10;
+    const double q = ((q01 + r2 * q23) + r4 * (q45 + r2 * q67)) + r8 * (q89 + r2 * qab);
+    const double p = 1.0 + (r + r2 * q);
+    const double k1 = (k * 0.5 + FSC_EXP_SHIFT) - FSC_EXP_SHIFT; /* |k1|, |k - k1| <= 539 */
+    return (p * fsc_pow2i(k1)) * fsc_pow2i(k - k1);
+}
+
+/* fsc_log: float64 natural log without a libm call (vectorisable, like fsc_exp).
+ * x = 2^e m with m in [sqrt(1/2), sqrt(2)) (a subnormal x is first scaled by 2^54,
+ * exactly); with f = m - 1 and s = f / (2 + f), ln m = 2 atanh(s) = 2s + s R(s^2),
+ * R(z) = sum 2 z^n / (2n + 1) to n = 10 (truncation < 1e-17 relative, z <= 0.0295),
+ * evaluated as f - (f^2/2 - s (f^2/2 + R)) so that the large part f stays exact;
+ * e ln 2 in two parts as in fsc_exp. Measured against glibc's log: at most 1 ulp on
+ * (0, 1e6], subnormals included; 0 -> -inf, x < 0 -> NaN, +inf -> +inf, NaN -> NaN. */
+static inline double fsc_log(double x) {
+    const int sub = x < 0x1p-1022;
+    const double xs = sub ? x * 0x1p54 : x;
+    uint64_t bits;
+    memcpy(&bits, &xs, sizeof bits);
+    /* the biased exponent as a double: bits >> 52 in the low mantissa bits of 2^52 */
+    uint64_t eb = (bits >> 52) | 0x4330000000000000u;
+    double e;
+    memcpy(&e, &eb, sizeof e);
+    e -= 4503599627370496.0 + (sub ? 1023.0 + 54.0 : 1023.0);
+    uint64_t mb = (bits & 0x000FFFFFFFFFFFFFu) | 0x3FF0000000000000u; /* m in [1, 2) */
+    double m;
+    memcpy(&m, &mb, sizeof m);
+    const int big = m > 1.4142135623730951;
+    m = big ? m * 0.5 : m;
+    e = big ? e + 1.0 : e;
+    const double f = m - 1.0;
+    const double s = f / (2.0 + f);
+    const double z = s * s, z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+    const double r12 = 0.6666666666666666 + z * 0.4; /* 2/3, 2/5 */
+    const double r34 = 0.2857142857142857 + z * 0.2222222222222222;
+    const double r56 = 0.18181818181818182 + z * 0.15384615384615385;
+    const double r78 = 0.13333333333333333 + z * 0.11764705882352941;
+    const double r9a = 0.10526315789473684 + z * 0.09523809523809523; /* 2/19, 2/21 */
+    const double R = z * (((r12 + z2 * r34) + z4 * (r56 + z2 * r78)) + z8 * r9a);
+    const double hfsq = 0.5 * f * f;
+    double y = e * FSC_EXP_LN2_HI - ((hfsq - (s * (hfsq + R) + e * FSC_EXP_LN2_LO)) - f);
+    y = x == 0.0 ? -INFINITY : y;
+    y = x < 0.0 ? NAN : y;
+    y = x == INFINITY ? INFINITY : y;
+    return x != x ? x : y;
+}
+
+/* The hot loops over a row: each body is compiled for the baseline ISA and, on x86-64,
+ * inside AVX2 and AVX-512F target functions (wider vectors; no FMA is enabled or
+ * contracted, so every copy rounds the same way); FSC_CALL_ISA runs the copy that
+ * fs_cpu_isa() allows. csrc/tests/test_stages.c checks that the copies agree bit for bit. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FSC_X86 1
+#define FSC_PER_ISA(name, params, ...)                                                   \
+    static inline void name##_base params __VA_ARGS__                                   \
+    __attribute__((target("avx2"))) static inline void name##_avx2 params __VA_ARGS__   \
+    __attribute__((target("avx512f"))) static inline void name##_avx512 params __VA_ARGS__
+#define FSC_CALL_ISA(name, ...)                                                          \
+    do {                                                                                 \
+        const int isa_ = fs_cpu_isa();                                                   \
+        if (isa_ == FS_ISA_AVX512)                                                       \
+            name##_avx512(__VA_ARGS__);                                                  \
+        else if (isa_ == FS_ISA_AVX2)                                                    \
+            name##_avx2(__VA_ARGS__);                                                    \
+        else                                                                             \
+            name##_base(__VA_ARGS__);                                                    \
+    } while (0)
+#else
+#define FSC_PER_ISA(name, params, ...) static inline void name##_base params __VA_ARGS__
+#define FSC_CALL_ISA(name, ...) name##_base(__VA_ARGS__)
+#endif
+
+/* w[i] = exp(row[i] - m) (0 where masked) */
+FSC_PER_ISA(fsc_exp_row, (const float *row, int64_t V, double m, double *w), {
+    for (int64_t i = 0; i < V; i++)
+        w[i] = fsc_exp((double)row[i] - m);
+})
+
+/* t[i] = p ln p for p = w[i] / W > 0, else NaN (p ln p is never NaN for p > 0) */
+FSC_PER_ISA(fsc_plogp_row, (const double *w, double W, int64_t V, double *t), {
+    for (int64_t i = 0; i < V; i++) {
+        const double p = w[i] / W;
+        t[i] = p > 0.0 ? p * fsc_log(p) : NAN;
+    }
+})
+
+/* w = exp(l - max) (0 where masked); returns W = sum(w) (numpy's rounding). */
+static inline double fsc_weights(const float *row, int64_t V, double m, double *w) {
+    FSC_CALL_ISA(fsc_exp_row, row, V, m, w);
+    return fsc_pw_sum(w, V);
+}
+
+/* -sum p ln p over p = w / W > 0 (the reference's _entropy, which sums p[p > 0] in
+ * order: the terms are compacted before the pairwise sum); tmp holds V doubles. */
+static inline double fsc_entropy(const double *w, double W, int64_t V, double *tmp) {
+    FSC_CALL_ISA(fsc_plogp_row, w, W, V, tmp);
+    int64_t n = 0;
+    for (int64_t i = 0; i < V; i++) {
+        const double t = tmp[i];
+        tmp[n] = t; /* n <= i: never overwrites a term not yet read */
+        n += t == t;    /* not the NaN mark */
+    }
+    return -fsc_pw_sum(tmp, n);
+}
+
+static inline void fsc_swapf(float *a, float *b) {
+    float t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static inline float fsc_median3(float a, float b, float c) {
+    if (a > b)
+        fsc_swapf(&a, &b);
+    if (b > c)
+        b = c;
+    return a > b ? a : b;
+}
+
+/* The value of rank pos (0-based, ascending) of v[0..n); reorders v. Three-way
+ * partition (many equal values stay linear), median-of-three pseudo-random pivots. */
+static inline float fsc_select_rank(float *v, int64_t n, int64_t pos) {
+    int64_t lo = 0, hi = n - 1;
+    uint64_t s = 0x9E3779B97F4A7C15u ^ (uint64_t)n;
+    while (lo < hi) {
+        uint64_t span = (uint64_t)(hi - lo + 1), r[3];
+        for (int j = 0; j < 3; j++) {
+            s = s * 6364136223846793005u + 1442695040888963407u;
+            r[j] = (s >> 33) % span;
+        }
+        float pivot = fsc_median3(v[lo + r[0]], v[lo + r[1]], v[lo + r[2]]);
+        int64_t lt = lo, i = lo, gt = hi;
+        while (i <= gt) {
+            if (v[i] < pivot)
+                fsc_swapf(&v[lt++], &v[i++]);
+            else if (v[i] > pivot)
+                fsc_swapf(&v[gt--], &v[i]);
+            else
+                i++;
+        }
+        if (pos < lt)
+            hi = lt - 1;
+        else if (pos > gt)
+            lo = gt + 1;
+        else
+            return v[pos];
+    }
+    return v[pos];
+}
+
+/* The k-th largest finite value (k clipped to [1, nfin]); ws holds V floats. */
+static inline double fsc_kth_largest(const float *row, int64_t V, int64_t k, int64_t nfin,
+                                     float *ws) {
+    if (nfin == 0)
+        return -INFINITY;
+    k = k < 1 ? 1 : (k > nfin ? nfin : k);
+    if (k == 1)
+        return fsc_row_max(row, V);
+    if (k <= FSC_HEAP_MAX) {
+        /* min-heap of the k largest so far; ws[0] is the smallest of them */
+        int64_t size = 0;
+        for (int64_t i = 0; i < V; i++) {
+            float x = row[i];
+            if (!(x > -INFINITY))
+                continue;
+            if (size < k) {
+                int64_t j = size++;
+                while (j > 0 && ws[(j - 1) / 2] > x) {
+                    ws[j] = ws[(j - 1) / 2];
+                    j = (j - 1) / 2;
+                }
+                ws[j] = x;
+            } else if (x > ws[0]) {
+                int64_t j = 0;
+                for (;;) {
+                    int64_t c = 2 * j + 1;
+                    if (c >= k)
+                        break;
+                    if (c + 1 < k && ws[c + 1] < ws[c])
+                        c++;
+                    if (ws[c] >= x)
+                        break;
+                    ws[j] = ws[c];
+                    j = c;
+                }
+                ws[j] = x;
+            }
+        }
+        return (double)ws[0];
+    }
+    int64_t n = 0;
+    for (int64_t i = 0; i < V; i++)
+        if (row[i] > -INFINITY)
+            ws[n++] = row[i];
+    return (double)fsc_select_rank(ws, n, n - k);
+}
+
+/* out = l where finite and l >= t, else -inf; returns the kept count. */
+static inline int64_t fsc_keep_ge(const float *row, float *out, int64_t V, double t) {
+    const float f = fsc_float_at_least(t);
+    int64_t n = 0;
+    for (int64_t i = 0; i < V; i++) {
+        float x = row[i];
+        int keep = (x > -INFINITY) & (x >= f);
+        out[i] = keep ? x : -INFINITY;
+        n += keep;
+    }
+    return n;
+}
+
+/* The min_keep floor (docs/internals.md): if fewer than min_keep survive, keep the
+ * union with l >= the min_keep-th largest finite logit (ties kept). */
+static inline void fsc_finish(const float *row, float *out, int64_t V, int64_t nkeep,
+                              int64_t min_keep, int64_t nfin, float *ws) {
+    if (min_keep < 1)
+        min_keep = 1;
+    if (nkeep >= min_keep)
+        return;
+    const float t = (float)fsc_kth_largest(row, V, min_keep, nfin, ws); /* a finite logit */
+    for (int64_t i = 0; i < V; i++)
+        out[i] = row[i] >= t ? row[i] : out[i];
+}
+
+/* Z-function of the reversed window rev[i] = hist[end - 1 - i], i < n:
+ * z[i] = length of the longest common prefix of rev and rev[i:]. */
+static inline void fsc_z_reversed(const int64_t *hist, int64_t end, int64_t n, int32_t *z) {
+    if (n == 0)
+        return;
+    const int64_t last = end - 1;
+    z[0] = (int32_t)n;
+    int64_t left = 0, right = 0;
+    for (int64_t i = 1; i < n; i++) {
+        int64_t k = 0;
+        if (i < right) {
+            k = right - i;
+            if (z[i - left] < k)
+                k = z[i - left];
+        }
+        while (i + k < n && hist[last - k] == hist[last - i - k])
+            k++;
+        z[i] = (int32_t)k;
+        if (i + k > right) {
+            left = i;
+            right = i + k;
+        }
+    }
+}
+
+#endif

@@ -1,0 +1,76 @@
+"""Glue shared by the C backend's wrappers: typed buffers, histories, row splitting.
+
+``ffi.from_buffer`` does not check dtype, so every array reaches C through
+``buf``, which insists on the exact dtype and C-contiguity (convert first with
+``f32``/``f64``/``i64``/``u64``). cffi releases the GIL around every ``lib`` call,
+so ``over_rows`` spreads row ranges of a batch across a thread pool.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .._ckernels import ffi, lib  # noqa: F401  (ImportError -> backend unavailable)
+
+_CTYPE = {
+    np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
+    np.dtype(np.int32): "int32_t[]", np.dtype(np.int64): "int64_t[]",
+    np.dtype(np.uint64): "uint64_t[]", np.dtype(np.uint8): "uint8_t[]",
+}
+THREADS = max(1, os.cpu_count() or 1)
+_POOL: list = []  # created on the first batched call
+
+
+def f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def f64(a):
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def i64(a):
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def u64(a):
+    return np.ascontiguousarray(a, dtype=np.uint64)
+
+
+def buf(a):
+    """A cffi pointer to the data of ``a`` (exact dtype and C-contiguity required)."""
+    if not a.flags.c_contiguous or a.dtype not in _CTYPE:
+        raise TypeError(f"C backend needs a C-contiguous array of a known dtype, got {a.dtype}")
+    return ffi.from_buffer(_CTYPE[a.dtype], a, require_writable=False)
+
+
+def flat_history(history):
+    """B histories as one int64 token array and (B + 1,) int64 offsets."""
+    lengths = np.fromiter((len(h) for h in history), dtype=np.int64, count=len(history))
+    offsets = np.zeros(len(history) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = (np.concatenate([np.asarray(h, dtype=np.int64) for h in history])
+              if len(history) and offsets[-1] else np.zeros(1, dtype=np.int64))
+    return i64(tokens), offsets
+
+
+def over_rows(B, run, min_rows=2):
+    """Call ``run(start, stop)`` on row ranges covering ``[0, B)``, in parallel.
+
+    ``run`` slices its arrays itself and calls ``lib``; the GIL is released inside
+    the C call, so the ranges run on separate cores. Small batches run inline.
+    """
+    if B < min_rows or THREADS == 1:
+        if B:
+            run(0, B)
+        return
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="fastsample-c"))
+    n = min(THREADS, B)
+    edges = [B * i // n for i in range(n + 1)]
+    futures = [_POOL[0].submit(run, a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    for f in futures:
+        f.result()

@@ -1,0 +1,362 @@
+"""C kernels of the fused canonical chain, the draw and the array operations.
+
+Thin wrappers over ``csrc/fastsample.c`` with the signatures of
+``fastsample.reference`` (``docs/internals.md``). Each wrapper converts its
+arguments once (no copy for arrays already of the right dtype and layout), hands C
+typed pointers and a workspace owned by the calling thread, and raises
+``ValueError`` when C rejects a size. cffi releases the GIL around every C call, so
+a large batch is split into row ranges run on separate cores (the first range on
+the calling thread).
+
+Every kernel exists once per instruction-set level (``ISAS``: 0 portable C, 1
+AVX2+FMA, 2 AVX-512, as far as this CPU runs them). ``ISA`` is the level used by
+default: the best one, or ``FASTSAMPLE_C_ISA`` when set lower. Every function takes
+a keyword ``isa`` to force a level (tests run each).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+
+import numpy as np
+
+from ._util import THREADS, buf, f32, f64, ffi, i64, lib, u64
+
+__all__ = [
+    "INVALID", "ISA", "ISAS", "ISA_NAMES", "argmax", "draw", "greedy", "invalid_rows",
+    "log_softmax",
+    "sample_canonical", "softmax", "token_logprob", "topk", "topk_checked", "warmup",
+]
+
+ISA_NAMES = {0: "base", 1: "avx2", 2: "avx512"}
+#: Every instruction-set level this CPU runs.
+ISAS = tuple(range(lib.fs_cpu_isa() + 1))
+#: The level used unless a call asks for another.
+ISA = min(ISAS[-1], int(os.environ.get("FASTSAMPLE_C_ISA", ISAS[-1])))
+INVALID = lib.FS_INVALID_ROW
+
+_ERRORS = {
+    lib.FS_E_SIZE: "bad array sizes",
+    lib.FS_E_WORKSPACE: "workspace too small",
+    lib.FS_E_PARAM: "parameter out of range",
+    lib.FS_E_TOKEN: "token outside [-1, V)",
+}
+# Below this many logits in a call, one thread does all rows (a thread hand-off
+# costs more than it saves on a few rows).
+_PARALLEL_MIN = 1 << 20
+_TLS = threading.local()
+
+
+def _check(rc, op):
+    if rc != lib.FS_OK:
+        raise ValueError(f"C backend {op}: {_ERRORS.get(rc, f'error {rc}')}")
+
+
+def _level(isa):
+    return ISA if isa is None else int(isa)
+
+
+@functools.lru_cache(maxsize=64)
+def _canonical_bytes(V):
+    return lib.fs_canonical_ws_bytes(V)
+
+
+def _workspace(kind, nbytes):
+    """(pointer, size) of this thread's workspace ``kind``, grown when too small."""
+    have = getattr(_TLS, kind, None)
+    if have is None or have[1] < nbytes:
+        arr = np.empty(nbytes, np.uint8)
+        have = (buf(arr), nbytes, arr)
+        setattr(_TLS, kind, have)
+    return have[0], have[1]
+
+
+def _rows(B, V, run):
+    """``run(start, stop)`` over row ranges covering [0, B): one range on the calling
+    thread, the others on the pool (the GIL is free inside C)."""
+    if B == 0:
+        return
+    n = min(THREADS, B) if B * V >= _PARALLEL_MIN else 1
+    if n == 1:
+        run(0, B)
+        return
+    from ._util import _POOL  # created on first use, shared with the stage wrappers
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="fastsample-c"))
+    edges = [B * i // n for i in range(n + 1)]
+    futures = [_POOL[0].submit(run, a, b) for a, b in itertools.pairwise(edges[1:])]
+    try:
+        run(edges[0], edges[1])
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _rows2d(x):
+    """(float32 C-contiguous (B, V) array, was 1-D)."""
+    x = f32(x)
+    return (x[None, :], True) if x.ndim == 1 else (x, False)
+
+
+def _per_row(a, B, conv):
+    return conv(np.broadcast_to(conv(a), (B,)))
+
+
+# ----------------------------------------------------------------------------------
+# the fused chain and the draw
+
+
+def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, temperature_last,
+                     seed, position, *, isa=None):
+    """Draw one token per row with the canonical chain of ``fs.sample``.
+
+    Parameters
+    ----------
+    logits : float32 (B, V), C-contiguous. Not modified.
+    top_k, min_keep : int64 (B,)
+    top_p, min_p, temperature : float64 (B,)
+    temperature_last : bool
+        True: llama.cpp order (temperature last); False: Hugging Face order.
+    seed, position : uint64 (B,)
+    isa : int, optional
+        Instruction-set level (see ``ISAS``); default ``ISA``.
+
+    Returns
+    -------
+    numpy.ndarray of int32, shape (B,)
+        The reference chain's tokens; ``INVALID`` (-2) for a row with NaN, +inf or
+        every logit masked.
+    """
+    x = f32(logits)
+    B, V = x.shape
+    out = np.empty(B, np.int32)
+    if B == 0:
+        return out
+    if B == 1:  # the latency case: scalars instead of seven one-element buffers
+        ws, size = _workspace("canonical", _canonical_bytes(V))
+        _check(lib.fs_sample_canonical_row(
+            buf(x), V, int(top_k[0]), float(top_p[0]), float(min_p[0]), float(temperature[0]),
+            int(min_keep[0]), 1 if temperature_last else 0, int(seed[0]), int(position[0]),
+            buf(out), ws, size, _level(isa)), "sample_canonical")
+        return out
+    args = [buf(i64(top_k)), buf(f64(top_p)), buf(f64(min_p)), buf(f64(temperature)),
+            buf(i64(min_keep))]
+    sp, pp, xp, op = buf(u64(seed)), buf(u64(position)), buf(x), buf(out)
+    nbytes = _canonical_bytes(V)
+    t_last = 1 if temperature_last else 0
+    level = _level(isa)
+
+    def run(a, b):
+        ws, size = _workspace("canonical", nbytes)
+        _check(lib.fs_sample_canonical(xp + a * V, b - a, V, *(p + a for p in args), t_last,
+                                       sp + a, pp + a, op + a, ws, size, level),
+               "sample_canonical")
+
+    _rows(B, V, run)
+    return out
+
+
+def draw(logits, seed, position, *, isa=None):
+    """SPEC §5 draw (stream 0) per row: int32 (B,), -1 for a row with no finite logit."""
+    x = f32(logits)
+    B, V = x.shape
+    out = np.empty(B, np.int32)
+    if B == 0:
+        return out
+    sp, pp, xp, op = buf(u64(seed)), buf(u64(position)), buf(x), buf(out)
+    nbytes = _canonical_bytes(V)
+    level = _level(isa)
+
+    def run(a, b):
+        ws, size = _workspace("canonical", nbytes)
+        _check(lib.fs_draw(xp + a * V, b - a, V, sp + a, pp + a, op + a, ws, size, level), "draw")
+
+    _rows(B, V, run)
+    return out
+
+
+def argmax(logits, *, isa=None):
+    """The first maximum of each row: int32 (B,), -1 for a row with no finite logit."""
+    x = f32(logits)
+    B, V = x.shape
+    out = np.empty(B, np.int32)
+    if B:
+        _check(lib.fs_argmax(buf(x), B, V, buf(out), _level(isa)), "argmax")
+    return out
+
+
+def greedy(logits, *, isa=None):
+    """One-hot mask: the first maximum keeps its logit, every other token is ``-inf``."""
+    x = f32(logits)
+    out = np.full(x.shape, -np.inf, np.float32)
+    tokens = argmax(x, isa=isa)
+    rows = np.flatnonzero(tokens >= 0)
+    out[rows, tokens[rows]] = x[rows, tokens[rows]]
+    return out
+
+
+def invalid_rows(logits, *, isa=None):
+    """Boolean (B,): rows with NaN or +inf, or with every logit ``-inf``."""
+    x = f32(logits)
+    B, V = x.shape
+    out = np.zeros(B, np.uint8)
+    if B:
+        _check(lib.fs_invalid_rows(buf(x), B, V, buf(out), _level(isa)), "invalid_rows")
+    return out.view(bool)
+
+
+def token_logprob(logits, tokens, *, isa=None):
+    """Natural-log softmax probability of ``tokens[b]`` in row b: float64 (B,),
+    ``-inf`` where the token is masked, NaN where it is -1."""
+    x = f32(logits)
+    B, V = x.shape
+    out = np.empty(B, np.float64)
+    if B:
+        _check(lib.fs_token_logprob(buf(x), B, V, buf(_per_row(tokens, B, i64)), buf(out),
+                                    _level(isa)), "token_logprob")
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# array operations
+
+
+def softmax(x, temperature=1.0, *, isa=None):
+    """Softmax of ``x / temperature`` over each row's finite entries (masked -> 0).
+
+    ``x`` is ``(V,)`` or ``(B, V)``; ``temperature`` (> 0) a scalar or per-row array.
+    Returns float32 of the shape of ``x``.
+    """
+    rows, one = _rows2d(x)
+    B, V = rows.shape
+    out = np.empty((B, V), np.float32)
+    t = _per_row(temperature, B, f64)
+    xp, tp, op, level = buf(rows), buf(t), buf(out), _level(isa)
+
+    def run(a, b):
+        _check(lib.fs_softmax(xp + a * V, b - a, V, tp + a, op + a * V, level), "softmax")
+
+    _rows(B, V, run)
+    return out[0] if one else out
+
+
+def log_softmax(x, *, isa=None):
+    """Log-softmax over each row's finite entries (masked -> ``-inf``), float32."""
+    rows, one = _rows2d(x)
+    B, V = rows.shape
+    out = np.empty((B, V), np.float32)
+    xp, op, level = buf(rows), buf(out), _level(isa)
+
+    def run(a, b):
+        _check(lib.fs_log_softmax(xp + a * V, b - a, V, op + a * V, level), "log_softmax")
+
+    _rows(B, V, run)
+    return out[0] if one else out
+
+
+_from_buffer = ffi.from_buffer
+
+
+@functools.lru_cache(maxsize=64)
+def _topk_bytes(V):
+    return lib.fs_topk_ws_bytes(V)
+
+
+def _topk_run(rows, k, invalid, isa):
+    """(values, indices) of ``rows`` ((B, V) float32 C-contiguous); ``invalid`` (bool
+    (B,)) receives the rows' flags, or None: then a NaN row raises ``ValueError``."""
+    B, V = rows.shape
+    k = int(k)
+    if not 0 <= k <= V:
+        raise ValueError(f"k must be in [0, V={V}]; got {k}")
+    values = np.empty((B, k), np.float32)
+    indices = np.empty((B, k), np.int32)
+    if B == 0 or (k == 0 and invalid is None):
+        return values, indices
+    level = ISA if isa is None else int(isa)
+    ws, size = _workspace("topk", _topk_bytes(V)) if k else (ffi.NULL, 0)
+    # the arrays' dtype and layout are known here: ffi.from_buffer without buf's checks
+    # (a quarter of this call's overhead at B = 1)
+    xp = _from_buffer("float[]", rows)
+    vp, ip = (_from_buffer("float[]", values), _from_buffer("int32_t[]", indices)) if k else (
+        ffi.NULL, ffi.NULL)
+    fp = ffi.NULL if invalid is None else _from_buffer("uint8_t[]", invalid)
+    if B * V < _PARALLEL_MIN:  # the latency case: one call, no closure
+        if invalid is None:
+            _check(lib.fs_topk(xp, B, V, k, vp, ip, ws, size, level), "topk")
+        else:
+            _check(lib.fs_topk_checked(xp, B, V, k, vp, ip, fp, ws, size, level), "topk")
+        return values, indices
+
+    def run(a, b):
+        w, n = (ws, size) if a == 0 else (
+            _workspace("topk", _topk_bytes(V)) if k else (ffi.NULL, 0))
+        vo, io = (vp + a * k, ip + a * k) if k else (vp, ip)
+        if invalid is None:
+            rc = lib.fs_topk(xp + a * V, b - a, V, k, vo, io, w, n, level)
+        else:
+            rc = lib.fs_topk_checked(xp + a * V, b - a, V, k, vo, io, fp + a, w, n, level)
+        _check(rc, "topk")
+
+    _rows(B, V, run)
+    return values, indices
+
+
+def topk(x, k, *, isa=None):
+    """The k largest entries per row: exactly k, descending, ties to the lower id.
+
+    Parameters
+    ----------
+    x : array_like, shape (V,) or (B, V)
+    k : int, 0 <= k <= V
+    isa : int, optional
+        Instruction-set level (see ``ISAS``); default ``ISA``.
+
+    Returns
+    -------
+    values : float32, shape (..., k)
+    indices : int32, shape (..., k)
+
+    Raises
+    ------
+    ValueError
+        k out of range, or a row holding NaN.
+    """
+    rows, one = _rows2d(x)
+    values, indices = _topk_run(rows, k, None, isa)
+    return (values[0], indices[0]) if one else (values, indices)
+
+
+def topk_checked(x, k, *, isa=None):
+    """``topk`` and the rows' validity (SPEC §7) from the same pass over each row.
+
+    Parameters
+    ----------
+    x : float32 (B, V), C-contiguous
+    k : int, 0 <= k <= V
+    isa : int, optional
+        Instruction-set level (see ``ISAS``); default ``ISA``.
+
+    Returns
+    -------
+    values : float32 (B, k)
+    indices : int32 (B, k)
+    invalid : bool (B,)
+        True for a row with NaN, +inf or every entry ``-inf`` (as ``invalid_rows``);
+        that row's values and indices are undefined (indices still in ``[0, V)``).
+    """
+    rows = f32(x)
+    if rows.ndim != 2:
+        raise ValueError(f"topk_checked needs a (B, V) array; got shape {rows.shape}")
+    invalid = np.zeros(rows.shape[0], np.bool_)  # C writes 0 / 1 bytes
+    values, indices = _topk_run(rows, k, invalid, isa)
+    return values, indices, invalid
+
+
+def warmup():
+    """Nothing to compile: the C kernels are built at install time. Returns 0.0."""
+    return 0.0

@@ -1,0 +1,286 @@
+"""Python wrappers of the C stage kernels (``csrc/stages.c``).
+
+Every function has the name, signature and result of its counterpart in
+``fastsample.reference`` (docs/internals.md) and returns a new float32 ``(B, V)``
+array. The wrappers convert inputs to the exact dtypes the C side expects, allocate
+the kernels' workspaces with numpy (kept per thread, grown on demand), and spread the rows
+over threads with ``over_rows`` (cffi releases the GIL during each call). The C
+side checks every size, offset and token id it indexes with; a failure comes back
+as a status code, raised here as ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ._util import buf, f32, f64, flat_history, i64, lib, over_rows, u64
+
+__all__ = [
+    "dry",
+    "dry_penalty",
+    "logit_bias",
+    "min_p",
+    "penalties",
+    "temperature",
+    "top_k",
+    "top_n_sigma",
+    "top_p",
+    "typical",
+    "xtc",
+]
+
+_MESSAGES = {
+    lib.FS_STAGE_E_SIZE: "inconsistent sizes or a workspace too small",
+    lib.FS_STAGE_E_OFFSETS: "history offsets out of order or past the history",
+    lib.FS_STAGE_E_HISTORY: "history token outside [0, {V})",
+    lib.FS_STAGE_E_ID: "token id outside [0, {V})",
+    lib.FS_STAGE_E_UNSORTED: "bias ids not sorted",
+}
+
+
+_TLS = threading.local()  # per-thread workspaces, grown on demand (first-touch pages are slow)
+
+
+def _workspace(kind, dtype, n):
+    """This thread's workspace ``kind`` as an array of at least ``n`` (>= 1) ``dtype``."""
+    have = getattr(_TLS, kind, None)
+    if have is None or have.size < n:
+        have = np.empty(max(1, n), dtype)
+        setattr(_TLS, kind, have)
+    return have
+
+
+def _check(rc, name, V):
+    if rc != lib.FS_STAGE_OK:
+        msg = _MESSAGES.get(rc, "error code {rc}").format(V=V, rc=rc)
+        raise ValueError(f"{name} (C backend): {msg}")
+
+
+def _logits(logits):
+    x = f32(logits)
+    if x.ndim != 2:
+        raise ValueError(f"logits must be (B, V), got shape {x.shape}")
+    return x
+
+
+def _rows(value, B, conv):
+    """A per-row parameter (scalar or (B,)) as a contiguous (B,) array of conv's dtype."""
+    a = np.asarray(value)
+    if a.ndim and a.shape != (B,):
+        raise ValueError(f"per-row parameter has shape {a.shape}, expected ({B},)")
+    return conv(np.broadcast_to(a, (B,)))
+
+
+def _token_ids(ids, V, what):
+    ids = i64(np.asarray(ids).ravel())
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        raise ValueError(f"{what} token outside [0, {V})")
+    return ids
+
+
+def _history(history, B):
+    if len(history) != B:
+        raise ValueError(f"history has {len(history)} rows, logits have {B}")
+    return flat_history(history)
+
+
+def _breaker_table(breakers, V):
+    table = np.zeros(V, np.uint8)
+    table[_token_ids(breakers, V, "DRY breaker")] = 1
+    return table
+
+
+# ------------------------------------------------------------------ logit-space stages
+
+
+def logit_bias(logits, ids, values):
+    """``l[t] += bias``; a ``-inf`` bias bans the token; repeated ids add up."""
+    x = _logits(logits)
+    B, V = x.shape
+    ids = _token_ids(ids, V, "bias")
+    values = f64(np.asarray(values, dtype=np.float64).ravel())
+    if ids.shape != values.shape:
+        raise ValueError(f"logit_bias has {ids.size} ids but {values.size} values")
+    order = np.argsort(ids, kind="stable")  # runs of one id keep their given order
+    sid, svals = i64(ids[order]), f64(values[order])
+    out = np.empty_like(x)
+
+    def run(a, b):
+        _check(lib.fs_logit_bias(buf(x[a:b]), buf(out[a:b]), b - a, V, buf(sid),
+                                 buf(svals), sid.size), "logit_bias", V)
+
+    over_rows(B, run)
+    return out
+
+
+def penalties(logits, history, repeat, frequency, presence, last_n):
+    """Repetition, frequency and presence penalties over the last ``last_n`` tokens.
+
+    Touches only the tokens of each row's window; counts live in a workspace of V
+    int32 per block of rows.
+    """
+    x = _logits(logits)
+    B, V = x.shape
+    out = np.empty_like(x)
+    if B == 0:
+        return out
+    hist, offsets = _history(history, B)
+    rep, freq, pres = (_rows(v, B, f64) for v in (repeat, frequency, presence))
+    ln = _rows(last_n, B, i64)
+
+    def run(a, b):
+        counts = np.zeros(V, np.int32)
+        _check(lib.fs_penalties(buf(x[a:b]), buf(out[a:b]), b - a, V, buf(hist), hist.size,
+                                buf(offsets[a:b + 1]), buf(rep[a:b]), buf(freq[a:b]),
+                                buf(pres[a:b]), buf(ln[a:b]), buf(counts), V),
+               "penalties", V)
+
+    over_rows(B, run)
+    return out
+
+
+def _window_lengths(offsets, last_n):
+    lengths = np.diff(offsets)
+    return np.where(last_n > 0, np.minimum(lengths, last_n), lengths)
+
+
+def dry(logits, history, multiplier, base, allowed_length, last_n, breakers):
+    """DRY penalty of SPEC §4.1 per row (Z-algorithm, linear in the window length)."""
+    x = _logits(logits)
+    B, V = x.shape
+    out = np.empty_like(x)
+    if B == 0:
+        return out
+    hist, offsets = _history(history, B)
+    mult, bs = _rows(multiplier, B, f64), _rows(base, B, f64)
+    allowed, ln = _rows(allowed_length, B, i64), _rows(last_n, B, i64)
+    table = _breaker_table(breakers, V)
+    win = _window_lengths(offsets, ln)
+
+    def run(a, b):
+        z = np.empty(max(1, int(win[a:b].max())), np.int32)
+        best = np.empty(V, np.int32)
+        _check(lib.fs_dry(buf(x[a:b]), buf(out[a:b]), b - a, V, buf(hist), hist.size,
+                          buf(offsets[a:b + 1]), buf(mult[a:b]), buf(bs[a:b]),
+                          buf(allowed[a:b]), buf(ln[a:b]), buf(table), V,
+                          buf(z), z.size, buf(best), V), "dry", V)
+
+    over_rows(B, run)
+    return out
+
+
+def dry_penalty(history, vocab_size, multiplier, base, allowed_length, breakers, last_n):
+    """DRY penalties for one history: ``(ids int32 ascending, penalties float32)``."""
+    V = int(vocab_size)
+    multiplier, base, last_n = float(multiplier), float(base), int(last_n)
+    if not (multiplier != 0.0 and base >= 1.0 and last_n != 0):
+        return np.zeros(0, np.int32), np.zeros(0, np.float32)
+    hist = i64(np.asarray(history).ravel())
+    if hist.size == 0:
+        hist = np.zeros(1, np.int64)  # a valid pointer; nhist = 0 below
+        n = 0
+    else:
+        n = hist.size
+    table = _breaker_table(breakers, V)
+    z = np.empty(max(1, n), np.int32)
+    best = np.empty(V, np.int32)
+    cap = max(1, min(n, V))
+    ids = np.empty(cap, np.int32)
+    pen = np.empty(cap, np.float32)
+    count = np.zeros(1, np.int64)
+    _check(lib.fs_dry_penalty(buf(hist), n, V, multiplier, base, int(allowed_length), last_n,
+                              buf(table), V, buf(z), z.size, buf(best), V, buf(ids),
+                              buf(pen), cap, buf(count)), "dry_penalty", V)
+    c = int(count[0])
+    return ids[:c].copy(), pen[:c].copy()
+
+
+def temperature(logits, t):
+    """``l / t`` for t > 0 (saturating at the float32 range); t <= 0 keeps the first max."""
+    x = _logits(logits)
+    B, V = x.shape
+    out = np.empty_like(x)
+    tt = _rows(t, B, f64)
+
+    def run(a, b):
+        _check(lib.fs_temperature(buf(x[a:b]), buf(out[a:b]), b - a, V, buf(tt[a:b])),
+               "temperature", V)
+
+    over_rows(B, run)
+    return out
+
+
+# ------------------------------------------------------------------ truncations
+
+# doubles of workspace per row block, as a function of V (floats: always V)
+_DWS = {
+    "top_k": lambda V: 0, "min_p": lambda V: 0, "top_n_sigma": lambda V: V,
+    "xtc": lambda V: V, "top_p": lib.fs_stage_dws_len, "typical": lib.fs_stage_dws_len,
+}
+
+
+def _truncation(name, logits, params, *, tail=()):
+    """Run ``fs_<name>(logits, out, B, V, *params, *tail, fws, fws_len, dws, dws_len)``.
+
+    ``params`` are (B,) arrays (sliced per block); ``tail`` are (B,) arrays passed
+    after them (xtc's seed and position), also sliced.
+    """
+    x = _logits(logits)
+    B, V = x.shape
+    out = np.empty_like(x)
+    fn = getattr(lib, "fs_" + name)
+    need = _DWS[name](V)
+
+    def run(a, b):
+        fws = _workspace("fws", np.float32, V)
+        dws = _workspace("dws", np.float64, need)
+        args = [buf(p[a:b]) for p in (*params, *tail)]
+        _check(fn(buf(x[a:b]), buf(out[a:b]), b - a, V, *args, buf(fws), V, buf(dws),
+                  dws.size), name, V)
+
+    over_rows(B, run)
+    return out
+
+
+def _B(logits):
+    return int(np.shape(logits)[0])
+
+
+def top_n_sigma(logits, n, min_keep):
+    """Keep ``l >= max - n * std`` over the finite logits (population std)."""
+    B = _B(logits)
+    return _truncation("top_n_sigma", logits, (_rows(n, B, f64), _rows(min_keep, B, i64)))
+
+
+def top_k(logits, k, min_keep):
+    """Keep ``l >=`` the k-th largest finite logit (ties kept); k <= 0 is a no-op."""
+    B = _B(logits)
+    return _truncation("top_k", logits, (_rows(k, B, i64), _rows(min_keep, B, i64)))
+
+
+def typical(logits, p, min_keep):
+    """Locally typical sampling: order by ``|-ln p - H|``, keep the prefix reaching p."""
+    B = _B(logits)
+    return _truncation("typical", logits, (_rows(p, B, f64), _rows(min_keep, B, i64)))
+
+
+def top_p(logits, p, min_keep):
+    """Nucleus: the shortest prefix (by p, descending) whose mass reaches p, ties kept."""
+    B = _B(logits)
+    return _truncation("top_p", logits, (_rows(p, B, f64), _rows(min_keep, B, i64)))
+
+
+def min_p(logits, p, min_keep):
+    """Keep ``l >= l_max + ln(p)`` (the same as ``p_i >= p * p_max``)."""
+    B = _B(logits)
+    return _truncation("min_p", logits, (_rows(p, B, f64), _rows(min_keep, B, i64)))
+
+
+def xtc(logits, probability, threshold, min_keep, seed, position):
+    """Exclude Top Choices: with chance ``probability`` (stream 1), mask every token with
+    ``p >= threshold`` except the least likely of them, when there are two or more."""
+    B = _B(logits)
+    params = (_rows(probability, B, f64), _rows(threshold, B, f64), _rows(min_keep, B, i64))
+    return _truncation("xtc", logits, params, tail=(_rows(seed, B, u64), _rows(position, B, u64)))
