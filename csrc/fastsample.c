@@ -132,10 +132,7 @@ static int fs_level(int isa) {
 
 /* B >= 0, 1 <= V < 2^31 (ids are int32), B * V fits, buffers present when B > 0. */
 static int fs_check_rows(const void *x, int64_t B, int64_t V, const void *out) {
-    if (B < 0 || V < 1 || V > INT32_MAX - FS_BS) return FS_E_SIZE;
-    if (B > INT64_MAX / V) return FS_E_SIZE;
-    if (B > 0 && (x == NULL || out == NULL)) return FS_E_SIZE;
-    return FS_OK;
+    return fs_block_ok(x, out, B, V, INT32_MAX - FS_BS) ? FS_OK : FS_E_SIZE;
 }
 
 /* ------------------------------------------------------------------ workspaces */
@@ -148,11 +145,19 @@ static char *fs_take(char **p, size_t bytes) {
 
 /* Lay out the canonical workspace for rows of V tokens from base (NULL: measure only);
  * returns the bytes needed, alignment padding included. */
-static size_t fs_canon_layout(int64_t V, void *base, fs_cws *o) {
-    size_t n = (size_t)V, nb = (n + FS_BS - 1) / FS_BS, c = nb * FS_BS + FS_SLACK;
+/* The first FS_ALIGN-aligned address at or after base (base may be NULL: measuring). */
+static char *fs_align_up(void *base) {
     uintptr_t a = (uintptr_t)base;
-    char *p = (char *)base + ((FS_ALIGN - a % FS_ALIGN) % FS_ALIGN);
-    char *start = (char *)base;
+    return (char *)base + ((FS_ALIGN - a % FS_ALIGN) % FS_ALIGN);
+}
+
+/* Blocks of a row of V tokens, and a gather buffer's length (every block + slack). */
+#define FS_NBLOCKS(V) (((size_t)(V) + FS_BS - 1) / FS_BS)
+#define FS_GATHER_LEN(V) (FS_NBLOCKS(V) * FS_BS + FS_SLACK)
+
+static size_t fs_canon_layout(int64_t V, void *base, fs_cws *o) {
+    const size_t n = (size_t)V, nb = FS_NBLOCKS(V), c = FS_GATHER_LEN(V);
+    char *p = fs_align_up(base), *start = (char *)base;
     fs_cws w;
     w.bmax = (float *)fs_take(&p, nb * 4);
     w.bk = (float *)fs_take(&p, nb * 4);
@@ -175,10 +180,8 @@ static size_t fs_canon_layout(int64_t V, void *base, fs_cws *o) {
 }
 
 static size_t fs_topk_layout(int64_t V, void *base, fs_tws *o) {
-    size_t n = (size_t)V, nb = (n + FS_BS - 1) / FS_BS, c = nb * FS_BS + FS_SLACK;
-    uintptr_t a = (uintptr_t)base;
-    char *p = (char *)base + ((FS_ALIGN - a % FS_ALIGN) % FS_ALIGN);
-    char *start = (char *)base;
+    const size_t nb = FS_NBLOCKS(V), c = FS_GATHER_LEN(V);
+    char *p = fs_align_up(base), *start = (char *)base;
     fs_tws w;
     w.bmax = (float *)fs_take(&p, nb * 4);
     w.tmpf = (float *)fs_take(&p, c * 4);

@@ -1,10 +1,11 @@
 /* Row helpers shared by the stage kernels (static inline; no cffi declarations).
  *
  * The one copy of the helpers that stages.c and stages_extra.c both use: entry
- * checks, float32 saturation, the row max, numpy's pairwise float64 summation,
- * softmax weights and entropy, the k-th largest finite value, the min_keep floor
- * and the Z-function of a reversed history window. Header-only so that each
- * stage file still compiles to self-contained, inlinable code.
+ * checks, the row max, numpy's pairwise float64 summation, softmax weights and
+ * entropy, the k-th largest finite value, the min_keep floor and the Z-function of a
+ * reversed history window. What the core kernels need too (size check, saturation,
+ * float32 rounding, quickselect, exp constants) is in fs_util.h. Header-only so that
+ * each stage file still compiles to self-contained, inlinable code.
  * The weights and the entropy use fsc_exp / fsc_log, vectorisable polynomial
  * versions of libm's functions, in row loops compiled per ISA (FSC_PER_ISA).
  */
@@ -16,24 +17,21 @@
 #include <string.h>
 
 #include "fastsample.h" /* fs_cpu_isa */
+#include "fs_util.h"    /* checks, saturation, float32 rounding, quickselect, exp constants */
 #include "stages.h"
 
-#define FSC_F32_MAX 3.4028234663852886e38
 #define FSC_MASS_TOL 1e-6 /* SPEC §4: cum >= p - 1e-6 */
 #define FSC_HEAP_MAX 256  /* k-th largest: heap up to this k, else quickselect */
 
 /* ---------------------------------------------------------------- checks */
 
-/* B rows of V: sizes non-negative, B * V representable, buffers present. */
+/* B rows of V: sizes non-negative, B * V representable, buffers present; B = 0
+ * passes with any V >= 0 (the core kernels want V >= 1 even then). */
 static inline int fsc_check_block(const float *logits, const float *out, int64_t B,
                                   int64_t V) {
-    if (B < 0 || V < 0)
-        return FS_STAGE_E_SIZE;
-    if (B == 0)
+    if (B == 0 && V >= 0)
         return FS_STAGE_OK;
-    if (V < 1 || B > INT64_MAX / V || !logits || !out)
-        return FS_STAGE_E_SIZE;
-    return FS_STAGE_OK;
+    return fs_block_ok(logits, out, B, V, INT64_MAX) ? FS_STAGE_OK : FS_STAGE_E_SIZE;
 }
 
 static inline int fsc_check_ws(const void *ws, int64_t len, int64_t need) {
@@ -55,6 +53,17 @@ static inline int fsc_check_offsets(const int64_t *hist, int64_t nhist,
     return offsets[B] <= nhist ? FS_STAGE_OK : FS_STAGE_E_OFFSETS;
 }
 
+/* Entry checks of a kernel over B rows and their histories: the block, then the
+ * offsets (not read when B = 0; the caller returns early on B = 0 too). */
+static inline int fsc_check_hist_block(const float *logits, const float *out, int64_t B,
+                                       int64_t V, const int64_t *hist, int64_t nhist,
+                                       const int64_t *offsets) {
+    int rc = fsc_check_block(logits, out, B, V);
+    if (rc || B == 0)
+        return rc;
+    return fsc_check_offsets(hist, nhist, offsets, B);
+}
+
 static inline int fsc_check_tokens(const int64_t *hist, int64_t start, int64_t end,
                                    int64_t V) {
     for (int64_t i = start; i < end; i++)
@@ -65,15 +74,6 @@ static inline int fsc_check_tokens(const int64_t *hist, int64_t start, int64_t e
 
 /* ---------------------------------------------------------------- row helpers */
 
-/* float64 -> float32, saturating at the float32 range (NaN passes through). */
-static inline float fsc_sat(double v) {
-    if (v > FSC_F32_MAX)
-        return (float)FSC_F32_MAX;
-    if (v < -FSC_F32_MAX)
-        return (float)-FSC_F32_MAX;
-    return (float)v;
-}
-
 static inline int64_t fsc_count_finite(const float *row, int64_t V) {
     int64_t n = 0;
     for (int64_t i = 0; i < V; i++)
@@ -81,7 +81,10 @@ static inline int64_t fsc_count_finite(const float *row, int64_t V) {
     return n;
 }
 
-/* Eight running maxima so that gcc vectorises without fast-math (exact for a max). */
+/* Eight running maxima so that gcc vectorises without fast-math (exact for a max).
+ * Kept apart from the core's per-ISA row_max (fs_rows.inc): stage rows are not checked
+ * for NaN, and this one ignores NaN and keeps the first of equal maxima (+0.0 vs
+ * -0.0), where the core's vector max answers NaN rows by operand order and flags them. */
 static inline double fsc_row_max(const float *row, int64_t V) {
     float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
                   -INFINITY, -INFINITY, -INFINITY, -INFINITY};
@@ -95,13 +98,6 @@ static inline double fsc_row_max(const float *row, int64_t V) {
     for (int j = 1; j < 8; j++)
         r = m[j] > r ? m[j] : r;
     return (double)r;
-}
-
-/* The smallest float f with (double)f >= t: `x >= f` in float32 decides
- * `(double)x >= t` for every float x. */
-static inline float fsc_float_at_least(double t) {
-    float f = (float)t;
-    return (double)f < t ? nextafterf(f, INFINITY) : f;
 }
 
 /* numpy's pairwise summation of a contiguous float64 array: np.sum's rounding. */
@@ -151,16 +147,15 @@ static inline double fsc_pw_sum(const double *a, int64_t n) {
 #pragma STDC FP_CONTRACT OFF /* gcc does not fuse under -std=c99; clang must be told */
 #endif
 
-#define FSC_EXP_LOG2E 1.4426950408889634          /* 1 / ln 2 */
-#define FSC_EXP_SHIFT 6755399441055744.0          /* 1.5 * 2^52 */
-#define FSC_EXP_SHIFT_BIAS 6755399441056767.0     /* 1.5 * 2^52 + 1023 */
-#define FSC_EXP_LN2_HI 6.93147180369123816490e-01 /* ln 2 to 32 bits */
-#define FSC_EXP_LN2_LO 1.90821492927058770002e-10 /* ln 2 - LN2_HI */
+/* Why a second exp beside the core's (fs_simd.inc expw/exp4/exp8): stage results must
+ * not depend on the CPU, so this one has no FMA and gives the same bits at every
+ * ISA; the core's takes FMA per level for the canonical chain's speed. The constants
+ * (FS_EXP_*, the 1/n! coefficients FS_RF*) are shared, in fs_util.h. */
 
 /* 2^k for an integer-valued k in [-1022, 1023]: k + 1023 lands in the low mantissa
  * bits of k + SHIFT_BIAS and is shifted into the exponent field. */
 static inline double fsc_pow2i(double k) {
-    double kb = k + FSC_EXP_SHIFT_BIAS;
+    double kb = k + FS_EXP_SHIFT_BIAS;
     uint64_t bits;
     memcpy(&bits, &kb, sizeof bits);
     bits <<= 52;
@@ -172,19 +167,19 @@ static inline double fsc_pow2i(double k) {
 static inline double fsc_exp(double x) {
     x = x < -746.0 ? -746.0 : x; /* the result rounds to 0 / overflows anyway; NaN stays */
     x = x > 710.0 ? 710.0 : x;
-    const double k = (x * FSC_EXP_LOG2E + FSC_EXP_SHIFT) - FSC_EXP_SHIFT;
-    const double r = (x - k * FSC_EXP_LN2_HI) - k * FSC_EXP_LN2_LO;
+    const double k = (x * FS_EXP_LOG2E + FS_EXP_SHIFT) - FS_EXP_SHIFT;
+    const double r = (x - k * FS_EXP_LN2_HI) - k * FS_EXP_LN2_LO;
     const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
     /* coefficients 1 / (i + 2)!, i = 0 .. 11 */
-    const double q01 = 0.5 + r * 0.16666666666666666;
-    const double q23 = 0.041666666666666664 + r * 0.008333333333333333;
-    const double q45 = 0.001388888888888889 + r * 0.0001984126984126984;
-    const double q67 = 2.48015873015873e-05 + r * 2.7557319223985893e-06;
-    const double q89 = 2.755731922398589e-07 + r * 2.505210838544172e-08;
-    const double qab = 2.08767569878681e-09 + r * 1.6059043836821613e-10;
+    const double q01 = FS_RF2 + r * FS_RF3;
+    const double q23 = FS_RF4 + r * FS_RF5;
+    const double q45 = FS_RF6 + r * FS_RF7;
+    const double q67 = FS_RF8 + r * FS_RF9;
+    const double q89 = FS_RF10 + r * FS_RF11;
+    const double qab = FS_RF12 + r * FS_RF13;
     const double q = ((q01 + r2 * q23) + r4 * (q45 + r2 * q67)) + r8 * (q89 + r2 * qab);
     const double p = 1.0 + (r + r2 * q);
-    const double k1 = (k * 0.5 + FSC_EXP_SHIFT) - FSC_EXP_SHIFT; /* |k1|, |k - k1| <= 539 */
+    const double k1 = (k * 0.5 + FS_EXP_SHIFT) - FS_EXP_SHIFT; /* |k1|, |k - k1| <= 539 */
     return (p * fsc_pow2i(k1)) * fsc_pow2i(k - k1);
 }
 
@@ -221,7 +216,7 @@ static inline double fsc_log(double x) {
     const double r9a = 0.10526315789473684 + z * 0.09523809523809523; /* 2/19, 2/21 */
     const double R = z * (((r12 + z2 * r34) + z4 * (r56 + z2 * r78)) + z8 * r9a);
     const double hfsq = 0.5 * f * f;
-    double y = e * FSC_EXP_LN2_HI - ((hfsq - (s * (hfsq + R) + e * FSC_EXP_LN2_LO)) - f);
+    double y = e * FS_EXP_LN2_HI - ((hfsq - (s * (hfsq + R) + e * FS_EXP_LN2_LO)) - f);
     y = x == 0.0 ? -INFINITY : y;
     y = x < 0.0 ? NAN : y;
     y = x == INFINITY ? INFINITY : y;
@@ -286,52 +281,10 @@ static inline double fsc_entropy(const double *w, double W, int64_t V, double *t
     return -fsc_pw_sum(tmp, n);
 }
 
-static inline void fsc_swapf(float *a, float *b) {
-    float t = *a;
-    *a = *b;
-    *b = t;
-}
-
-static inline float fsc_median3(float a, float b, float c) {
-    if (a > b)
-        fsc_swapf(&a, &b);
-    if (b > c)
-        b = c;
-    return a > b ? a : b;
-}
-
-/* The value of rank pos (0-based, ascending) of v[0..n); reorders v. Three-way
- * partition (many equal values stay linear), median-of-three pseudo-random pivots. */
-static inline float fsc_select_rank(float *v, int64_t n, int64_t pos) {
-    int64_t lo = 0, hi = n - 1;
-    uint64_t s = 0x9E3779B97F4A7C15u ^ (uint64_t)n;
-    while (lo < hi) {
-        uint64_t span = (uint64_t)(hi - lo + 1), r[3];
-        for (int j = 0; j < 3; j++) {
-            s = s * 6364136223846793005u + 1442695040888963407u;
-            r[j] = (s >> 33) % span;
-        }
-        float pivot = fsc_median3(v[lo + r[0]], v[lo + r[1]], v[lo + r[2]]);
-        int64_t lt = lo, i = lo, gt = hi;
-        while (i <= gt) {
-            if (v[i] < pivot)
-                fsc_swapf(&v[lt++], &v[i++]);
-            else if (v[i] > pivot)
-                fsc_swapf(&v[gt--], &v[i]);
-            else
-                i++;
-        }
-        if (pos < lt)
-            hi = lt - 1;
-        else if (pos > gt)
-            lo = gt + 1;
-        else
-            return v[pos];
-    }
-    return v[pos];
-}
-
-/* The k-th largest finite value (k clipped to [1, nfin]); ws holds V floats. */
+/* The k-th largest finite value (k clipped to [1, nfin]); ws holds V floats. A heap
+ * for small k, else fs_util.h's quickselect on the finite values. Not the core's radix
+ * fs_kth_largest: that one needs uint32 keys and 1024 counters beside the values,
+ * which the stages' float workspace (V floats, part of their C API) does not hold. */
 static inline double fsc_kth_largest(const float *row, int64_t V, int64_t k, int64_t nfin,
                                      float *ws) {
     if (nfin == 0)
@@ -375,12 +328,12 @@ static inline double fsc_kth_largest(const float *row, int64_t V, int64_t k, int
     for (int64_t i = 0; i < V; i++)
         if (row[i] > -INFINITY)
             ws[n++] = row[i];
-    return (double)fsc_select_rank(ws, n, n - k);
+    return (double)fs_select_f32(ws, n, n - k);
 }
 
 /* out = l where finite and l >= t, else -inf; returns the kept count. */
 static inline int64_t fsc_keep_ge(const float *row, float *out, int64_t V, double t) {
-    const float f = fsc_float_at_least(t);
+    const float f = fs_f32_ceil(t); /* x >= f iff (double)x >= t */
     int64_t n = 0;
     for (int64_t i = 0; i < V; i++) {
         float x = row[i];

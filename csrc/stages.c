@@ -166,7 +166,7 @@ int fs_logit_bias(const float *logits, float *out, int64_t B, int64_t V,
                 acc += values[j];
                 banned |= values[j] == -INFINITY;
             }
-            o[t] = (banned || !(row[t] > -INFINITY)) ? -INFINITY : fsc_sat(acc);
+            o[t] = (banned || !(row[t] > -INFINITY)) ? -INFINITY : fs_sat_f32(acc);
         }
     }
     return FS_STAGE_OK;
@@ -178,10 +178,8 @@ int fs_penalties(const float *logits, float *out, int64_t B, int64_t V,
                  const int64_t *hist, int64_t nhist, const int64_t *offsets,
                  const double *repeat, const double *frequency, const double *presence,
                  const int64_t *last_n, int32_t *counts, int64_t counts_len) {
-    int rc = fsc_check_block(logits, out, B, V);
+    int rc = fsc_check_hist_block(logits, out, B, V, hist, nhist, offsets);
     if (rc || B == 0)
-        return rc;
-    if ((rc = fsc_check_offsets(hist, nhist, offsets, B)))
         return rc;
     if (!repeat || !frequency || !presence || !last_n || fsc_check_ws(counts, counts_len, V))
         return FS_STAGE_E_SIZE;
@@ -212,7 +210,7 @@ int fs_penalties(const float *logits, float *out, int64_t B, int64_t V,
             double x = (double)row[t];
             if (x > -INFINITY) {
                 double y = x > 0 ? x / repeat[b] : x * repeat[b];
-                o[t] = fsc_sat(y - ((double)c * frequency[b] + presence[b]));
+                o[t] = fs_sat_f32(y - ((double)c * frequency[b] + presence[b]));
             }
         }
     }
@@ -280,10 +278,8 @@ int fs_dry(const float *logits, float *out, int64_t B, int64_t V,
            const double *multiplier, const double *base, const int64_t *allowed_length,
            const int64_t *last_n, const uint8_t *is_breaker, int64_t breaker_len,
            int32_t *z, int64_t z_len, int32_t *best, int64_t best_len) {
-    int rc = fsc_check_block(logits, out, B, V);
+    int rc = fsc_check_hist_block(logits, out, B, V, hist, nhist, offsets);
     if (rc || B == 0)
-        return rc;
-    if ((rc = fsc_check_offsets(hist, nhist, offsets, B)))
         return rc;
     if (!multiplier || !base || !allowed_length || !last_n)
         return FS_STAGE_E_SIZE;
@@ -309,7 +305,7 @@ int fs_dry(const float *logits, float *out, int64_t B, int64_t V,
                 continue;
             double x = (double)row[t];
             if (x > -INFINITY)
-                o[t] = fsc_sat(x - dry_amount(best[t], multiplier[b], base[b], allowed_length[b]));
+                o[t] = fs_sat_f32(x - dry_amount(best[t], multiplier[b], base[b], allowed_length[b]));
             best[t] = -1;  /* applied once */
         }
     }
@@ -387,7 +383,7 @@ int fs_dry_penalty(const int64_t *hist, int64_t nhist, int64_t V, double multipl
     sort_i32(ids, c);  /* ids ascending, as the reference */
     for (int64_t j = 0; j < c; j++) {
         double a = dry_amount(best[ids[j]], multiplier, base, allowed_length);
-        penalties[j] = (float)(a > FSC_F32_MAX ? FSC_F32_MAX : a);
+        penalties[j] = (float)(a > (double)FLT_MAX ? (double)FLT_MAX : a);
         best[ids[j]] = -1;
     }
     *count = c;
@@ -481,13 +477,17 @@ int fs_min_p(const float *logits, float *out, int64_t B, int64_t V,
     return FS_STAGE_OK;
 }
 
-int fs_top_p(const float *logits, float *out, int64_t B, int64_t V,
-             const double *p, const int64_t *min_keep,
-             float *fws, int64_t fws_len, double *dws, int64_t dws_len) {
-    if (fs_stage_dws_len(V) < 0)
+/* Top-p (typical = 0: tokens ordered by logit, descending) and locally typical
+ * sampling (typical = 1: ordered by |-ln p - H|): keep the shortest prefix of the
+ * order whose mass reaches p (ties kept), then the min_keep floor. The double
+ * workspace holds the weights, a key per token and V keyed pairs (fs_stage_dws_len). */
+static int prefix_stage(int typical, const float *logits, float *out, int64_t B, int64_t V,
+                        const double *p, const int64_t *min_keep, float *fws,
+                        int64_t fws_len, double *dws, int64_t dws_len) {
+    const int64_t need = fs_stage_dws_len(V);
+    if (need < 0)
         return FS_STAGE_E_SIZE;
-    int rc = trunc_check(logits, out, B, V, p, min_keep, fws, fws_len, dws, dws_len,
-                         fs_stage_dws_len(V));
+    int rc = trunc_check(logits, out, B, V, p, min_keep, fws, fws_len, dws, dws_len, need);
     if (rc || B == 0)
         return rc;
     double *w = dws, *key = dws + V;
@@ -502,53 +502,42 @@ int fs_top_p(const float *logits, float *out, int64_t B, int64_t V,
         }
         double m = fsc_row_max(row, V);
         double W = fsc_weights(row, V, m, w);
-        /* order: logit descending, ties to the lower id; the bin is of m - l */
-        for (int64_t i = 0; i < V; i++)
-            key[i] = -(double)row[i];
-        double last = prefix_cut(row, key, w, W, V, m, p[b] - FSC_MASS_TOL, pairs);
-        int64_t nk = fsc_keep_ge(row, o, V, -last);
+        int64_t nk = 0;
+        if (!typical) {
+            /* order: logit descending, ties to the lower id; the bin is of m - l */
+            for (int64_t i = 0; i < V; i++)
+                key[i] = -(double)row[i];
+            double last = prefix_cut(row, key, w, W, V, m, p[b] - FSC_MASS_TOL, pairs);
+            nk = fsc_keep_ge(row, o, V, -last);
+        } else {
+            double h = fsc_entropy(w, W, V, key);
+            double log_w = log(W);
+            /* key = |-ln p - H| with ln p = (l - m) - ln W, as the reference */
+            for (int64_t i = 0; i < V; i++)
+                key[i] = row[i] > -INFINITY ? fabs(-(((double)row[i] - m) - log_w) - h)
+                                            : INFINITY;
+            double last = prefix_cut(row, key, w, W, V, 0.0, p[b] - FSC_MASS_TOL, pairs);
+            for (int64_t i = 0; i < V; i++) {
+                int keep = row[i] > -INFINITY && key[i] <= last;
+                o[i] = keep ? row[i] : -INFINITY;
+                nk += keep;
+            }
+        }
         fsc_finish(row, o, V, nk, min_keep[b], nfin, fws);
     }
     return FS_STAGE_OK;
 }
 
+int fs_top_p(const float *logits, float *out, int64_t B, int64_t V,
+             const double *p, const int64_t *min_keep,
+             float *fws, int64_t fws_len, double *dws, int64_t dws_len) {
+    return prefix_stage(0, logits, out, B, V, p, min_keep, fws, fws_len, dws, dws_len);
+}
+
 int fs_typical(const float *logits, float *out, int64_t B, int64_t V,
                const double *p, const int64_t *min_keep,
                float *fws, int64_t fws_len, double *dws, int64_t dws_len) {
-    if (fs_stage_dws_len(V) < 0)
-        return FS_STAGE_E_SIZE;
-    int rc = trunc_check(logits, out, B, V, p, min_keep, fws, fws_len, dws, dws_len,
-                         fs_stage_dws_len(V));
-    if (rc || B == 0)
-        return rc;
-    double *w = dws, *score = dws + V;
-    keyed *pairs = (keyed *)(dws + 2 * V);
-    for (int64_t b = 0; b < B; b++) {
-        const float *row = logits + b * V;
-        float *o = out + b * V;
-        int64_t nfin = fsc_count_finite(row, V);
-        if (p[b] >= 1.0 || nfin == 0) {
-            memcpy(o, row, (size_t)V * sizeof(float));
-            continue;
-        }
-        double m = fsc_row_max(row, V);
-        double W = fsc_weights(row, V, m, w);
-        double h = fsc_entropy(w, W, V, score);
-        double log_w = log(W);
-        /* score = |-ln p - H| with ln p = (l - m) - ln W, as the reference */
-        for (int64_t i = 0; i < V; i++)
-            score[i] = row[i] > -INFINITY ? fabs(-(((double)row[i] - m) - log_w) - h)
-                                          : INFINITY;
-        double last = prefix_cut(row, score, w, W, V, 0.0, p[b] - FSC_MASS_TOL, pairs);
-        int64_t nk = 0;
-        for (int64_t i = 0; i < V; i++) {
-            int keep = row[i] > -INFINITY && score[i] <= last;
-            o[i] = keep ? row[i] : -INFINITY;
-            nk += keep;
-        }
-        fsc_finish(row, o, V, nk, min_keep[b], nfin, fws);
-    }
-    return FS_STAGE_OK;
+    return prefix_stage(1, logits, out, B, V, p, min_keep, fws, fws_len, dws, dws_len);
 }
 
 int fs_xtc(const float *logits, float *out, int64_t B, int64_t V,
@@ -623,7 +612,7 @@ int fs_temperature(const float *logits, float *out, int64_t B, int64_t V, const 
             o[best] = row[best];
         } else {
             for (int64_t i = 0; i < V; i++)
-                o[i] = row[i] > -INFINITY ? fsc_sat((double)row[i] / tb) : -INFINITY;
+                o[i] = row[i] > -INFINITY ? fs_sat_f32((double)row[i] / tb) : -INFINITY;
         }
     }
     return FS_STAGE_OK;

@@ -272,7 +272,7 @@ int fs_smoothing(const float *logits, float *out, int64_t B, int64_t V,
             if (x > -INFINITY) {
                 double d = x - top;
                 double d2 = d * d; /* d**3 as d2 * d: within an ulp of numpy's pow */
-                o[i] = fsc_sat(top - k * f * d2 + s * f * (d2 * d));
+                o[i] = fs_sat_f32(top - k * f * d2 + s * f * (d2 * d));
             } else {
                 o[i] = -INFINITY;
             }
@@ -306,7 +306,7 @@ int fs_adaptive_p(const float *logits, float *out, int64_t B, int64_t V,
         for (int64_t i = 0; i < V; i++) {
             if (row[i] > -INFINITY) {
                 double d = fabs(w[i] / W - tau) / 0.3;
-                o[i] = fsc_sat(5.0 - 10.0 * (d * d) / (1.0 + d));
+                o[i] = fs_sat_f32(5.0 - 10.0 * (d * d) / (1.0 + d));
             } else {
                 o[i] = -INFINITY;
             }
@@ -404,10 +404,8 @@ int fs_mirostat_v2(const float *logits, float *out, int64_t B, int64_t V,
 int fs_no_repeat_ngram(const float *logits, float *out, int64_t B, int64_t V,
                        const int64_t *hist, int64_t nhist, const int64_t *offsets,
                        const int64_t *n, int32_t *z, int64_t z_len) {
-    int rc = fsc_check_block(logits, out, B, V);
+    int rc = fsc_check_hist_block(logits, out, B, V, hist, nhist, offsets);
     if (rc || B == 0)
-        return rc;
-    if ((rc = fsc_check_offsets(hist, nhist, offsets, B)))
         return rc;
     if (!n)
         return FS_STAGE_E_SIZE;

@@ -15,33 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures = 0;
-#define CHECK(cond)                                                               \
-    do {                                                                          \
-        if (!(cond)) {                                                            \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                           \
-        }                                                                         \
-    } while (0)
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static uint64_t next_u64(void) { /* splitmix64 */
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double next_unit(void) { return (double)(next_u64() >> 11) * 0x1p-53; }
-
-static int64_t next_below(int64_t n) { return (int64_t)(next_u64() % (uint64_t)n); }
-
-/* Gaussian-ish logits: the sum of three uniforms, scaled. */
-static void fill_row(float *x, int64_t V, double scale) {
-    for (int64_t i = 0; i < V; i++)
-        x[i] = (float)((next_unit() + next_unit() + next_unit() - 1.5) * scale);
-}
+#define HARNESS_SEED 0x9E3779B97F4A7C15u
+#include "harness.h" /* CHECK, splitmix64, random rows */
 
 typedef struct {
     int64_t k, mk;
@@ -172,13 +147,13 @@ static void test_levels_agree(int best) {
         const int64_t B = 6;
         float *x = malloc((size_t)(B * V) * sizeof(float));
         for (int64_t b = 0; b < B; b++) {
-            fill_row(x + b * V, V, b == 3 ? 40.0 : 3.0);
+            fill_gauss(x + b * V, V, b == 3 ? 40.0 : 3.0);
             if (b == 4)
                 for (int64_t i = 0; i < V; i++) x[b * V + i] = roundf(x[b * V + i]);
             if (b == 5)
                 for (int64_t i = 0; i < V; i++)
-                    if (next_unit() < 0.7) x[b * V + i] = -INFINITY;
-            x[b * V + next_below(V)] = 1.0f; /* at least one finite */
+                    if (uniform01() < 0.7) x[b * V + i] = -INFINITY;
+            x[b * V + below(V)] = 1.0f; /* at least one finite */
         }
         int64_t k[6] = {0, 40, 1, V, 3, 0}, mk[6] = {1, 1, 2, 1, 5, 1};
         double p[6] = {0.95, 0.9, 1.0, 0.5, 0.3, 1.0}, mp[6] = {0.0, 0.05, 0.0, 0.1, 0.0, 0.02};
@@ -236,7 +211,7 @@ static void test_levels_agree(int best) {
 static void test_fuzz(int best, int calls) {
     for (int c = 0; c < calls; c++) {
         const int64_t Vs[] = {1, 2, 3, 31, 255, 256, 257, 1000, 3000};
-        int64_t V = Vs[next_below(9)], B = next_below(4);
+        int64_t V = Vs[below(9)], B = below(4);
         float *x = malloc((size_t)(B * V + 1) * sizeof(float));
         int64_t *k = malloc((size_t)(B + 1) * 8), *mk = malloc((size_t)(B + 1) * 8);
         double *p = malloc((size_t)(B + 1) * 8), *mp = malloc((size_t)(B + 1) * 8);
@@ -248,29 +223,29 @@ static void test_fuzz(int best, int calls) {
         const double ts[] = {0.0, -2.0, 1e-30, 0.7, 1.0, 1e30, INFINITY};
         const double scales[] = {1.0, 1e-3, 30.0, 1e35};
         for (int64_t b = 0; b < B; b++) {
-            fill_row(x + b * V, V, scales[next_below(4)]);
-            int kind = (int)next_below(8);
+            fill_gauss(x + b * V, V, scales[below(4)]);
+            int kind = (int)below(8);
             bad[b] = 0;
-            if (kind == 0) { x[b * V + next_below(V)] = NAN; bad[b] = 1; }
-            if (kind == 1) { x[b * V + next_below(V)] = INFINITY; bad[b] = 1; }
-            if (kind == 2) x[b * V + next_below(V)] = -INFINITY;
+            if (kind == 0) { x[b * V + below(V)] = NAN; bad[b] = 1; }
+            if (kind == 1) { x[b * V + below(V)] = INFINITY; bad[b] = 1; }
+            if (kind == 2) x[b * V + below(V)] = -INFINITY;
             if (kind == 3) {
-                double frac = next_unit();
+                double frac = uniform01();
                 for (int64_t i = 0; i < V; i++)
-                    if (next_unit() < frac) x[b * V + i] = -INFINITY;
+                    if (uniform01() < frac) x[b * V + i] = -INFINITY;
             }
             if (kind == 4) for (int64_t i = 0; i < V; i++) x[b * V + i] = roundf(x[b * V + i]);
             int finite = 0;
             for (int64_t i = 0; i < V; i++) finite |= x[b * V + i] > -INFINITY;
             if (!finite) bad[b] = 1;
-            k[b] = next_below(V + 8) - 3;
-            mk[b] = 1 + next_below(V + 2);
-            p[b] = ps[next_below(6)];
-            mp[b] = mps[next_below(6)];
-            t[b] = ts[next_below(7)];
+            k[b] = below(V + 8) - 3;
+            mk[b] = 1 + below(V + 2);
+            p[b] = ps[below(6)];
+            mp[b] = mps[below(6)];
+            t[b] = ts[below(7)];
             seed[b] = next_u64();
         }
-        int isa = (int)next_below(best + 1);
+        int isa = (int)below(best + 1);
         size_t need = fs_canonical_ws_bytes(V);
         void *ws = malloc(need);
         CHECK(fs_sample_canonical(x, B, V, k, p, mp, t, mk, (int)(c & 1), seed, seed, out, ws,
@@ -317,15 +292,15 @@ enum { TK_LLM, TK_UP, TK_DOWN, TK_EQUAL, TK_ROUND, TK_MASKED, TK_ONE, TK_SIGNED_
 /* A row of one kind; returns 1 if it is invalid (SPEC 7), with *nan for a NaN. */
 static int topk_row_kind(float *x, int64_t V, int kind, int64_t pos, int *nan) {
     *nan = 0;
-    fill_row(x, V, 3.0);
+    fill_gauss(x, V, 3.0);
     for (int64_t i = 0; i < V; i++) {
         if (kind == TK_UP) x[i] = (float)i * 0.25f - 7.0f;
         if (kind == TK_DOWN) x[i] = 9.0f - (float)i * 0.125f;
         if (kind == TK_EQUAL) x[i] = 0.5f;
         if (kind == TK_ROUND) x[i] = roundf(x[i]);
-        if (kind == TK_MASKED && next_unit() < 0.9) x[i] = -INFINITY;
+        if (kind == TK_MASKED && uniform01() < 0.9) x[i] = -INFINITY;
         if (kind == TK_ONE || kind == TK_ALL_NEG_INF) x[i] = -INFINITY;
-        if (kind == TK_SIGNED_ZERO) x[i] = next_unit() < 0.5 ? -0.0f : 0.0f;
+        if (kind == TK_SIGNED_ZERO) x[i] = uniform01() < 0.5 ? -0.0f : 0.0f;
     }
     if (kind == TK_ONE || kind == TK_MASKED) x[pos] = 2.0f;  /* one finite entry at least */
     if (kind == TK_SIGNED_ZERO) x[pos] = 1.0f;
@@ -389,9 +364,9 @@ static void test_topk_paths(int best) {
 static void test_topk_fuzz(int best, int calls) {
     for (int c = 0; c < calls; c++) {
         const int64_t Vs[] = {1, 2, 17, 255, 1000, 3000, 65536, 65551};
-        int64_t V = Vs[next_below(8)], B = next_below(V > 4096 ? 3 : 5);
-        int64_t k = next_below(V + 1);
-        if (V > 4096 && next_below(2)) k = next_below(V / 16 + 1);  /* the single-pass path */
+        int64_t V = Vs[below(8)], B = below(V > 4096 ? 3 : 5);
+        int64_t k = below(V + 1);
+        if (V > 4096 && below(2)) k = below(V / 16 + 1);  /* the single-pass path */
         float *x = malloc((size_t)(B * V + 1) * sizeof(float));
         float *vals = malloc((size_t)(B * k + 1) * sizeof(float));
         int32_t *ids = malloc((size_t)(B * k + 1) * 4);
@@ -399,12 +374,12 @@ static void test_topk_fuzz(int best, int calls) {
         unsigned char *mark = malloc((size_t)V);
         for (int64_t b = 0; b < B; b++) {
             int nan;
-            (void)topk_row_kind(x + b * V, V, (int)next_below(TK_KINDS), next_below(V), &nan);
-            if (next_below(4) == 0) x[b * V + next_below(V)] = next_below(2) ? NAN : INFINITY;
+            (void)topk_row_kind(x + b * V, V, (int)below(TK_KINDS), below(V), &nan);
+            if (below(4) == 0) x[b * V + below(V)] = below(2) ? NAN : INFINITY;
         }
         size_t need = fs_topk_ws_bytes(V);
         void *ws = malloc(need);
-        int isa = (int)next_below(best + 1);
+        int isa = (int)below(best + 1);
         CHECK(fs_topk_checked(x, B, V, k, vals, ids, flags, ws, need, isa) == FS_OK);
         CHECK(fs_invalid_rows(x, B, V, want, isa) == FS_OK);
         for (int64_t b = 0; b < B; b++) {
@@ -428,10 +403,6 @@ int main(int argc, char **argv) {
     test_fuzz(best, calls);
     test_topk_paths(best);
     test_topk_fuzz(best, calls / 10);
-    if (failures) {
-        printf("test_core: %d checks FAILED\n", failures);
-        return 1;
-    }
-    printf("test_core: all checks passed\n");
-    return 0;
+    printf("test_core: %d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
 }

@@ -22,8 +22,8 @@
 #include "fs_stage_common.h" /* fsc_exp, fsc_log and their per-ISA row loops */
 #include "stages.h"
 
-#define STAGE_TEST_SEED 0x9E3779B97F4A7C15u
-#include "stage_test.h" /* CHECK, random rows */
+#define HARNESS_SEED 0x9E3779B97F4A7C15u
+#include "harness.h" /* CHECK, random rows */
 
 static int close_to(double got, double want) { return close_within(got, want, 1e-6); }
 
@@ -596,6 +596,12 @@ static void test_exp_log_scalar(void) {
           "fsc_log(-1, NaN, inf)");
 }
 
+/* the exp and p*log(p) rows of a vector level equal the base ones, bit for bit */
+static int same_rows(const double *v, const double *w, const double *u, const double *t,
+                     int64_t V) {
+    return !memcmp(v, w, (size_t)V * sizeof(double)) && !memcmp(u, t, (size_t)V * sizeof(double));
+}
+
 static void test_exp_log_rows(void) {
     const int isa = fs_cpu_isa();
     for (int rep = 0; rep < 200; rep++) { /* every vector tail length, then longer rows */
@@ -622,23 +628,17 @@ static void test_exp_log_rows(void) {
         if (isa >= FS_ISA_AVX2) {
             fsc_exp_row_avx2(row, V, m, v);
             fsc_plogp_row_avx2(w, W, V, u);
-            CHECK(!memcmp(v, w, (size_t)V * sizeof(double)) &&
-                      !memcmp(u, t, (size_t)V * sizeof(double)),
-                  "avx2 row loops differ (V = %lld)", (long long)V);
+            CHECK(same_rows(v, w, u, t, V), "avx2 row loops differ (V = %lld)", (long long)V);
         }
         if (isa >= FS_ISA_AVX512) {
             fsc_exp_row_avx512(row, V, m, v);
             fsc_plogp_row_avx512(w, W, V, u);
-            CHECK(!memcmp(v, w, (size_t)V * sizeof(double)) &&
-                      !memcmp(u, t, (size_t)V * sizeof(double)),
-                  "avx512 row loops differ (V = %lld)", (long long)V);
+            CHECK(same_rows(v, w, u, t, V), "avx512 row loops differ (V = %lld)", (long long)V);
         }
 #endif
         FSC_CALL_ISA(fsc_exp_row, row, V, m, v); /* the dispatched copies */
         FSC_CALL_ISA(fsc_plogp_row, w, W, V, u);
-        CHECK(!memcmp(v, w, (size_t)V * sizeof(double)) &&
-                  !memcmp(u, t, (size_t)V * sizeof(double)),
-              "dispatched row loops differ (V = %lld)", (long long)V);
+        CHECK(same_rows(v, w, u, t, V), "dispatched row loops differ (V = %lld)", (long long)V);
         free(row);
         free(w);
         free(v);

@@ -20,8 +20,8 @@
 #include "stages.h"
 #include "stages_extra.h"
 
-#define STAGE_TEST_SEED 0x2545F4914F6CDD1Du
-#include "stage_test.h" /* CHECK, random rows */
+#define HARNESS_SEED 0x2545F4914F6CDD1Du
+#include "harness.h" /* CHECK, random rows */
 
 static int close_to(double got, double want) { return close_within(got, want, 1e-5); }
 

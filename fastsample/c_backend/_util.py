@@ -3,12 +3,15 @@
 ``ffi.from_buffer`` does not check dtype, so every array reaches C through
 ``buf``, which insists on the exact dtype and C-contiguity (convert first with
 ``f32``/``f64``/``i64``/``u64``). cffi releases the GIL around every ``lib`` call,
-so ``over_rows`` spreads row ranges of a batch across a thread pool.
+so ``over_rows`` spreads row ranges of a batch across a thread pool, and
+``workspace`` gives each thread its own scratch buffers for the kernels.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,6 +25,8 @@ _CTYPE = {
 }
 THREADS = max(1, os.cpu_count() or 1)
 _POOL: list = []  # created on the first batched call
+# per-thread workspaces, kept and grown on demand (first-touch pages are slow)
+_TLS = threading.local()
 
 
 def f32(a):
@@ -47,6 +52,20 @@ def buf(a):
     return ffi.from_buffer(_CTYPE[a.dtype], a, require_writable=False)
 
 
+def workspace(kind, dtype, n):
+    """This thread's workspace ``kind``: ``(pointer, size)`` of at least ``n`` (>= 1) ``dtype``.
+
+    The array lives on in thread-local storage and is replaced only when too small,
+    so its cffi pointer is made once, not per call (the B = 1 hot paths use this).
+    """
+    have = getattr(_TLS, kind, None)
+    if have is None or have[1] < n or have[2] is not dtype:  # identity: cheap per call
+        arr = np.empty(max(1, n), dtype)
+        have = (buf(arr), arr.size, dtype, arr)
+        setattr(_TLS, kind, have)
+    return have[0], have[1]
+
+
 def flat_history(history):
     """B histories as one int64 token array and (B + 1,) int64 offsets."""
     lengths = np.fromiter((len(h) for h in history), dtype=np.int64, count=len(history))
@@ -57,20 +76,26 @@ def flat_history(history):
     return i64(tokens), offsets
 
 
-def over_rows(B, run, min_rows=2):
+def over_rows(B, run, parallel=True):
     """Call ``run(start, stop)`` on row ranges covering ``[0, B)``, in parallel.
 
     ``run`` slices its arrays itself and calls ``lib``; the GIL is released inside
-    the C call, so the ranges run on separate cores. Small batches run inline.
+    the C call, so the ranges run on separate cores: the first on the calling
+    thread, the others on a shared pool. ``parallel=False`` (small work: a thread
+    hand-off would cost more than it saves) runs one range inline.
     """
-    if B < min_rows or THREADS == 1:
-        if B:
-            run(0, B)
+    if B <= 0:
+        return
+    n = min(THREADS, B) if parallel else 1
+    if n == 1:
+        run(0, B)
         return
     if not _POOL:
         _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="fastsample-c"))
-    n = min(THREADS, B)
     edges = [B * i // n for i in range(n + 1)]
-    futures = [_POOL[0].submit(run, a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-    for f in futures:
-        f.result()
+    futures = [_POOL[0].submit(run, a, b) for a, b in itertools.pairwise(edges[1:])]
+    try:
+        run(edges[0], edges[1])
+    finally:
+        for f in futures:
+            f.result()

@@ -17,13 +17,11 @@ a keyword ``isa`` to force a level (tests run each).
 from __future__ import annotations
 
 import functools
-import itertools
 import os
-import threading
 
 import numpy as np
 
-from ._util import THREADS, buf, f32, f64, ffi, i64, lib, u64
+from ._util import buf, f32, f64, ffi, i64, lib, over_rows, u64, workspace
 
 __all__ = [
     "INVALID", "ISA", "ISAS", "ISA_NAMES", "argmax", "draw", "greedy", "invalid_rows",
@@ -47,7 +45,6 @@ _ERRORS = {
 # Below this many logits in a call, one thread does all rows (a thread hand-off
 # costs more than it saves on a few rows).
 _PARALLEL_MIN = 1 << 20
-_TLS = threading.local()
 
 
 def _check(rc, op):
@@ -62,38 +59,6 @@ def _level(isa):
 @functools.lru_cache(maxsize=64)
 def _canonical_bytes(V):
     return lib.fs_canonical_ws_bytes(V)
-
-
-def _workspace(kind, nbytes):
-    """(pointer, size) of this thread's workspace ``kind``, grown when too small."""
-    have = getattr(_TLS, kind, None)
-    if have is None or have[1] < nbytes:
-        arr = np.empty(nbytes, np.uint8)
-        have = (buf(arr), nbytes, arr)
-        setattr(_TLS, kind, have)
-    return have[0], have[1]
-
-
-def _rows(B, V, run):
-    """``run(start, stop)`` over row ranges covering [0, B): one range on the calling
-    thread, the others on the pool (the GIL is free inside C)."""
-    if B == 0:
-        return
-    n = min(THREADS, B) if B * V >= _PARALLEL_MIN else 1
-    if n == 1:
-        run(0, B)
-        return
-    from ._util import _POOL  # created on first use, shared with the stage wrappers
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
-        _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="fastsample-c"))
-    edges = [B * i // n for i in range(n + 1)]
-    futures = [_POOL[0].submit(run, a, b) for a, b in itertools.pairwise(edges[1:])]
-    try:
-        run(edges[0], edges[1])
-    finally:
-        for f in futures:
-            f.result()
 
 
 def _rows2d(x):
@@ -137,7 +102,7 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, tempera
     if B == 0:
         return out
     if B == 1:  # the latency case: scalars instead of seven one-element buffers
-        ws, size = _workspace("canonical", _canonical_bytes(V))
+        ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
         _check(lib.fs_sample_canonical_row(
             buf(x), V, int(top_k[0]), float(top_p[0]), float(min_p[0]), float(temperature[0]),
             int(min_keep[0]), 1 if temperature_last else 0, int(seed[0]), int(position[0]),
@@ -151,12 +116,12 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, tempera
     level = _level(isa)
 
     def run(a, b):
-        ws, size = _workspace("canonical", nbytes)
+        ws, size = workspace("canonical", np.uint8, nbytes)
         _check(lib.fs_sample_canonical(xp + a * V, b - a, V, *(p + a for p in args), t_last,
                                        sp + a, pp + a, op + a, ws, size, level),
                "sample_canonical")
 
-    _rows(B, V, run)
+    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
     return out
 
 
@@ -172,21 +137,26 @@ def draw(logits, seed, position, *, isa=None):
     level = _level(isa)
 
     def run(a, b):
-        ws, size = _workspace("canonical", nbytes)
+        ws, size = workspace("canonical", np.uint8, nbytes)
         _check(lib.fs_draw(xp + a * V, b - a, V, sp + a, pp + a, op + a, ws, size, level), "draw")
 
-    _rows(B, V, run)
+    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
+    return out
+
+
+def _row_results(fn, logits, dtype, isa, op):
+    """``fn(x, B, V, out, isa)`` over all rows in one call: its (B,) ``dtype`` results."""
+    x = f32(logits)
+    B, V = x.shape
+    out = np.zeros(B, dtype)
+    if B:
+        _check(fn(buf(x), B, V, buf(out), _level(isa)), op)
     return out
 
 
 def argmax(logits, *, isa=None):
     """The first maximum of each row: int32 (B,), -1 for a row with no finite logit."""
-    x = f32(logits)
-    B, V = x.shape
-    out = np.empty(B, np.int32)
-    if B:
-        _check(lib.fs_argmax(buf(x), B, V, buf(out), _level(isa)), "argmax")
-    return out
+    return _row_results(lib.fs_argmax, logits, np.int32, isa, "argmax")
 
 
 def greedy(logits, *, isa=None):
@@ -201,12 +171,7 @@ def greedy(logits, *, isa=None):
 
 def invalid_rows(logits, *, isa=None):
     """Boolean (B,): rows with NaN or +inf, or with every logit ``-inf``."""
-    x = f32(logits)
-    B, V = x.shape
-    out = np.zeros(B, np.uint8)
-    if B:
-        _check(lib.fs_invalid_rows(buf(x), B, V, buf(out), _level(isa)), "invalid_rows")
-    return out.view(bool)
+    return _row_results(lib.fs_invalid_rows, logits, np.uint8, isa, "invalid_rows").view(bool)
 
 
 def token_logprob(logits, tokens, *, isa=None):
@@ -240,7 +205,7 @@ def softmax(x, temperature=1.0, *, isa=None):
     def run(a, b):
         _check(lib.fs_softmax(xp + a * V, b - a, V, tp + a, op + a * V, level), "softmax")
 
-    _rows(B, V, run)
+    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
     return out[0] if one else out
 
 
@@ -254,7 +219,7 @@ def log_softmax(x, *, isa=None):
     def run(a, b):
         _check(lib.fs_log_softmax(xp + a * V, b - a, V, op + a * V, level), "log_softmax")
 
-    _rows(B, V, run)
+    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
     return out[0] if one else out
 
 
@@ -278,7 +243,7 @@ def _topk_run(rows, k, invalid, isa):
     if B == 0 or (k == 0 and invalid is None):
         return values, indices
     level = ISA if isa is None else int(isa)
-    ws, size = _workspace("topk", _topk_bytes(V)) if k else (ffi.NULL, 0)
+    ws, size = workspace("topk", np.uint8, _topk_bytes(V)) if k else (ffi.NULL, 0)
     # the arrays' dtype and layout are known here: ffi.from_buffer without buf's checks
     # (a quarter of this call's overhead at B = 1)
     xp = _from_buffer("float[]", rows)
@@ -294,7 +259,7 @@ def _topk_run(rows, k, invalid, isa):
 
     def run(a, b):
         w, n = (ws, size) if a == 0 else (
-            _workspace("topk", _topk_bytes(V)) if k else (ffi.NULL, 0))
+            workspace("topk", np.uint8, _topk_bytes(V)) if k else (ffi.NULL, 0))
         vo, io = (vp + a * k, ip + a * k) if k else (vp, ip)
         if invalid is None:
             rc = lib.fs_topk(xp + a * V, b - a, V, k, vo, io, w, n, level)
@@ -302,7 +267,7 @@ def _topk_run(rows, k, invalid, isa):
             rc = lib.fs_topk_checked(xp + a * V, b - a, V, k, vo, io, fp + a, w, n, level)
         _check(rc, "topk")
 
-    _rows(B, V, run)
+    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
     return values, indices
 
 

@@ -11,11 +11,9 @@ as a status code, raised here as ``ValueError``.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from ._util import buf, f32, f64, flat_history, i64, lib, over_rows, u64
+from ._util import buf, f32, f64, flat_history, i64, lib, over_rows, u64, workspace
 
 __all__ = [
     "dry",
@@ -38,18 +36,6 @@ _MESSAGES = {
     lib.FS_STAGE_E_ID: "token id outside [0, {V})",
     lib.FS_STAGE_E_UNSORTED: "bias ids not sorted",
 }
-
-
-_TLS = threading.local()  # per-thread workspaces, grown on demand (first-touch pages are slow)
-
-
-def _workspace(kind, dtype, n):
-    """This thread's workspace ``kind`` as an array of at least ``n`` (>= 1) ``dtype``."""
-    have = getattr(_TLS, kind, None)
-    if have is None or have.size < n:
-        have = np.empty(max(1, n), dtype)
-        setattr(_TLS, kind, have)
-    return have
 
 
 def _check(rc, name, V):
@@ -80,10 +66,17 @@ def _token_ids(ids, V, what):
     return ids
 
 
-def _history(history, B):
+def _history_rows(logits, history):
+    """The start of a history stage: ``(x, out, hist, offsets)``, with ``hist`` None
+    when there are no rows (nothing to run)."""
+    x = _logits(logits)
+    out = np.empty_like(x)
+    B = x.shape[0]
+    if B == 0:
+        return x, out, None, None
     if len(history) != B:
         raise ValueError(f"history has {len(history)} rows, logits have {B}")
-    return flat_history(history)
+    return (x, out, *flat_history(history))
 
 
 def _breaker_table(breakers, V):
@@ -121,12 +114,10 @@ def penalties(logits, history, repeat, frequency, presence, last_n):
     Touches only the tokens of each row's window; counts live in a workspace of V
     int32 per block of rows.
     """
-    x = _logits(logits)
-    B, V = x.shape
-    out = np.empty_like(x)
-    if B == 0:
+    x, out, hist, offsets = _history_rows(logits, history)
+    if hist is None:
         return out
-    hist, offsets = _history(history, B)
+    B, V = x.shape
     rep, freq, pres = (_rows(v, B, f64) for v in (repeat, frequency, presence))
     ln = _rows(last_n, B, i64)
 
@@ -148,12 +139,10 @@ def _window_lengths(offsets, last_n):
 
 def dry(logits, history, multiplier, base, allowed_length, last_n, breakers):
     """DRY penalty of SPEC §4.1 per row (Z-algorithm, linear in the window length)."""
-    x = _logits(logits)
-    B, V = x.shape
-    out = np.empty_like(x)
-    if B == 0:
+    x, out, hist, offsets = _history_rows(logits, history)
+    if hist is None:
         return out
-    hist, offsets = _history(history, B)
+    B, V = x.shape
     mult, bs = _rows(multiplier, B, f64), _rows(base, B, f64)
     allowed, ln = _rows(allowed_length, B, i64), _rows(last_n, B, i64)
     table = _breaker_table(breakers, V)
@@ -214,73 +203,79 @@ def temperature(logits, t):
 
 # ------------------------------------------------------------------ truncations
 
-# doubles of workspace per row block, as a function of V (floats: always V)
-_DWS = {
-    "top_k": lambda V: 0, "min_p": lambda V: 0, "top_n_sigma": lambda V: V,
-    "xtc": lambda V: V, "top_p": lib.fs_stage_dws_len, "typical": lib.fs_stage_dws_len,
-}
+def _B(logits):
+    return int(np.shape(logits)[0])
 
 
-def _truncation(name, logits, params, *, tail=()):
-    """Run ``fs_<name>(logits, out, B, V, *params, *tail, fws, fws_len, dws, dws_len)``.
+def _run(name, logits, params, *, fws=True, dws_len=None):
+    """Run ``fs_<name>(logits, out, B, V, *params[, fws, len][, dws, len])`` over row blocks.
 
-    ``params`` are (B,) arrays (sliced per block); ``tail`` are (B,) arrays passed
-    after them (xtc's seed and position), also sliced.
+    ``params`` are (B,) arrays, sliced per block; ``fws`` says whether the kernel takes
+    the float workspace (V floats); ``dws_len`` gives the length of its double
+    workspace as a function of V, or is None when it takes none.
     """
     x = _logits(logits)
     B, V = x.shape
     out = np.empty_like(x)
     fn = getattr(lib, "fs_" + name)
-    need = _DWS[name](V)
+    need = None if dws_len is None else dws_len(V)
 
     def run(a, b):
-        fws = _workspace("fws", np.float32, V)
-        dws = _workspace("dws", np.float64, need)
-        args = [buf(p[a:b]) for p in (*params, *tail)]
-        _check(fn(buf(x[a:b]), buf(out[a:b]), b - a, V, *args, buf(fws), V, buf(dws),
-                  dws.size), name, V)
+        args = [buf(p[a:b]) for p in params]
+        if fws:
+            args += workspace("fws", np.float32, V)
+        if need is not None:
+            args += workspace("dws", np.float64, need)
+        _check(fn(buf(x[a:b]), buf(out[a:b]), b - a, V, *args), name, V)
 
     over_rows(B, run)
     return out
 
 
-def _B(logits):
-    return int(np.shape(logits)[0])
+def _truncation(name, logits, value, min_keep, *, conv=f64, dws_len=None):
+    """Run the truncation ``fs_<name>`` with its per-row (value, min_keep) parameters."""
+    B = _B(logits)
+    return _run(name, logits, (_rows(value, B, conv), _rows(min_keep, B, i64)),
+                dws_len=dws_len)
+
+
+def _no_doubles(V):
+    return 0
+
+
+def _v_doubles(V):
+    return V
 
 
 def top_n_sigma(logits, n, min_keep):
     """Keep ``l >= max - n * std`` over the finite logits (population std)."""
-    B = _B(logits)
-    return _truncation("top_n_sigma", logits, (_rows(n, B, f64), _rows(min_keep, B, i64)))
+    return _truncation("top_n_sigma", logits, n, min_keep, dws_len=_v_doubles)
 
 
 def top_k(logits, k, min_keep):
     """Keep ``l >=`` the k-th largest finite logit (ties kept); k <= 0 is a no-op."""
-    B = _B(logits)
-    return _truncation("top_k", logits, (_rows(k, B, i64), _rows(min_keep, B, i64)))
+    return _truncation("top_k", logits, k, min_keep, conv=i64, dws_len=_no_doubles)
 
 
 def typical(logits, p, min_keep):
     """Locally typical sampling: order by ``|-ln p - H|``, keep the prefix reaching p."""
-    B = _B(logits)
-    return _truncation("typical", logits, (_rows(p, B, f64), _rows(min_keep, B, i64)))
+    return _truncation("typical", logits, p, min_keep, dws_len=lib.fs_stage_dws_len)
 
 
 def top_p(logits, p, min_keep):
     """Nucleus: the shortest prefix (by p, descending) whose mass reaches p, ties kept."""
-    B = _B(logits)
-    return _truncation("top_p", logits, (_rows(p, B, f64), _rows(min_keep, B, i64)))
+    return _truncation("top_p", logits, p, min_keep, dws_len=lib.fs_stage_dws_len)
 
 
 def min_p(logits, p, min_keep):
     """Keep ``l >= l_max + ln(p)`` (the same as ``p_i >= p * p_max``)."""
-    B = _B(logits)
-    return _truncation("min_p", logits, (_rows(p, B, f64), _rows(min_keep, B, i64)))
+    return _truncation("min_p", logits, p, min_keep, dws_len=_no_doubles)
 
 
 def xtc(logits, probability, threshold, min_keep, seed, position):
     """Exclude Top Choices: with chance ``probability`` (stream 1), mask every token with
     ``p >= threshold`` except the least likely of them, when there are two or more."""
     B = _B(logits)
-    params = (_rows(probability, B, f64), _rows(threshold, B, f64), _rows(min_keep, B, i64))
-    return _truncation("xtc", logits, params, tail=(_rows(seed, B, u64), _rows(position, B, u64)))
+    params = (_rows(probability, B, f64), _rows(threshold, B, f64), _rows(min_keep, B, i64),
+              _rows(seed, B, u64), _rows(position, B, u64))
+    return _run("xtc", logits, params, dws_len=_v_doubles)

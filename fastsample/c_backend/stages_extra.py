@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._util import buf, f64, i64, lib, over_rows
-from .stages import _check, _history, _logits, _rows, _workspace
+from ._util import buf, f64, i64, lib, over_rows, workspace
+from .stages import _B, _check, _history_rows, _rows, _run, _truncation
 
 __all__ = [
     "adaptive_p",
@@ -31,33 +31,10 @@ __all__ = [
 ]
 
 
-def _run(name, logits, params, *, fws=True, dws=True):
-    """Run ``fs_<name>(logits, out, B, V, *params[, fws, V][, dws, len])`` over row blocks.
-
-    ``params`` are (B,) arrays, sliced per block; ``fws`` / ``dws`` say whether the
-    kernel takes the float (V) / double (``fs_extra_dws_len(V)``) workspace.
-    """
-    x = _logits(logits)
-    B, V = x.shape
-    out = np.empty_like(x)
-    fn = getattr(lib, "fs_" + name)
-
-    def run(a, b):
-        args = [buf(p[a:b]) for p in params]
-        if fws:
-            f = _workspace("fws", np.float32, V)
-            args += [buf(f), f.size]
-        if dws:
-            d = _workspace("dws", np.float64, lib.fs_extra_dws_len(V))
-            args += [buf(d), d.size]
-        _check(fn(buf(x[a:b]), buf(out[a:b]), b - a, V, *args), name, V)
-
-    over_rows(B, run)
-    return out
-
-
-def _B(logits):
-    return int(np.shape(logits)[0])
+def _extra(name, logits, params, *, fws=True, dws=True):
+    """``stages._run`` for this file's kernels, whose double workspace (when ``dws``)
+    is ``fs_extra_dws_len(V)`` long."""
+    return _run(name, logits, params, fws=fws, dws_len=lib.fs_extra_dws_len if dws else None)
 
 
 # ------------------------------------------------------------------ p thresholds
@@ -65,31 +42,27 @@ def _B(logits):
 
 def epsilon(logits, epsilon, min_keep):
     """Epsilon sampling (Hewitt et al.): mask ``p < epsilon``."""
-    B = _B(logits)
-    return _run("epsilon", logits, (_rows(epsilon, B, f64), _rows(min_keep, B, i64)))
+    return _truncation("epsilon", logits, epsilon, min_keep, dws_len=lib.fs_extra_dws_len)
 
 
 def eta(logits, epsilon, min_keep):
     """Eta sampling (Hewitt et al.): mask ``p < min(eps, sqrt(eps) * exp(-H))``."""
-    B = _B(logits)
-    return _run("eta", logits, (_rows(epsilon, B, f64), _rows(min_keep, B, i64)))
+    return _truncation("eta", logits, epsilon, min_keep, dws_len=lib.fs_extra_dws_len)
 
 
 def top_a(logits, a, min_keep):
     """Top-a: mask ``p < a * p_max ** 2``."""
-    B = _B(logits)
-    return _run("top_a", logits, (_rows(a, B, f64), _rows(min_keep, B, i64)))
+    return _truncation("top_a", logits, a, min_keep, dws_len=lib.fs_extra_dws_len)
 
 
 def p_less(logits, min_keep):
     """P-less sampling: mask ``p < sum(p**2) - 1e-6`` (the max always survives)."""
-    return _run("p_less", logits, (_rows(min_keep, _B(logits), i64),))
+    return _extra("p_less", logits, (_rows(min_keep, _B(logits), i64),))
 
 
 def tail_free(logits, z, min_keep):
     """Tail-free sampling, text-generation-webui's rule (SPEC §4 table)."""
-    B = _B(logits)
-    return _run("tail_free", logits, (_rows(z, B, f64), _rows(min_keep, B, i64)))
+    return _truncation("tail_free", logits, z, min_keep, dws_len=lib.fs_extra_dws_len)
 
 
 # ------------------------------------------------------------------ logit transforms
@@ -99,13 +72,13 @@ def dynamic_temperature(logits, t, range_, exponent):
     """Entropy-scaled temperature: ``T = lo + (hi - lo) * (H / ln n) ** exponent``."""
     B = _B(logits)
     params = (_rows(t, B, f64), _rows(range_, B, f64), _rows(exponent, B, f64))
-    return _run("dynamic_temperature", logits, params, fws=False)
+    return _extra("dynamic_temperature", logits, params, fws=False)
 
 
 def smoothing(logits, factor, curve):
     """Quadratic/cubic sampling (text-generation-webui's smoothing factor and curve)."""
     B = _B(logits)
-    return _run("smoothing", logits, (_rows(factor, B, f64), _rows(curve, B, f64)),
+    return _extra("smoothing", logits, (_rows(factor, B, f64), _rows(curve, B, f64)),
                 fws=False, dws=False)
 
 
@@ -115,19 +88,19 @@ def smoothing(logits, factor, curve):
 def mirostat(logits, mu, m):
     """Mirostat v1's truncation for the current mu: keep the top k (TopK rule)."""
     B = _B(logits)
-    return _run("mirostat", logits, (_rows(mu, B, f64), _rows(m, B, i64)))
+    return _extra("mirostat", logits, (_rows(mu, B, f64), _rows(m, B, i64)))
 
 
 def mirostat_v2(logits, mu):
     """Mirostat v2's truncation: keep tokens with ``-log2 p <= mu`` (at least the max)."""
-    return _run("mirostat_v2", logits, (_rows(mu, _B(logits), f64),), fws=False)
+    return _extra("mirostat_v2", logits, (_rows(mu, _B(logits), f64),), fws=False)
 
 
 def adaptive_p(logits, target, ema_sum, ema_weight):
     """Adaptive-p transform: ``l' = 5 - 10 d**2 / (1 + d)``, ``d = |p - tau'| / 0.3``."""
     B = _B(logits)
     params = (_rows(target, B, f64), _rows(ema_sum, B, f64), _rows(ema_weight, B, f64))
-    return _run("adaptive_p", logits, params, fws=False)
+    return _extra("adaptive_p", logits, params, fws=False)
 
 
 # ------------------------------------------------------------------ history
@@ -135,20 +108,18 @@ def adaptive_p(logits, target, ema_sum, ema_weight):
 
 def no_repeat_ngram(logits, history, n):
     """Ban every token that would complete an n-gram already in the history (HF)."""
-    x = _logits(logits)
-    B, V = x.shape
-    out = np.empty_like(x)
-    if B == 0:
+    x, out, hist, offsets = _history_rows(logits, history)
+    if hist is None:
         return out
-    hist, offsets = _history(history, B)
+    B, V = x.shape
     nn = _rows(n, B, i64)
     longest = int(np.diff(offsets).max())
 
     def run(a, b):
-        z = _workspace("z", np.int32, longest)
+        z, z_len = workspace("z", np.int32, longest)
         _check(lib.fs_no_repeat_ngram(buf(x[a:b]), buf(out[a:b]), b - a, V, buf(hist),
                                       hist.size, buf(offsets[a:b + 1]), buf(nn[a:b]),
-                                      buf(z), z.size), "no_repeat_ngram", V)
+                                      z, z_len), "no_repeat_ngram", V)
 
     over_rows(B, run)
     return out

@@ -1,11 +1,12 @@
-/* Test scaffolding shared by csrc/tests/test_stages.c and test_stages_extra.c: the
- * CHECK counter macro, a seeded splitmix64 stream (each test file defines
- * STAGE_TEST_SEED before including this) and the random logit rows both feed to the
- * stage kernels (smooth, tied, partly masked, one token left; never all masked). */
-#ifndef FS_STAGE_TEST_H
-#define FS_STAGE_TEST_H
+/* Test scaffolding shared by every csrc/tests/test_*.c: the CHECK counter macro, a
+ * seeded splitmix64 stream (each test file defines HARNESS_SEED before including
+ * this) and the random logit rows fed to the kernels (smooth, tied, partly masked,
+ * one token left; never all masked). */
+#ifndef FS_TEST_HARNESS_H
+#define FS_TEST_HARNESS_H
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,20 +14,30 @@
 static int failures = 0;
 static int checks = 0;
 
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        checks++;                                                \
-        if (!(cond)) {                                           \
-            failures++;                                          \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fputc('\n', stderr);                                 \
-        }                                                        \
+/* Reports the failed condition, then the optional printf-style note. */
+static void harness_fail_(const char *file, int line, const char *cond, const char *fmt, ...) {
+    va_list ap;
+    failures++;
+    fprintf(stderr, "FAIL %s:%d: %s: ", file, line, cond);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* CHECK(cond) or CHECK(cond, fmt, ...): the trailing "" gives the bare form a
+ * format, so C99 never sees an empty variadic argument list. */
+#define CHECK(...) CHECK_(__VA_ARGS__, "")
+#define CHECK_(cond, ...)                                             \
+    do {                                                              \
+        checks++;                                                     \
+        if (!(cond))                                                  \
+            harness_fail_(__FILE__, __LINE__, #cond, __VA_ARGS__);    \
     } while (0)
 
 /* ---------------------------------------------------------------- random input */
 
-static uint64_t rng_state = STAGE_TEST_SEED;
+static uint64_t rng_state = HARNESS_SEED;
 
 static inline uint64_t next_u64(void) { /* splitmix64 */
     uint64_t z = (rng_state += 0x9E3779B97F4A7C15u);
@@ -61,6 +72,12 @@ static inline void fill_row(float *row, int64_t V, int style) {
         nfin += row[i] > -INFINITY;
     if (!nfin)
         row[below(V)] = 0.5f;
+}
+
+/* Gaussian-ish logits: the sum of three uniforms, times scale. */
+static inline void fill_gauss(float *row, int64_t V, double scale) {
+    for (int64_t i = 0; i < V; i++)
+        row[i] = (float)((uniform01() + uniform01() + uniform01() - 1.5) * scale);
 }
 
 /* B rows of V, each of a random style (caller frees) */
