@@ -76,7 +76,7 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
                 x[invalid] = 0.0  # a harmless stand-in; the token becomes -1 below
         if not invalid.any() or on_invalid == "flag":
             tokens = _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos)
-    if invalid.any():
+    if np.count_nonzero(invalid):  # cheaper than .any() on the per-token path
         if on_invalid == "raise":
             raise_invalid(invalid, "NaN, +inf, or every logit masked")
         tokens = np.array(tokens, dtype=np.int32)
@@ -171,7 +171,8 @@ def topk(x, k, *, backend="auto", stream=None):
     names = _backends.resolve(backend)
     rows, one_d = as_logits(x, "x")
     V = rows.shape[1]
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+    if type(k) is not int and (isinstance(k, (bool, np.bool_))  # plain int: no ABC check
+                               or not isinstance(k, numbers.Integral)):
         raise ValueError(f"k must be an integer; got {k!r}")
     if not 0 <= int(k) <= V:
         raise ValueError(f"k must be in [0, V={V}]; got {k}")
@@ -180,9 +181,9 @@ def topk(x, k, *, backend="auto", stream=None):
         values, indices, bad = checked(rows, int(k))
     else:
         bad = _backends.row_check(names)(rows)
-        if not bad.any():
+        if not np.count_nonzero(bad):
             values, indices = _backends.op_for(names, "topk", "topk")(rows, int(k))
-    if bad.any():
+    if np.count_nonzero(bad):  # cheaper than .any() on the per-token path
         raise_invalid(bad, "NaN, +inf, or every logit masked")
     return (values[0], indices[0]) if one_d else (values, indices)
 
