@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -56,6 +57,16 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     names = _backends.resolve(backend)
     x, one_d = as_logits(logits)
     B = x.shape[0]
+    if B == 1 and _plain_valid_scalars(temperature, top_k, top_p, min_p, min_keep, seed, position):
+        row_fn = getattr(_backends.load(names[0]), "sample_row", None)
+        if row_fn is not None:  # one row, scalar parameters: no per-row arrays at all
+            token = row_fn(x[0], top_k, float(top_p), float(min_p), float(temperature),
+                           min_keep, bool(temperature_last), seed, position)
+            if token == -2:  # the kernel's invalid-row flag
+                if on_invalid == "raise":
+                    raise_invalid(np.ones(1, np.bool_), "NaN, +inf, or every logit masked")
+                token = -1
+            return int(token) if one_d else np.array([token], np.int32)
     t = per_row("temperature", temperature, B, check=FINITE)
     k = per_row("top_k", top_k, B, integer=True)
     p = per_row("top_p", top_p, B, check=NON_NEGATIVE)
@@ -89,6 +100,25 @@ def _gpu():
     from . import gpu
 
     return gpu
+
+
+_I64 = 1 << 63
+_U64 = 1 << 64
+
+
+def _plain_valid_scalars(temperature, top_k, top_p, min_p, min_keep, seed, position):
+    """Whether ``sample``'s parameters are plain Python scalars that pass its checks.
+
+    Then one row needs no per-row arrays; anything else (arrays, numpy scalars, bad
+    values) takes the general path, which also raises the errors.
+    """
+    return (type(top_k) is int and -_I64 <= top_k < _I64
+            and type(min_keep) is int and 1 <= min_keep < _I64
+            and type(seed) is int and 0 <= seed < _U64
+            and type(position) is int and 0 <= position < _U64
+            and type(temperature) in (float, int) and math.isfinite(temperature)
+            and type(top_p) in (float, int) and top_p >= 0
+            and type(min_p) in (float, int) and min_p >= 0)
 
 
 def _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos):

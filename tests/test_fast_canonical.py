@@ -266,3 +266,45 @@ def test_batch_invariance_and_parallel_rows(ops, V):
         assert one[0] == whole[b]
     ref = fs.sample(x[::7], backend="numpy", **{k: v[::7] for k, v in p.items()})
     np.testing.assert_array_equal(whole[::7], ref)
+
+
+# ---------------------------------------------------------------- the one-row scalar path
+
+
+@pytest.mark.parametrize("V", [1, 5, 300, 4099])
+def test_fs_sample_one_row_scalar_path(fast_backend, V):
+    """``fs.sample`` on one row with plain scalar parameters takes the backend's
+    ``sample_row`` (no per-row arrays); its token equals the reference's and the
+    general path's (the same call with 1-element arrays), for 1-D and (1, V) input,
+    both orders, greedy, disabled stages, huge seeds and positions."""
+    rng = np.random.default_rng(V)
+    assert callable(getattr(registry.load(fast_backend), "sample_row", None))
+    for trial in range(60):
+        x = _perturb(_rows(1, V, trial, "llm_like" if trial % 2 else "flat"), rng)
+        if not np.isfinite(x).any():
+            x[0, rng.integers(V)] = 0.0
+        kw = dict(temperature=float(rng.choice([0.0, 0.7, 1.0, 1.3])),
+                  top_k=int(rng.integers(-1, V + 2)), top_p=float(rng.choice([0.0, 0.5, 0.95, 1.0])),
+                  min_p=float(rng.choice([0.0, 0.05, 0.5])), min_keep=int(rng.integers(1, 4)),
+                  seed=int(rng.integers(0, 2**63)) * 2 + 1, position=2**64 - 1 - trial,
+                  temperature_last=bool(trial % 3))
+        want = fs.sample(x, backend="numpy", **kw)
+        general = fs.sample(x, backend=fast_backend,
+                            **{k: (np.array([v]) if k not in ("temperature_last", "seed",
+                                                               "position") else v)
+                               for k, v in kw.items()})
+        assert fs.sample(x, backend=fast_backend, **kw).tolist() == want.tolist() == general.tolist()
+        assert fs.sample(x[0], backend=fast_backend, **kw) == int(want[0])
+
+
+def test_fs_sample_one_row_scalar_path_invalid(fast_backend):
+    x = llm_like(1, 300, 1)
+    for bad in (np.nan, np.inf):
+        y = x.copy()
+        y[0, 7] = bad
+        with pytest.raises(ValueError, match="row"):
+            fs.sample(y, top_k=40, backend=fast_backend)
+        assert fs.sample(y, top_k=40, on_invalid="flag", backend=fast_backend).tolist() == [-1]
+        assert fs.sample(y[0], on_invalid="flag", backend=fast_backend) == -1
+    with pytest.raises(ValueError, match="row"):
+        fs.sample(np.full(300, -np.inf, np.float32), backend=fast_backend)

@@ -16,7 +16,7 @@ from . import _util  # noqa: F401  (imports fastsample._ckernels: ImportError if
 
 _HOME = {
     **{name: "core" for name in (
-        "sample_canonical", "draw", "argmax", "greedy", "token_logprob", "invalid_rows",
+        "sample_canonical", "sample_row", "draw", "argmax", "greedy", "token_logprob", "invalid_rows",
         "softmax", "log_softmax", "topk", "topk_checked", "warmup",
     )},
     **{name: "stages" for name in (
@@ -30,7 +30,7 @@ _HOME = {
 }
 
 __all__ = [  # noqa: RUF022 - grouped like _HOME
-    "sample_canonical", "draw", "argmax", "greedy", "token_logprob", "invalid_rows", "softmax",
+    "sample_canonical", "sample_row", "draw", "argmax", "greedy", "token_logprob", "invalid_rows", "softmax",
     "log_softmax", "topk", "topk_checked", "warmup", "logit_bias", "penalties", "dry", "dry_penalty",
     "top_n_sigma", "typical", "xtc", "top_k", "top_p", "min_p", "temperature",
     "epsilon", "eta", "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing",

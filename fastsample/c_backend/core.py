@@ -102,11 +102,9 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, tempera
     if B == 0:
         return out
     if B == 1:  # the latency case: scalars instead of seven one-element buffers
-        ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
-        _check(lib.fs_sample_canonical_row(
-            buf(x), V, int(top_k[0]), float(top_p[0]), float(min_p[0]), float(temperature[0]),
-            int(min_keep[0]), 1 if temperature_last else 0, int(seed[0]), int(position[0]),
-            buf(out), ws, size, _level(isa)), "sample_canonical")
+        out[0] = sample_row(x[0], int(top_k[0]), float(top_p[0]), float(min_p[0]),
+                            float(temperature[0]), int(min_keep[0]), temperature_last,
+                            int(seed[0]), int(position[0]), isa=isa)
         return out
     args = [buf(i64(top_k)), buf(f64(top_p)), buf(f64(min_p)), buf(f64(temperature)),
             buf(i64(min_keep))]
@@ -123,6 +121,24 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, tempera
 
     over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
     return out
+
+
+def sample_row(row, top_k, top_p, min_p, temperature, min_keep, temperature_last, seed,
+               position, *, isa=None):
+    """``sample_canonical`` of one row with scalar parameters: the per-token latency path.
+
+    ``row``: float32 (V,), C-contiguous; ``top_k``, ``min_keep`` (>= 1): int; ``top_p``,
+    ``min_p``, ``temperature``: float; ``seed``, ``position``: int in [0, 2**64).
+    Returns the token as an int, ``INVALID`` (-2) for an invalid row.
+    """
+    V = row.shape[0]
+    ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
+    out, _ = workspace("token", np.int32, 1)
+    _check(lib.fs_sample_canonical_row(
+        buf(f32(row)), V, top_k, top_p, min_p, temperature, min_keep,
+        1 if temperature_last else 0, seed, position, out, ws, size, _level(isa)),
+        "sample_canonical")
+    return out[0]
 
 
 def draw(logits, seed, position, *, isa=None):

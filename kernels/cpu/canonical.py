@@ -63,6 +63,10 @@ How it is fast
 - Weights use ``simd.exp64_neg`` (``exp64`` bit for bit on arguments <= 0, fewer
   operations) and Temperature's clamp ordered compare-selects (``maxnum``/``minnum``
   cost several instructions each on x86 for their NaN rule; y is never NaN here).
+  The full-row exp passes (``_mass_pass``, ``_block_sums``) use simd's 8-lane
+  ``exp_store_sum``/``exp_sum_ge``/``exp_sum_ge_temp``, which get 512-bit code on
+  AVX-512 CPUs (LLVM's auto-vectoriser stops at 256 bits there) and give the same
+  weights as ``exp64_neg`` bit for bit (only the summation order differs).
 
 Floating point: every sum is float64; the only differences from the reference are
 the order of float64 additions and exp's last ulp, so a token can only differ when a
@@ -78,10 +82,21 @@ import numpy as np
 from numba import prange
 
 from ..shared import uniform
-from .simd import (FASTMATH, div_strict, exp64_neg, max_ordered, maximum, min_ordered,
-                   minnum, mul_strict)
+from .simd import (
+    FASTMATH,
+    div_strict,
+    exp64_neg,
+    exp_store_sum,
+    exp_sum_ge,
+    exp_sum_ge_temp,
+    max_ordered,
+    maximum,
+    min_ordered,
+    minnum,
+    mul_strict,
+)
 
-__all__ = ["sample_canonical", "INVALID"]
+__all__ = ["INVALID", "sample_canonical"]
 
 INVALID = -2                  # token of a row with NaN, +inf or every logit masked
 
@@ -214,8 +229,7 @@ def _bound_from_bins(bmax, bins, last_bin):
         b = bins[j]
         if b >= 0 and b <= last_bin:
             x = np.float64(bmax[j])
-            if x < lo:
-                lo = x
+            lo = min(lo, x)
     return lo
 
 
@@ -397,8 +411,10 @@ def _top_p_sorted(vals, lo, m, p):
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _mass_pass(v, m, w):
     """w[i] = exp(v[i] - m) (0 where masked); returns their sum."""
-    tot = 0.0
-    for i in range(v.shape[0]):
+    n = v.shape[0]
+    n8 = n - n % 8
+    tot = exp_store_sum(v, 0, n8, m, w)  # 8-lane pass (512-bit where the CPU has it)
+    for i in range(n8, n):
         e = exp64_neg(np.float64(v[i]) - m)  # -inf -> 0
         w[i] = e
         tot += e
@@ -582,16 +598,10 @@ def _block_sums(v, bmax, T, mw, t, w, use_w, bs):
                     wb = w[s:s + _BS]
                     for i in range(_BS):
                         acc += wb[i] if blk[i] >= T else 0.0
-                elif t == 1.0:
-                    for i in range(_BS):
-                        x = blk[i]
-                        e = exp64_neg(np.float64(x) - mw)
-                        acc += e if x >= T else 0.0
+                elif t == 1.0:  # 8-lane passes: 512-bit where the CPU has it
+                    acc = exp_sum_ge(v, s, _BS, T, mw)
                 else:
-                    for i in range(_BS):
-                        x = blk[i]
-                        e = exp64_neg(np.float64(_temp(x, t)) - mw)
-                        acc += e if x >= T else 0.0
+                    acc = exp_sum_ge_temp(v, s, _BS, T, mw, t)
             else:
                 for i in range(s, n):
                     x = v[i]
@@ -730,6 +740,25 @@ def _sample_parallel(logits, top_k, top_p, min_p, temperature, min_keep, t_last,
         u = uniform(seed[b], position[b], _STREAM_DRAW)
         out[b] = _sample_row(logits[b], top_k[b], top_p[b], min_p[b], min_keep[b],
                              temperature[b], t_last, u)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_one(row, top_k, top_p, min_p, temperature, min_keep, t_last, seed, position):
+    return _sample_row(row, top_k, top_p, min_p, min_keep, temperature, t_last,
+                       uniform(seed, position, _STREAM_DRAW))
+
+
+def sample_row(row, top_k, top_p, min_p, temperature, min_keep, temperature_last, seed,
+               position):
+    """``sample_canonical`` of one row with scalar parameters: the per-token latency path.
+
+    ``row``: float32 (V,), C-contiguous; ``top_k``, ``min_keep`` (>= 1): int; ``top_p``,
+    ``min_p``, ``temperature``: float; ``seed``, ``position``: int in [0, 2**64).
+    Returns the token as an int, ``INVALID`` (-2) for an invalid row.
+    """
+    return _sample_one(row, np.int64(top_k), np.float64(top_p), np.float64(min_p),
+                       np.float64(temperature), np.int64(min_keep), bool(temperature_last),
+                       np.uint64(seed), np.uint64(position))
 
 
 def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,

@@ -15,7 +15,7 @@ import numpy as np
 # Where each backend function lives. Submodules are imported on first use, so that
 # fs.sample's first call loads only the fused kernel's module (start-up latency).
 _HOME = {
-    "sample_canonical": "canonical",
+    "sample_canonical": "canonical", "sample_row": "canonical",
     "draw": "draw", "argmax": "draw", "token_logprob": "draw",
     "softmax": "softmax", "log_softmax": "softmax",
     "topk": "topk", "topk_checked": "topk",
@@ -61,6 +61,7 @@ def warmup():
         for temperature_last in (True, False):
             op("sample_canonical")(x, 40 * ione, f(0.95) * one, f(0.05) * one, f(0.8) * one,
                                    ione, temperature_last, seed, seed)
+            op("sample_row")(x[0], 40, 0.95, 0.05, 0.8, 1, temperature_last, 0, 0)
         op("draw")(x, seed, seed)
         op("invalid_rows")(x)
         op("token_logprob")(x, op("argmax")(x))

@@ -14,7 +14,10 @@ in a hot loop) so that LLVM sees straight-line, branch-free code it can vectoris
 - ``row_max(x)``: the largest element of a 1-D float32/float64 array (``-inf`` for an
   all ``-inf`` or empty row), a vectorised ``llvm.maxnum`` reduction.
 - ``exp64(x)``: branch-free float64 ``exp``; ``exp_f32acc(x)``: a cheaper float64
-  ``exp`` accurate enough for results that are rounded to float32.
+  ``exp`` accurate enough for results that are rounded to float32; ``exp64_neg(x)``:
+  ``exp64`` for ``x <= 0``, bit for bit, with fewer operations.
+- ``exp_store_sum``/``exp_sum_ge``/``exp_sum_ge_temp``: whole-range exp passes over
+  ``<8 x double>`` (512-bit code on AVX-512 CPUs), the same weights as ``exp64_neg``.
 
 Accuracy (measured by ``tests/test_numba_core.py`` against ``np.exp``):
 
@@ -41,17 +44,32 @@ opaque to those rewrites, so the exp is exact-by-construction under any flag set
 
 from __future__ import annotations
 
-
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 __all__ = [
-    "FASTMATH", "maxnum", "minnum", "fmuladd", "rint", "floor", "mul_strict", "i64_as_f64",
-    "f64_as_i64", "f32_as_u32",
-    "row_max", "exp64", "exp_f32acc", "EXP64_MAX_REL_ERR", "EXP_F32ACC_MAX_REL_ERR",
+    "EXP64_MAX_REL_ERR",
+    "EXP_F32ACC_MAX_REL_ERR",
+    "FASTMATH",
+    "exp64",
+    "exp64_neg",
+    "exp_f32acc",
+    "exp_store_sum",
+    "exp_sum_ge",
+    "exp_sum_ge_temp",
+    "f32_as_u32",
+    "f64_as_i64",
+    "floor",
+    "fmuladd",
+    "i64_as_f64",
+    "maxnum",
+    "minnum",
+    "mul_strict",
+    "rint",
+    "row_max",
 ]
 
 #: Fast-math flags for the kernels: no ``nnan``/``ninf`` (kernels see ``-inf``).
@@ -412,31 +430,239 @@ def max_ordered(typingctx, a, b):
     return f64(a, b), codegen
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def exp64_neg(x):
+def _ftype_intrinsic(builder, base, ty, nargs):
+    """Declare ``llvm.<base>`` overloaded on the float64 scalar or vector type ``ty``."""
+    suffix = f"v{ty.count}f64" if isinstance(ty, ir.VectorType) else "f64"
+    fnty = ir.FunctionType(ty, [ty] * nargs)
+    return cgutils.get_or_insert_function(builder.module, fnty, f"llvm.{base}.{suffix}")
+
+
+def _const(ty, value):
+    """A float64 constant of ``ty`` (splat for a vector type)."""
+    if isinstance(ty, ir.VectorType):
+        return ir.Constant(ty, [value] * ty.count)
+    return ir.Constant(ty, value)
+
+
+def _strict(instr):
+    """Give an instruction ``nsz`` so numba's fast-math pass leaves it IEEE (see
+    ``mul_strict``)."""
+    instr.flags.append("nsz")
+    return instr
+
+
+def _emit_exp64_neg(builder, x):
+    """Emit the IR of ``exp64_neg`` for a float64 scalar or ``<n x double>`` ``x``.
+
+    The one definition of the operation sequence: the scalar ``exp64_neg`` and the
+    vector passes (``exp_sum_ge``, ...) are both built from it, so they agree bit for
+    bit lane by lane. Each step is the scalar helper it mirrors: an ordered
+    compare-select clamp (``max_ordered``), ``llvm.rint``/``llvm.fmuladd`` calls and
+    ``nsz``-flagged ``fmul``s (``mul_strict``), all opaque to ``FASTMATH``'s
+    reassociation (see the module docstring).
+    """
+    ty = x.type
+    c = lambda v: _const(ty, v)
+    fma = _ftype_intrinsic(builder, "fmuladd", ty, 3)
+    lo = c(_X_LO_NEG)
+    x = builder.select(builder.fcmp_ordered(">", x, lo), x, lo)  # -inf -> -746 (-> 0)
+    k = builder.call(_ftype_intrinsic(builder, "rint", ty, 1), [builder.fmul(x, c(_LOG2E))])
+    r = builder.call(fma, [k, c(-_LN2_HI), x])
+    r = builder.call(fma, [k, c(-_LN2_LO), r])
+    q = c(_Q9)
+    for coef in (_Q8, _Q7, _Q6, _Q5, _Q4, _Q3, _Q2, _Q1, _Q0):
+        q = builder.call(fma, [q, r, c(coef)])
+    r2 = _strict(builder.fmul(r, r))
+    p = builder.fadd(builder.call(fma, [r2, q, r]), c(1.0))
+    # 2**(k + 54) by bit construction (see _pow2), then the one rounding by 2**-54
+    ity = ir.VectorType(ir.IntType(64), ty.count) if isinstance(ty, ir.VectorType) \
+        else ir.IntType(64)
+    bits = builder.bitcast(builder.fadd(builder.fadd(k, c(54.0)), c(_EXP_MAGIC)), ity)
+    big = builder.bitcast(builder.shl(bits, ir.Constant(ity, [52] * ty.count)
+                                      if isinstance(ty, ir.VectorType)
+                                      else ir.Constant(ity, 52)), ty)
+    return _strict(builder.fmul(_strict(builder.fmul(p, big)), c(_TWO_M54)))
+
+
+@intrinsic
+def exp64_neg(typingctx, x):
     """``exp64(x)`` for ``x <= 0`` or ``-inf``, bit for bit, with fewer operations.
 
     Same reduction and polynomial as ``exp64``; the clamp is one ordered max (no
     upper clamp: x <= 0), and the scale is ``(p * 2**(k + 54)) * 2**-54``: for
     ``k >= -1076`` the first product is exact (a normal number), so the second does
     the one rounding that ``exp64``'s two-step scale does (none unless the result is
-    subnormal). x > 0 is out of contract (no overflow handling).
+    subnormal). x > 0 is out of contract (no overflow handling). The IR comes from
+    ``_emit_exp64_neg`` (shared with the 8-lane passes); it vectorises like plain code.
     """
-    x = max_ordered(x, _X_LO_NEG)  # -inf -> -746 (-> 0)
-    k = rint(x * _LOG2E)
-    r = fmuladd(k, -_LN2_HI, x)
-    r = fmuladd(k, -_LN2_LO, r)
-    q = fmuladd(_Q9, r, _Q8)
-    q = fmuladd(q, r, _Q7)
-    q = fmuladd(q, r, _Q6)
-    q = fmuladd(q, r, _Q5)
-    q = fmuladd(q, r, _Q4)
-    q = fmuladd(q, r, _Q3)
-    q = fmuladd(q, r, _Q2)
-    q = fmuladd(q, r, _Q1)
-    q = fmuladd(q, r, _Q0)
-    p = fmuladd(mul_strict(r, r), q, r) + 1.0
-    return mul_strict(mul_strict(p, _pow2(k + 54.0)), _TWO_M54)
+    if not isinstance(x, (types.Float, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], types.float64)
+        return _emit_exp64_neg(builder, v)
+
+    return types.float64(x), codegen
+
+
+# ---------------------------------------------------------------------------------
+# 8-lane exp passes
+#
+# LLVM's loop vectoriser follows the host's tuning, which on AVX-512 Intel cores
+# prefers 256-bit vectors, so numba loops get ymm code. These passes write the loop
+# over ``<8 x double>`` themselves and mark the function with
+# ``"min-legal-vector-width"="512"``, which lets the x86 backend keep the 8 lanes in
+# one zmm register where the CPU has AVX-512 (elsewhere LLVM splits the vectors:
+# same results). This changes nothing outside the kernels that call them.
+
+_LANES = 8
+
+
+def _want_512(builder):
+    # llvmlite's attribute set only knows keyword attributes; a string attribute is
+    # rendered verbatim. LLVM keeps the max of this attribute when inlining.
+    set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
+
+
+def _is_f32_c1d(a):
+    return (isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == 1
+            and a.layout == "C")
+
+
+def _is_f64_c1d(a):
+    return (isinstance(a, types.Array) and a.dtype == types.float64 and a.ndim == 1
+            and a.layout == "C")
+
+
+def _hsum(builder, acc):
+    """Horizontal float64 sum of an ``<8 x double>``, (lo half + hi half) pairwise."""
+    i32 = ir.IntType(32)
+    n = acc.type.count
+    while n > 1:
+        n //= 2
+        half = ir.VectorType(ir.DoubleType(), n)
+        lo = builder.shuffle_vector(acc, ir.Constant(acc.type, ir.Undefined),
+                                    ir.Constant(ir.VectorType(i32, n), list(range(n))))
+        hi = builder.shuffle_vector(acc, ir.Constant(acc.type, ir.Undefined),
+                                    ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n))))
+        acc = builder.fadd(lo, hi)
+        assert acc.type == half
+    return builder.extract_element(acc, ir.Constant(i32, 0))
+
+
+def _splat_var(builder, ty, v):
+    """``<n x double>`` with every lane ``v`` (a runtime float64)."""
+    i32 = ir.IntType(32)
+    vec = builder.insert_element(ir.Constant(ty, ir.Undefined), v, ir.Constant(i32, 0))
+    return builder.shuffle_vector(vec, ir.Constant(ty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(i32, ty.count), [0] * ty.count))
+
+
+def _load8_f64(builder, ary, idx):
+    """``float64(arr[idx:idx + 8])`` as ``<8 x double>`` (one unaligned float32 load)."""
+    fty = ir.VectorType(ir.FloatType(), _LANES)
+    ptr = builder.gep(ary.data, [idx])
+    vec = builder.load(builder.bitcast(ptr, fty.as_pointer()), align=4)
+    return builder.fpext(vec, ir.VectorType(ir.DoubleType(), _LANES))
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _clip_f32(builder, y):
+    """``float32(clip(y, -FLT_MAX, FLT_MAX))`` lane-wise, ordered compare-selects."""
+    lo = _const(y.type, -_F32_MAX)
+    hi = _const(y.type, _F32_MAX)
+    y = builder.select(builder.fcmp_ordered(">", y, lo), y, lo)
+    y = builder.select(builder.fcmp_ordered("<", y, hi), y, hi)
+    return builder.fptrunc(y, ir.VectorType(ir.FloatType(), y.type.count))
+
+
+def _temp_vec(builder, x, t):
+    """Lane-wise ``_temp`` of canonical.py, ``float64(float32(clip(x / t)))`` bit for
+    bit: the same IEEE division as ``div_strict`` (``x * (1/t)`` rounds differently
+    near float32 midpoints, which temperatures like 0.8 hit often; a correctly rounded
+    reciprocal-and-correct sequence measured no faster than ``vdivpd``)."""
+    d = _strict(builder.fdiv(x, t))
+    return builder.fpext(_clip_f32(builder, d), x.type)
+
+
+def _exp_pass_intrinsic(temp, store):
+    """Build an 8-lane exp pass over ``arr[s:s + n]`` (``n`` a multiple of 8; no bounds
+    check: the caller guarantees ``0 <= s`` and ``s + n <= len(arr)``).
+
+    ``store=False``: ``(arr, s, n, T, mw[, t]) -> float64``, the sum of
+    ``exp64_neg(float64(y) - mw)`` over the entries with ``arr[i] >= T`` (ordered:
+    float64 compare), ``y = arr[i]``, or ``_temp(arr[i], t)`` when ``temp``.
+    ``store=True``: ``(arr, s, n, mw, w) -> float64``, also writes each weight
+    (masked entries: 0) to ``w[i]`` (float64, C-contiguous), no threshold.
+    Lanes are summed in 8 float64 accumulators, added pairwise at the end.
+    """
+    def typer(tys):
+        arrays_ok = _is_f32_c1d(tys[0]) and (not store or _is_f64_c1d(tys[4]))
+        scalars = tys[3:4] if store else tys[3:]
+        if not (arrays_ok and all(isinstance(t, types.Integer) for t in tys[1:3])
+                and all(isinstance(t, (types.Float, types.Integer)) for t in scalars)):
+            return None
+        return types.float64(*tys), codegen
+
+    def codegen(context, builder, signature, args):
+        _want_512(builder)
+        sig = signature.args
+        intp = context.get_value_type(types.intp)
+        dty = ir.VectorType(ir.DoubleType(), _LANES)
+        ary = context.make_array(sig[0])(context, builder, args[0])
+        s = context.cast(builder, args[1], sig[1], types.intp)
+        n = context.cast(builder, args[2], sig[2], types.intp)
+        f64 = [context.cast(builder, a, t, types.float64)
+               for a, t in zip(args[3:], sig[3:]) if not isinstance(t, types.Array)]
+        if store:
+            (mw,) = f64
+            wary = context.make_array(sig[4])(context, builder, args[4])
+        else:
+            Tv = _splat_var(builder, dty, f64[0])
+            mw = f64[1]
+            tv = _splat_var(builder, dty, f64[2]) if temp else None
+        mwv = _splat_var(builder, dty, mw)
+        zero = _const(dty, 0.0)
+        acc_ptr = cgutils.alloca_once_value(builder, zero)
+        stop = builder.add(s, n)
+        with cgutils.for_range_slice(builder, s, stop, ir.Constant(intp, _LANES),
+                                     intp=intp) as (i, _):
+            x = _load8_f64(builder, ary, i)
+            y = _temp_vec(builder, x, tv) if temp else x
+            e = _emit_exp64_neg(builder, builder.fsub(y, mwv))
+            if store:
+                wptr = builder.gep(wary.data, [i])
+                builder.store(e, builder.bitcast(wptr, dty.as_pointer()), align=8)
+            else:
+                e = builder.select(builder.fcmp_ordered(">=", x, Tv), e, zero)
+            builder.store(builder.fadd(builder.load(acc_ptr), e), acc_ptr)
+        return _hsum(builder, builder.load(acc_ptr))
+
+    # numba intrinsics take no *args: one explicit signature per variant
+    if store:
+        def impl(typingctx, arr, s, n, mw, w):
+            return typer((arr, s, n, mw, w))
+    elif temp:
+        def impl(typingctx, arr, s, n, T, mw, t):
+            return typer((arr, s, n, T, mw, t))
+    else:
+        def impl(typingctx, arr, s, n, T, mw):
+            return typer((arr, s, n, T, mw))
+    return impl
+
+
+exp_sum_ge = intrinsic(_exp_pass_intrinsic(temp=False, store=False))
+exp_sum_ge.__doc__ = ("``(arr, s, n, T, mw) -> float64``: sum of ``exp64_neg(float64(x) - mw)`` "
+                      "over ``x = arr[s:s+n]`` with ``x >= T`` (8 lanes; see "
+                      "``_exp_pass_intrinsic``).")
+exp_sum_ge_temp = intrinsic(_exp_pass_intrinsic(temp=True, store=False))
+exp_sum_ge_temp.__doc__ = ("``(arr, s, n, T, mw, t) -> float64``: as ``exp_sum_ge`` with the "
+                           "weights of ``float32(clip(x / t))`` (canonical's ``_temp``).")
+exp_store_sum = intrinsic(_exp_pass_intrinsic(temp=False, store=True))
+exp_store_sum.__doc__ = ("``(arr, s, n, mw, w) -> float64``: ``w[i] = exp64_neg(float64(arr[i]) "
+                         "- mw)`` for i in ``[s, s+n)``, and their sum (8 lanes).")
 
 
 @intrinsic
