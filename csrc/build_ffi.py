@@ -4,8 +4,8 @@ setup.py names ``ffibuilder`` in ``cffi_modules``. Every ``csrc/*.c`` is compile
 the declarations given to ``ffibuilder.cdef`` are the part of each ``csrc/*.h``
 between the markers ``FS_CDEF_BEGIN`` and ``FS_CDEF_END`` (plain declarations that
 cffi's parser understands; the rest of the header may use the preprocessor).
-Portable flags only: no -march=native, no -ffast-math (runtime dispatch picks
-the vector width; IEEE semantics keep the -inf mask checks exact).
+Portable flags only: no host-specific architecture flag and no fast-math flag
+(runtime dispatch picks the vector width; IEEE semantics keep the -inf mask checks exact).
 """
 
 import glob

@@ -5,8 +5,9 @@
  * times: portable C, and on x86-64 with GCC or clang inside `target` regions for
  * AVX2+FMA and AVX-512. Each entry point lowers the requested level to what the CPU
  * supports (fs_cpu_isa) and picks the matching copy; nothing else changes between
- * levels, so every level gives the reference's tokens. No -march=native and no
- * -ffast-math: the binary runs on any x86-64 and IEEE semantics keep -inf exact. */
+ * levels, so every level gives the reference's tokens. No host-specific architecture
+ * flag and no fast-math flag: the binary runs on any x86-64 and IEEE semantics keep
+ * -inf exact. */
 
 #include "fastsample.h"
 #include "fs_philox.h"
