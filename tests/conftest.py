@@ -1,8 +1,10 @@
 """Shared fixtures: the ``backend`` fixture runs a test once per CPU backend.
 
 numpy is the reference and numba a hard dependency, so both must be present; a
-backend missing here is a failure, not a skip. ``fast_backend`` runs a test once per
-compiled CPU backend (numba, c).
+backend missing here is a failure, not a skip. The C extension is optional: without
+it the C runs are skipped, unless FASTSAMPLE_REQUIRE_C is set (CI), where they fail on
+the missing backend. ``fast_backend`` runs a test once per compiled CPU backend
+(numba, c).
 """
 
 import os
@@ -13,9 +15,19 @@ import pytest
 CPU_BACKENDS = ["numpy", "numba", "c"]
 
 
+def _usable(name):
+    """``name``, or a skip when it is the optional C backend and it was not built."""
+    from fastsample import registry
+
+    status = registry.backends()[name]
+    if not status and name == "c" and not os.environ.get("FASTSAMPLE_REQUIRE_C"):
+        pytest.skip(f"C backend unavailable: {status.reason}")
+    return name
+
+
 @pytest.fixture(params=CPU_BACKENDS)
 def backend(request):
-    return request.param
+    return _usable(request.param)
 
 
 FAST_CPU_BACKENDS = ["numba", "c"]
@@ -24,14 +36,8 @@ FAST_CPU_BACKENDS = ["numba", "c"]
 @pytest.fixture(params=FAST_CPU_BACKENDS)
 def fast_backend(request):
     """The name of each compiled CPU backend, for tests of its kernels against the
-    reference. The C extension is optional: without it the C runs are skipped, unless
-    FASTSAMPLE_REQUIRE_C is set (CI), where they fail on the missing backend."""
-    from fastsample import registry
-
-    status = registry.backends()[request.param]
-    if not status and request.param == "c" and not os.environ.get("FASTSAMPLE_REQUIRE_C"):
-        pytest.skip(f"C backend unavailable: {status.reason}")
-    return request.param
+    reference."""
+    return _usable(request.param)
 
 
 def _cuda_tests_runnable():
