@@ -144,8 +144,6 @@ static char *fs_take(char **p, size_t bytes) {
     return r;
 }
 
-/* Lay out the canonical workspace for rows of V tokens from base (NULL: measure only);
- * returns the bytes needed, alignment padding included. */
 /* The first FS_ALIGN-aligned address at or after base (base may be NULL: measuring). */
 static char *fs_align_up(void *base) {
     uintptr_t a = (uintptr_t)base;
@@ -156,6 +154,8 @@ static char *fs_align_up(void *base) {
 #define FS_NBLOCKS(V) (((size_t)(V) + FS_BS - 1) / FS_BS)
 #define FS_GATHER_LEN(V) (FS_NBLOCKS(V) * FS_BS + FS_SLACK)
 
+/* Lay out the canonical (or, below, top-k) workspace for rows of V tokens from base
+ * (NULL: measure only); returns the bytes needed, alignment padding included. */
 static size_t fs_canon_layout(int64_t V, void *base, fs_cws *o) {
     const size_t n = (size_t)V, nb = FS_NBLOCKS(V), c = FS_GATHER_LEN(V);
     char *p = fs_align_up(base), *start = (char *)base;

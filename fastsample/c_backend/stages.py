@@ -122,10 +122,11 @@ def penalties(logits, history, repeat, frequency, presence, last_n):
     ln = _rows(last_n, B, i64)
 
     def run(a, b):
-        counts = np.zeros(V, np.int32)
+        # no zeroing needed: C zeroes the entries it counts in and leaves them zero
+        counts, counts_len = workspace("counts", np.int32, V)
         _check(lib.fs_penalties(buf(x[a:b]), buf(out[a:b]), b - a, V, buf(hist), hist.size,
                                 buf(offsets[a:b + 1]), buf(rep[a:b]), buf(freq[a:b]),
-                                buf(pres[a:b]), buf(ln[a:b]), buf(counts), V),
+                                buf(pres[a:b]), buf(ln[a:b]), counts, counts_len),
                "penalties", V)
 
     over_rows(B, run)
@@ -149,12 +150,12 @@ def dry(logits, history, multiplier, base, allowed_length, last_n, breakers):
     win = _window_lengths(offsets, ln)
 
     def run(a, b):
-        z = np.empty(max(1, int(win[a:b].max())), np.int32)
-        best = np.empty(V, np.int32)
+        z, z_len = workspace("z", np.int32, int(win[a:b].max()))
+        best, best_len = workspace("best", np.int32, V)  # C sets every entry it reads
         _check(lib.fs_dry(buf(x[a:b]), buf(out[a:b]), b - a, V, buf(hist), hist.size,
                           buf(offsets[a:b + 1]), buf(mult[a:b]), buf(bs[a:b]),
                           buf(allowed[a:b]), buf(ln[a:b]), buf(table), V,
-                          buf(z), z.size, buf(best), V), "dry", V)
+                          z, z_len, best, best_len), "dry", V)
 
     over_rows(B, run)
     return out
