@@ -71,16 +71,19 @@ def torch_sampler(torch):
 # ------------------------------------------------------------------------ correctness
 
 
+def to_host(a):
+    """A torch tensor or numba device array as numpy."""
+    return a.cpu().numpy() if hasattr(a, "cpu") else a.copy_to_host()
+
+
 def check_tokens(fs, to_dev, x, cfg, seeds, positions):
-    got = fs.sample(to_dev(x), seed=seeds, position=positions, **cfg)
-    got = got.cpu().numpy() if hasattr(got, "cpu") else got.copy_to_host()
+    got = to_host(fs.sample(to_dev(x), seed=seeds, position=positions, **cfg))
     want = fs.sample(x, seed=seeds, position=positions, backend="numpy", **cfg)
     return int((got != want).sum())
 
 
 def check_masks(fs, to_dev, x, stages):
-    out = fs.SamplerChain(stages, backend="cuda").process(to_dev(x))
-    out = out.cpu().numpy() if hasattr(out, "cpu") else out.copy_to_host()
+    out = to_host(fs.SamplerChain(stages, backend="cuda").process(to_dev(x)))
     want = fs.SamplerChain(stages, backend="numpy").process(x)
     fin = np.isfinite(want)
     mask_mismatch = int((np.isneginf(out) != np.isneginf(want)).sum())

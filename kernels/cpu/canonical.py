@@ -725,27 +725,26 @@ def _sample_row(l, k, p, pmin, mk, t, t_last, u):
 
 
 @numba.njit(cache=True, nogil=True)
+def _sample_one(row, top_k, top_p, min_p, temperature, min_keep, t_last, seed, position):
+    """One row's token: the draw's uniform from (seed, position), then the chain."""
+    return _sample_row(row, top_k, top_p, min_p, min_keep, temperature, t_last,
+                       uniform(seed, position, _STREAM_DRAW))
+
+
+@numba.njit(cache=True, nogil=True)
 def _sample_serial(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
                    position, out):
     for b in range(logits.shape[0]):
-        u = uniform(seed[b], position[b], _STREAM_DRAW)
-        out[b] = _sample_row(logits[b], top_k[b], top_p[b], min_p[b], min_keep[b],
-                             temperature[b], t_last, u)
+        out[b] = _sample_one(logits[b], top_k[b], top_p[b], min_p[b], temperature[b],
+                             min_keep[b], t_last, seed[b], position[b])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _sample_parallel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
                      position, out):
     for b in prange(logits.shape[0]):
-        u = uniform(seed[b], position[b], _STREAM_DRAW)
-        out[b] = _sample_row(logits[b], top_k[b], top_p[b], min_p[b], min_keep[b],
-                             temperature[b], t_last, u)
-
-
-@numba.njit(cache=True, nogil=True)
-def _sample_one(row, top_k, top_p, min_p, temperature, min_keep, t_last, seed, position):
-    return _sample_row(row, top_k, top_p, min_p, min_keep, temperature, t_last,
-                       uniform(seed, position, _STREAM_DRAW))
+        out[b] = _sample_one(logits[b], top_k[b], top_p[b], min_p[b], temperature[b],
+                             min_keep[b], t_last, seed[b], position[b])
 
 
 def sample_row(row, top_k, top_p, min_p, temperature, min_keep, temperature_last, seed,

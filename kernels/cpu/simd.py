@@ -363,8 +363,7 @@ def _mask8_intrinsic(ordered, doc):
     compare = ir.IRBuilder.fcmp_ordered if ordered else ir.IRBuilder.fcmp_unordered
 
     def mask8(typingctx, arr, i, thr):
-        if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == 1
-                and arr.layout == "C"):
+        if not _is_f32_c1d(arr):
             return None
 
         def codegen(context, builder, signature, args):
@@ -374,11 +373,7 @@ def _mask8_intrinsic(ordered, doc):
             vty = ir.VectorType(ir.FloatType(), 8)
             ptr = builder.gep(ary.data, [idx])
             vec = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=4)
-            zero = ir.Constant(ir.IntType(32), 0)
-            splat = builder.insert_element(ir.Constant(vty, ir.Undefined), t, zero)
-            splat = builder.shuffle_vector(splat, ir.Constant(vty, ir.Undefined),
-                                           ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
-            cmp = compare(builder, ">=", vec, splat)
+            cmp = compare(builder, ">=", vec, _splat_var(builder, vty, t))
             return builder.zext(builder.bitcast(cmp, ir.IntType(8)), ir.IntType(64))
 
         return types.int64(arr, i, thr), codegen
@@ -438,7 +433,7 @@ def _ftype_intrinsic(builder, base, ty, nargs):
 
 
 def _const(ty, value):
-    """A float64 constant of ``ty`` (splat for a vector type)."""
+    """A constant of the scalar or vector type ``ty`` (splat for a vector type)."""
     if isinstance(ty, ir.VectorType):
         return ir.Constant(ty, [value] * ty.count)
     return ir.Constant(ty, value)
@@ -478,9 +473,7 @@ def _emit_exp64_neg(builder, x):
     ity = ir.VectorType(ir.IntType(64), ty.count) if isinstance(ty, ir.VectorType) \
         else ir.IntType(64)
     bits = builder.bitcast(builder.fadd(builder.fadd(k, c(54.0)), c(_EXP_MAGIC)), ity)
-    big = builder.bitcast(builder.shl(bits, ir.Constant(ity, [52] * ty.count)
-                                      if isinstance(ty, ir.VectorType)
-                                      else ir.Constant(ity, 52)), ty)
+    big = builder.bitcast(builder.shl(bits, _const(ity, 52)), ty)
     return _strict(builder.fmul(_strict(builder.fmul(p, big)), c(_TWO_M54)))
 
 
@@ -551,7 +544,8 @@ def _hsum(builder, acc):
 
 
 def _splat_var(builder, ty, v):
-    """``<n x double>`` with every lane ``v`` (a runtime float64)."""
+    """The vector type ``ty`` with every lane ``v`` (a runtime scalar of its element
+    type)."""
     i32 = ir.IntType(32)
     vec = builder.insert_element(ir.Constant(ty, ir.Undefined), v, ir.Constant(i32, 0))
     return builder.shuffle_vector(vec, ir.Constant(ty, ir.Undefined),

@@ -27,6 +27,7 @@ def row_max_nan(row):
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def row_is_invalid(row):
+    """SPEC §7: the row holds a NaN or +inf, or every entry is ``-inf``."""
     m = row_max_nan(row)
     return not (-np.inf < m < np.inf)
 

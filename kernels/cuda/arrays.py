@@ -11,7 +11,8 @@ from numba import cuda, float32, float64, int32
 from .block import RADIX_BINS, max_f64, radix_kth, sum_f64
 from .target import TPB, f32_key
 
-__all__ = ["cast_kernel", "log_softmax_kernel", "softmax_kernel", "topk_kernel"]
+__all__ = ["cast1_kernel", "cast_kernel", "log_softmax_kernel", "replace_kernel",
+           "softmax_kernel", "topk_kernel"]
 
 
 @cuda.jit(device=True)

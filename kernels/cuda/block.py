@@ -22,14 +22,17 @@ from numba import cuda
 from .target import NEG_INF_KEY, TPB, f32_key, key_f32
 
 __all__ = [
+    "F32_MAX",
     "MASS_BINS",
     "RADIX_BINS",
+    "key_value",
     "max_f32",
     "max_f64",
     "max_i32",
     "min_i32",
     "radix_kth",
     "radix_mass",
+    "stage_value",
     "sum_f64",
     "sum_i32",
 ]
@@ -37,6 +40,7 @@ __all__ = [
 RADIX_BINS = 256   # 8-bit digits: 4 passes for the count select
 MASS_BINS = 16     # 4-bit digits: 8 passes for the mass select (16 float64 per thread)
 _MASS_DIGITS = 8
+F32_MAX = 3.4028234663852886e38   # float32's largest finite value, as a float64
 
 
 @cuda.jit(device=True, inline=True)
@@ -98,10 +102,10 @@ def stage_value(x, t):
     if t == 1.0 or not x > -np.inf:
         return np.float32(x)
     y = np.float64(x) / t
-    if y > 3.4028234663852886e38:
-        y = 3.4028234663852886e38
-    elif y < -3.4028234663852886e38:
-        y = -3.4028234663852886e38
+    if y > F32_MAX:
+        y = F32_MAX
+    elif y < -F32_MAX:
+        y = -F32_MAX
     return np.float32(y)
 
 

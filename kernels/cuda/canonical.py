@@ -31,8 +31,10 @@ import math
 import numpy as np
 from numba import cuda, float32, float64, int32
 
+from ...rng import STREAM_DRAW
 from ..shared import uniform
 from .block import (
+    F32_MAX,
     MASS_BINS,
     RADIX_BINS,
     key_value,
@@ -50,10 +52,8 @@ from .target import TPB
 __all__ = ["INVALID", "invalid_kernel", "process_kernel", "sample_kernel"]
 
 INVALID = -2
-_F32_MAX = 3.4028234663852886e38
-_NEG = -_F32_MAX       # a threshold that keeps every finite token
+_NEG = -F32_MAX        # a threshold that keeps every finite token
 _TOL = 1e-6            # SPEC §4 mass tolerance
-_STREAM_DRAW = 0
 
 
 @cuda.jit(device=True)
@@ -218,7 +218,7 @@ def sample_kernel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, se
     if status != 0:
         tok = INVALID if status == INVALID else first
     else:
-        u = uniform(seed[b], position[b], _STREAM_DRAW)
+        u = uniform(seed[b], position[b], STREAM_DRAW)
         tok = _draw(row, T, t_pre, t_draw, m, u, sh_f64, sh_i32)
     if cuda.threadIdx.x == 0:
         out[b] = tok

@@ -15,6 +15,8 @@ or device arrays of shape ``(B,)`` (or scalars). ``stream`` is a numba stream or
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from numba import cuda
 
@@ -231,8 +233,6 @@ def warmup():
     float
         Seconds taken.
     """
-    import time
-
     start = time.perf_counter()
     x = cuda.to_device(np.linspace(-3.0, 3.0, 64, dtype=np.float32).reshape(2, 32))
     for temperature_last in (True, False):
