@@ -14,6 +14,8 @@ the tokens the operation keeps per row.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from fastsample import workloads as wl
@@ -34,18 +36,24 @@ def pytest_addoption(parser):
                          "a missing one is skipped with its reason)")
 
 
+def _named(config, option, what, known):
+    """The comma-separated names given to ``option`` (each in ``known``), or None."""
+    spec = config.getoption(option)
+    if not spec:
+        return None
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for n in names:
+        if n not in known:
+            raise pytest.UsageError(f"{option}: unknown {what} {n!r}; known: {', '.join(known)}")
+    return names
+
+
 def _backends(config):
     import fastsample as fs
 
-    statuses = dict(fs.backends())
-    spec = config.getoption("--fs-backends")
-    if not spec:
-        return [n for n, st in statuses.items() if bool(st)]
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    for n in names:
-        if n not in statuses:
-            raise pytest.UsageError(f"--fs-backends: unknown backend {n!r}; known: {', '.join(statuses)}")
-    return names
+    statuses = fs.backends()
+    names = _named(config, "--fs-backends", "backend", statuses)
+    return [n for n, st in statuses.items() if st] if names is None else names
 
 
 def _cases(config):
@@ -77,14 +85,8 @@ def pytest_generate_tests(metafunc):
 def _peer_names(config):
     from fastsample import peers
 
-    spec = config.getoption("--fs-peers")
-    if not spec:
-        return peers.names()
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    for n in names:
-        if n not in peers.PEERS:
-            raise pytest.UsageError(f"--fs-peers: unknown peer {n!r}; known: {', '.join(peers.PEERS)}")
-    return names
+    names = _named(config, "--fs-peers", "peer", peers.PEERS)
+    return peers.names() if names is None else names
 
 
 _PREPARED: dict = {}
@@ -107,21 +109,15 @@ def group_label(case, request):
     return case.label_for(quick=_quick(request.config), vocab=request.config.getoption("--fs-vocab"))
 
 
-class _ExtraInfo:
-    """``record`` then ``bytes_per_second``, as a fixture (test modules do not import conftest)."""
-
-    record = staticmethod(lambda *a, **k: record(*a, **k))
-    bytes_per_second = staticmethod(lambda *a, **k: bytes_per_second(*a, **k))
-
-
 @pytest.fixture
 def extra_info():
-    return _ExtraInfo
+    """``record`` then ``bytes_per_second``, as a fixture (test modules do not import conftest)."""
+    return SimpleNamespace(record=record, bytes_per_second=bytes_per_second)
 
 
 def record(benchmark, case, prepared, **info):
-    """Time ``fn`` (set by the caller) and fill ``extra_info``: bytes read, bytes per
-    second (from the median; absent under --benchmark-disable), kept tokens per row."""
+    """Fill ``benchmark.extra_info`` before timing: the case, bytes read, kept tokens
+    per row and ``info``; returns the bytes read (for ``bytes_per_second``)."""
     from fastsample import bench_runner
 
     nbytes = bench_runner.input_bytes(case, prepared)
@@ -132,8 +128,8 @@ def record(benchmark, case, prepared, **info):
 
 
 def bytes_per_second(benchmark, nbytes):
+    """Add ``bytes_per_s`` from the median (absent under --benchmark-disable)."""
     stats = getattr(benchmark, "stats", None)
     median = getattr(getattr(stats, "stats", None), "median", None)
     if median:
         benchmark.extra_info["bytes_per_s"] = nbytes / median
-

@@ -25,12 +25,8 @@ from fastsample import workloads as wl
 
 V = wl.DEFAULT_VOCAB
 W8 = dict(wl.W8_PARAMS)
-BREAKERS = np.array([198, 25, 1, 9], np.int64)
-HISTORIES = {
-    "natural L=8192": lambda: wl.natural_history(8192, V, 0),
-    "natural L=32768": lambda: wl.natural_history(32768, V, 0),
-    "repeated L=32768": lambda: wl.repeated_history(32768, V, 0),
-}
+#: W8's cases by name ("natural L=8192", ...), as ``fastsample bench`` runs them.
+HISTORIES = {c.label.removeprefix("W8 "): c for c in wl.get("W8").cases}
 _CACHE: dict = {}
 
 
@@ -53,9 +49,9 @@ def _module(impl):
 
 
 def _history(name):
-    hist = _cached(("hist", name), HISTORIES[name])
-    # the repeated case stays a worst case: its token is no breaker
-    return hist, BREAKERS[BREAKERS != hist[0]]
+    """W8's history and breakers (for the repeated case, its token is no breaker)."""
+    inputs = _cached(("hist", name), lambda: HISTORIES[name].prepare(seed=0).inputs)
+    return inputs["history"], inputs["breakers"]
 
 
 @pytest.mark.parametrize("impl", ["numba", "c", "floor"])

@@ -24,11 +24,9 @@ def _inputs(wid):
     if wid not in _INPUTS:
         case = wl.get(wid).cases[0]
         B = case.B
-        x = wl.GENERATORS[case.generator](B, wl.DEFAULT_VOCAB, 0)
+        q = dict(case.prepare(seed=0).inputs)  # per-row parameters (W4) expanded
+        x = np.atleast_2d(q.pop("logits"))
         p = dict(top_k=0, top_p=1.0, min_p=0.0, temperature=1.0, min_keep=1)
-        q = dict(case.params)
-        if q.pop("per_row", False):
-            q.update(wl.per_row_w1_params(B))
         p.update(q)
 
         def arr(v, dt):

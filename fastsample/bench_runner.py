@@ -111,6 +111,7 @@ def kept_tokens(case, prepared) -> float:
     """Mean tokens per row the operation keeps (reference): the draw's candidates for a
     sampling chain, k for topk, V for softmax, penalised ids for DRY."""
     from . import reference as ref
+    from .validation import per_row
 
     inp = prepared.inputs
     if case.op == "topk":
@@ -123,14 +124,10 @@ def kept_tokens(case, prepared) -> float:
         return float(len(ids))
     x = np.ascontiguousarray(np.atleast_2d(inp["logits"]), dtype=np.float32)
     B = x.shape[0]
-
-    def rows(name, default, dtype):
-        return np.ascontiguousarray(np.broadcast_to(np.asarray(inp.get(name, default), dtype), (B,)))
-
     ones = np.ones(B, np.int64)
-    x = ref.top_k(x, rows("top_k", 0, np.int64), ones)
-    x = ref.top_p(x, rows("top_p", 1.0, np.float64), ones)
-    x = ref.min_p(x, rows("min_p", 0.0, np.float64), ones)
+    x = ref.top_k(x, per_row("top_k", inp.get("top_k", 0), B, integer=True), ones)
+    x = ref.top_p(x, per_row("top_p", inp.get("top_p", 1.0), B), ones)
+    x = ref.min_p(x, per_row("min_p", inp.get("min_p", 0.0), B), ones)
     return float(np.isfinite(x).sum() / max(B, 1))
 
 
@@ -153,13 +150,12 @@ def _versions(peer_names: Sequence[str]) -> dict[str, str | None]:
 
 def _threads() -> dict[str, int | None]:
     """Threads each multi-threaded implementation may use (numba's prange, torch's intra-op)."""
-    import importlib.util
     import sys
 
     out: dict[str, int | None] = {}
     if "numba" in sys.modules:
         out["numba"] = int(sys.modules["numba"].get_num_threads())
-    if importlib.util.find_spec("torch") is not None and "torch" in sys.modules:
+    if "torch" in sys.modules:  # only if a peer imported it: never import torch for this
         out["torch"] = int(sys.modules["torch"].get_num_threads())
     return out
 
@@ -234,14 +230,15 @@ def run(*, backends: Sequence[str], peers: Sequence[str], cases: Sequence[tuple]
                 r["speedup"] = _speedups(r["median_us"], {n: o for n, o in timed_peers.items() if n != r["peer"]})
             peer_results.append(r)
     peer_list = [p for p in peers if p not in skipped]
+    versions = _versions(peer_list)
     return {
         "format": "fastsample-bench/2",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
-        "fastsample": _versions(())["fastsample"],
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "versions": _versions(peer_list),
+        "fastsample": versions["fastsample"],
+        "python": versions["python"],
+        "numpy": versions["numpy"],
+        "versions": versions,
         "threads": _threads(),
         "platform": platform.platform(),
         "cpu": sysinfo.cpu_name(),

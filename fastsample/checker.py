@@ -174,6 +174,11 @@ def _rel_diff(ref: np.ndarray, got: np.ndarray) -> tuple:
     return bool(np.array_equal(fr, fg)), float(diff.max())
 
 
+def _failure(exc: Exception) -> str:
+    """One line naming an exception a backend raised where the reference did not."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
 def _tiled_seeds(R: int, S: int, base: int):
     """Seeds and positions of ``S`` copies of ``R`` rows: copy s has seed base + s."""
     seeds = np.repeat(np.arange(S, dtype=np.uint64) + np.uint64(base), R)
@@ -230,8 +235,7 @@ def _free_checks(fs, be, x_all, V, seed, atol) -> list[dict[str, Any]]:
         except fs.BackendError as exc:
             out.append({"name": name, "ok": None, "note": str(exc).splitlines()[0]})
         except Exception as exc:  # noqa: BLE001 - the backend failed where the reference did not
-            out.append({"name": name, "ok": False,
-                        "note": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
+            out.append({"name": name, "ok": False, "note": _failure(exc)})
 
     def logits_op(op):
         def fn():
@@ -288,13 +292,13 @@ def run(backends: Sequence[str], *, batch: int = 4, vocab: int = 4096, seeds: in
             except fs.BackendError as exc:  # a stage this backend does not have
                 entry.update({"ok": None, "note": str(exc).splitlines()[0]})
             except Exception as exc:  # noqa: BLE001 - the backend failed where the reference did not
-                entry.update({"ok": False, "note": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
+                entry.update({"ok": False, "note": _failure(exc)})
             else:
                 ok = (r["masks_equal"] and r["max_rel_diff"] <= atol
                       and r["tokens_agree"] == r["tokens_total"]
                       and r["draws_outside"] == 0 and r["chi2_p"] >= CHI2_ALPHA)
-                note = f"differs on: {', '.join(r.pop('bad_kinds'))}" if r["bad_kinds"] else ""
-                r.pop("bad_kinds", None)
+                bad = r.pop("bad_kinds")
+                note = f"differs on: {', '.join(bad)}" if bad else ""
                 entry.update({**r, "ok": bool(ok), "note": note})
             results.append(entry)
         tick(f"{be}: array operations")

@@ -61,16 +61,12 @@ def _expected_errors() -> tuple:
 
 
 def _backend_statuses() -> dict[str, Any]:
-    return dict(_fs().backends())
-
-
-def _is_available(status: Any) -> bool:
-    return bool(getattr(status, "available", status))
+    """Backend name -> ``registry.BackendStatus`` (truthy when available)."""
+    return _fs().backends()
 
 
 def _reason(status: Any) -> str:
-    r = getattr(status, "reason", None)
-    return str(r) if r else "unavailable"
+    return status.reason or "unavailable"
 
 
 def _parse_list(text: str, conv: Callable[[str], Any], name: str):
@@ -121,7 +117,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     statuses = _backend_statuses()
     bw = max(len(n) for n in statuses) if statuses else 0
     for name, st in statuses.items():
-        if _is_available(st):
+        if st:
             print(f"  {name:<{bw}}  available")
         else:
             print(f"  {name:<{bw}}  not available: {_reason(st)}")
@@ -167,13 +163,13 @@ def _select_backends(spec: str | None, *, fast_only: bool = False) -> list[str]:
     """The named backends (each must be available), or every available one (but cuda)."""
     statuses = _backend_statuses()
     if not spec:
-        return [n for n, st in statuses.items() if _is_available(st) and n not in _NAMED_ONLY
+        return [n for n, st in statuses.items() if st and n not in _NAMED_ONLY
                 and not (fast_only and n == "numpy")]
     names = _names(spec, "backends")
     for n in names:
         if n not in statuses:
             raise CLIError(f"--backends: unknown backend {n!r}; known: {', '.join(statuses)}")
-        if not _is_available(statuses[n]):
+        if not statuses[n]:
             raise CLIError(f"backend {n!r} is not available: {_reason(statuses[n])}")
     return names
 
@@ -212,8 +208,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # numpy is the reference peer; as a backend only when named or when nothing faster is there.
     backends = _select_backends(args.backends, fast_only=True) or ["numpy"]
     peers, skipped = _select_peers(args.peers)
-    workloads = [w for w in args.workloads.split(",") if w.strip()] if args.workloads else None
-    cases = bench_runner.select_cases([w.strip() for w in workloads] if workloads else None,
+    workloads = [w.strip() for w in (args.workloads or "").split(",") if w.strip()]
+    cases = bench_runner.select_cases(workloads or None,
                                       batch=args.batch, vocab=args.vocab, quick=bool(args.quick))
     fs = _fs()
     print(f"fastsample {fs.__version__} bench{' --quick' if args.quick else ''}: "
@@ -257,7 +253,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     backends = _select_backends(args.backends, fast_only=True)
     if not backends:
         unavailable = [f"{n} ({_reason(st)})" for n, st in statuses.items()
-                       if n != "numpy" and not _is_available(st)]
+                       if n != "numpy" and not st]
         print("fastsample check: no fast backend available to check against the numpy reference"
               + (f"; not available: {'; '.join(unavailable)}" if unavailable else ""))
         return EXIT_OK
@@ -295,7 +291,7 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     from fastsample import registry
 
     names = _select_backends(args.backends) if args.backends else [
-        n for n, st in _backend_statuses().items() if _is_available(st) and n != "numpy"]
+        n for n, st in _backend_statuses().items() if st and n != "numpy"]
     for name in names:
         fn = getattr(registry.load(name), "warmup", None)
         if fn is None:

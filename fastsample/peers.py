@@ -135,13 +135,12 @@ def _torch_sample(prepared):
 
     x = _torch_rows(prepared, "logits")
     B, V = x.shape
-    stages = sample_stages(prepared.inputs)
+    kinds = dict(sample_stages(prepared.inputs))
     gen = torch.Generator().manual_seed(0)
-    kinds = [n for n, _ in stages]
-    k = _torch_param(torch, dict(stages).get("top_k"), B, torch.int64)
-    p = _torch_param(torch, dict(stages).get("top_p"), B, torch.float32)
-    mp = _torch_param(torch, dict(stages).get("min_p"), B, torch.float32)
-    t = _torch_param(torch, dict(stages).get("temperature"), B, torch.float32)
+    k = _torch_param(torch, kinds.get("top_k"), B, torch.int64)
+    p = _torch_param(torch, kinds.get("top_p"), B, torch.float32)
+    mp = _torch_param(torch, kinds.get("min_p"), B, torch.float32)
+    t = _torch_param(torch, kinds.get("temperature"), B, torch.float32)
     if k is not None and np.ndim(k) == 0:
         k = min(int(k), V)
 
