@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
@@ -11,7 +10,7 @@ from . import arrays as _arrays
 from . import registry as _backends
 from .stages import AT_LEAST_MINUS_ONE, AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE
 from .validation import (
-    Check, as_logits, as_seeds, as_token_ids, check_on_invalid, per_row,
+    Check, as_logits, as_seeds, as_token_ids, check_on_invalid, is_u64, per_row,
     raise_invalid,
 )
 
@@ -57,24 +56,23 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     names = _backends.resolve(backend)
     x, one_d = as_logits(logits)
     B = x.shape[0]
-    if B == 1 and _plain_valid_scalars(temperature, top_k, top_p, min_p, min_keep, seed, position):
-        row_fn = getattr(_backends.load(names[0]), "sample_row", None)
-        if row_fn is not None:  # one row, scalar parameters: no per-row arrays at all
-            token = row_fn(x[0], top_k, float(top_p), float(min_p), float(temperature),
-                           min_keep, bool(temperature_last), seed, position)
-            if token == -2:  # the kernel's invalid-row flag
-                if on_invalid == "raise":
-                    raise_invalid(np.ones(1, np.bool_), "NaN, +inf, or every logit masked")
-                token = -1
-            return int(token) if one_d else np.array([token], np.int32)
-    t = per_row("temperature", temperature, B, check=FINITE)
-    k = per_row("top_k", top_k, B, integer=True)
-    p = per_row("top_p", top_p, B, check=NON_NEGATIVE)
-    mp = per_row("min_p", min_p, B, check=NON_NEGATIVE)
-    mk = per_row("min_keep", min_keep, B, integer=True, check=AT_LEAST_ONE)
+    module = _backends.load(names[0])
+    row_fn = getattr(module, "sample_row", None) if B == 1 else None
+    if row_fn is not None and is_u64(seed) and is_u64(position) \
+            and _PLAIN_NUMBER.issuperset((type(temperature), type(top_p), type(min_p))) \
+            and type(top_k) is int and type(min_keep) is int:
+        # One row, plain scalars: no per-row arrays at all (the per-token latency path).
+        k, p, mp, t, mk = _row_params(temperature, top_k, top_p, min_p, min_keep)
+        token = row_fn(x[0], k, p, mp, t, mk, bool(temperature_last), seed, position)
+        if token == -2:  # the kernel's invalid-row flag
+            if on_invalid == "raise":
+                raise_invalid(np.ones(1, np.bool_), "NaN, +inf, or every logit masked")
+            token = -1
+        return int(token) if one_d else np.array([token], np.int32)
+    t, k, p, mp, mk = _params(temperature, top_k, top_p, min_p, min_keep, B)
     seeds = as_seeds("seed", seed, B)
     pos = as_seeds("position", position, B)
-    fused = getattr(_backends.load(names[0]), "sample_canonical", None)
+    fused = getattr(module, "sample_canonical", None)
     if fused is not None:
         # The fused kernel checks row validity in its first pass (token -2).
         tokens = fused(x, k, p, mp, t, mk, bool(temperature_last), seeds, pos)
@@ -102,23 +100,33 @@ def _gpu():
     return gpu
 
 
-_I64 = 1 << 63
-_U64 = 1 << 64
+def _params(temperature, top_k, top_p, min_p, min_keep, B):
+    """``sample``'s per-row parameters, validated: ``(t, k, p, mp, mk)``, each ``(B,)``."""
+    return (per_row("temperature", temperature, B, check=FINITE),
+            per_row("top_k", top_k, B, integer=True),
+            per_row("top_p", top_p, B, check=NON_NEGATIVE),
+            per_row("min_p", min_p, B, check=NON_NEGATIVE),
+            per_row("min_keep", min_keep, B, integer=True, check=AT_LEAST_ONE))
 
 
-def _plain_valid_scalars(temperature, top_k, top_p, min_p, min_keep, seed, position):
-    """Whether ``sample``'s parameters are plain Python scalars that pass its checks.
+_PLAIN_NUMBER = frozenset({int, float})
+_ROW_PARAMS: dict = {}
 
-    Then one row needs no per-row arrays; anything else (arrays, numpy scalars, bad
-    values) takes the general path, which also raises the errors.
+
+def _row_params(temperature, top_k, top_p, min_p, min_keep):
+    """``(top_k, top_p, min_p, temperature, min_keep)`` of one row as validated scalars.
+
+    The checks are ``_params``' own (they raise the same errors), run once per
+    distinct set of plain scalars: a generation loop repeats the same set each token.
     """
-    return (type(top_k) is int and -_I64 <= top_k < _I64
-            and type(min_keep) is int and 1 <= min_keep < _I64
-            and type(seed) is int and 0 <= seed < _U64
-            and type(position) is int and 0 <= position < _U64
-            and type(temperature) in (float, int) and math.isfinite(temperature)
-            and type(top_p) in (float, int) and top_p >= 0
-            and type(min_p) in (float, int) and min_p >= 0)
+    key = (temperature, top_k, top_p, min_p, min_keep)
+    hit = _ROW_PARAMS.get(key)
+    if hit is None:
+        t, k, p, mp, mk = _params(temperature, top_k, top_p, min_p, min_keep, 1)
+        if len(_ROW_PARAMS) > 4096:
+            _ROW_PARAMS.clear()
+        hit = _ROW_PARAMS[key] = (int(k[0]), float(p[0]), float(mp[0]), float(t[0]), int(mk[0]))
+    return hit
 
 
 def _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos):
@@ -134,9 +142,10 @@ def _sample_stagewise(names, x, k, p, mp, t, mk, temperature_last, seeds, pos):
     return op("draw")(x, seeds, pos)
 
 
-def _op(backend, x, name):
+def _op(backend, name, x=None):
     """``(backend names, the function op)`` for host input (GPU input took its own
-    path before this; a GPU history of ``dry_penalty`` must still go to cuda)."""
+    path before this; a GPU history of ``dry_penalty``, passed as ``x``, must still
+    go to cuda)."""
     names = _backends.resolve(backend, x)
     return names, _backends.op_for(names, name, name)
 
@@ -164,7 +173,7 @@ def softmax(x, temperature=1.0, *, backend="auto", stream=None):
     """
     if _backends.is_gpu_array(x):
         return _gpu().softmax(x, temperature, backend=backend, stream=stream)
-    names, fn = _op(backend, x, "softmax")
+    names, fn = _op(backend, "softmax")
     rows, one_d = _valid_rows(x, "x", names)
     t = per_row("temperature", temperature, rows.shape[0], check=POSITIVE)
     out = fn(rows, t)
@@ -176,7 +185,7 @@ def log_softmax(x, *, backend="auto", stream=None):
     """Log-softmax over each row's finite logits (masked -> ``-inf``), float32."""
     if _backends.is_gpu_array(x):
         return _gpu().log_softmax(x, backend=backend, stream=stream)
-    names, fn = _op(backend, x, "log_softmax")
+    names, fn = _op(backend, "log_softmax")
     rows, one_d = _valid_rows(x, "x", names)
     out = fn(rows)
     return out[0] if one_d else out
@@ -238,7 +247,7 @@ def dry_penalty(history, vocab_size, multiplier, base=1.75, allowed_length=2,
     ids : numpy.ndarray of int32, ascending
     penalties : numpy.ndarray of float32, the amount subtracted from each id's logit
     """
-    _, fn = _op(backend, history, "dry_penalty")
+    _, fn = _op(backend, "dry_penalty", history)
     if isinstance(vocab_size, (bool, np.bool_)) or not isinstance(vocab_size, numbers.Integral) \
             or vocab_size < 1:
         raise ValueError(f"vocab_size must be a positive integer; got {vocab_size!r}")

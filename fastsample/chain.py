@@ -263,10 +263,7 @@ class SamplerChain:
     # ------------------------------------------------------------------ calls
 
     def _prepare(self, logits, history, history_len, position):
-        if _backends.is_gpu_array(logits):
-            # Device arrays belong to the CUDA backend; never copy them to the host.
-            _backends.resolve(self._requested, logits)
-            raise _backends.BackendError("GPU arrays need the cuda backend, which is not implemented yet")
+        """Host logits only: ``process`` and ``sample`` send GPU logits to ``gpu`` first."""
         x, one_d = as_logits(logits)
         B, V = x.shape
         self._ensure_state(B)

@@ -278,7 +278,10 @@ def check_chain(chain):
 
 def _chain_rows(chain, logits, stream):
     """``(plan, ops, rows, was_1d, stream)`` for a chain's GPU call; sizes its state."""
-    plan = check_chain(chain)
+    _backends.load("cuda")  # check_chain's first step: an unusable cuda raises as there
+    # The plan does not depend on the backend: the chain's own fused one when it has one
+    # (not rebuilt per token), else check_chain's, which raises for non-canonical chains.
+    plan = chain._fused if chain._fused is not None else check_chain(chain)
     ops, x, one_d, stream = _rows(logits, "logits", chain._requested, stream)
     chain._ensure_state(x.shape[0])
     return plan, ops, x, one_d, stream

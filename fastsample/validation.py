@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = [
     "as_logits", "invalid_rows", "check_on_invalid", "raise_invalid", "per_row",
-    "as_seeds", "as_history", "as_token_ids", "Check",
+    "as_seeds", "as_history", "as_token_ids", "is_u64", "Check",
 ]
 
 _U64_MAX = 2**64 - 1
@@ -149,9 +149,14 @@ def _per_row(name, value, B, integer, check):
     return np.broadcast_to(out, (B,)).copy() if scalar else out
 
 
+def is_u64(value):
+    """Whether ``value`` is a plain Python int that ``as_seeds`` accepts (the hot path)."""
+    return type(value) is int and 0 <= value <= _U64_MAX
+
+
 def as_seeds(name, value, B):
     """Seeds and positions: non-negative integers < 2**64, as uint64 ``(B,)``."""
-    if type(value) is int and 0 <= value <= _U64_MAX:  # the per-token hot path
+    if is_u64(value):  # the per-token hot path
         return np.array([value] * B, dtype=np.uint64)
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         if not 0 <= int(value) <= _U64_MAX:

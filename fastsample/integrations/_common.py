@@ -17,8 +17,8 @@ def as_chain(sampler, seed, backend, on_invalid):
     return SamplerChain(sampler, seed=seed, backend=backend, on_invalid=on_invalid)
 
 
-class Sequence:
-    """Per-call bookkeeping for a chain that the host library calls once per token.
+class ChainCaller:
+    """A chain that the host library calls once per token, with its bookkeeping.
 
     The host passes the whole sequence each call (prompt plus generated tokens), so
     the history comes from it and the position is its length: the index of the token
@@ -28,13 +28,17 @@ class Sequence:
     the chain's state (Mirostat's mu, AdaptiveP's averages) is reset.
     """
 
-    def __init__(self, chain):
-        self.chain = chain
-        self.needs_history = any(isinstance(s, _HISTORY_STAGES) for s in chain.stages)
+    def __init__(self, sampler, *, seed=0, backend="auto", on_invalid="raise"):
+        self.chain = as_chain(sampler, seed, backend, on_invalid)
+        self._needs_history = any(isinstance(s, _HISTORY_STAGES) for s in self.chain.stages)
         self._last = None
 
-    def begin(self, B, L):
+    def _call_args(self, input_ids, B, L):
+        """The ``history`` and ``position`` keywords of the chain call for a (B, L) sequence."""
         if self._last != (B, L - 1):
             self.chain.reset()
         self._last = (B, L)
-        return L
+        return {"history": input_ids if self._needs_history else None, "position": L}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.chain!r})"

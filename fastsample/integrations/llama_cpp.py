@@ -28,25 +28,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Sequence, as_chain
+from ._common import ChainCaller
 
 __all__ = ["LlamaCppDraw", "LlamaCppLogitsProcessor"]
 
 
-class _Processor:
-    def __init__(self, sampler, *, seed=0, backend="auto", on_invalid="raise"):
-        self.chain = as_chain(sampler, seed, backend, on_invalid)
-        self._seq = Sequence(self.chain)
-
+class _Processor(ChainCaller):
     def _args(self, input_ids):
         ids = np.asarray(input_ids)
         if ids.ndim != 1:
             raise ValueError(f"input_ids must be 1-D (the sequence so far); got ndim={ids.ndim}")
-        position = self._seq.begin(1, ids.shape[0])
-        return {"history": ids if self._seq.needs_history else None, "position": position}
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.chain!r})"
+        return self._call_args(ids, 1, ids.shape[0])
 
 
 class LlamaCppLogitsProcessor(_Processor):

@@ -26,23 +26,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"(pip install 'fastsample[hf]' torch): {exc}"
     ) from None
 
-from ._common import Sequence, as_chain
+from ._common import ChainCaller
 
 __all__ = ["FastsampleDraw", "FastsampleLogitsProcessor", "stage_processors"]
 
 
-class _ChainProcessor(LogitsProcessor):
-    def __init__(self, sampler, *, seed=0, backend="auto", on_invalid="raise"):
-        self.chain = as_chain(sampler, seed, backend, on_invalid)
-        self._seq = Sequence(self.chain)
-
+class _ChainProcessor(ChainCaller, LogitsProcessor):
     def _args(self, input_ids):
-        B, L = input_ids.shape
-        position = self._seq.begin(B, L)
-        return {"history": input_ids if self._seq.needs_history else None, "position": position}
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.chain!r})"
+        return self._call_args(input_ids, *input_ids.shape)
 
 
 class FastsampleLogitsProcessor(_ChainProcessor):
