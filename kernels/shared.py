@@ -2,13 +2,15 @@
 
 Plain ``numba.njit`` functions (no arrays, no allocation), so one copy serves both
 targets: numba-cuda compiles them as device functions when a CUDA kernel calls them.
-Bit-identical to ``fastsample.rng``.
+The RNG is bit-identical to ``fastsample.rng``; the penalty math to
+``fastsample.reference.penalties``.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 from ..rng import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1
 
@@ -19,6 +21,7 @@ _W1 = np.uint64(PHILOX_W1)
 _LO = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _S12 = np.uint64(12)
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -52,3 +55,42 @@ def uniform(seed, position, stream):
                             s & _LO, s >> _S32)
     x = w0 | (w1 << _S32)
     return (np.float64(x >> _S12) + 0.5) * 2.0**-52
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def saturate_f32(v):
+    """float64 -> float32, clipped at +-float32 max (NaN passes through)."""
+    if v > F32_MAX:
+        return np.float32(F32_MAX)
+    if v < -F32_MAX:
+        return np.float32(-F32_MAX)
+    return np.float32(v)
+
+
+def mul_rn(a, b):
+    """``a * b`` in float64, rounded once: never fused with a following add into an FMA.
+
+    A stub compiled per target: plain ``*`` on the CPU (LLVM contracts nothing without
+    fast-math flags); on CUDA libdevice's ``dmul_rn``, because NVVM and ptxas contract
+    ``a * b + c`` into one FMA by default, which rounds once instead of twice and so
+    differs from the reference in the last bit. The CUDA overload is registered by
+    ``kernels/cuda/stages.py`` (a CUDA kernel calling this without it fails to compile).
+    """
+    return a * b
+
+
+@overload(mul_rn, target="cpu")
+def _mul_rn_cpu(a, b):
+    return lambda a, b: a * b
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def penalized(x, c, repeat, frequency, presence):
+    """SPEC §4 Penalties on one float64 logit ``x`` seen ``c > 0`` times: float64.
+
+    ``x / repeat`` if ``x > 0`` else ``x * repeat``, then ``- (c*frequency + presence)``
+    (the caller saturates to float32 and keeps ``-inf`` masked). Products by
+    ``mul_rn``: the same roundings as numpy's on every target.
+    """
+    y = x / repeat if x > 0 else mul_rn(x, repeat)
+    return y - (mul_rn(np.float64(c), frequency) + presence)

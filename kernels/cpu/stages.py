@@ -50,7 +50,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from ..shared import uniform
+from ..shared import penalized, uniform
+from ..shared import saturate_f32 as _sat
 from .simd import exp64, row_max
 
 __all__ = [
@@ -97,16 +98,6 @@ K_ADAPTIVE_P = 17
 
 # ----------------------------------------------------------------------------------
 # scalar / row helpers
-
-
-@numba.njit(**_NJ)
-def _sat(v):
-    """float64 -> float32, saturating at +-float32 max (NaN passes through)."""
-    if v > F32_MAX:
-        return np.float32(F32_MAX)
-    if v < -F32_MAX:
-        return np.float32(-F32_MAX)
-    return np.float32(v)
 
 
 @numba.njit(**_NJ)
@@ -964,8 +955,7 @@ def _penalties_row(row, out, hist, start, end, repeat, frequency, presence, cnt)
             cnt[t] = 0  # done
             x = np.float64(row[t])
             if x > -np.inf:
-                y = x / repeat if x > 0 else x * repeat
-                out[t] = _sat(y - (c * frequency + presence))
+                out[t] = _sat(penalized(x, c, repeat, frequency, presence))
 
 
 @numba.njit(**_PJ)
