@@ -113,6 +113,9 @@ def correctness(fs, wl, to_dev, batches, V):
             n = check_tokens(fs, to_dev, x, cfg, seeds, pos)
             report[f"tokens_{name}_B{B}"] = n
             mismatches += n
+    n = check_split_paths(fs, wl, V)
+    report["split_vs_one_block_token_differences"] = n
+    mismatches += n
     B = batches[0]
     x = wl.llm_like(B, V, seed=3)
     stages = [fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)]
@@ -120,7 +123,60 @@ def correctness(fs, wl, to_dev, batches, V):
     report[f"mask_mismatches_W1_B{B}"] = masks
     report[f"max_rel_err_W1_B{B}"] = rel
     mismatches += masks + int(rel > 1e-5)
+    masks, rel = check_masks(fs, to_dev, x, penalty_stages(fs, V)[0])
+    report[f"mask_mismatches_penalties_B{B}"] = masks
+    report[f"max_rel_err_penalties_B{B}"] = rel
+    mismatches += masks + int(rel > 1e-5)
+    n = check_penalty_chain(fs, wl, to_dev, B, V)
+    report[f"tokens_penalties_3_steps_B{B}"] = n
+    mismatches += n
     return report, mismatches
+
+
+def check_split_paths(fs, wl, V):
+    """Tokens of the split and one-block paths of the canonical kernel on the same rows
+    (they must agree bit for bit): the number that differ, over W1/W3/W5/W6 and HF."""
+    ops = fs.registry.load("cuda")
+    x = np.concatenate([wl.llm_like(3, V, seed=8), wl.flat(1, V, seed=9)])
+    seeds = np.arange(4, dtype=np.uint64) + np.uint64(99)
+    pos = np.full(4, 7, np.uint64)
+    bad = 0
+    for k, p, mp, t, last in ((40, 0.95, 0.05, 0.8, True), (0, 0.95, 0.0, 1.0, True),
+                              (0, 1.0, 0.0, 0.8, True), (50, 0.9, 0.0, 0.7, False)):
+        a = ops.sample_canonical(x, k, p, mp, t, 1, last, seeds, pos, split=True)
+        b = ops.sample_canonical(x, k, p, mp, t, 1, last, seeds, pos, split=False)
+        bad += int((np.asarray(a) != np.asarray(b)).sum())
+    return bad
+
+
+def penalty_stages(fs, V):
+    """A chain with the device-side stages in front of W1's, and a history for it."""
+    rng = np.random.default_rng(11)
+    ids = rng.choice(V, 20, replace=False)
+    bias = fs.LogitBias((ids, np.concatenate([rng.normal(0, 2, 19), [-np.inf]])))
+    stages = [fs.Penalties(repeat=1.1, frequency=0.2, presence=0.1, last_n=64), bias,
+              fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)]
+    return stages, rng
+
+
+def check_penalty_chain(fs, wl, to_dev, B, V):
+    """Tokens of a Penalties + LogitBias + W1 chain over 3 steps with accept (device
+    counts updated incrementally), against the numpy chain: the number that differ."""
+    stages, rng = penalty_stages(fs, V)
+    gpu = fs.SamplerChain(stages, seed=5, backend="cuda")
+    ref = fs.SamplerChain(stages, seed=5, backend="numpy")
+    prompt = rng.integers(0, V, (B, 100))
+    gpu.load_states([{"history": h} for h in prompt])
+    ref.load_states([{"history": h} for h in prompt])
+    bad = 0
+    for step in range(3):
+        x = wl.llm_like(B, V, seed=20 + step)
+        got = to_host(gpu.sample(to_dev(x)))
+        want = ref.sample(x)
+        bad += int((got != want).sum())
+        gpu.accept(want)
+        ref.accept(want)
+    return bad
 
 
 # ------------------------------------------------------------------------ timings
@@ -137,6 +193,7 @@ def timings(fs, wl, ops, torch, cuda, B, V, reps, on_gpu):
     zeros = cuda.to_device(np.zeros(B, np.int64))
     seeds = cuda.to_device(np.arange(B, dtype=np.uint64))
     pos = cuda.to_device(np.zeros(B, dtype=np.uint64))
+    api_in = xt if on_gpu else d
 
     def sync():
         cuda.synchronize()
@@ -144,15 +201,25 @@ def timings(fs, wl, ops, torch, cuda, B, V, reps, on_gpu):
             torch.cuda.synchronize()
 
     out = {}
+    out["ours_fs_sample_flag_W4"] = median_us(   # the engine call: no wait inside
+        lambda: fs.sample(api_in, seed=0, position=0, on_invalid="flag", **params), sync, reps)
     out["ours_fused_kernel_W4"] = median_us(
         lambda: ops.sample_canonical(d, dp["top_k"], dp["top_p"], dp["min_p"],
                                      dp["temperature"], ones, True, seeds, pos), sync, reps)
-    api_in = xt if on_gpu else d
     out["ours_fs_sample_W4"] = median_us(
         lambda: fs.sample(api_in, seed=0, position=0, **params), sync, reps)
+    for name, split in (("split", True), ("one_block", False)):   # which path wins where
+        out[f"ours_fused_kernel_W4_{name}"] = median_us(
+            lambda split=split: ops.sample_canonical(
+                d, dp["top_k"], dp["top_p"], dp["min_p"], dp["temperature"], ones, True,
+                seeds, pos, split=split), sync, reps)
     out["ours_fused_kernel_W5"] = median_us(
         lambda: ops.sample_canonical(d, zeros, 1.0, 0.0, 0.8, 1, True, seeds, pos),
         sync, reps)
+    stages, rng = penalty_stages(fs, V)
+    chain = fs.SamplerChain(stages, seed=5, backend="cuda", on_invalid="flag")
+    chain.load_states([{"history": h} for h in rng.integers(0, V, (B, 100))])
+    out["ours_chain_penalties_bias_W1"] = median_us(lambda: chain.sample(api_in), sync, reps)
     tk = torch.from_numpy(params["top_k"]).to(dev_t)
     tp = torch.from_numpy(params["top_p"]).to(dev_t).float()
     tm = torch.from_numpy(params["min_p"]).to(dev_t).float()
@@ -191,14 +258,26 @@ def ptx_only():
     dispatcher.get_current_device = lambda: _H200()  # device functions ask the context
     from fastsample.kernels.cuda import arrays as a
     from fastsample.kernels.cuda import canonical as c
+    from fastsample.kernels.cuda import split as sp
+    from fastsample.kernels.cuda import stages as st
 
     f32 = T.float32[:, ::1]
     i64, f64, u64 = T.int64[::1], T.float64[::1], T.uint64[::1]
+    # pf32, pi32, pf64, cnt, si, sf of split.py
+    split_state = (f32, T.int32[:, :, ::1], T.float64[:, :, ::1], T.int32[:, ::1],
+                   T.int64[:, ::1], T.float64[:, ::1])
     jobs = {
         "sample": (c.sample_kernel, (f32, i64, f64, f64, f64, i64, T.boolean, u64, u64,
-                                     T.int32[::1])),
+                                     T.float64[:, ::1], T.int32[::1])),
         "process": (c.process_kernel, (f32, i64, f64, f64, f64, i64, T.boolean, f32,
                                        T.int32[::1])),
+        "split_phase": (sp.phase_kernel, (T.int64, T.int64, f32, i64, f64, f64, f64, i64,
+                                          T.boolean, *split_state)),
+        "split_draw": (sp.draw_kernel, (f32, u64, u64, T.int32[:, :, ::1],
+                                        T.float64[:, :, ::1], T.int64[:, ::1],
+                                        T.float64[:, ::1], T.int32[::1])),
+        "split_process": (sp.process_kernel, (T.int64, f32, i64, f64, f64, f64, i64,
+                                              T.boolean, *split_state, f32, T.int32[::1])),
         "invalid": (c.invalid_kernel, (f32, T.uint8[::1])),
         "softmax": (a.softmax_kernel, (f32, f64, f32)),
         "log_softmax": (a.log_softmax_kernel, (f32, f32)),
@@ -206,6 +285,14 @@ def ptx_only():
         "cast_f16": (a.cast_kernel, (T.float16[:, :], f32)),
         "cast1_f64": (a.cast1_kernel, (T.float64[:], f32)),
         "replace": (a.replace_kernel, (T.int32[::1], T.int64, T.int64)),
+        "cast_bf16": (a.cast_bf16_kernel, (T.int16[:, :], f32)),
+        "widen": (a.widen_kernel, (T.int32[::1], T.int64[::1])),
+        "flag_params": (a.flag_params_kernel, (T.int32[::1], f64, T.int64)),
+        "prelude": (st.prelude_kernel, (f32, f32, T.int32[:, ::1], f64, f64, f64,
+                                        T.int32[::1], i64, f64, T.uint8[::1], T.int64)),
+        "zero_counts": (st.zero_kernel, (T.int32[:, ::1],)),
+        "scatter_counts": (st.scatter_counts_kernel, (i64, T.int32[:, ::1])),
+        "update_counts": (st.update_counts_kernel, (T.int32[:, ::1], i64, i64)),
     }
     out = {}
     for name, (kernel, sig) in jobs.items():
@@ -251,7 +338,7 @@ def main():
             return torch.from_numpy(a).cuda()
         device = torch.cuda.get_device_name(0)
     else:
-        batches, V, reps = (2, 3), 256, 1
+        batches, V, reps = (2, 3), 128, 1   # the script's logic only: tiny and quick
 
         def to_dev(a):
             return cuda.to_device(a)
@@ -269,12 +356,15 @@ def main():
         n = int((got.cpu().numpy() != want).sum())
         report["tokens_on_torch_stream"] = n
         mismatches += n
-    times, ratios = timings(fs, wl, ops, torch, cuda, batches[0], V, reps, on_gpu)
+    times, ratios = {}, {}
+    for B in (1, *batches) if on_gpu else (1, batches[0]):   # B = 1: the split's case
+        t, r = timings(fs, wl, ops, torch, cuda, B, V, reps, on_gpu)
+        times.update({f"B{B}_{k}": v for k, v in t.items()})
+        ratios.update({f"B{B}_{k}": v for k, v in r.items()})
     print(json.dumps({
         "ok": mismatches == 0, "device": device, "V": V, "batches": list(batches),
         "tpb": ops.TPB, "warmup_s": compile_s, "correctness": report, **extra,
-        "timings_us": {f"B{batches[0]}_{k}": v for k, v in times.items()},
-        "ratios": ratios, "total_s": round(time.perf_counter() - start, 1),
+        "timings_us": times, "ratios": ratios, "total_s": round(time.perf_counter() - start, 1),
     }))
     sys.exit(0 if mismatches == 0 else 1)
 

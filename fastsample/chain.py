@@ -8,7 +8,12 @@ from . import arrays as _arrays
 from . import registry as _backends
 from .stages import Dist, MinP, Stage, Temperature, Terminal, TopK, TopP
 from .validation import (
-    as_history, as_logits, as_seeds, as_token_ids, check_on_invalid, raise_invalid,
+    as_history,
+    as_logits,
+    as_seeds,
+    as_token_ids,
+    check_on_invalid,
+    raise_invalid,
 )
 
 __all__ = ["SamplerChain"]
@@ -78,10 +83,11 @@ class SamplerChain:
         as_seeds("seed", seed, 1 if np.ndim(seed) == 0 else len(seed))
         self._requested = backend
         self._cpu_names = _backends.resolve(backend)
-        if backend == "cuda":  # only the fused canonical chain; others: BackendError naming the stage
+        self._gpu_plan = None   # fastsample.gpu's plan, made on the first GPU call
+        if backend == "cuda":  # the chains gpu.check_chain accepts; others: BackendError naming the stage
             from . import gpu
 
-            gpu.check_chain(self)
+            self._gpu_plan = gpu.check_chain(self)
         else:
             self._check_ops(self._cpu_names)
         self._ops = _Ops(self._cpu_names)
@@ -90,17 +96,19 @@ class SamplerChain:
         self._fused = self._canonical_plan()
         self.reset()
 
-    def _canonical_plan(self, backend=None):
+    def _canonical_plan(self, backend=None, stages=None):
         """How to run ``sample`` as the backend's fused canonical kernel, if it can.
 
         A chain of TopK / TopP / MinP / Temperature (each at most once, in llama.cpp's
         order or with Temperature first, sharing one min_keep) ending in Dist is the
-        chain of ``fs.sample`` with some stages disabled.
+        chain of ``fs.sample`` with some stages disabled. ``stages``: a tail of the
+        chain's stages to plan instead of all of them.
         """
         backend = self.backend if backend is None else backend
         if getattr(_backends.load(backend), "sample_canonical", None) is None:
             return None
-        body, terminal = self.stages[:-1], self.stages[-1]
+        stages = self.stages if stages is None else stages
+        body, terminal = stages[:-1], stages[-1]
         kinds = [type(s) for s in body]
         if type(terminal) is not Dist or len(set(kinds)) != len(kinds):
             return None
@@ -120,7 +128,7 @@ class SamplerChain:
     def _fused_args(self, B, plan=None):
         """``(top_k, top_p, min_p, temperature, min_keep, temperature_last)`` of a plan."""
         by_type, temperature_last = self._fused if plan is None else plan
-        def param(kind, default, integer=False):  # noqa: E306
+        def param(kind, default, integer=False):
             stage = by_type.get(kind)
             value = default if stage is None else stage.rows(B)[0]
             return np.broadcast_to(np.asarray(value, np.int64 if integer else np.float64), (B,))
@@ -155,6 +163,7 @@ class SamplerChain:
         self.positions = None
         self._seeds = None
         self._state = None
+        self._gpu_state = {}   # device-side state of fastsample.gpu (Penalties' counts)
 
     def _ensure_state(self, B):
         if self._B is None:
@@ -188,6 +197,10 @@ class SamplerChain:
             raise TypeError(f"tokens must be integers; got dtype {tokens.dtype}")
         if tokens.shape != (self._B,):
             raise ValueError(f"tokens has shape {tokens.shape} but the chain has B={self._B} rows")
+        if self._gpu_state.get("counts_V") is not None:
+            from . import gpu
+
+            gpu.accept_counts(self, tokens)   # before the history grows
         for b, t in enumerate(tokens.tolist()):
             if t >= 0:
                 self.history[b] = np.append(self.history[b], np.int64(t))
@@ -259,6 +272,7 @@ class SamplerChain:
                 terminal[key][b] = value
         self._B, self._seeds, self.positions, self.history = B, seeds, positions, history
         self._state = [None] * (len(self.stages) - 1) + [terminal]
+        self._gpu_state = {}
 
     # ------------------------------------------------------------------ calls
 
@@ -318,7 +332,7 @@ class SamplerChain:
         if _backends.is_gpu_array(logits):
             from . import gpu
 
-            return gpu.chain_process(self, logits, stream)
+            return gpu.chain_process(self, logits, history, history_len, stream)
         x, one_d, invalid, ops, ctx = self._prepare(logits, history, history_len, position)
         fused = getattr(_backends.load(self.backend), "process_canonical", None)
         if self._fused is not None and fused is not None:
@@ -348,7 +362,7 @@ class SamplerChain:
         if _backends.is_gpu_array(logits):
             from . import gpu
 
-            return gpu.chain_sample(self, logits, position, stream)
+            return gpu.chain_sample(self, logits, history, history_len, position, stream)
         x, one_d, invalid, ops, ctx = self._prepare(logits, history, history_len, position)
         if self._fused is not None:
             tokens = np.array(self._sample_fused(x, ctx), dtype=np.int32)

@@ -2,19 +2,26 @@
 
 Any array with ``__cuda_array_interface__`` (CuPy, torch.cuda tensors, numba device
 arrays; under the CUDA simulator, its device arrays) is read in place: never copied
-to the host. Logits of another float dtype or with strides are converted into a
-float32 copy on the device. Results stay on the device and come back as the caller's
-type: a torch tensor or a CuPy array (zero-copy wraps of the result buffer), else a
+to the host. Logits of another dtype (float16, float64, torch bfloat16) or with strides
+are converted into a float32 copy by a kernel on the call's stream. Results stay on the
+device and come back as the caller's type: a torch tensor or a CuPy array (zero-copy
+wraps of the result buffer; torch token ids are int64, widened by a kernel), else a
 numba device array; ``sample`` on 1-D logits returns an int.
 
-What does cross to the host, all O(B): per-row parameters given as device arrays
-(copied back to be validated with the host rules of SPEC §7) and the per-row flags
-of invalid rows (to raise ``ValueError`` naming them, or to give -1).
+Synchronisation. With ``on_invalid="flag"``, ``sample`` on 2-D logits never waits for
+the GPU: invalid rows become -1 on the device, per-row parameters given as device
+arrays are checked on the device (a row whose parameter breaks the SPEC §7 rule gets
+token -1 as well; dtype and length are checked from the array's metadata), and nothing
+is copied to the host. Host parameters go to the device in one asynchronous copy. With
+the default ``on_invalid="raise"``, raising needs the B row flags on the host: one small
+copy, which waits for the kernels; device parameters are then copied back (B values)
+and validated with the host rules. A 1-D call returns a Python int, so it waits too.
+(Memory comes from numba's memory manager; an engine that must never block can plug
+its own pool into numba's EMM interface, for example torch's caching allocator.)
 
 ``stream``: a numba stream, a torch.cuda.Stream (``cuda_stream``), a CuPy stream
 (``ptr``), a raw ``cudaStream_t`` as an int, or None/0 for the default stream. Every
-kernel and copy of the call is queued on it; the call returns once the O(B) flags
-have arrived, so the results are ready on that stream.
+kernel and copy of the call is queued on it, so the results are ready in stream order.
 """
 
 from __future__ import annotations
@@ -25,9 +32,17 @@ import numpy as np
 
 from . import registry as _backends
 from .stages import AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE
-from .validation import as_seeds, check_on_invalid, per_row, raise_invalid
+from .validation import (
+    as_history,
+    as_seeds,
+    as_token_ids,
+    check_on_invalid,
+    per_row,
+    raise_invalid,
+)
 
 __all__ = [
+    "accept_counts",
     "as_stream",
     "chain_process",
     "chain_sample",
@@ -92,17 +107,25 @@ def _sync(stream):
         stream.synchronize()
 
 
+def _is_torch(x):
+    return type(x).__module__.startswith("torch")
+
+
+def _is_bf16(x):
+    return _is_torch(x) and str(x.dtype) == "torch.bfloat16"
+
+
 def _view(x):
     """A numba device array over ``x``'s memory (no copy)."""
     if hasattr(x, "copy_to_host"):
         return x
-    if type(x).__module__.startswith("torch") and str(x.dtype) == "torch.bfloat16":
-        x = x.float()  # numba has no bfloat16: widened on the device (exact)
     return _cuda().as_cuda_array(x)
 
 
 def to_host(x, stream=0):
-    """A small device array (flags, parameters) copied to a numpy array."""
+    """A small device array (flags, parameters, tokens) copied to a numpy array."""
+    if _is_torch(x):  # torch orders the copy after the work of its own stream
+        return (x.detach().float() if _is_bf16(x) else x.detach()).cpu().numpy()
     out = _view(x).copy_to_host(stream=stream)
     _sync(stream)
     return out
@@ -112,35 +135,46 @@ def device_rows(x, name, ops, stream=0):
     """Validate GPU logits; return ``(float32 C-contiguous (B, V) device array, was_1d)``.
 
     The rows are ``x`` itself when it is float32 and C-contiguous, else a converted
-    copy made on the device. Bad dtypes and shapes raise as ``as_logits`` does.
+    copy made by a kernel on ``stream``. Bad dtypes and shapes raise as ``as_logits``
+    does. torch bfloat16 is read as its int16 bits (numba has no bfloat16).
     """
+    bf16 = _is_bf16(x)
+    if bf16:
+        import torch
+
+        x = x.detach().view(torch.int16)  # same memory, same strides
     d = _view(x)
     dtype = np.dtype(d.dtype)
-    if dtype.kind != "f" or dtype.itemsize not in (2, 4, 8):
+    if not bf16 and (dtype.kind != "f" or dtype.itemsize not in (2, 4, 8)):
         raise TypeError(
-            f"{name} must be a floating-point array (float16, float32 or float64 on the "
-            f"GPU); got dtype {dtype}"
+            f"{name} must be a floating-point array (float16, float32, float64 or torch "
+            f"bfloat16 on the GPU); got dtype {dtype}"
         )
     if d.ndim not in (1, 2):
         raise ValueError(f"{name} must be 1-D (V,) or 2-D (B, V); got ndim={d.ndim}")
     if d.shape[d.ndim - 1] == 0:  # (the simulator's shapes take no negative index)
         raise ValueError(f"{name} must have at least one token (V >= 1); got V=0")
     one_d = d.ndim == 1
+    if bf16:
+        return ops.to_rows(_view(x.unsqueeze(0)) if one_d else d, stream, bfloat16=True), one_d
     if dtype == np.float32 and d.is_c_contiguous():
         return (d.reshape(1, d.shape[0]) if one_d else d), one_d
     return ops.to_rows(d, stream), one_d
 
 
-def wrap(result, like):
-    """A device result as the type of ``like``: torch tensor, CuPy array, or as is."""
+def wrap(result, like, ops=None, stream=0):
+    """A device result as the type of ``like``: torch tensor, CuPy array, or as is.
+
+    torch gets token ids (int32 results) as int64, its index dtype, like the host path
+    and ``torch.multinomial``: widened by ``ops``' kernel on ``stream``, in stream order
+    with the kernels that made them."""
     root = type(like).__module__.split(".")[0]
     if root == "torch":
         import torch
 
-        out = torch.as_tensor(result, device=like.device)
-        # Token ids as torch's index dtype, like the host path and torch.multinomial
-        # (a device-side cast: no host round trip).
-        return out.long() if out.dtype == torch.int32 else out
+        if ops is not None and np.dtype(result.dtype) == np.int32:
+            result = ops.to_int64(result, stream)
+        return torch.as_tensor(result, device=like.device)
     if root == "cupy":
         import cupy
 
@@ -162,6 +196,53 @@ def _seeds(name, value, B, stream):
     return as_seeds(name, _on_host(value, stream), B)
 
 
+# The host rules of SPEC §7 that a kernel checks for parameters left on the device.
+_DEVICE_CHECKS = {FINITE: "finite", NON_NEGATIVE: "non_negative", AT_LEAST_ONE: "at_least_one"}
+
+
+class _Params:
+    """The per-row parameters of one ``sample`` call.
+
+    Host values are validated on the host (``ValueError`` naming the parameter). With
+    ``lazy`` (``on_invalid="flag"``), device arrays stay on the device: their dtype and
+    length are checked from metadata, their values by a kernel after the draw that
+    gives a breaking row token -1 (``deferred``). Otherwise they are copied back.
+    """
+
+    def __init__(self, B, stream, lazy):
+        self.B, self.stream, self.lazy = B, stream, lazy
+        self.deferred = []
+
+    def _device(self, name, value, integer):
+        if _is_bf16(value):
+            raise TypeError(f"{name} on the device must be float32 or float64, not bfloat16")
+        d = _view(value)
+        kind = np.dtype(d.dtype).kind
+        if kind not in ("iu" if integer else "iuf"):
+            what = "an integer" if integer else "a number"
+            raise TypeError(f"{name} must be {what} array; got dtype {d.dtype} on the device")
+        if d.ndim != 1 or d.shape[0] != self.B:
+            raise ValueError(f"{name} has shape {tuple(d.shape)} but the batch has "
+                             f"B={self.B} rows")
+        return d
+
+    def get(self, name, value, *, integer=False, check=None):
+        if not (self.lazy and _backends.is_gpu_array(value)):
+            return _param(name, value, self.B, self.stream, integer=integer, check=check)
+        d = self._device(name, value, integer)
+        if check is not None:
+            self.deferred.append((d, _DEVICE_CHECKS[check]))
+        return d
+
+    def seeds(self, name, value):
+        if not (self.lazy and _backends.is_gpu_array(value)):
+            return _seeds(name, value, self.B, self.stream)
+        d = self._device(name, value, True)
+        if np.dtype(d.dtype).kind == "i":
+            self.deferred.append((d, "non_negative"))
+        return d
+
+
 def _check_rows(ops, rows, stream):
     """Raise ``ValueError`` naming the invalid rows (one small device-to-host copy)."""
     bad = to_host(ops.invalid_rows(rows, stream), stream).astype(bool)
@@ -169,19 +250,21 @@ def _check_rows(ops, rows, stream):
         raise_invalid(bad, _WHAT)
 
 
-def _finish_tokens(ops, tokens, like, one_d, on_invalid, stream):
-    """Raise for, or flag (-1), invalid rows; the caller's type (an int for 1-D)."""
+def _finish_tokens(ops, tokens, like, one_d, on_invalid, stream, deferred=()):
+    """Raise for, or flag (-1), invalid rows; the caller's type (an int for 1-D).
+
+    ``flag`` stays on the device (no host copy unless 1-D): -2 becomes -1, and so does
+    every row whose ``deferred`` device parameter breaks its rule."""
+    if on_invalid == "flag":
+        ops.flag_invalid(tokens, stream)
+        for values, check in deferred:
+            ops.flag_params(tokens, values, check, stream)
+        return int(to_host(tokens, stream)[0]) if one_d else wrap(tokens, like, ops, stream)
     flags = to_host(tokens, stream)
     invalid = flags == _INVALID
     if invalid.any():
-        if on_invalid == "raise":
-            raise_invalid(invalid, _WHAT)
-        flags[invalid] = -1
-        if not one_d:
-            ops.flag_invalid(tokens, stream)
-    if one_d:
-        return int(flags[0])
-    return wrap(tokens, like)
+        raise_invalid(invalid, _WHAT)
+    return int(flags[0]) if one_d else wrap(tokens, like, ops, stream)
 
 
 # ---------------------------------------------------------------------- the API
@@ -192,17 +275,17 @@ def sample(logits, *, temperature, top_k, top_p, min_p, min_keep, seed, position
     """``fs.sample`` for GPU logits (same parameters; see ``fastsample.api.sample``)."""
     check_on_invalid(on_invalid)
     ops, x, one_d, stream = _rows(logits, "logits", backend, stream)
-    B = x.shape[0]
-    t = _param("temperature", temperature, B, stream, check=FINITE)
-    k = _param("top_k", top_k, B, stream, integer=True)
-    p = _param("top_p", top_p, B, stream, check=NON_NEGATIVE)
-    mp = _param("min_p", min_p, B, stream, check=NON_NEGATIVE)
-    mk = _param("min_keep", min_keep, B, stream, integer=True, check=AT_LEAST_ONE)
-    seeds = _seeds("seed", seed, B, stream)
-    pos = _seeds("position", position, B, stream)
+    P = _Params(x.shape[0], stream, lazy=on_invalid == "flag")
+    t = P.get("temperature", temperature, check=FINITE)
+    k = P.get("top_k", top_k, integer=True)
+    p = P.get("top_p", top_p, check=NON_NEGATIVE)
+    mp = P.get("min_p", min_p, check=NON_NEGATIVE)
+    mk = P.get("min_keep", min_keep, integer=True, check=AT_LEAST_ONE)
+    seeds = P.seeds("seed", seed)
+    pos = P.seeds("position", position)
     tokens = ops.sample_canonical(x, k, p, mp, t, mk, bool(temperature_last), seeds, pos,
                                   stream)
-    return _finish_tokens(ops, tokens, logits, one_d, on_invalid, stream)
+    return _finish_tokens(ops, tokens, logits, one_d, on_invalid, stream, P.deferred)
 
 
 def _rows(x, name, backend, stream):
@@ -245,62 +328,163 @@ def topk(x, k, *, backend="auto", stream=None):
     if not 0 <= int(k) <= V:
         raise ValueError(f"k must be in [0, V={V}]; got {k}")
     values, indices = ops.topk(rows, int(k), stream)
-    return wrap(_unbatch(values, one_d), x), wrap(_unbatch(indices, one_d), x)
+    return wrap(_unbatch(values, one_d), x), wrap(_unbatch(indices, one_d), x, ops, stream)
 
 
 # ---------------------------------------------------------------------- SamplerChain
 
 
-def check_chain(chain):
-    """The chain's canonical plan on cuda, or ``BackendError`` naming what breaks it."""
-    plan = chain._canonical_plan("cuda")
-    if plan is not None:
-        return plan
-    from .stages import Dist, MinP, Temperature, TopK, TopP
+_PRELUDE_ORDER = {("Penalties",): 0, ("LogitBias",): 1, ("LogitBias", "Penalties"): 2,
+                  ("Penalties", "LogitBias"): 3}   # the codes of ops.prelude
 
+
+def check_chain(chain):
+    """The chain's cuda plan ``(prelude, canonical plan)``, or ``BackendError`` naming
+    what breaks it.
+
+    A chain runs on cuda when it is: LogitBias and/or Penalties first (at most one of
+    each, in either order: one fused elementwise kernel), then a chain of ``fs.sample``
+    (TopK, TopP, MinP, Temperature; the fused canonical kernel), ending in Dist.
+    """
+    from .stages import Dist, LogitBias, MinP, Penalties, Temperature, TopK, TopP
+
+    stages = chain.stages
+    n = 0
+    while n < len(stages) - 1 and type(stages[n]) in (LogitBias, Penalties):
+        n += 1
+    prelude = stages[:n]
+    if tuple(s.name for s in prelude) not in _PRELUDE_ORDER and prelude:
+        raise _backends.BackendError(
+            "the cuda backend runs at most one LogitBias and one Penalties stage; got "
+            f"{[s.name for s in prelude]}"
+        )
+    plan = chain._canonical_plan("cuda", stages[n:])
+    if plan is not None:
+        return prelude, plan
     allowed = (TopK, TopP, MinP, Temperature)
-    for stage in chain.stages[:-1]:
+    for stage in stages[n:-1]:
         if type(stage) not in allowed:
             break
     else:
-        stage = chain.stages[-1] if type(chain.stages[-1]) is not Dist else None
+        stage = stages[-1] if type(stages[-1]) is not Dist else None
     if stage is not None:
         raise _backends.BackendError(
             f"stage {stage.name} has no kernel on backend 'cuda': the cuda backend runs "
-            "chains of TopK, TopP, MinP and Temperature ending in Dist (fs.sample's chain)"
+            "LogitBias and Penalties (first), then TopK, TopP, MinP and Temperature, "
+            "ending in Dist"
         )
     raise _backends.BackendError(
-        "this chain has no kernel on backend 'cuda': it runs TopK, TopP, MinP and "
-        "Temperature at most once each, truncations in that order, Temperature first "
-        "or last, one shared min_keep, ending in Dist"
+        "this chain has no kernel on backend 'cuda': after LogitBias and Penalties it "
+        "runs TopK, TopP, MinP and Temperature at most once each, truncations in that "
+        "order, Temperature first or last, one shared min_keep, ending in Dist"
     )
 
 
+def _gpu_plan(chain):
+    """``check_chain``'s plan, computed once per chain (not per token)."""
+    if chain._gpu_plan is None:
+        chain._gpu_plan = check_chain(chain)
+    return chain._gpu_plan
+
+
 def _chain_rows(chain, logits, stream):
-    """``(plan, ops, rows, was_1d, stream)`` for a chain's GPU call; sizes its state."""
+    """``(prelude, plan, ops, rows, was_1d, stream)`` for a chain's GPU call; sizes
+    its state."""
     _backends.load("cuda")  # check_chain's first step: an unusable cuda raises as there
-    # The plan does not depend on the backend: the chain's own fused one when it has one
-    # (not rebuilt per token), else check_chain's, which raises for non-canonical chains.
-    plan = chain._fused if chain._fused is not None else check_chain(chain)
+    prelude, plan = _gpu_plan(chain)
     ops, x, one_d, stream = _rows(logits, "logits", chain._requested, stream)
     chain._ensure_state(x.shape[0])
-    return plan, ops, x, one_d, stream
+    return prelude, plan, ops, x, one_d, stream
 
 
-def chain_sample(chain, logits, position=None, stream=None):
-    """``SamplerChain.sample`` for GPU logits (the chain's fused canonical plan)."""
-    plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
+def _counts(chain, pen, ops, B, V, history, stream):
+    """Device ``(B, V)`` window counts for Penalties: the chain's own, kept on the
+    device across calls (``accept_counts`` updates them), or those of ``history``
+    (validated host rows)."""
+    last_n = pen.rows(B)[3]
+    if history is not None:
+        return ops.counts_from_history(history, V, last_n, stream)
+    state = chain._gpu_state
+    if state.get("counts_V") != V:
+        bad = [b for b, h in enumerate(chain.history) if h.size and int(h.max()) >= V]
+        if bad:
+            raise ValueError(f"the chain's history row {bad[0]} has a token outside [0, V={V})")
+        state["counts"] = ops.counts_from_history(chain.history, V, last_n, stream)
+        state["counts_V"] = V
+    return state["counts"]
+
+
+def accept_counts(chain, tokens):
+    """Keep the chain's device counts current as ``accept`` appends ``tokens`` (host,
+    before the append): +1 for each new token, -1 for the token leaving its window."""
+    state = chain._gpu_state
+    if state.get("counts_V") is None:
+        return
+    if tokens.size and int(tokens.max()) >= state["counts_V"]:
+        state.pop("counts_V")   # rebuilt (and refused, naming the row) at the next call
+        return
+    from .stages import Penalties
+
+    ops = _backends.load("cuda")
+    pen = next(s for s in _gpu_plan(chain)[0] if isinstance(s, Penalties))
+    add, remove = ops.window_deltas(chain.history, tokens, pen.rows(chain._B)[3])
+    ops.update_counts(state["counts"], add, remove, state["stream"])
+
+
+def _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream):
+    """The logits after the chain's LogitBias / Penalties stages (one fused kernel),
+    or ``x`` itself when there are none. A ``history`` is validated either way, as on
+    the host path."""
+    if history is not None:
+        history = as_history(history, history_len, x.shape[0], x.shape[1], one_d)
+    if not prelude:
+        return x
+    from .stages import LogitBias, Penalties
+
+    B, V = x.shape
+    pen = next((s for s in prelude if isinstance(s, Penalties)), None)
+    bias = next((s for s in prelude if isinstance(s, LogitBias)), None)
+    state = chain._gpu_state
+    state["stream"] = stream   # accept's count updates follow the chain's last call
+    if pen is not None:
+        counts, rows = _counts(chain, pen, ops, B, V, history, stream), pen.rows(B)[:3]
+    else:   # kept: numba allocates device memory synchronously, so not per token
+        counts, *rows = state.setdefault("no_penalties", ops.no_penalties())
+    if bias is not None:
+        if state.get("bias_V") != V:
+            ids = as_token_ids("LogitBias token", bias.ids, V)
+            state["bias"] = ops.bias_tables(ids, bias.values, V, stream)
+            state["bias_V"] = V
+        tables = state["bias"]
+    else:
+        tables = state.setdefault("no_bias", ops.no_bias())
+    # The output buffer is reused by the next call on the same stream, which is
+    # ordered after this call's canonical kernel has read it.
+    key = (x.shape, getattr(getattr(stream, "handle", None), "value", id(stream)) if stream
+           else 0)
+    if state.get("out_key") != key:
+        state["out"] = _cuda().device_array(x.shape, np.float32, stream=stream)
+        state["out_key"] = key
+    order = _PRELUDE_ORDER[tuple(s.name for s in prelude)]
+    return ops.prelude(x, state["out"], counts, *rows, tables, order, stream)
+
+
+def chain_sample(chain, logits, history=None, history_len=None, position=None, stream=None):
+    """``SamplerChain.sample`` for GPU logits (its cuda plan, see ``check_chain``)."""
+    prelude, plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
     B = x.shape[0]
-    pos = chain.positions if position is None else _seeds("position", position, B, stream)
-    args = chain._fused_args(B, plan)
-    tokens = ops.sample_canonical(x, *args, chain._seeds, pos, stream)
-    return _finish_tokens(ops, tokens, logits, one_d, chain.on_invalid, stream)
+    P = _Params(B, stream, lazy=chain.on_invalid == "flag")
+    pos = chain.positions if position is None else P.seeds("position", position)
+    x = _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream)
+    tokens = ops.sample_canonical(x, *chain._fused_args(B, plan), chain._seeds, pos, stream)
+    return _finish_tokens(ops, tokens, logits, one_d, chain.on_invalid, stream, P.deferred)
 
 
-def chain_process(chain, logits, stream=None):
+def chain_process(chain, logits, history=None, history_len=None, stream=None):
     """``SamplerChain.process`` for GPU logits: the masked logits, on the device."""
-    plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
+    prelude, plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
     B = x.shape[0]
+    x = _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream)
     if chain.on_invalid == "raise":
         _check_rows(ops, x, stream)
     # flagged invalid rows come back all -inf from the kernel

@@ -1,5 +1,6 @@
 """Array operations as CUDA kernels, one block per row: softmax, log_softmax, topk,
-plus the input cast (any float dtype, any strides -> float32 C-contiguous rows)."""
+plus the small ones around them: the input cast (any float dtype or bfloat16 bits, any
+strides -> float32 C-contiguous rows), token fix-ups and parameter checks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import numpy as np
 from numba import cuda, float32, float64, int32
 
 from .block import RADIX_BINS, max_f64, radix_kth, sum_f64
-from .target import TPB, f32_key
+from .target import TPB, bits_f32, f32_key
 
-__all__ = ["cast1_kernel", "cast_kernel", "log_softmax_kernel", "replace_kernel",
-           "softmax_kernel", "topk_kernel"]
+__all__ = ["CHECK_AT_LEAST_ONE", "CHECK_FINITE", "CHECK_NON_NEGATIVE", "cast1_kernel",
+           "cast_bf16_kernel", "cast_kernel", "flag_params_kernel", "log_softmax_kernel",
+           "replace_kernel", "softmax_kernel", "topk_kernel", "widen_kernel"]
 
 
 @cuda.jit(device=True)
@@ -153,6 +155,48 @@ def cast1_kernel(src, out):
     dst = out[0]
     for i in range(cuda.threadIdx.x, src.shape[0], TPB):
         dst[i] = float32(src[i])
+
+
+@cuda.jit(cache=True)
+def cast_bf16_kernel(src, out):
+    """``out[b, i]`` = the bfloat16 whose bits are ``src[b, i]`` (int16/uint16 2-D),
+    widened to float32: the top 16 bits of a float32, exact."""
+    b = cuda.blockIdx.x
+    row = src[b]
+    dst = out[b]
+    for i in range(cuda.threadIdx.x, row.shape[0], TPB):
+        dst[i] = bits_f32(np.uint32(np.uint16(row[i])) << np.uint32(16))
+
+
+@cuda.jit(cache=True)
+def widen_kernel(src, out):
+    """``out[b] = int64(src[b])`` (token ids for torch, whose index dtype is int64)."""
+    b = cuda.grid(1)
+    if b < src.shape[0]:
+        out[b] = src[b]
+
+
+# What a per-row parameter left on the device must satisfy (SPEC §7, as the host
+# Check objects of fastsample.stages): flagged rows get token -1 instead of an error.
+CHECK_FINITE = 0
+CHECK_NON_NEGATIVE = 1      # finite and >= 0
+CHECK_AT_LEAST_ONE = 2
+
+
+@cuda.jit(cache=True)
+def flag_params_kernel(tokens, values, check):
+    """``tokens[b] = -1`` where ``values[b]`` fails ``check`` (one thread per row)."""
+    b = cuda.grid(1)
+    if b < tokens.shape[0]:
+        v = values[b]
+        finite = v > -np.inf and v < np.inf       # False for NaN
+        ok = finite
+        if check == CHECK_NON_NEGATIVE:
+            ok = finite and v >= 0
+        elif check == CHECK_AT_LEAST_ONE:
+            ok = v >= 1
+        if not ok:
+            tokens[b] = -1
 
 
 @cuda.jit(cache=True)

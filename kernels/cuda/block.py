@@ -1,6 +1,8 @@
 """Block-wide reductions and radix selects, shared by the CUDA kernels.
 
-One block owns one row. Every function here is called by all threads of the block
+One block owns one row (or, on the split path, one chunk of a row: the ``*_chunk``
+and ``*_digit`` pieces are shared by both paths). Every function here that takes
+shared scratch is called by all threads of the block
 (they contain ``cuda.syncthreads()``), with shared scratch arrays that the caller
 declares (the simulator keys shared arrays by source line, so they are declared where
 each line runs once per thread: in the kernel, or in a device function it calls once,
@@ -19,13 +21,20 @@ import math
 import numpy as np
 from numba import cuda
 
-from .target import NEG_INF_KEY, TPB, f32_key, key_f32
+from ..shared import F32_MAX, saturate_f32
+from .target import CHUNK, NEG_INF_KEY, TPB, f32_key, key_f32
 
 __all__ = [
     "F32_MAX",
     "MASS_BINS",
     "RADIX_BINS",
+    "bins_total",
+    "count_keys",
+    "fixed_bits",
     "key_value",
+    "kth_digit",
+    "mass_bins_chunk",
+    "mass_digit",
     "max_f32",
     "max_f64",
     "max_i32",
@@ -40,7 +49,6 @@ __all__ = [
 RADIX_BINS = 256   # 8-bit digits: 4 passes for the count select
 MASS_BINS = 16     # 4-bit digits: 8 passes for the mass select (16 float64 per thread)
 _MASS_DIGITS = 8
-F32_MAX = 3.4028234663852886e38   # float32's largest finite value, as a float64
 
 
 @cuda.jit(device=True, inline=True)
@@ -101,12 +109,7 @@ def stage_value(x, t):
     (t > 0); ``t == 1`` and ``-inf`` pass through. Monotone, so it keeps every cut."""
     if t == 1.0 or not x > -np.inf:
         return np.float32(x)
-    y = np.float64(x) / t
-    if y > F32_MAX:
-        y = F32_MAX
-    elif y < -F32_MAX:
-        y = -F32_MAX
-    return np.float32(y)
+    return saturate_f32(np.float64(x) / t)
 
 
 @cuda.jit(device=True)
@@ -129,6 +132,41 @@ def _lone_key(row, t, T, include_masked, prefix, mask, slot):
 
 
 @cuda.jit(device=True)
+def fixed_bits(d, bits):
+    """The key bits fixed before pass ``d`` of a select with ``bits``-bit digits (8: a
+    count select, 4: a mass select), most significant digit first."""
+    mask = 0
+    for e in range(d):
+        mask |= np.int64((1 << bits) - 1) << (32 - bits * (e + 1))
+    return mask
+
+
+@cuda.jit(device=True)
+def count_keys(row, lo, hi, t, include_masked, prefix, mask, shift, hist):
+    """Count ``row[lo:hi]``'s keys (of ``stage_value(., t)``) in the group ``prefix``
+    under ``mask`` into ``hist`` by their 8-bit digit at ``shift`` (integer atomics:
+    exact in any order). ``hist``: int32 (RADIX_BINS,), zeroed by the caller."""
+    for i in range(lo + cuda.threadIdx.x, hi, TPB):
+        key = np.int64(f32_key(stage_value(row[i], t)))
+        if (include_masked or key > NEG_INF_KEY) and (key & mask) == prefix:
+            cuda.atomic.add(hist, (key >> shift) & 255, 1)
+
+
+@cuda.jit(device=True)
+def kth_digit(hist, rem):
+    """One thread: descend from the largest digit until the bin holds the ``rem``-th
+    entry. Returns ``(digit, rank within its bin, the bin's count)``."""
+    chosen = 0
+    for b in range(RADIX_BINS - 1, -1, -1):
+        c = hist[b]
+        if rem <= c:
+            chosen = b
+            break
+        rem -= c
+    return chosen, rem, hist[chosen]
+
+
+@cuda.jit(device=True)
 def radix_kth(row, t, j, include_masked, hist, sh_i32):
     """Key of the j-th largest value (1-based) of ``stage_value(row, t)``.
 
@@ -138,6 +176,8 @@ def radix_kth(row, t, j, include_masked, hist, sh_i32):
     entries equal to that key are needed to make j (ties to be taken in id order).
     The caller guarantees 1 <= j <= the number of entries counted.
     ``hist``: int32 (RADIX_BINS,) shared; ``sh_i32``: int32 (TPB,) shared.
+    Stopping once the group holds one entry gives the key the remaining passes would
+    (each picks that entry's digit, rank 1), so the split path can run every pass.
     """
     tid = cuda.threadIdx.x
     n = row.shape[0]
@@ -149,24 +189,13 @@ def radix_kth(row, t, j, include_masked, hist, sh_i32):
         for b in range(tid, RADIX_BINS, TPB):
             hist[b] = 0
         cuda.syncthreads()
-        for i in range(tid, n, TPB):
-            key = np.int64(f32_key(stage_value(row[i], t)))
-            if (include_masked or key > NEG_INF_KEY) and (key & mask) == prefix:
-                cuda.atomic.add(hist, (key >> shift) & 255, 1)
+        count_keys(row, 0, n, t, include_masked, prefix, mask, shift, hist)
         cuda.syncthreads()
         if tid == 0:
-            # descend from the largest digit until the bin holds the j-th entry
-            chosen = 0
-            rem = remaining
-            for b in range(RADIX_BINS - 1, -1, -1):
-                c = hist[b]
-                if rem <= c:
-                    chosen = b
-                    break
-                rem -= c
+            chosen, rem, count = kth_digit(hist, remaining)
             sh_i32[0] = chosen
             sh_i32[1] = rem
-            sh_i32[2] = hist[chosen]
+            sh_i32[2] = count
         cuda.syncthreads()
         prefix |= np.int64(sh_i32[0]) << shift
         remaining = sh_i32[1]
@@ -178,72 +207,127 @@ def radix_kth(row, t, j, include_masked, hist, sh_i32):
     return prefix, remaining
 
 
-@cuda.jit(device=True)
-def radix_mass(row, t, T, m, target, bins, red, cnt, sh_i32):
-    """Top-p cut: the largest value c of ``v = stage_value(row, t)`` over the survivors
-    ``v >= T`` such that ``mass(v >= c) >= target`` (mass: ``sum exp(v - m)``).
+_GS = min(16, TPB)   # threads per group in a chunk's per-bin sums
+_NG = TPB // _GS     # groups
 
-    Radix select on the keys, 4 bits a pass; each thread sums its own 16 bins in
-    float64, then thread b sums bin b over the threads in thread order
-    (deterministic, and one barrier instead of a tree's log2(TPB)).
+
+@cuda.jit(device=True)
+def mass_bins_chunk(row, lo, hi, t, T, m, prefix, mask, shift, bins, red, cnt, tot):
+    """One chunk's share of a mass pass: the float64 mass ``exp(v - m)`` of the
+    survivors ``v >= T`` of ``row[lo:hi]`` in the group ``prefix``/``mask``, per 4-bit
+    digit at ``shift``, added to ``tot[b]`` (a row's bin is its chunk sums added in
+    chunk order); their counts are added to ``cnt`` (integer atomics).
+
+    The chunk's order is fixed by ``TPB`` alone: thread-strided ids, each thread's own
+    bins, then per bin ``_GS`` threads at a time in thread order, then the groups in
+    order. ``bins``: (MASS_BINS,) float64 local; ``red``: float64 (MASS_BINS, TPB)
+    shared; ``cnt``: int32, ``tot``: float64 (MASS_BINS,) shared.
+    """
+    tid = cuda.threadIdx.x
+    for b in range(MASS_BINS):
+        bins[b] = 0.0
+    for i in range(lo + tid, hi, TPB):
+        v = stage_value(row[i], t)
+        if np.float64(v) >= T:
+            key = np.int64(f32_key(v))
+            if (key & mask) == prefix:
+                b = (key >> shift) & 15
+                bins[b] += math.exp(np.float64(v) - m)
+                cuda.atomic.add(cnt, b, 1)
+    for b in range(MASS_BINS):
+        red[b, tid] = bins[b]
+    cuda.syncthreads()
+    for s in range(tid, MASS_BINS * _NG, TPB):   # (bin, group): its _GS threads in order
+        b = s % MASS_BINS
+        g = s // MASS_BINS
+        acc = 0.0
+        for c in range(_GS):
+            acc += red[b, g * _GS + c]
+        red[b, g * _GS] = acc
+    cuda.syncthreads()
+    for b in range(tid, MASS_BINS, TPB):         # then the groups in order
+        acc = 0.0
+        for g in range(_NG):
+            acc += red[b, g * _GS]
+        tot[b] += acc
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def bins_total(tot):
+    """The survivors' whole mass: the row's pass-0 bins added in bin order."""
+    W = 0.0
+    for b in range(MASS_BINS):
+        W += tot[b]
+    return W
+
+
+@cuda.jit(device=True)
+def mass_digit(d, above, target, tot, cnt):
+    """One thread: the digit of mass pass ``d`` from the row's per-bin mass ``tot`` and
+    counts ``cnt``, ``above`` the mass of the survivors above the group. Returns
+    ``(digit, ok, mass above the chosen bin)``; ``ok == 0``: the survivors' whole mass
+    falls short of ``target`` (only at ``d == 0``): the stage keeps every survivor."""
+    chosen = -1
+    lowest = -1
+    acc = above
+    for b in range(MASS_BINS - 1, -1, -1):
+        if cnt[b] > 0:
+            lowest = b
+            if acc + tot[b] >= target:
+                chosen = b
+                break
+            acc += tot[b]
+    ok = 1
+    if chosen < 0:
+        if d == 0:
+            ok = 0
+            chosen = 0
+        else:
+            # The previous digit chose this group, but the finer sums round
+            # differently: its reach lands on its smallest member.
+            chosen = lowest
+            acc = above
+            for b in range(MASS_BINS - 1, lowest, -1):
+                acc += tot[b]
+    return chosen, ok, acc
+
+
+@cuda.jit(device=True)
+def radix_mass(row, t, T, m, frac, bins, red, cnt, tot, sh_i32):
+    """Top-p cut: the largest value c of ``v = stage_value(row, t)`` over the survivors
+    ``v >= T`` such that ``mass(v >= c) >= frac * W`` (mass: ``sum exp(v - m)``, W:
+    the survivors' whole mass, ``bins_total`` of the first pass).
+
+    Radix select on the keys, 4 bits a pass. A bin's mass is the sum, in chunk order,
+    of its per-chunk sums (``mass_bins_chunk``), the order the split path uses too.
     Returns ``(found, key)``; not found (rounding left the total short) means the
-    stage keeps every survivor.
+    stage keeps every survivor. Stopping once the group holds one entry gives the key
+    the remaining passes would (every later pass picks that entry's digit).
     ``bins``: a (MASS_BINS,) float64 local array; ``red``: float64 (MASS_BINS, TPB)
-    shared; ``cnt``: int32 (MASS_BINS,) shared; ``sh_i32``: int32 (TPB,) shared.
+    shared; ``cnt``: int32 (MASS_BINS,) shared; ``tot``: float64 (MASS_BINS,) shared;
+    ``sh_i32``: int32 (TPB,) shared.
     """
     tid = cuda.threadIdx.x
     n = row.shape[0]
     prefix = 0
     mask = 0
     above = 0.0   # mass of the survivors above the current prefix group
+    target = 0.0  # thread 0's
     found = 1
     for d in range(_MASS_DIGITS):
         shift = 28 - 4 * d
-        for b in range(MASS_BINS):
-            bins[b] = 0.0
         for b in range(tid, MASS_BINS, TPB):
             cnt[b] = 0
+            tot[b] = 0.0
         cuda.syncthreads()
-        for i in range(tid, n, TPB):
-            v = stage_value(row[i], t)
-            if np.float64(v) >= T:
-                key = np.int64(f32_key(v))
-                if (key & mask) == prefix:
-                    b = (key >> shift) & 15
-                    bins[b] += math.exp(np.float64(v) - m)
-                    cuda.atomic.add(cnt, b, 1)
-        for b in range(MASS_BINS):
-            red[b, tid] = bins[b]
-        cuda.syncthreads()
-        for b in range(tid, MASS_BINS, TPB):   # bin b summed over the threads, in order
-            acc = 0.0
-            for c in range(TPB):
-                acc += red[b, c]
-            red[b, 0] = acc
-        cuda.syncthreads()
+        for lo in range(0, n, CHUNK):
+            mass_bins_chunk(row, lo, min(lo + CHUNK, n), t, T, m, prefix, mask, shift,
+                            bins, red, cnt, tot)
         if tid == 0:
-            chosen = -1
-            lowest = -1
-            acc = above
-            for b in range(MASS_BINS - 1, -1, -1):
-                if cnt[b] > 0:
-                    lowest = b
-                    if acc + red[b, 0] >= target:
-                        chosen = b
-                        break
-                    acc += red[b, 0]
-            ok = 1
-            if chosen < 0:
-                if d == 0:
-                    ok = 0        # the survivors' whole mass falls short: keep all
-                    chosen = 0
-                else:
-                    # The previous digit chose this group, but the finer sums round
-                    # differently: its reach lands on its smallest member.
-                    chosen = lowest
-                    acc = above
-                    for b in range(MASS_BINS - 1, lowest, -1):
-                        acc += red[b, 0]
+            if d == 0:
+                target = frac * bins_total(tot)
+            chosen, ok, acc = mass_digit(d, above, target, tot, cnt)
             sh_i32[0] = chosen
             sh_i32[1] = ok
             sh_i32[2] = cnt[chosen]

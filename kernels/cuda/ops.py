@@ -1,9 +1,13 @@
 """The CUDA backend: the functions of ``fastsample.reference`` it implements.
 
 Same names and results as the reference (``docs/internals.md``) for ``softmax``,
-``log_softmax``, ``topk``, ``draw``, ``argmax``, ``invalid_rows``, plus the fused
-canonical chain ``sample_canonical`` (as ``kernels/cpu/canonical.py``, token -2 for an
-invalid row) and ``process_canonical`` (the logits that chain would draw from).
+``log_softmax``, ``topk``, ``draw``, ``argmax``, ``invalid_rows``, ``logit_bias`` and
+``penalties``, plus the fused canonical chain ``sample_canonical`` (as
+``kernels/cpu/canonical.py``, token -2 for an invalid row) and ``process_canonical``
+(the logits that chain would draw from), and what ``fastsample.gpu`` builds chains
+from: the LogitBias/Penalties ``prelude`` with its device counts and bias tables
+(``kernels/cuda/stages.py``), and the token fix-ups (``flag_invalid``, ``flag_params``,
+``to_int64``).
 
 Every function takes host (numpy) or device arrays. Host logits are copied to the
 device and the result comes back as numpy (the backend contract, used by the
@@ -22,73 +26,68 @@ from numba import cuda
 
 from . import arrays as _arrays
 from . import canonical as _canonical
-from .target import SIM, TPB
+from . import split as _split
+from . import stages as _stages
+from . import transfer
+from .stages import (
+    bias_tables,
+    counts_from_history,
+    logit_bias,
+    no_bias,
+    no_penalties,
+    penalties,
+    prelude,
+    update_counts,
+    window_deltas,
+)
+from .target import SIM, SPLIT_BELOW_ROWS, TPB
 
 __all__ = [
     "INVALID",
+    "PARAM_CHECKS",
     "SIM",
     "TPB",
     "argmax",
+    "bias_tables",
+    "counts_from_history",
     "draw",
     "flag_invalid",
+    "flag_params",
     "invalid_rows",
     "log_softmax",
+    "logit_bias",
+    "no_bias",
+    "no_penalties",
+    "penalties",
+    "prelude",
     "process_canonical",
     "sample_canonical",
     "softmax",
+    "to_int64",
     "to_rows",
     "topk",
+    "update_counts",
     "warmup",
+    "window_deltas",
 ]
 
 INVALID = _canonical.INVALID
 
 
-def _is_device(a):
-    return hasattr(a, "copy_to_host")
-
-
-def _params(B, stream, *pairs):
-    """``(value, dtype)`` pairs -> ``(B,)`` device arrays. Device arrays pass as they
-    are; host values are broadcast, converted, and copied in one transfer (a copy costs
-    about the same for 8 bytes as for a few kilobytes)."""
-    out = [v if _is_device(v) else None for v, _ in pairs]
-    host = [(i, np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=dt), (B,))))
-            for i, (v, dt) in enumerate(pairs) if out[i] is None]
-    if host:
-        packed = cuda.to_device(np.concatenate([a.view(np.uint8) for _, a in host]),
-                                stream=stream)
-        offset = 0
-        for i, a in host:   # every dtype here is 8 bytes wide: views stay aligned
-            out[i] = packed[offset:offset + a.nbytes].view(a.dtype)
-            offset += a.nbytes
-    return out
-
-
 def _param(a, B, dtype, stream):
-    """One ``(B,)`` parameter on the device (see ``_params``)."""
-    return _params(B, stream, (a, dtype))[0]
+    """One ``(B,)`` parameter on the device (see ``transfer.upload``)."""
+    return transfer.upload(B, stream, (a, dtype))[0]
 
 
-def _rows(x, stream):
-    """``(device (B, V) float32 rows, came_from_host)``."""
-    if _is_device(x):
-        return x, False
-    return cuda.to_device(np.ascontiguousarray(x, dtype=np.float32), stream=stream), True
-
-
-def _back(dev, host, stream):
-    if not host:
-        return dev
-    out = dev.copy_to_host(stream=stream)
-    if stream:
-        stream.synchronize()
-    return out
-
-
-def to_rows(src, stream=0):
+def to_rows(src, stream=0, bfloat16=False):
     """Float32 C-contiguous ``(B, V)`` copy on the device of a 1-D or 2-D device array
-    of any float dtype and strides."""
+    of any float dtype and strides; ``bfloat16``: ``src`` holds bfloat16 bits as
+    int16/uint16 ``(B, V)`` (numba has no bfloat16 type)."""
+    if bfloat16:
+        out = cuda.device_array(src.shape, np.float32, stream=stream)
+        if src.shape[0]:
+            _arrays.cast_bf16_kernel[src.shape[0], TPB, stream](src, out)
+        return out
     if src.ndim == 1:
         out = cuda.device_array((1, src.shape[0]), np.float32, stream=stream)
         _arrays.cast1_kernel[1, TPB, stream](src, out)
@@ -99,8 +98,16 @@ def to_rows(src, stream=0):
     return out
 
 
+def _use_split(B, V, split):
+    """The split path (several blocks per row) for small batches of multi-chunk rows,
+    unless ``split`` forces a path. Both give identical bits (``split.py``)."""
+    if split is None:
+        return B < SPLIT_BELOW_ROWS and _split.chunks(V) > 1
+    return bool(split)
+
+
 def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
-                     temperature_last, seed, position, stream=0):
+                     temperature_last, seed, position, stream=0, split=None):
     """Draw one token per row with the canonical chain of ``fs.sample``.
 
     Parameters
@@ -111,48 +118,64 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
     temperature_last : bool           True: llama.cpp order; False: HF order.
     seed, position : uint64 (B,)
     stream : numba stream or 0
+    split : bool or None
+        None: split each row across blocks when ``B < SPLIT_BELOW_ROWS`` and a row has
+        more than one ``CHUNK``; True/False force the split/one-block path.
 
     Returns
     -------
     int32 (B,), numpy for host logits else a device array: the reference chain's
     token, ``INVALID`` (-2) for a row with NaN, +inf or every logit masked.
     """
-    x, host = _rows(logits, stream)
-    B = x.shape[0]
-    out = cuda.device_array(B, np.int32, stream=stream)
-    if B:
-        k, p, mp, t, mk, s, pos = _params(
-            B, stream, (top_k, np.int64), (top_p, np.float64), (min_p, np.float64),
-            (temperature, np.float64), (min_keep, np.int64), (seed, np.uint64),
-            (position, np.uint64))
+    x, host = transfer.rows(logits, stream)
+    B, V = x.shape
+    if not B:
+        return transfer.back(cuda.device_array(0, np.int32, stream=stream), host, stream)
+    count, mass = _split.stages_needed(top_k, top_p, min_p, min_keep)
+    k, p, mp, t, mk, s, pos = transfer.upload(
+        B, stream, (top_k, np.int64), (top_p, np.float64), (min_p, np.float64),
+        (temperature, np.float64), (min_keep, np.int64), (seed, np.uint64),
+        (position, np.uint64))
+    if _use_split(B, V, split):
+        out = _split.sample_split(x, (k, p, mp, t, mk), temperature_last, s, pos, count,
+                                  mass, stream)
+    else:   # the tokens and the draw's chunk sums: one allocation
+        out, cs = _split.carve(((B,), np.int32), ((B, _split.chunks(V)), np.float64),
+                               stream=stream)
         _canonical.sample_kernel[B, TPB, stream](x, k, p, mp, t, mk, bool(temperature_last),
-                                                s, pos, out)
-    return _back(out, host, stream)
+                                                s, pos, cs, out)
+    return transfer.back(out, host, stream)
 
 
 def process_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
-                      temperature_last, stream=0):
+                      temperature_last, stream=0, split=None):
     """The logits the canonical chain's draw would use (masked = -inf), float32 (B, V);
-    an invalid row comes back all -inf. Host or device, as ``sample_canonical``."""
-    x, host = _rows(logits, stream)
-    B = x.shape[0]
+    an invalid row comes back all -inf. Host or device, and ``split``, as
+    ``sample_canonical``."""
+    x, host = transfer.rows(logits, stream)
+    B, V = x.shape
     out = cuda.device_array(x.shape, np.float32, stream=stream)
     if B:
         status = cuda.device_array(B, np.int32, stream=stream)
-        k, p, mp, t, mk = _params(
+        count, mass = _split.stages_needed(top_k, top_p, min_p, min_keep)
+        k, p, mp, t, mk = transfer.upload(
             B, stream, (top_k, np.int64), (top_p, np.float64), (min_p, np.float64),
             (temperature, np.float64), (min_keep, np.int64))
-        _canonical.process_kernel[B, TPB, stream](x, k, p, mp, t, mk, bool(temperature_last),
-                                                 out, status)
-    return _back(out, host, stream)
+        if _use_split(B, V, split):
+            _split.process_split(x, (k, p, mp, t, mk), temperature_last, out, status,
+                                 count, mass, stream)
+        else:
+            _canonical.process_kernel[B, TPB, stream](x, k, p, mp, t, mk,
+                                                     bool(temperature_last), out, status)
+    return transfer.back(out, host, stream)
 
 
 def _tokens(logits, temperature, seed, position, stream):
     """The canonical kernel with every truncation off; -1 for a row with no finite
     logit (the reference's convention for ``draw`` and ``argmax``)."""
-    x, host = _rows(logits, stream)
+    x, host = transfer.rows(logits, stream)
     out = sample_canonical(x, 0, 1.0, 0.0, temperature, 1, True, seed, position, stream)
-    return _back(flag_invalid(out, stream), host, stream)
+    return transfer.back(flag_invalid(out, stream), host, stream)
 
 
 def draw(logits, seed, position, stream=0):
@@ -167,35 +190,35 @@ def argmax(logits, stream=0):
 
 def invalid_rows(logits, stream=0):
     """Boolean (B,): rows with NaN or +inf, or with every logit -inf."""
-    x, host = _rows(logits, stream)
+    x, host = transfer.rows(logits, stream)
     B = x.shape[0]
     out = cuda.device_array(B, np.uint8, stream=stream)
     if B:
         _canonical.invalid_kernel[B, TPB, stream](x, out)
     if host:
-        return _back(out, True, stream).astype(bool)
+        return transfer.back(out, True, stream).astype(bool)
     return out
 
 
 def softmax(x, temperature=1.0, stream=0):
     """Softmax of ``x / t`` over each row's finite logits (masked -> 0), float32."""
-    rows, host = _rows(x, stream)
+    rows, host = transfer.rows(x, stream)
     B = rows.shape[0]
     out = cuda.device_array(rows.shape, np.float32, stream=stream)
     if B:
         t = _param(temperature, B, np.float64, stream)
         _arrays.softmax_kernel[B, TPB, stream](rows, t, out)
-    return _back(out, host, stream)
+    return transfer.back(out, host, stream)
 
 
 def log_softmax(x, stream=0):
     """Log-softmax over each row's finite logits (masked -> -inf), float32."""
-    rows, host = _rows(x, stream)
+    rows, host = transfer.rows(x, stream)
     B = rows.shape[0]
     out = cuda.device_array(rows.shape, np.float32, stream=stream)
     if B:
         _arrays.log_softmax_kernel[B, TPB, stream](rows, out)
-    return _back(out, host, stream)
+    return transfer.back(out, host, stream)
 
 
 def topk(x, k, stream=0):
@@ -203,7 +226,7 @@ def topk(x, k, stream=0):
 
     Returns ``(values float32 (B, k), indices int32 (B, k))``.
     """
-    rows, host = _rows(x, stream)
+    rows, host = transfer.rows(x, stream)
     B, V = rows.shape
     k = int(k)
     if not 0 <= k <= V:
@@ -214,15 +237,42 @@ def topk(x, k, stream=0):
         cand_v = cuda.device_array((B, k), np.float32, stream=stream)
         cand_i = cuda.device_array((B, k), np.int32, stream=stream)
         _arrays.topk_kernel[B, TPB, stream](rows, k, cand_v, cand_i, values, indices)
-    return _back(values, host, stream), _back(indices, host, stream)
+    return transfer.back(values, host, stream), transfer.back(indices, host, stream)
+
+
+def _row_grid(B):
+    return (B + TPB - 1) // TPB, TPB
 
 
 def flag_invalid(tokens, stream=0):
     """On the device: token -2 (invalid row) becomes -1, in place."""
     B = tokens.shape[0]
     if B:
-        _arrays.replace_kernel[(B + TPB - 1) // TPB, TPB, stream](tokens, INVALID, -1)
+        _arrays.replace_kernel[_row_grid(B) + (stream,)](tokens, INVALID, -1)
     return tokens
+
+
+PARAM_CHECKS = {"finite": _arrays.CHECK_FINITE, "non_negative": _arrays.CHECK_NON_NEGATIVE,
+                "at_least_one": _arrays.CHECK_AT_LEAST_ONE}
+
+
+def flag_params(tokens, values, check, stream=0):
+    """On the device: ``tokens[b] = -1`` where the device parameter ``values[b]`` fails
+    ``check`` (a key of ``PARAM_CHECKS``), in place; nothing is copied to the host."""
+    B = tokens.shape[0]
+    if B:
+        _arrays.flag_params_kernel[_row_grid(B) + (stream,)](tokens, values,
+                                                            PARAM_CHECKS[check])
+    return tokens
+
+
+def to_int64(tokens, stream=0):
+    """A new int64 copy of int32 tokens, made on the device (on ``stream``)."""
+    B = tokens.shape[0]
+    out = cuda.device_array(B, np.int64, stream=stream)
+    if B:
+        _arrays.widen_kernel[_row_grid(B) + (stream,)](tokens, out)
+    return out
 
 
 def warmup():
@@ -236,8 +286,11 @@ def warmup():
     start = time.perf_counter()
     x = cuda.to_device(np.linspace(-3.0, 3.0, 64, dtype=np.float32).reshape(2, 32))
     for temperature_last in (True, False):
-        sample_canonical(x, 4, 0.9, 0.05, 0.8, 1, temperature_last, 0, 0)
-        process_canonical(x, 4, 0.9, 0.05, 0.8, 1, temperature_last)
+        sample_canonical(x, 4, 0.9, 0.05, 0.8, 1, temperature_last, 0, 0, split=False)
+        process_canonical(x, 4, 0.9, 0.05, 0.8, 1, temperature_last, split=False)
+    # the split path's kernels (one set of types: the order is a runtime flag)
+    sample_canonical(x, 4, 0.9, 0.05, 0.8, 2, True, 0, 0, split=True)
+    process_canonical(x, 4, 0.9, 0.05, 0.8, 2, True, split=True)
     flag_invalid(draw(x, 0, 0))
     invalid_rows(x)
     softmax(x)
@@ -245,5 +298,9 @@ def warmup():
     topk(x, 3)
     to_rows(cuda.to_device(np.zeros((2, 3), np.float16)))
     to_rows(cuda.to_device(np.zeros(3, np.float64)))
+    to_rows(cuda.to_device(np.zeros((2, 3), np.int16)), bfloat16=True)   # torch bfloat16
+    tokens = flag_invalid(draw(x, 0, 0))
+    to_int64(flag_params(tokens, cuda.to_device(np.ones(2)), "non_negative"))
+    _stages.warmup()
     cuda.synchronize()
     return time.perf_counter() - start

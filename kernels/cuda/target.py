@@ -6,6 +6,12 @@ chosen here, once, at import:
 
 - ``TPB``: threads per block. Small under the simulator (each thread is an OS
   thread), 256 on a GPU.
+- ``CHUNK``: the fixed piece of a row that every float64 sum is structured by (a
+  chunk's partial in a fixed in-block order, then the partials in chunk order), so
+  the one-block path and the split path (several blocks per row, small batches) add
+  in the same order. ``TPB * 4`` in the simulator, so tiny test rows have many chunks.
+- ``SPLIT_BELOW_ROWS``: batches with fewer rows than this (and rows of more than one
+  chunk) take the split path.
 - Block reductions use shared memory and ``cuda.syncthreads()`` only (no warp
   shuffles, which the simulator does not model faithfully), so both run one code path.
 - The float32 <-> uint32 bit casts: libdevice on the GPU, numpy views in the
@@ -23,8 +29,10 @@ except ImportError:  # numba's own (deprecated) numba.cuda
     from numba import config as _config
 
 __all__ = [
+    "CHUNK",
     "NEG_INF_KEY",
     "SIM",
+    "SPLIT_BELOW_ROWS",
     "TPB",
     "bits_f32",
     "f32_bits",
@@ -34,6 +42,10 @@ __all__ = [
 
 SIM = bool(_config.ENABLE_CUDASIM)
 TPB = 8 if SIM else 256   # a power of two (tree reductions)
+CHUNK = TPB * (4 if SIM else 64)   # a multiple of TPB: V = 128256 is 8 chunks on a GPU
+# B < 32 leaves most of a GPU's SMs idle with one block a row. The simulator pays per
+# block launched, so there only single rows split by default (tests force the path).
+SPLIT_BELOW_ROWS = 2 if SIM else 32
 
 # Order-preserving keys: for float32 a, b (no NaN), a < b  <=>  key(a) < key(b), with
 # -0.0 folded onto +0.0 (they compare equal, so they must share a key).

@@ -23,6 +23,16 @@ import fastsample as fs
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _fast_switching():
+    """The simulator polls its block threads while holding the GIL; a short switch
+    interval makes each ``syncthreads`` about 5x cheaper (results are unchanged)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(2e-4)
+    yield
+    sys.setswitchinterval(old)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _cuda_backend_loads():
     status = fs.backends()["cuda"]
     if not status.available:
