@@ -271,6 +271,16 @@ def ptx_only():
                                      T.float64[:, ::1], T.int32[::1])),
         "process": (c.process_kernel, (f32, i64, f64, f64, f64, i64, T.boolean, f32,
                                        T.int32[::1])),
+        # rows read in place (target.load): float16, bfloat16 bits, strided float32
+        "sample_f16": (c.sample_kernel, (T.float16[:, ::1], i64, f64, f64, f64, i64,
+                                         T.boolean, u64, u64, T.float64[:, ::1],
+                                         T.int32[::1])),
+        "sample_bf16": (c.sample_kernel, (T.int16[:, ::1], i64, f64, f64, f64, i64,
+                                          T.boolean, u64, u64, T.float64[:, ::1],
+                                          T.int32[::1])),
+        "split_phase_strided": (sp.phase_kernel, (T.int64, T.int64, T.float32[:, :], i64,
+                                                  f64, f64, f64, i64, T.boolean,
+                                                  *split_state)),
         "split_phase": (sp.phase_kernel, (T.int64, T.int64, f32, i64, f64, f64, f64, i64,
                                           T.boolean, *split_state)),
         "split_draw": (sp.draw_kernel, (f32, u64, u64, T.int32[:, :, ::1],
@@ -285,7 +295,7 @@ def ptx_only():
         "cast_f16": (a.cast_kernel, (T.float16[:, :], f32)),
         "cast1_f64": (a.cast1_kernel, (T.float64[:], f32)),
         "replace": (a.replace_kernel, (T.int32[::1], T.int64, T.int64)),
-        "cast_bf16": (a.cast_bf16_kernel, (T.int16[:, :], f32)),
+        "cast_bf16": (a.cast_kernel, (T.int16[:, :], f32)),
         "widen": (a.widen_kernel, (T.int32[::1], T.int64[::1])),
         "flag_params": (a.flag_params_kernel, (T.int32[::1], f64, T.int64)),
         "prelude": (st.prelude_kernel, (f32, f32, T.int32[:, ::1], f64, f64, f64,
@@ -356,6 +366,16 @@ def main():
         n = int((got.cpu().numpy() != want).sum())
         report["tokens_on_torch_stream"] = n
         mismatches += n
+        # logits read in place: bfloat16 (as bits), float16, a transposed (strided) view
+        base = to_dev(wl.llm_like(4, V, 6))
+        for name, xt in (("bfloat16", base.bfloat16()), ("float16", base.half()),
+                         ("strided", base.t().contiguous().t())):
+            got = fs.sample(xt, top_k=40, top_p=0.95, seed=3, on_invalid="flag")
+            want = fs.sample(xt.float().cpu().numpy(), top_k=40, top_p=0.95, seed=3,
+                             backend="numpy")
+            n = int((got.cpu().numpy() != want).sum())
+            report[f"tokens_torch_{name}"] = n
+            mismatches += n
     times, ratios = {}, {}
     for B in (1, *batches) if on_gpu else (1, batches[0]):   # B = 1: the split's case
         t, r = timings(fs, wl, ops, torch, cuda, B, V, reps, on_gpu)

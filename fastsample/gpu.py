@@ -131,12 +131,14 @@ def to_host(x, stream=0):
     return out
 
 
-def device_rows(x, name, ops, stream=0):
-    """Validate GPU logits; return ``(float32 C-contiguous (B, V) device array, was_1d)``.
+def device_rows(x, name, ops, stream=0, direct=False):
+    """Validate GPU logits; return ``((B, V) device rows, was_1d)``.
 
-    The rows are ``x`` itself when it is float32 and C-contiguous, else a converted
-    copy made by a kernel on ``stream``. Bad dtypes and shapes raise as ``as_logits``
-    does. torch bfloat16 is read as its int16 bits (numba has no bfloat16).
+    Bad dtypes and shapes raise as ``as_logits`` does. The rows are ``x`` itself when
+    it is float32 and C-contiguous, else a float32 copy converted by a kernel on
+    ``stream``. ``direct``: the caller's kernels read float16, float32 and bfloat16
+    (as int16 bits: numba has no bfloat16) of any strides in place
+    (``kernels/cuda/target.load``), so only float64 and strided 1-D rows are converted.
     """
     bf16 = _is_bf16(x)
     if bf16:
@@ -155,10 +157,13 @@ def device_rows(x, name, ops, stream=0):
     if d.shape[d.ndim - 1] == 0:  # (the simulator's shapes take no negative index)
         raise ValueError(f"{name} must have at least one token (V >= 1); got V=0")
     one_d = d.ndim == 1
-    if bf16:
-        return ops.to_rows(_view(x.unsqueeze(0)) if one_d else d, stream, bfloat16=True), one_d
-    if dtype == np.float32 and d.is_c_contiguous():
-        return (d.reshape(1, d.shape[0]) if one_d else d), one_d
+    if bf16 and one_d:   # a (1, V) view, whatever the stride
+        d = _view(x.unsqueeze(0))
+    elif one_d and d.is_c_contiguous():
+        d = d.reshape(1, d.shape[0])
+    if d.ndim == 2 and (dtype == np.float32 and d.is_c_contiguous()
+                        or direct and dtype.itemsize < 8):
+        return d, one_d
     return ops.to_rows(d, stream), one_d
 
 
@@ -274,7 +279,7 @@ def sample(logits, *, temperature, top_k, top_p, min_p, min_keep, seed, position
            temperature_last, on_invalid, backend, stream=None):
     """``fs.sample`` for GPU logits (same parameters; see ``fastsample.api.sample``)."""
     check_on_invalid(on_invalid)
-    ops, x, one_d, stream = _rows(logits, "logits", backend, stream)
+    ops, x, one_d, stream = _rows(logits, "logits", backend, stream, direct=True)
     P = _Params(x.shape[0], stream, lazy=on_invalid == "flag")
     t = P.get("temperature", temperature, check=FINITE)
     k = P.get("top_k", top_k, integer=True)
@@ -288,11 +293,12 @@ def sample(logits, *, temperature, top_k, top_p, min_p, min_keep, seed, position
     return _finish_tokens(ops, tokens, logits, one_d, on_invalid, stream, P.deferred)
 
 
-def _rows(x, name, backend, stream):
-    """``(ops, float32 (B, V) device rows, was_1d, numba stream)`` of GPU logits."""
+def _rows(x, name, backend, stream, direct=False):
+    """``(ops, (B, V) device rows, was_1d, numba stream)`` of GPU logits: float32, or
+    (``direct``, for the sampling kernels) also float16 / bfloat16 bits read in place."""
     ops = _ops(backend, x)
     stream = as_stream(stream)
-    rows, one_d = device_rows(x, name, ops, stream)
+    rows, one_d = device_rows(x, name, ops, stream, direct)
     return ops, rows, one_d, stream
 
 
@@ -392,7 +398,7 @@ def _chain_rows(chain, logits, stream):
     its state."""
     _backends.load("cuda")  # check_chain's first step: an unusable cuda raises as there
     prelude, plan = _gpu_plan(chain)
-    ops, x, one_d, stream = _rows(logits, "logits", chain._requested, stream)
+    ops, x, one_d, stream = _rows(logits, "logits", chain._requested, stream, direct=True)
     chain._ensure_state(x.shape[0])
     return prelude, plan, ops, x, one_d, stream
 

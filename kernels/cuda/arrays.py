@@ -10,10 +10,10 @@ import numpy as np
 from numba import cuda, float32, float64, int32
 
 from .block import RADIX_BINS, max_f64, radix_kth, sum_f64
-from .target import TPB, bits_f32, f32_key
+from .target import TPB, f32_key, load
 
 __all__ = ["CHECK_AT_LEAST_ONE", "CHECK_FINITE", "CHECK_NON_NEGATIVE", "cast1_kernel",
-           "cast_bf16_kernel", "cast_kernel", "flag_params_kernel", "log_softmax_kernel",
+           "cast_kernel", "flag_params_kernel", "log_softmax_kernel",
            "replace_kernel", "softmax_kernel", "topk_kernel", "widen_kernel"]
 
 
@@ -141,31 +141,21 @@ def topk_kernel(x, k, cand_v, cand_i, values, indices):
 
 @cuda.jit(cache=True)
 def cast_kernel(src, out):
-    """``out[b, i] = float32(src[b, i])`` for a 2-D ``src`` of any float dtype/strides."""
+    """``out[b, i] = load(src[b], i)``: float32 of a 2-D ``src`` of any float dtype (or
+    bfloat16 bits as int16/uint16) and strides."""
     b = cuda.blockIdx.x
     row = src[b]
     dst = out[b]
     for i in range(cuda.threadIdx.x, row.shape[0], TPB):
-        dst[i] = float32(row[i])
+        dst[i] = load(row, i)
 
 
 @cuda.jit(cache=True)
 def cast1_kernel(src, out):
-    """``out[0, i] = float32(src[i])`` for a 1-D ``src`` of any float dtype/stride."""
+    """``out[0, i] = load(src, i)`` for a 1-D ``src`` (dtypes as ``cast_kernel``)."""
     dst = out[0]
     for i in range(cuda.threadIdx.x, src.shape[0], TPB):
-        dst[i] = float32(src[i])
-
-
-@cuda.jit(cache=True)
-def cast_bf16_kernel(src, out):
-    """``out[b, i]`` = the bfloat16 whose bits are ``src[b, i]`` (int16/uint16 2-D),
-    widened to float32: the top 16 bits of a float32, exact."""
-    b = cuda.blockIdx.x
-    row = src[b]
-    dst = out[b]
-    for i in range(cuda.threadIdx.x, row.shape[0], TPB):
-        dst[i] = bits_f32(np.uint32(np.uint16(row[i])) << np.uint32(16))
+        dst[i] = load(src, i)
 
 
 @cuda.jit(cache=True)

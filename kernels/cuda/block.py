@@ -22,7 +22,7 @@ import numpy as np
 from numba import cuda
 
 from ..shared import F32_MAX, saturate_f32
-from .target import CHUNK, NEG_INF_KEY, TPB, f32_key, key_f32
+from .target import CHUNK, NEG_INF_KEY, TPB, f32_key, key_f32, load
 
 __all__ = [
     "F32_MAX",
@@ -119,7 +119,7 @@ def _lone_key(row, t, T, include_masked, prefix, mask, slot):
     early once its group holds a single entry. ``slot``: int32 (>= 2,) shared."""
     tid = cuda.threadIdx.x
     for i in range(tid, row.shape[0], TPB):
-        v = stage_value(row[i], t)
+        v = stage_value(load(row, i), t)
         key = np.int64(f32_key(v))
         if np.float64(v) >= T and (include_masked or key > NEG_INF_KEY) \
                 and (key & mask) == prefix:
@@ -147,7 +147,7 @@ def count_keys(row, lo, hi, t, include_masked, prefix, mask, shift, hist):
     under ``mask`` into ``hist`` by their 8-bit digit at ``shift`` (integer atomics:
     exact in any order). ``hist``: int32 (RADIX_BINS,), zeroed by the caller."""
     for i in range(lo + cuda.threadIdx.x, hi, TPB):
-        key = np.int64(f32_key(stage_value(row[i], t)))
+        key = np.int64(f32_key(stage_value(load(row, i), t)))
         if (include_masked or key > NEG_INF_KEY) and (key & mask) == prefix:
             cuda.atomic.add(hist, (key >> shift) & 255, 1)
 
@@ -227,7 +227,7 @@ def mass_bins_chunk(row, lo, hi, t, T, m, prefix, mask, shift, bins, red, cnt, t
     for b in range(MASS_BINS):
         bins[b] = 0.0
     for i in range(lo + tid, hi, TPB):
-        v = stage_value(row[i], t)
+        v = stage_value(load(row, i), t)
         if np.float64(v) >= T:
             key = np.int64(f32_key(v))
             if (key & mask) == prefix:

@@ -51,7 +51,7 @@ from .block import (
     sum_f64,
     sum_i32,
 )
-from .target import CHUNK, TPB
+from .target import CHUNK, TPB, load
 
 __all__ = [
     "INVALID",
@@ -80,7 +80,7 @@ def scan_chunk(row, lo, hi, sh_f32, sh_i32):
     bad = 0
     nf = 0
     for i in range(lo + cuda.threadIdx.x, hi, TPB):
-        x = row[i]
+        x = load(row, i)
         if x > -np.inf and x < np.inf:
             nf += 1
             m = max(m, x)
@@ -97,7 +97,7 @@ def first_index(row, lo, hi, m, sh_i32):
     """Index of the first entry of ``row[lo:hi]`` equal to ``m``, else ``len(row)``."""
     first = row.shape[0]
     for i in range(lo + cuda.threadIdx.x, hi, TPB):
-        if row[i] == m:
+        if load(row, i) == m:
             first = i
             break
     return min_i32(first, sh_i32)
@@ -194,7 +194,7 @@ def chunk_slices(row, lo, hi, T, t_pre, t_draw, mw, sl, sh_f64):
     acc = 0.0
     last = -1
     for i in range(a, z):
-        v = stage_value(row[i], t_pre)
+        v = stage_value(load(row, i), t_pre)
         if np.float64(v) >= T:
             acc += math.exp(np.float64(stage_value(v, t_draw)) - mw)
             last = i
@@ -212,7 +212,7 @@ def _walk_slices(row, lo, hi, T, t_pre, t_draw, mw, sl, run, target):
             a = min(lo + s * _SLICE, hi)
             part = 0.0
             for i in range(a, min(a + _SLICE, hi)):
-                v = stage_value(row[i], t_pre)
+                v = stage_value(load(row, i), t_pre)
                 if np.float64(v) >= T:
                     part += math.exp(np.float64(stage_value(v, t_draw)) - mw)
                     if run + part > target:
@@ -268,9 +268,9 @@ def write_chunk(row, dst, lo, hi, status, first, T, t_pre, t_draw):
         y = float32(-np.inf)
         if status == 1:
             if i == first:
-                y = row[i]
+                y = load(row, i)
         elif status == 0:
-            v = stage_value(row[i], t_pre)
+            v = stage_value(load(row, i), t_pre)
             if np.float64(v) >= T:
                 y = stage_value(v, t_draw)
         dst[i] = y

@@ -12,8 +12,10 @@ from: the LogitBias/Penalties ``prelude`` with its device counts and bias tables
 Every function takes host (numpy) or device arrays. Host logits are copied to the
 device and the result comes back as numpy (the backend contract, used by the
 reference checks); device logits give device results (numba device arrays) and are
-never copied to the host. Logits must already be float32 C-contiguous ``(B, V)``
-(``fastsample.gpu.device_rows`` makes them so on the device). Parameters may be host
+never copied to the host. Device logits are ``(B, V)``: float32 C-contiguous for
+every function; ``sample_canonical``, ``process_canonical``, ``prelude`` and
+``invalid_rows`` also read float16, bfloat16 bits (int16/uint16) and any strides in
+place (``target.load``); ``to_rows`` converts the rest. Parameters may be host
 or device arrays of shape ``(B,)`` (or scalars). ``stream`` is a numba stream or 0.
 """
 
@@ -79,15 +81,10 @@ def _param(a, B, dtype, stream):
     return transfer.upload(B, stream, (a, dtype))[0]
 
 
-def to_rows(src, stream=0, bfloat16=False):
+def to_rows(src, stream=0):
     """Float32 C-contiguous ``(B, V)`` copy on the device of a 1-D or 2-D device array
-    of any float dtype and strides; ``bfloat16``: ``src`` holds bfloat16 bits as
-    int16/uint16 ``(B, V)`` (numba has no bfloat16 type)."""
-    if bfloat16:
-        out = cuda.device_array(src.shape, np.float32, stream=stream)
-        if src.shape[0]:
-            _arrays.cast_bf16_kernel[src.shape[0], TPB, stream](src, out)
-        return out
+    of any float dtype and strides, or of bfloat16 bits as int16/uint16 (numba has no
+    bfloat16 type)."""
     if src.ndim == 1:
         out = cuda.device_array((1, src.shape[0]), np.float32, stream=stream)
         _arrays.cast1_kernel[1, TPB, stream](src, out)
@@ -112,7 +109,8 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
 
     Parameters
     ----------
-    logits : float32 (B, V), C-contiguous, host or device. Not modified.
+    logits : (B, V), host or device: float32, or on the device float16 or bfloat16 bits
+        (int16/uint16), any strides. Not modified.
     top_k, min_keep : int64 (B,)      (min_keep >= 1)
     top_p, min_p, temperature : float64 (B,)
     temperature_last : bool           True: llama.cpp order; False: HF order.
@@ -298,7 +296,7 @@ def warmup():
     topk(x, 3)
     to_rows(cuda.to_device(np.zeros((2, 3), np.float16)))
     to_rows(cuda.to_device(np.zeros(3, np.float64)))
-    to_rows(cuda.to_device(np.zeros((2, 3), np.int16)), bfloat16=True)   # torch bfloat16
+    to_rows(cuda.to_device(np.zeros((2, 3), np.int16)))   # torch bfloat16 bits
     tokens = flag_invalid(draw(x, 0, 0))
     to_int64(flag_params(tokens, cuda.to_device(np.ones(2)), "non_negative"))
     _stages.warmup()

@@ -37,7 +37,7 @@ from numba import cuda, float32, float64
 from ...validation import as_token_ids
 from ..shared import mul_rn, penalized, saturate_f32
 from . import transfer
-from .target import SIM, TPB
+from .target import SIM, TPB, load
 
 if not SIM:   # the simulator runs ``penalized`` as CPU code (its plain product)
     from numba.cuda import libdevice
@@ -127,7 +127,7 @@ def prelude_kernel(x, out, counts, repeat, frequency, presence, slot, starts, va
             f = frequency[b]
             p = presence[b]
         for i in range(first, V, step):
-            v = x[b, i]
+            v = load(x[b], i)
             if v < np.inf:   # False for NaN and +inf: they pass through unchanged
                 if bias_first:
                     g = slot[i]

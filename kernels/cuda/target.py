@@ -34,10 +34,12 @@ __all__ = [
     "SIM",
     "SPLIT_BELOW_ROWS",
     "TPB",
+    "bf16_f32",
     "bits_f32",
     "f32_bits",
     "f32_key",
     "key_f32",
+    "load",
 ]
 
 SIM = bool(_config.ENABLE_CUDASIM)
@@ -73,6 +75,38 @@ else:
     @cuda.jit(device=True, inline=True)
     def bits_f32(b):
         return libdevice.int_as_float(np.int32(b))
+
+
+@cuda.jit(device=True, inline=True)
+def bf16_f32(bits):
+    """The float32 value of the bfloat16 whose bits are ``bits`` (int16/uint16): exact."""
+    return bits_f32(np.uint32(np.uint16(bits)) << np.uint32(16))
+
+
+# ``load(row, i)``: ``row[i]`` as float32, the one way the sampling kernels read logits,
+# so they read float32, float16 and bfloat16 (int16/uint16 bits: numba has no bfloat16)
+# rows of any stride in place, without a converted copy. One kernel is compiled per
+# dtype and layout (numba specialises on the argument types).
+if SIM:
+    @cuda.jit(device=True)
+    def load(row, i):
+        """``row[i]`` as float32; integer rows hold bfloat16 bits."""
+        if row.dtype.kind in "iu":
+            return bf16_f32(row[i])
+        return np.float32(row[i])
+else:
+    from numba.core import types
+    from numba.cuda.extending import overload
+
+    def load(row, i):
+        """``row[i]`` as float32; integer rows hold bfloat16 bits (compiled per dtype)."""
+        raise NotImplementedError("a CUDA device function")
+
+    @overload(load, target="cuda", inline="always")
+    def _load_cuda(row, i):
+        if isinstance(row.dtype, types.Integer):
+            return lambda row, i: bf16_f32(row[i])
+        return lambda row, i: np.float32(row[i])
 
 
 @cuda.jit(device=True, inline=True)

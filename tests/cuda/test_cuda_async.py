@@ -125,9 +125,9 @@ def test_bfloat16_bits_are_widened_exactly(dev):
     bf16 = (bits32 >> 16).astype(np.uint16)          # truncation: exact bfloat16 values
     want = (bf16.astype(np.uint32) << 16).view(np.float32)
     for src in (bf16, bf16.view(np.int16)):           # torch hands over int16 bits
-        got = host(ops.to_rows(dev(src), bfloat16=True))
+        got = host(ops.to_rows(dev(src)))
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
-    strided = host(ops.to_rows(dev(bf16)[:, ::2], bfloat16=True))
+    strided = host(ops.to_rows(dev(bf16)[:, ::2]))
     np.testing.assert_array_equal(strided.view(np.uint32), want[:, ::2].view(np.uint32))
 
 
