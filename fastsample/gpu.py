@@ -2,11 +2,13 @@
 
 Any array with ``__cuda_array_interface__`` (CuPy, torch.cuda tensors, numba device
 arrays; under the CUDA simulator, its device arrays) is read in place: never copied
-to the host. Logits of another dtype (float16, float64, torch bfloat16) or with strides
-are converted into a float32 copy by a kernel on the call's stream. Results stay on the
-device and come back as the caller's type: a torch tensor or a CuPy array (zero-copy
-wraps of the result buffer; torch token ids are int64, widened by a kernel), else a
-numba device array; ``sample`` on 1-D logits returns an int.
+to the host. The sampling calls read float32, float16 and torch bfloat16 (as its int16
+bits) logits of any strides in place; float64 logits, and the inputs of ``softmax``,
+``log_softmax`` and ``topk`` unless float32 C-contiguous, are converted into a float32
+copy by a kernel on the call's stream. Results stay on the device and come back as
+the caller's type: a torch tensor or a CuPy array (zero-copy wraps of the result
+buffer; torch token ids are int64, widened by a kernel), else a numba device array;
+``sample`` on 1-D logits returns an int.
 
 Synchronisation. With ``on_invalid="flag"``, ``sample`` on 2-D logits never waits for
 the GPU: invalid rows become -1 on the device, per-row parameters given as device
