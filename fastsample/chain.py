@@ -276,16 +276,20 @@ class SamplerChain:
 
     # ------------------------------------------------------------------ calls
 
+    def _own_history(self, V):
+        """The chain's own history, checked against V (``accept`` cannot check it)."""
+        bad = [b for b, h in enumerate(self.history) if h.size and int(h.max()) >= V]
+        if bad:
+            raise ValueError(f"the chain's history row {bad[0]} has a token outside [0, V={V})")
+        return self.history
+
     def _prepare(self, logits, history, history_len, position):
         """Host logits only: ``process`` and ``sample`` send GPU logits to ``gpu`` first."""
         x, one_d = as_logits(logits)
         B, V = x.shape
         self._ensure_state(B)
         if history is None:
-            hist = self.history
-            bad = [b for b, h in enumerate(hist) if h.size and int(h.max()) >= V]
-            if bad:
-                raise ValueError(f"the chain's history row {bad[0]} has a token outside [0, V={V})")
+            hist = self._own_history(V)
         else:
             hist = as_history(history, history_len, B, V, one_d)
         pos = self.positions if position is None else as_seeds("position", position, B)

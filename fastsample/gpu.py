@@ -199,10 +199,6 @@ def _param(name, value, B, stream, *, integer=False, check=None):
     return per_row(name, _on_host(value, stream), B, integer=integer, check=check)
 
 
-def _seeds(name, value, B, stream):
-    return as_seeds(name, _on_host(value, stream), B)
-
-
 # The host rules of SPEC §7 that a kernel checks for parameters left on the device.
 _DEVICE_CHECKS = {FINITE: "finite", NON_NEGATIVE: "non_negative", AT_LEAST_ONE: "at_least_one"}
 
@@ -243,7 +239,7 @@ class _Params:
 
     def seeds(self, name, value):
         if not (self.lazy and _backends.is_gpu_array(value)):
-            return _seeds(name, value, self.B, self.stream)
+            return as_seeds(name, _on_host(value, self.stream), self.B)
         d = self._device(name, value, True)
         if np.dtype(d.dtype).kind == "i":
             self.deferred.append((d, "non_negative"))
@@ -342,10 +338,6 @@ def topk(x, k, *, backend="auto", stream=None):
 # ---------------------------------------------------------------------- SamplerChain
 
 
-_PRELUDE_ORDER = {("Penalties",): 0, ("LogitBias",): 1, ("LogitBias", "Penalties"): 2,
-                  ("Penalties", "LogitBias"): 3}   # the codes of ops.prelude
-
-
 def check_chain(chain):
     """The chain's cuda plan ``(prelude, canonical plan)``, or ``BackendError`` naming
     what breaks it.
@@ -361,7 +353,7 @@ def check_chain(chain):
     while n < len(stages) - 1 and type(stages[n]) in (LogitBias, Penalties):
         n += 1
     prelude = stages[:n]
-    if tuple(s.name for s in prelude) not in _PRELUDE_ORDER and prelude:
+    if len({type(s) for s in prelude}) < n:
         raise _backends.BackendError(
             "the cuda backend runs at most one LogitBias and one Penalties stage; got "
             f"{[s.name for s in prelude]}"
@@ -414,10 +406,7 @@ def _counts(chain, pen, ops, B, V, history, stream):
         return ops.counts_from_history(history, V, last_n, stream)
     state = chain._gpu_state
     if state.get("counts_V") != V:
-        bad = [b for b, h in enumerate(chain.history) if h.size and int(h.max()) >= V]
-        if bad:
-            raise ValueError(f"the chain's history row {bad[0]} has a token outside [0, V={V})")
-        state["counts"] = ops.counts_from_history(chain.history, V, last_n, stream)
+        state["counts"] = ops.counts_from_history(chain._own_history(V), V, last_n, stream)
         state["counts_V"] = V
     return state["counts"]
 
@@ -473,7 +462,8 @@ def _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream):
     if state.get("out_key") != key:
         state["out"] = _cuda().device_array(x.shape, np.float32, stream=stream)
         state["out_key"] = key
-    order = _PRELUDE_ORDER[tuple(s.name for s in prelude)]
+    order = (ops.ORDER_PENALTIES if bias is None else ops.ORDER_BIAS if pen is None
+             else ops.ORDER_BIAS_PENALTIES if prelude[0] is bias else ops.ORDER_PENALTIES_BIAS)
     return ops.prelude(x, state["out"], counts, *rows, tables, order, stream)
 
 

@@ -74,7 +74,7 @@ def mul_rn(a, b):
     fast-math flags); on CUDA libdevice's ``dmul_rn``, because NVVM and ptxas contract
     ``a * b + c`` into one FMA by default, which rounds once instead of twice and so
     differs from the reference in the last bit. The CUDA overload is registered by
-    ``kernels/cuda/stages.py`` (a CUDA kernel calling this without it fails to compile).
+    ``kernels/cuda/target.py``, which every CUDA kernel module imports.
     """
     return a * b
 

@@ -32,6 +32,10 @@ from . import split as _split
 from . import stages as _stages
 from . import transfer
 from .stages import (
+    ORDER_BIAS,
+    ORDER_BIAS_PENALTIES,
+    ORDER_PENALTIES,
+    ORDER_PENALTIES_BIAS,
     bias_tables,
     counts_from_history,
     logit_bias,
@@ -46,6 +50,10 @@ from .target import SIM, SPLIT_BELOW_ROWS, TPB
 
 __all__ = [
     "INVALID",
+    "ORDER_BIAS",
+    "ORDER_BIAS_PENALTIES",
+    "ORDER_PENALTIES",
+    "ORDER_PENALTIES_BIAS",
     "PARAM_CHECKS",
     "SIM",
     "TPB",
@@ -129,12 +137,12 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
     B, V = x.shape
     if not B:
         return transfer.back(cuda.device_array(0, np.int32, stream=stream), host, stream)
-    count, mass = _split.stages_needed(top_k, top_p, min_p, min_keep)
     k, p, mp, t, mk, s, pos = transfer.upload(
         B, stream, (top_k, np.int64), (top_p, np.float64), (min_p, np.float64),
         (temperature, np.float64), (min_keep, np.int64), (seed, np.uint64),
         (position, np.uint64))
     if _use_split(B, V, split):
+        count, mass = _split.stages_needed(top_k, top_p, min_p, min_keep)
         out = _split.sample_split(x, (k, p, mp, t, mk), temperature_last, s, pos, count,
                                   mass, stream)
     else:   # the tokens and the draw's chunk sums: one allocation
@@ -155,11 +163,11 @@ def process_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
     out = cuda.device_array(x.shape, np.float32, stream=stream)
     if B:
         status = cuda.device_array(B, np.int32, stream=stream)
-        count, mass = _split.stages_needed(top_k, top_p, min_p, min_keep)
         k, p, mp, t, mk = transfer.upload(
             B, stream, (top_k, np.int64), (top_p, np.float64), (min_p, np.float64),
             (temperature, np.float64), (min_keep, np.int64))
         if _use_split(B, V, split):
+            count, mass = _split.stages_needed(top_k, top_p, min_p, min_keep)
             _split.process_split(x, (k, p, mp, t, mk), temperature_last, out, status,
                                  count, mass, stream)
         else:

@@ -38,6 +38,7 @@ from numba import cuda, float32, float64, int32, int64
 
 from ...rng import STREAM_DRAW
 from ..shared import uniform
+from . import transfer
 from .block import (
     MASS_BINS,
     RADIX_BINS,
@@ -369,9 +370,7 @@ def process_kernel(prev, logits, top_k, top_p, min_p, temperature, min_keep, t_l
 def _known(v):
     """A host parameter as numpy, or None for a device array (its values would need a
     copy to the host, which the device path never waits for)."""
-    if hasattr(v, "copy_to_host") or hasattr(v, "__cuda_array_interface__"):
-        return None
-    return np.asarray(v)
+    return None if transfer.is_device(v) else np.asarray(v)
 
 
 def stages_needed(top_k, top_p, min_p, min_keep):

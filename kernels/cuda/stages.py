@@ -17,8 +17,8 @@ The data a chain keeps on the device:
 stages would, with the scalar math shared with the CPU kernels
 (``kernels/shared.py``: ``penalized``, ``saturate_f32``). NaN and +inf pass through
 unchanged, so the canonical kernel that runs next still flags the row as invalid.
-Products go through ``shared.mul_rn``, registered here for CUDA as libdevice's
-``dmul_rn``: NVVM would otherwise fuse ``c*frequency + presence`` (and ``x*repeat -
+Products go through ``shared.mul_rn``, which ``target.py`` makes libdevice's
+``dmul_rn`` on CUDA: NVVM would otherwise fuse ``c*frequency + presence`` (and ``x*repeat -
 ...``) into FMAs, one rounding fewer than the reference, so the last bit would differ.
 
 ``logit_bias`` and ``penalties`` are the backend functions (``docs/internals.md``):
@@ -35,18 +35,9 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from ...validation import as_token_ids
-from ..shared import mul_rn, penalized, saturate_f32
+from ..shared import penalized, saturate_f32
 from . import transfer
 from .target import SIM, TPB, load
-
-if not SIM:   # the simulator runs ``penalized`` as CPU code (its plain product)
-    from numba.cuda import libdevice
-    from numba.cuda.extending import overload
-
-    @overload(mul_rn, target="cuda")
-    def _mul_rn_cuda(a, b):
-        """``mul_rn`` on the GPU: libdevice's ``dmul_rn`` (never contracted into an FMA)."""
-        return lambda a, b: libdevice.dmul_rn(a, b)
 
 __all__ = [
     "ORDER_BIAS",
@@ -196,12 +187,6 @@ def _grid(B, V):
     return (max(1, min(-(-V // TPB), _MAX_X)), max(1, min(B, _MAX_Y)))
 
 
-def _check_ids(a, V, what):
-    if a.size and (a.min() < 0 or a.max() >= V):
-        bad = a[(a < 0) | (a >= V)]
-        raise ValueError(f"{what} has token {int(bad[0])} outside [0, V={V})")
-
-
 # ------------------------------------------------------------------------ counts
 
 
@@ -243,7 +228,7 @@ def counts_from_history(history, V, last_n, stream=0):
     if B:
         offsets[1:] = np.cumsum([w.size for w in wins])
     flat = np.concatenate(wins) if offsets[-1] else np.zeros(0, np.int64)
-    _check_ids(flat, V, "history")
+    as_token_ids("history", flat, V)
     counts = cuda.device_array((B, V), np.int32, stream=stream)
     if B == 0 or V == 0:
         return counts

@@ -15,13 +15,15 @@ chosen here, once, at import:
 - Block reductions use shared memory and ``cuda.syncthreads()`` only (no warp
   shuffles, which the simulator does not model faithfully), so both run one code path.
 - The float32 <-> uint32 bit casts: libdevice on the GPU, numpy views in the
-  simulator (which has no libdevice).
+  simulator (which has no libdevice); so is ``shared.mul_rn``'s unfused product.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import cuda
+
+from ..shared import mul_rn
 
 try:
     from numba.cuda import config as _config
@@ -107,6 +109,12 @@ else:
         if isinstance(row.dtype, types.Integer):
             return lambda row, i: bf16_f32(row[i])
         return lambda row, i: np.float32(row[i])
+
+    # ``shared.mul_rn`` on the GPU: libdevice's ``dmul_rn``, which NVVM never contracts
+    # into an FMA with a following add (the simulator runs the CPU product).
+    @overload(mul_rn, target="cuda")
+    def _mul_rn_cuda(a, b):
+        return lambda a, b: libdevice.dmul_rn(a, b)
 
 
 @cuda.jit(device=True, inline=True)
