@@ -64,7 +64,7 @@ def _load_numba():
         import numba  # noqa: F401
     except ImportError as exc:
         raise BackendUnavailable(f"numba is not installed: {exc}") from None
-    return _load_module("fastsample.kernels.cpu.ops", "numba CPU kernels are not implemented yet")
+    return _load_module("fastsample.kernels.cpu.ops", "the numba CPU kernels failed to import")
 
 
 def _load_c():
