@@ -10,6 +10,14 @@ the reference chain
 
 without materialising a masked row and without a full sort.
 
+``truncate_canonical(logits, top_k, top_p, min_p, min_keep) -> (ids, vals, offsets,
+invalid)`` stops before the draw: row b's candidate set, the finite tokens of
+``MinP(TopP(TopK(l)))``, as ascending ids and their logits (rows concatenated, row b
+at ``[offsets[b], offsets[b + 1])``). It is what a ``SamplerChain`` plan runs its
+later stages on. ``sample_row``/``truncate_row`` are the one-row entries with scalar
+parameters (the per-token latency path). Both entries share the threshold
+computation (``_cut``); rows run in parallel (``prange``) when B > 1.
+
 Why one threshold is enough
 ---------------------------
 Every one of these truncations keeps a set of the form ``{l >= T}`` of its input (ties
@@ -48,29 +56,44 @@ How it is fast
   maxima) is a lower bound; the tokens above it (about j, in j blocks) are gathered
   with their ids and sorted.
 - TopP after TopK: over those gathered, sorted candidates.
-- TopP on a whole row: one vectorised exp pass for the row's weights and mass ``W``;
-  then a lower bound from the block maxima's own mass (``sum exp(bmax - max)`` over
-  the blocks above a level is a lower bound of the mass above it), which on LLM-like
-  rows leaves a few hundred candidates to sort. When it does not (flat rows), a mass
-  histogram over 2048 logit buckets (bucket ids computed vectorised per block, then
-  a scalar scatter of the stored weights) finds the boundary bucket, and only the
-  tokens of that bucket are sorted.
+- TopP on a whole row: one exp pass and a small sort. Before the pass, a level ``F``
+  is read off the block maxima (``_count_level``): the smallest block max among the
+  top r, r the expected number of blocks holding the row's top ``_TOPP_CANDS``
+  tokens (more for p > 0.95) when large values sit at random positions. The pass
+  (``exp_store_sum_ge``: one compare and masked add per vector more than a plain
+  exp pass, where a scatter into a mass histogram would cost more than a second
+  pass) stores the weights and returns their sum ``W`` and the exact mass above
+  ``F``. When that mass reaches the target (on LLM-like rows it does for every row:
+  the top-p set is a few hundred tokens), the cut is among the tokens ``>= F``, or
+  above the higher level that the block maxima's own mass proves when it does
+  (``sum exp(bmax - max)`` over the blocks above a level bounds the mass above it
+  from below): those tokens are gathered, sorted and their running mass read from
+  the top. Rows whose top-p set is most of the row (flat rows) take a second pass
+  over the stored weights instead: a mass histogram, 2048 buckets over
+  ``[lower, max]`` with ``n exp(lower - max) <= (1 - p) W / 4`` (the cut lies above
+  ``lower``; the tokens below it go to 8 overflow buckets by position, so that a
+  bulk there makes no chain of dependent updates); bucket ids computed vectorised
+  per block, then a scalar scatter; only the boundary bucket's tokens are sorted.
 - The draw (SPEC §5, inverse CDF in token-id order, weights exp(l' - max) in float64)
   runs over gathered candidates when a stage left them (every token above a level
   below the final threshold: top-k's and top-p's candidates) or when the survivors
   sit in few blocks, else as a blocked pass: vectorised per-block sums, then a
-  sequential walk inside one block.
+  sequential walk inside one block. ``truncate_canonical`` returns those candidates
+  (or the tokens gathered at the final threshold) instead of drawing; with B > 1,
+  each row's set lands in a per-row buffer of ``_STASH`` entries, and a second
+  parallel pass copies the buffers (or gathers a row again when its set is larger)
+  into the concatenated output once the offsets are known.
 - Weights use ``simd.exp64_neg`` (``exp64`` bit for bit on arguments <= 0, fewer
   operations) and Temperature's clamp ordered compare-selects (``maxnum``/``minnum``
   cost several instructions each on x86 for their NaN rule; y is never NaN here).
   The full-row exp passes (``_mass_pass``, ``_block_sums``) use simd's 8-lane
-  ``exp_store_sum``/``exp_sum_ge``/``exp_sum_ge_temp``, which get 512-bit code on
+  ``exp_store_sum_ge``/``exp_sum_ge``/``exp_sum_ge_temp``, which get 512-bit code on
   AVX-512 CPUs (LLVM's auto-vectoriser stops at 256 bits there) and give the same
   weights as ``exp64_neg`` bit for bit (only the summation order differs).
 
 Floating point: every sum is float64; the only differences from the reference are
-the order of float64 additions and exp's last ulp, so a token can only differ when a
-cumulative mass lands within ~1e-15 of a boundary.
+the order of float64 additions and exp's last ulp, so a token (or a candidate set's
+edge) can only differ when a cumulative mass lands within ~1e-15 of a boundary.
 """
 
 from __future__ import annotations
@@ -86,7 +109,7 @@ from .simd import (
     FASTMATH,
     div_strict,
     exp64_neg,
-    exp_store_sum,
+    exp_store_sum_ge,
     exp_sum_ge,
     exp_sum_ge_temp,
     max_ordered,
@@ -96,7 +119,7 @@ from .simd import (
     mul_strict,
 )
 
-__all__ = ["INVALID", "sample_canonical"]
+__all__ = ["INVALID", "sample_canonical", "sample_row", "truncate_canonical", "truncate_row"]
 
 INVALID = -2                  # token of a row with NaN, +inf or every logit masked
 
@@ -107,6 +130,8 @@ _TOL = 1e-6                   # SPEC §4 mass tolerance (reference.MASS_TOLERANC
 _NBINS_BLOCK = 256            # histogram of block maxima
 _NBINS_MASS = 2048            # mass histogram of a whole row (flat rows)
 _SORT_CAP = 4096              # candidates sorted directly up to this count
+_TOPP_CANDS = 640             # tokens a whole-row top-p (p <= 0.95) aims to leave above F
+_STASH = 2048                 # per-row buffer of truncate_canonical (B > 1)
 _STREAM_DRAW = 0
 _CH = 32                      # chunk (4 words of a block's byte mask) visited when set
 
@@ -326,9 +351,11 @@ def _chunk_hit(wd, q):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _gather(v, bmax, L):
+def _gather_upto(v, bmax, L, limit):
     """(values, ids) of the tokens ``v >= L`` (L >= _NEG, so finite), ids ascending,
-    from the blocks whose max is >= L; the hit chunks are compacted branch-free."""
+    from the blocks whose max is >= L; the hit chunks are compacted branch-free.
+    Stops after the block where the count passes ``limit`` (more than ``limit``
+    returned: incomplete)."""
     n = v.shape[0]
     nfull = n // _BS
     L32 = _f32_ceil(L)
@@ -357,7 +384,36 @@ def _gather(v, bmax, L):
                     vals[c] = x
                     ids[c] = i
                     c += 1 if x >= L32 else 0
+            if c > limit:
+                break
     return vals[:c], ids[:c]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(v, bmax, L):
+    """Every token ``v >= L``: ``_gather_upto`` without a limit."""
+    return _gather_upto(v, bmax, L, v.shape[0])
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _count_ge(v, bmax, L):
+    """The number of tokens ``v >= L`` (L >= _NEG), over the blocks whose max is >= L."""
+    n = v.shape[0]
+    nfull = n // _BS
+    L32 = _f32_ceil(L)
+    c = 0
+    for j in range(bmax.shape[0]):
+        if bmax[j] >= L32:
+            s = j * _BS
+            e = min(s + _BS, n)
+            blk = v[s:e]
+            if j < nfull:
+                for i in range(_BS):  # compile-time trip count: vectorised
+                    c += 1 if blk[i] >= L32 else 0
+            else:
+                for i in range(e - s):
+                    c += 1 if blk[i] >= L32 else 0
+    return c
 
 
 # ---------------------------------------------------------------------------------
@@ -408,17 +464,42 @@ def _top_p_sorted(vals, lo, m, p):
     return _NEG
 
 
+@numba.njit(cache=True, nogil=True)
+def _count_level(bmax, bins, want):
+    """A level with about ``want`` tokens above it when a row's large values sit at
+    random positions: the smallest block max of the first bins (``_block_bins``)
+    that hold r blocks, r = nb (1 - exp(-want / nb)) (the expected number of the nb
+    finite blocks that hold one of the top ``want`` tokens). Any row gets a valid
+    level; only the count above it depends on the layout."""
+    counts = np.zeros(_NBINS_BLOCK, np.int64)
+    nbf = 0
+    for j in range(bins.shape[0]):
+        if bins[j] >= 0:
+            counts[bins[j]] += 1
+            nbf += 1
+    r = math.ceil(nbf * (1.0 - math.exp(-want / nbf)))
+    c = 0
+    for b in range(_NBINS_BLOCK):
+        c += counts[b]
+        if c >= r:
+            return _bound_from_bins(bmax, bins, b)
+    return _bound_from_bins(bmax, bins, _NBINS_BLOCK - 1)
+
+
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _mass_pass(v, m, w):
-    """w[i] = exp(v[i] - m) (0 where masked); returns their sum."""
+def _mass_pass(v, m, w, F):
+    """w[i] = exp(v[i] - m) (0 where masked); returns (their sum, the sum over v >= F)."""
     n = v.shape[0]
     n8 = n - n % 8
-    tot = exp_store_sum(v, 0, n8, m, w)  # 8-lane pass (512-bit where the CPU has it)
+    # 8-lane pass (512-bit where the CPU has it)
+    tot, above = exp_store_sum_ge(v, 0, n8, m, w, F)
     for i in range(n8, n):
-        e = exp64_neg(np.float64(v[i]) - m)  # -inf -> 0
+        x = v[i]
+        e = exp64_neg(np.float64(x) - m)  # -inf -> 0
         w[i] = e
         tot += e
-    return tot
+        above += e if x >= F else 0.0
+    return tot, above
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -435,36 +516,38 @@ def _min_finite(v):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _mbin(x, m, scale, last):
     """Mass-histogram bin of x (float64): int((m - x) * scale) clamped to ``last``
-    (-inf -> last). Strict multiply: identical in every loop that uses it."""
+    (-inf -> last), for x <= m. Strict multiply: identical in every loop that uses it."""
     return np.int32(minnum(mul_strict(m - x, scale), last))
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _mass_hist(v, w, m, scale):
-    """hist[b] = sum of w over the tokens of bin b (masked tokens add w = 0).
+    """hist[b] = sum of w over the tokens of bin b < _NBINS_MASS (as ``_mbin``).
 
-    Bins are computed vectorised per block; the scatter alternates two copies of the
-    histogram to halve the store-to-load chains.
+    Tokens past the last bin (below the histogram's range, or masked) go to 8
+    overflow bins by position, so a row whose bulk lies there makes no chain of
+    dependent updates. Bins are computed vectorised per block; the scatter
+    alternates two copies of the histogram to halve the store-to-load chains.
     """
     n = v.shape[0]
     nb = _NBINS_MASS
-    last = np.float64(nb - 1)
-    h = np.zeros(2 * nb, np.float64)
+    nh = nb + 8
+    h = np.zeros(2 * nh, np.float64)
     bi = np.empty(_BS, np.int32)
     nfull = n // _BS
     for j in range(nfull):
         blk = v[j * _BS:j * _BS + _BS]
         wb = w[j * _BS:j * _BS + _BS]
         for i in range(_BS):  # vectorised
-            bi[i] = _mbin(np.float64(blk[i]), m, scale, last)
+            bi[i] = _mbin(np.float64(blk[i]), m, scale, np.float64(nb + (i & 7)))
         for i in range(_BS // 2):
             h[bi[2 * i]] += wb[2 * i]
-            h[nb + bi[2 * i + 1]] += wb[2 * i + 1]
+            h[nh + bi[2 * i + 1]] += wb[2 * i + 1]
     for i in range(nfull * _BS, n):
-        h[_mbin(np.float64(v[i]), m, scale, last)] += w[i]
+        h[_mbin(np.float64(v[i]), m, scale, np.float64(nb + (i & 7)))] += w[i]
     hist = np.empty(nb, np.float64)
     for b in range(nb):
-        hist[b] = h[b] + h[nb + b]
+        hist[b] = h[b] + h[nh + b]
     return hist
 
 
@@ -509,48 +592,62 @@ def _bin_vals(v, m, scale, bmax, target_bin):
 
 
 @numba.njit(cache=True, nogil=True)
-def _top_p_row(v, bmax, bins, m, p, w):
-    """TopP cut over a whole row (every finite token is the stage's input).
+def _top_p_row(v, bmax, m, p, w):
+    """TopP cut over a whole row (every finite token is the stage's input), for
+    ``p - 1e-6 > 0``.
 
     Fills ``w`` with the row's weights exp(v - m). Returns (cut or _NEG: keep all,
     L, vals, ids): (vals, ids) are every token >= L (L = inf: none gathered).
     """
-    W = _mass_pass(v, m, w)
+    n = v.shape[0]
     target = p - _TOL
     e32 = np.empty(0, np.float32)
     ei32 = np.empty(0, np.int32)
-    if target <= 0.0:
-        return m, np.inf, e32, ei32  # the first token reaches: keep the max and its ties
-    # Candidates: a level whose mass provably reaches the target.
-    L = _mass_bound(bmax, bins, m, target * W)
-    if L > _NEG and _hit_blocks(bmax, L) * _BS * 2 <= v.shape[0]:
-        cvals, cids = _gather(v, bmax, L)
+    # The one exp pass: weights, their sum and the exact mass above the level F.
+    bins = _block_bins(bmax, m)
+    # A power-law tail's top-p set grows like (1 - p)**-2: aim higher above p = 0.95.
+    want = min(_TOPP_CANDS * max((1.0 - 0.95) / (1.0 - p), 1.0) ** 2, _SORT_CAP / 2)
+    F = _count_level(bmax, bins, want)
+    W, above_F = _mass_pass(v, m, w, F)
+    tW = target * W
+    # Candidates: a level whose mass provably reaches the target, the highest known.
+    L = F if above_F >= tW else _NEG
+    L = max(L, _mass_bound(bmax, bins, m, tW))
+    if L > _NEG:
+        # (a layout that puts the large values together can leave many tokens above F)
+        cvals, cids = _gather_upto(v, bmax, L, _SORT_CAP)
         if cvals.shape[0] <= _SORT_CAP:
             vals = np.sort(cvals)
-            c = vals.shape[0]
             cum = 0.0
-            for i in range(c - 1, -1, -1):
-                cum += exp64_neg(np.float64(vals[i]) - m) / W
-                if cum >= target:
-                    return np.float64(vals[i]), L, cvals, cids
-            # rounding left the bound just short: fall through to the full search
-    # Mass histogram over [lower, m]; exact work only in the boundary bucket.
-    lower = _min_finite(v)
-    if m <= lower:
-        return m, np.inf, e32, ei32  # one distinct value: everything is tied with the max
-    scale = _NBINS_MASS / (m - lower)
-    hist = _mass_hist(v, w, m, scale)
-    above = 0.0
-    for b in range(_NBINS_MASS):
-        if (above + hist[b]) / W >= target:
-            vals = np.sort(_bin_vals(v, m, scale, bmax, b))
-            cum = above / W
             for i in range(vals.shape[0] - 1, -1, -1):
                 cum += exp64_neg(np.float64(vals[i]) - m) / W
                 if cum >= target:
-                    return np.float64(vals[i]), np.inf, e32, ei32
-            return np.float64(vals[0]), np.inf, e32, ei32
-        above += hist[b]
+                    return np.float64(vals[i]), L, cvals, cids
+            # rounding left the level just short: fall through to the histogram
+    # Mass histogram over [lower, m]; exact work only in the boundary bucket. Below
+    # lower lies at most a quarter of the mass the cut may exclude (n exp(lower - m)
+    # <= (1 - target) W / 4), so the cut is above it; rounding aside, else the
+    # histogram is redone over [min finite, m].
+    lower = m + _log((1.0 - target) * W / (4.0 * n))
+    for attempt in range(2):
+        if m <= lower:
+            # every other value is too far below the max to weigh anything (or there
+            # is none): the max's ties hold the mass
+            return m, np.inf, e32, ei32
+        scale = _NBINS_MASS / (m - lower)
+        hist = _mass_hist(v, w, m, scale)
+        above = 0.0
+        for b in range(_NBINS_MASS):
+            if (above + hist[b]) / W >= target:
+                vals = np.sort(_bin_vals(v, m, scale, bmax, b))
+                cum = above / W
+                for i in range(vals.shape[0] - 1, -1, -1):
+                    cum += exp64_neg(np.float64(vals[i]) - m) / W
+                    if cum >= target:
+                        return np.float64(vals[i]), np.inf, e32, ei32
+                return np.float64(vals[0]), np.inf, e32, ei32
+            above += hist[b]
+        lower = _min_finite(v)
     return _NEG, np.inf, e32, ei32
 
 
@@ -645,6 +742,60 @@ def _draw_blocked(v, bmax, T, mw, t, u, w, use_w):
 
 
 @numba.njit(cache=True, nogil=True)
+def _cut(v, bmax, m, k, p, pmin, mk):
+    """The chain's final threshold on a valid row ``v`` (max ``m``, block maxima
+    ``bmax``): TopK(k) -> TopP(p) -> MinP(pmin), each with the floor ``mk``.
+
+    Returns (T, cL, cvals, cids, w): the survivors are the tokens ``v >= T``;
+    (cvals, cids) are every token ``>= cL`` (ids ascending; cL = inf: none gathered);
+    ``w`` holds the row's weights exp(v - m) when top-p made a whole-row pass, else it
+    is empty.
+    """
+    n = v.shape[0]
+    T = _NEG
+    g_mk = np.inf                    # G(min_keep), computed when first needed
+    w = np.empty(0, np.float64)
+    srt = np.empty(0, np.float32)    # sorted candidates of TopK
+    # Candidates: every token >= cL (ids ascending). A stage's candidates are taken
+    # at a level <= its cut, and T only grows, so any of them holds the survivors.
+    cL = np.inf
+    cvals = np.empty(0, np.float32)
+    cids = np.empty(0, np.int32)
+    if k > 0:
+        G, cL, srt, cvals, cids = _kth(v, bmax, max(k, mk))
+        T = G
+    if p < 1.0:
+        if T > _NEG:
+            lo = srt.shape[0] - 1
+            while lo > 0 and srt[lo - 1] >= T:
+                lo -= 1
+            while srt[lo] < T:
+                lo += 1
+            cut = _top_p_sorted(srt, lo, m, p)
+        elif p - _TOL <= 0.0:
+            cut = m  # the first token reaches: keep the max and its ties
+        else:
+            w = np.empty(n, np.float64)
+            cut, L2, cv2, ci2 = _top_p_row(v, bmax, m, p, w)
+            if L2 < np.inf:
+                cL = L2
+                cvals = cv2
+                cids = ci2
+        if mk > 1 and cut > _NEG:
+            g_mk = _kth(v, bmax, mk)[0]
+            cut = min(cut, g_mk)
+        T = max(T, cut)
+    if pmin > 0.0:
+        cut = min(m + _log(pmin), m)  # p > 1: the max is kept (min_keep >= 1)
+        if mk > 1:
+            if g_mk == np.inf:
+                g_mk = _kth(v, bmax, mk)[0]
+            cut = min(cut, g_mk)
+        T = max(T, cut)
+    return T, cL, cvals, cids, w
+
+
+@numba.njit(cache=True, nogil=True)
 def _sample_row(l, k, p, pmin, mk, t, t_last, u):
     n = l.shape[0]
     bmax = np.empty((n + _BS - 1) // _BS, np.float32)
@@ -666,47 +817,7 @@ def _sample_row(l, k, p, pmin, mk, t, t_last, u):
     m = _pass_max(v, bmax)
     if _invalid(m):
         return INVALID
-    bins = np.empty(0, np.int32)
-    T = _NEG
-    g_mk = np.inf                    # G(min_keep), computed when first needed
-    w = np.empty(0, np.float64)      # row weights, when a whole-row pass made them
-    srt = np.empty(0, np.float32)    # sorted candidates of TopK
-    # Candidates: every token >= cL (ids ascending). A stage's candidates are taken
-    # at a level <= its cut, and T only grows, so any of them serves the draw.
-    cL = np.inf
-    cvals = np.empty(0, np.float32)
-    cids = np.empty(0, np.int32)
-    if k > 0:
-        G, cL, srt, cvals, cids = _kth(v, bmax, max(k, mk))
-        T = G
-    if p < 1.0:
-        if T > _NEG:
-            lo = srt.shape[0] - 1
-            while lo > 0 and srt[lo - 1] >= T:
-                lo -= 1
-            while srt[lo] < T:
-                lo += 1
-            cut = _top_p_sorted(srt, lo, m, p)
-        else:
-            if bins.shape[0] == 0:
-                bins = _block_bins(bmax, m)
-            w = np.empty(n, np.float64)
-            cut, L2, cv2, ci2 = _top_p_row(v, bmax, bins, m, p, w)
-            if L2 < np.inf:
-                cL = L2
-                cvals = cv2
-                cids = ci2
-        if mk > 1 and cut > _NEG:
-            g_mk = _kth(v, bmax, mk)[0]
-            cut = min(cut, g_mk)
-        T = max(T, cut)
-    if pmin > 0.0:
-        cut = min(m + _log(pmin), m)  # p > 1: the max is kept (min_keep >= 1)
-        if mk > 1:
-            if g_mk == np.inf:
-                g_mk = _kth(v, bmax, mk)[0]
-            cut = min(cut, g_mk)
-        T = max(T, cut)
+    T, cL, cvals, cids, w = _cut(v, bmax, m, k, p, pmin, mk)
     # The draw over {v >= T}; weights exp(l' - max l'), l' after a last temperature.
     mw = m
     if t_draw != 1.0:
@@ -718,6 +829,45 @@ def _sample_row(l, k, p, pmin, mk, t, t_last, u):
         return _draw_cands(gv, gi, T, mw, t_draw, u)
     use_w = w.shape[0] == n and t_draw == 1.0
     return _draw_blocked(v, bmax, T, mw, t_draw, u, w, use_w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _select_ge(vals, ids, T):
+    """The entries ``vals >= T`` of candidates (ids stay ascending), compacted."""
+    c = vals.shape[0]
+    ov = np.empty(c, np.float32)
+    oi = np.empty(c, np.int32)
+    j = 0
+    for a in range(c):
+        x = vals[a]
+        ov[j] = x
+        oi[j] = ids[a]
+        j += 1 if x >= T else 0
+    return ov[:j], oi[:j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_threshold(l, bmax, k, p, pmin, mk):
+    """(invalid, T, cL, cvals, cids) of one row; fills ``bmax``. See ``_cut``."""
+    m = _pass_max(l, bmax)
+    if _invalid(m):
+        return True, np.inf, np.inf, np.empty(0, np.float32), np.empty(0, np.int32)
+    T, cL, cvals, cids, _ = _cut(l, bmax, m, k, p, pmin, mk)
+    return False, T, cL, cvals, cids
+
+
+@numba.njit(cache=True, nogil=True)
+def _truncate_one(l, k, p, pmin, mk):
+    """(ids, vals, invalid): the candidate set of one row (``truncate_row``)."""
+    bmax = np.empty((l.shape[0] + _BS - 1) // _BS, np.float32)
+    bad, T, cL, cvals, cids = _row_threshold(l, bmax, k, p, pmin, mk)
+    if bad:
+        return np.empty(0, np.int32), np.empty(0, np.float32), True
+    if cL <= T:
+        vals, ids = _select_ge(cvals, cids, T)
+    else:
+        vals, ids = _gather(l, bmax, T)
+    return ids, vals, False
 
 
 # ---------------------------------------------------------------------------------
@@ -790,3 +940,111 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
     else:
         _sample_parallel(*args)
     return out
+
+
+# ---------------------------------------------------------------------------------
+# truncation (the candidate set, no draw)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _truncate_rows(logits, top_k, top_p, min_p, min_keep, bmaxs, thr, cnt, bad, sids,
+                   svals):
+    """Pass 1 over the rows: each row's threshold, its set's size, and the set itself
+    in its stash row when it fits (else pass 2 gathers it again at the threshold)."""
+    cap = sids.shape[1]
+    for b in prange(logits.shape[0]):
+        row = logits[b]
+        bmax = bmaxs[b]
+        invalid, T, cL, cvals, cids = _row_threshold(row, bmax, top_k[b], top_p[b],
+                                                     min_p[b], min_keep[b])
+        bad[b] = invalid
+        thr[b] = T
+        c = 0
+        if not invalid:
+            if cL <= T:
+                vals, ids = _select_ge(cvals, cids, T)
+                c = ids.shape[0]
+                if c <= cap:
+                    sids[b, :c] = ids
+                    svals[b, :c] = vals
+            else:
+                c = _count_ge(row, bmax, T)
+                if c <= cap:
+                    vals, ids = _gather(row, bmax, T)
+                    sids[b, :c] = ids
+                    svals[b, :c] = vals
+        cnt[b] = c
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _truncate_fill(logits, bmaxs, thr, cnt, sids, svals, offsets, ids, vals):
+    """Pass 2: every row's set into its slice of the concatenated output."""
+    cap = sids.shape[1]
+    for b in prange(logits.shape[0]):
+        c = cnt[b]
+        o = offsets[b]
+        if c <= cap:
+            ids[o:o + c] = sids[b, :c]
+            vals[o:o + c] = svals[b, :c]
+        else:
+            gv, gi = _gather(logits[b], bmaxs[b], thr[b])
+            ids[o:o + c] = gi
+            vals[o:o + c] = gv
+
+
+def truncate_row(row, top_k, top_p, min_p, min_keep):
+    """``truncate_canonical`` of one row with scalar parameters (the per-token path).
+
+    ``row``: float32 (V,), C-contiguous, not modified; ``top_k``, ``min_keep`` (>= 1):
+    int; ``top_p``, ``min_p``: float. Returns ``(ids, vals, invalid)``: int32 ids
+    ascending, float32 ``vals = row[ids]``, and a bool, True (with no candidates) for
+    a row with NaN, +inf or every logit masked.
+    """
+    ids, vals, invalid = _truncate_one(row, np.int64(top_k), np.float64(top_p),
+                                       np.float64(min_p), np.int64(min_keep))
+    return ids, vals, bool(invalid)
+
+
+def truncate_canonical(logits, top_k, top_p, min_p, min_keep):
+    """The candidate set of every row after TopK -> TopP -> MinP (no draw).
+
+    Row b's set is exactly the finite entries of ``reference.min_p(reference.top_p(
+    reference.top_k(x, k, mk), p, mk), pmin, mk)``; disabled stages (k <= 0, p >= 1,
+    pmin <= 0) are skipped, so with all three disabled it is every finite token.
+
+    Parameters
+    ----------
+    logits : float32 (B, V), C-contiguous. Not modified.
+    top_k, min_keep : int64 (B,)      (min_keep >= 1)
+    top_p, min_p : float64 (B,)
+
+    Returns
+    -------
+    ids : int32 (N,)        token ids, ascending within a row
+    vals : float32 (N,)     ``logits[b, ids]``
+    offsets : int64 (B + 1,) row b is ``[offsets[b], offsets[b + 1])``
+    invalid : bool (B,)     True for a row with NaN, +inf or every logit masked (no
+                            candidates for it)
+    """
+    B, V = logits.shape
+    if B == 1:
+        ids, vals, bad = _truncate_one(logits[0], top_k[0], top_p[0], min_p[0], min_keep[0])
+        return (np.ascontiguousarray(ids), np.ascontiguousarray(vals),
+                np.array([0, ids.shape[0]], np.int64), np.array([bad]))
+    bmaxs = np.empty((B, (V + _BS - 1) // _BS), np.float32)
+    thr = np.empty(B, np.float64)
+    cnt = np.empty(B, np.int64)
+    bad = np.empty(B, np.bool_)
+    cap = min(V, _STASH)
+    sids = np.empty((B, cap), np.int32)
+    svals = np.empty((B, cap), np.float32)
+    if B:
+        _truncate_rows(logits, top_k, top_p, min_p, min_keep, bmaxs, thr, cnt, bad, sids,
+                       svals)
+    offsets = np.zeros(B + 1, np.int64)
+    np.cumsum(cnt, out=offsets[1:])
+    ids = np.empty(offsets[-1], np.int32)
+    vals = np.empty(offsets[-1], np.float32)
+    if B:
+        _truncate_fill(logits, bmaxs, thr, cnt, sids, svals, offsets, ids, vals)
+    return ids, vals, offsets, bad

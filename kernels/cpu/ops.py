@@ -16,6 +16,7 @@ import numpy as np
 # fs.sample's first call loads only the fused kernel's module (start-up latency).
 _HOME = {
     "sample_canonical": "canonical", "sample_row": "canonical",
+    "truncate_canonical": "canonical", "truncate_row": "canonical",
     "draw": "draw", "argmax": "draw", "token_logprob": "draw",
     "softmax": "softmax", "log_softmax": "softmax",
     "topk": "topk", "topk_checked": "topk",
@@ -62,6 +63,8 @@ def warmup():
             op("sample_canonical")(x, 40 * ione, f(0.95) * one, f(0.05) * one, f(0.8) * one,
                                    ione, temperature_last, seed, seed)
             op("sample_row")(x[0], 40, 0.95, 0.05, 0.8, 1, temperature_last, 0, 0)
+        op("truncate_canonical")(x, 40 * ione, f(0.95) * one, f(0.05) * one, ione)
+        op("truncate_row")(x[0], 40, 0.95, 0.05, 1)
         op("draw")(x, seed, seed)
         op("invalid_rows")(x)
         op("token_logprob")(x, op("argmax")(x))

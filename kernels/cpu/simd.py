@@ -16,8 +16,9 @@ in a hot loop) so that LLVM sees straight-line, branch-free code it can vectoris
 - ``exp64(x)``: branch-free float64 ``exp``; ``exp_f32acc(x)``: a cheaper float64
   ``exp`` accurate enough for results that are rounded to float32; ``exp64_neg(x)``:
   ``exp64`` for ``x <= 0``, bit for bit, with fewer operations.
-- ``exp_store_sum``/``exp_sum_ge``/``exp_sum_ge_temp``: whole-range exp passes over
-  ``<8 x double>`` (512-bit code on AVX-512 CPUs), the same weights as ``exp64_neg``.
+- ``exp_store_sum``/``exp_store_sum_ge``/``exp_sum_ge``/``exp_sum_ge_temp``: whole-range
+  exp passes over ``<8 x double>`` (512-bit code on AVX-512 CPUs), the same weights as
+  ``exp64_neg``.
 
 Accuracy (measured by ``tests/test_numba_core.py`` against ``np.exp``):
 
@@ -58,6 +59,7 @@ __all__ = [
     "exp64_neg",
     "exp_f32acc",
     "exp_store_sum",
+    "exp_store_sum_ge",
     "exp_sum_ge",
     "exp_sum_ge_temp",
     "f32_as_u32",
@@ -581,7 +583,7 @@ def _temp_vec(builder, x, t):
     return builder.fpext(_clip_f32(builder, d), x.type)
 
 
-def _exp_pass_intrinsic(temp, store):
+def _exp_pass_intrinsic(temp, store, level=False):
     """Build an 8-lane exp pass over ``arr[s:s + n]`` (``n`` a multiple of 8; no bounds
     check: the caller guarantees ``0 <= s`` and ``s + n <= len(arr)``).
 
@@ -590,15 +592,19 @@ def _exp_pass_intrinsic(temp, store):
     float64 compare), ``y = arr[i]``, or ``_temp(arr[i], t)`` when ``temp``.
     ``store=True``: ``(arr, s, n, mw, w) -> float64``, also writes each weight
     (masked entries: 0) to ``w[i]`` (float64, C-contiguous), no threshold.
+    ``store=True, level=True``: ``(arr, s, n, mw, w, L) -> (float64, float64)``, the
+    same stores and sum, and the sum over the entries ``arr[i] >= L`` (one more
+    compare and masked add per vector).
     Lanes are summed in 8 float64 accumulators, added pairwise at the end.
     """
     def typer(tys):
         arrays_ok = _is_f32_c1d(tys[0]) and (not store or _is_f64_c1d(tys[4]))
-        scalars = tys[3:4] if store else tys[3:]
+        scalars = tys[3:4] + tys[5:] if store else tys[3:]
         if not (arrays_ok and all(isinstance(t, types.Integer) for t in tys[1:3])
                 and all(isinstance(t, (types.Float, types.Integer)) for t in scalars)):
             return None
-        return types.float64(*tys), codegen
+        ret = types.UniTuple(types.float64, 2) if level else types.float64
+        return ret(*tys), codegen
 
     def codegen(context, builder, signature, args):
         _want_512(builder)
@@ -611,8 +617,9 @@ def _exp_pass_intrinsic(temp, store):
         f64 = [context.cast(builder, a, t, types.float64)
                for a, t in zip(args[3:], sig[3:]) if not isinstance(t, types.Array)]
         if store:
-            (mw,) = f64
+            mw = f64[0]
             wary = context.make_array(sig[4])(context, builder, args[4])
+            Lv = _splat_var(builder, dty, f64[1]) if level else None
         else:
             Tv = _splat_var(builder, dty, f64[0])
             mw = f64[1]
@@ -620,6 +627,7 @@ def _exp_pass_intrinsic(temp, store):
         mwv = _splat_var(builder, dty, mw)
         zero = _const(dty, 0.0)
         acc_ptr = cgutils.alloca_once_value(builder, zero)
+        lacc_ptr = cgutils.alloca_once_value(builder, zero)
         stop = builder.add(s, n)
         with cgutils.for_range_slice(builder, s, stop, ir.Constant(intp, _LANES),
                                      intp=intp) as (i, _):
@@ -629,13 +637,23 @@ def _exp_pass_intrinsic(temp, store):
             if store:
                 wptr = builder.gep(wary.data, [i])
                 builder.store(e, builder.bitcast(wptr, dty.as_pointer()), align=8)
+                if level:
+                    sel = builder.select(builder.fcmp_ordered(">=", x, Lv), e, zero)
+                    builder.store(builder.fadd(builder.load(lacc_ptr), sel), lacc_ptr)
             else:
                 e = builder.select(builder.fcmp_ordered(">=", x, Tv), e, zero)
             builder.store(builder.fadd(builder.load(acc_ptr), e), acc_ptr)
-        return _hsum(builder, builder.load(acc_ptr))
+        total = _hsum(builder, builder.load(acc_ptr))
+        if level:
+            above = _hsum(builder, builder.load(lacc_ptr))
+            return context.make_tuple(builder, signature.return_type, [total, above])
+        return total
 
     # numba intrinsics take no *args: one explicit signature per variant
-    if store:
+    if store and level:
+        def impl(typingctx, arr, s, n, mw, w, L):
+            return typer((arr, s, n, mw, w, L))
+    elif store:
         def impl(typingctx, arr, s, n, mw, w):
             return typer((arr, s, n, mw, w))
     elif temp:
@@ -657,6 +675,10 @@ exp_sum_ge_temp.__doc__ = ("``(arr, s, n, T, mw, t) -> float64``: as ``exp_sum_g
 exp_store_sum = intrinsic(_exp_pass_intrinsic(temp=False, store=True))
 exp_store_sum.__doc__ = ("``(arr, s, n, mw, w) -> float64``: ``w[i] = exp64_neg(float64(arr[i]) "
                          "- mw)`` for i in ``[s, s+n)``, and their sum (8 lanes).")
+exp_store_sum_ge = intrinsic(_exp_pass_intrinsic(temp=False, store=True, level=True))
+exp_store_sum_ge.__doc__ = ("``(arr, s, n, mw, w, L) -> (float64, float64)``: as ``exp_store_sum``, "
+                            "and the sum of the weights of the entries ``arr[i] >= L`` (the "
+                            "mass above a level, in the same pass).")
 
 
 @intrinsic
