@@ -1,13 +1,13 @@
 /* Entry points of the core kernels (fastsample.h): size checks, workspace layout,
  * runtime CPU dispatch, and the loop over rows.
  *
- * The row kernels (fs_simd.inc, fs_canonical.inc, fs_rows.inc) are compiled three
- * times: portable C, and on x86-64 with GCC or clang inside `target` regions for
- * AVX2+FMA and AVX-512. Each entry point lowers the requested level to what the CPU
- * supports (fs_cpu_isa) and picks the matching copy; nothing else changes between
- * levels, so every level gives the reference's tokens. No host-specific architecture
- * flag and no fast-math flag: the binary runs on any x86-64 and IEEE semantics keep
- * -inf exact. */
+ * The row kernels (fs_simd.inc, fs_mass.inc, fs_canonical.inc, fs_rows.inc) are
+ * compiled three times: portable C, and on x86-64 with GCC or clang inside `target`
+ * regions for AVX2+FMA and AVX-512. Each entry point lowers the requested level to
+ * what the CPU supports (fs_cpu_isa) and picks the matching copy; nothing else changes
+ * between levels, so every level gives the reference's tokens. No host-specific
+ * architecture flag and no fast-math flag: the binary runs on any x86-64 and IEEE
+ * semantics keep -inf exact. */
 
 #include "fastsample.h"
 #include "fs_philox.h"
@@ -27,15 +27,14 @@
 #define FS_BS 256              /* tokens per block of the block maxima */
 #define FS_SLACK 64            /* spare entries after a gather buffer (vector stores) */
 #define FS_TOL 1e-6            /* SPEC §4 mass tolerance (reference.MASS_TOLERANCE) */
-#define FS_NBINS_BLOCK 256     /* histogram of block maxima */
-#define FS_NBINS_MASS 2048     /* mass histogram of a whole row (flat rows) */
-#define FS_SORT_CAP 4096       /* candidates sorted directly up to this count */
+#define FS_NBINS_MASS 2048     /* mass histogram of a whole row (top-p) */
+#define FS_CAND_CAP 1024       /* top-p: candidates gathered at most (else a bin pass) */
 #define FS_ALIGN 64
 
 /* Canonical-chain workspace of one row, carved from the caller's buffer. */
 typedef struct {
     float *bmax, *bk, *tmp, *cv, *srt, *cv2, *sv;
-    int32_t *ci, *ci2, *si, *bins;
+    int32_t *ci, *ci2, *si;
     double *w, *hist, *bs;
     uint32_t *keys, *cnt;      /* radix select */
 } fs_cws;
@@ -55,6 +54,7 @@ typedef struct {
 #define FS_ISA 0
 #define FS_FN(name) name##_base
 #include "fs_simd.inc"
+#include "fs_mass.inc"
 #include "fs_canonical.inc"
 #include "fs_rows.inc"
 #include "fs_topk.inc"
@@ -71,6 +71,7 @@ typedef struct {
 #define FS_ISA 1
 #define FS_FN(name) name##_avx2
 #include "fs_simd.inc"
+#include "fs_mass.inc"
 #include "fs_canonical.inc"
 #include "fs_rows.inc"
 #include "fs_topk.inc"
@@ -87,6 +88,7 @@ typedef struct {
 #define FS_ISA 2
 #define FS_FN(name) name##_avx512
 #include "fs_simd.inc"
+#include "fs_mass.inc"
 #include "fs_canonical.inc"
 #include "fs_rows.inc"
 #include "fs_topk.inc"
@@ -170,9 +172,8 @@ static size_t fs_canon_layout(int64_t V, void *base, fs_cws *o) {
     w.ci = (int32_t *)fs_take(&p, c * 4);
     w.ci2 = (int32_t *)fs_take(&p, c * 4);
     w.si = (int32_t *)fs_take(&p, c * 4);
-    w.bins = (int32_t *)fs_take(&p, nb * 4);
     w.w = (double *)fs_take(&p, n * 8);
-    w.hist = (double *)fs_take(&p, 2 * FS_NBINS_MASS * 8);
+    w.hist = (double *)fs_take(&p, FS_HIST_LEN(FS_NBINS_MASS) * 8);
     w.bs = (double *)fs_take(&p, nb * 8);
     w.keys = (uint32_t *)fs_take(&p, c * 4);
     w.cnt = (uint32_t *)fs_take(&p, 1024 * 4);
@@ -239,6 +240,55 @@ int fs_sample_canonical_row(const float *x, int64_t V, int64_t top_k, double top
                             int32_t *out, void *ws, size_t ws_bytes, int isa) {
     return fs_sample_canonical(x, 1, V, &top_k, &top_p, &min_p, &temperature, &min_keep,
                                temperature_last, &seed, &position, out, ws, ws_bytes, isa);
+}
+
+int fs_truncate_canonical(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                          const double *top_p, const double *min_p, const int64_t *min_keep,
+                          int32_t *ids, float *vals, int64_t cap, int64_t *offsets,
+                          uint8_t *invalid, int64_t *done, void *ws, size_t ws_bytes, int isa) {
+    int rc = fs_check_rows(x, B, V, offsets);
+    if (rc) return rc;
+    if (!done || cap < 0 || (cap > 0 && (!ids || !vals))) return FS_E_SIZE;
+    *done = 0;
+    if (B == 0) {
+        if (offsets) offsets[0] = 0;
+        return FS_OK;
+    }
+    if (!top_k || !top_p || !min_p || !min_keep || !invalid) return FS_E_SIZE;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
+    for (int64_t b = 0; b < B; b++)
+        if (top_p[b] != top_p[b] || min_p[b] != min_p[b]) return FS_E_PARAM;
+    fs_cws w;
+    fs_canon_layout(V, ws, &w);
+    isa = fs_level(isa);
+    offsets[0] = 0;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t c = FS_DISPATCH(isa, truncate_row, x + b * V, V, top_k[b], top_p[b], min_p[b],
+                                min_keep[b], &w);
+        invalid[b] = (uint8_t)(c < 0);
+        c = c < 0 ? 0 : c;
+        offsets[b + 1] = offsets[b] + c;
+        if (c > cap - offsets[b]) return FS_OK;  /* *done = b: the caller grows the buffers */
+        if (c > 0) {
+            memcpy(ids + offsets[b], w.si, (size_t)c * sizeof(int32_t));
+            memcpy(vals + offsets[b], w.sv, (size_t)c * sizeof(float));
+        }
+        *done = b + 1;
+    }
+    return FS_OK;
+}
+
+int fs_truncate_canonical_row(const float *x, int64_t V, int64_t top_k, double top_p,
+                              double min_p, int64_t min_keep, int32_t *ids, float *vals,
+                              int64_t cap, int64_t *count, void *ws, size_t ws_bytes, int isa) {
+    int64_t offsets[2], done;
+    uint8_t invalid;
+    if (!count) return FS_E_SIZE;
+    int rc = fs_truncate_canonical(x, 1, V, &top_k, &top_p, &min_p, &min_keep, ids, vals, cap,
+                                   offsets, &invalid, &done, ws, ws_bytes, isa);
+    if (rc) return rc;
+    *count = invalid ? -1 : offsets[1];
+    return FS_OK;
 }
 
 int fs_draw(const float *x, int64_t B, int64_t V, const uint64_t *seed,

@@ -1,5 +1,6 @@
-/* Core kernels of the C backend: the fused canonical chain of fs.sample, the draw,
- * argmax, token log-probabilities, row validity, softmax, log-softmax and top-k.
+/* Core kernels of the C backend: the fused canonical chain of fs.sample and its
+ * truncations alone, the draw, argmax, token log-probabilities, row validity,
+ * softmax, log-softmax and top-k.
  *
  * Conventions shared by every entry point:
  * - `x` is (B, V) row-major float32 and is never written; outputs are written
@@ -48,6 +49,22 @@ int fs_sample_canonical_row(const float *x, int64_t V, int64_t top_k, double top
                             double min_p, double temperature, int64_t min_keep,
                             int temperature_last, uint64_t seed, uint64_t position,
                             int32_t *out, void *ws, size_t ws_bytes, int isa);
+/* The survivors of the chain's truncations TopK -> TopP -> MinP (min_keep floor) per
+ * row, no temperature and no draw; workspace: fs_canonical_ws_bytes(V). Rows go in
+ * order: row b's ids (ascending) and values go to ids/vals[offsets[b] .. offsets[b+1])
+ * (offsets[0] = 0) and invalid[b] = 1 for a row with NaN, +inf or every logit -inf
+ * (no survivors). A row whose survivors do not fit in cap entries stops the call
+ * there: *done = the rows written (B when all were), and then offsets[*done + 1] -
+ * offsets[*done] is that row's count (grow the buffers, call again from it). */
+int fs_truncate_canonical(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                          const double *top_p, const double *min_p, const int64_t *min_keep,
+                          int32_t *ids, float *vals, int64_t cap, int64_t *offsets,
+                          uint8_t *invalid, int64_t *done, void *ws, size_t ws_bytes, int isa);
+/* One row with scalar parameters: *count = its survivors (written when <= cap), -1 for
+ * an invalid row. */
+int fs_truncate_canonical_row(const float *x, int64_t V, int64_t top_k, double top_p,
+                              double min_p, int64_t min_keep, int32_t *ids, float *vals,
+                              int64_t cap, int64_t *count, void *ws, size_t ws_bytes, int isa);
 int fs_draw(const float *x, int64_t B, int64_t V, const uint64_t *seed,
             const uint64_t *position, int32_t *out, void *ws, size_t ws_bytes, int isa);
 int fs_argmax(const float *x, int64_t B, int64_t V, int32_t *out, int isa);

@@ -3,9 +3,11 @@
  * every instruction-set level this CPU runs, with hand-made rows whose answer is
  * known, size checks, agreement between levels on random rows, and a fuzz loop of
  * random shapes, parameters and NaN/inf rows whose tokens must stay in [0, V) or be
- * the invalid-row flag. Workspaces are allocated at exactly the size the kernels ask
- * for, so any read or write past them is reported. Parity with the numpy reference
- * is tested in Python (tests/test_c_core.py). */
+ * the invalid-row flag; and the truncations alone (fs_truncate_canonical) against a
+ * naive sort-based form of the reference's rules, on rows of every top-p shape.
+ * Workspaces are allocated at exactly the size the kernels ask for, so any read or
+ * write past them is reported. Parity with the numpy reference is tested in Python
+ * (tests/test_c_core.py, test_fast_canonical.py, test_fast_truncate.py). */
 
 #include "fastsample.h"
 
@@ -393,6 +395,303 @@ static void test_topk_fuzz(int best, int calls) {
     }
 }
 
+/* ---------------------------------------------------------------- truncation */
+
+typedef struct {
+    float v;
+    int32_t id;
+} vid;
+
+static int by_value_desc(const void *a, const void *b) {
+    const vid *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The j-th largest finite value of row (j clipped to [1, finite count]; -inf if none). */
+static float naive_kth(const float *row, int64_t V, int64_t j, vid *s) {
+    int64_t c = 0;
+    for (int64_t i = 0; i < V; i++)
+        if (row[i] > -INFINITY) { s[c].v = row[i]; s[c].id = (int32_t)i; c++; }
+    if (c == 0) return -INFINITY;
+    qsort(s, (size_t)c, sizeof *s, by_value_desc);
+    return s[(j < 1 ? 1 : j > c ? c : j) - 1].v;
+}
+
+/* reference._truncate: mask the finite entries outside keep, after the min_keep floor. */
+static void naive_apply(float *row, int64_t V, unsigned char *keep, int64_t mk, vid *s) {
+    int64_t c = 0;
+    for (int64_t i = 0; i < V; i++) c += keep[i] = keep[i] && row[i] > -INFINITY;
+    if (c < mk) {
+        float g = naive_kth(row, V, mk, s);
+        for (int64_t i = 0; i < V; i++) keep[i] |= row[i] > -INFINITY && row[i] >= g;
+    }
+    for (int64_t i = 0; i < V; i++)
+        if (!keep[i]) row[i] = -INFINITY;
+}
+
+/* TopK -> TopP -> MinP by the reference's rules, stage by stage with full sorts: row
+ * (a copy of a valid row) ends with only the survivors finite. */
+static void naive_truncate(float *row, int64_t V, int64_t k, double p, double pmin, int64_t mk,
+                           unsigned char *keep, vid *s) {
+    int64_t fin = 0;
+    for (int64_t i = 0; i < V; i++) fin += row[i] > -INFINITY;
+    float g = k > 0 && k < fin ? naive_kth(row, V, k, s) : -INFINITY;
+    for (int64_t i = 0; i < V; i++) keep[i] = row[i] >= g;
+    naive_apply(row, V, keep, mk, s);
+    for (int64_t i = 0; i < V; i++) keep[i] = 1;
+    if (p < 1.0) {
+        int64_t c = 0;
+        for (int64_t i = 0; i < V; i++)
+            if (row[i] > -INFINITY) { s[c].v = row[i]; s[c].id = (int32_t)i; c++; }
+        qsort(s, (size_t)c, sizeof *s, by_value_desc);
+        double W = 0.0, cum = 0.0;
+        for (int64_t a = 0; a < c; a++) W += exp((double)s[a].v - (double)s[0].v);
+        int64_t last = c - 1;
+        for (int64_t a = 0; a < c; a++) {
+            cum += exp((double)s[a].v - (double)s[0].v) / W;
+            if (cum >= p - 1e-6) { last = a; break; }
+        }
+        for (int64_t i = 0; i < V; i++) keep[i] = row[i] >= s[last].v;
+    }
+    naive_apply(row, V, keep, mk, s);
+    for (int64_t i = 0; i < V; i++) keep[i] = 1;
+    if (pmin > 0.0) {
+        float m = -INFINITY;
+        for (int64_t i = 0; i < V; i++) m = row[i] > m ? row[i] : m;
+        double thr = (double)m + log(pmin);
+        for (int64_t i = 0; i < V; i++) keep[i] = (double)row[i] >= thr;
+    }
+    naive_apply(row, V, keep, mk, s);
+}
+
+/* fs_truncate_canonical of B rows with room for every token; 1 if each row holds
+ * exactly the naive survivors (ids ascending, vals = x[ids]) and flags match. */
+static int truncate_matches(const float *x, int64_t B, int64_t V, const int64_t *k, const double *p,
+                            const double *mp, const int64_t *mk, int isa) {
+    size_t need = fs_canonical_ws_bytes(V);
+    void *ws = malloc(need);
+    int32_t *ids = malloc((size_t)(B * V) * 4);
+    float *vals = malloc((size_t)(B * V) * 4), *row = malloc((size_t)V * 4);
+    int64_t *off = malloc((size_t)(B + 1) * 8), done = -1;
+    uint8_t *inv = malloc((size_t)B), *want_inv = malloc((size_t)B);
+    unsigned char *keep = malloc((size_t)V);
+    vid *s = malloc((size_t)V * sizeof *s);
+    int ok = fs_truncate_canonical(x, B, V, k, p, mp, mk, ids, vals, B * V, off, inv, &done, ws,
+                                   need, isa) == FS_OK && done == B && off[0] == 0;
+    ok = ok && fs_invalid_rows(x, B, V, want_inv, isa) == FS_OK;
+    for (int64_t b = 0; b < B && ok; b++) {
+        ok = inv[b] == want_inv[b];
+        if (inv[b]) { ok = ok && off[b + 1] == off[b]; continue; }
+        memcpy(row, x + b * V, (size_t)V * 4);
+        naive_truncate(row, V, k[b], p[b], mp[b], mk[b], keep, s);
+        int64_t j = off[b];
+        for (int64_t i = 0; i < V && ok; i++) {
+            if (!(row[i] > -INFINITY)) continue;
+            ok = j < off[b + 1] && ids[j] == i && vals[j] == x[b * V + i];
+            j++;
+        }
+        ok = ok && j == off[b + 1];
+        if (!ok)
+            fprintf(stderr, "truncate row %ld (V %ld isa %d): k %ld p %g min_p %g min_keep %ld\n",
+                    (long)b, (long)V, isa, (long)k[b], p[b], mp[b], (long)mk[b]);
+    }
+    free(ws); free(ids); free(vals); free(row); free(off); free(inv); free(want_inv);
+    free(keep); free(s);
+    return ok;
+}
+
+/* fs_truncate_canonical_row with room for cap: its count (-1: invalid), -99 on an error. */
+static int64_t trunc1(const float *x, int64_t V, int64_t k, double p, double mp, int64_t mk,
+                      int32_t *ids, float *vals, int64_t cap, int isa) {
+    size_t need = fs_canonical_ws_bytes(V);
+    void *ws = malloc(need);
+    int64_t n = -99;
+    int rc = fs_truncate_canonical_row(x, V, k, p, mp, mk, ids, vals, cap, &n, ws, need, isa);
+    CHECK(rc == FS_OK);
+    free(ws);
+    return rc == FS_OK ? n : -99;
+}
+
+/* Hand-made rows with known survivors, invalid rows, the buffer protocol and sizes. */
+static void test_truncate_known(int isa) {
+    const float x[5] = {3.0f, 1.0f, 2.0f, -INFINITY, 2.0f};
+    int32_t ids[8];
+    float vals[8];
+    /* top-k 2: the 2nd largest is 2, tied: {0, 2, 4} */
+    CHECK(trunc1(x, 5, 2, 1.0, 0.0, 1, ids, vals, 8, isa) == 3);
+    CHECK(ids[0] == 0 && ids[1] == 2 && ids[2] == 4 && vals[1] == 2.0f);
+    /* every stage off: every finite token */
+    CHECK(trunc1(x, 5, 0, 1.0, 0.0, 1, ids, vals, 8, isa) == 4 && ids[3] == 4);
+    /* min-p 0.5: l >= 3 + ln 0.5 = 2.31: the max; min_keep 2 adds its ties at 2 */
+    CHECK(trunc1(x, 5, 0, 1.0, 0.5, 1, ids, vals, 8, isa) == 1 && ids[0] == 0);
+    CHECK(trunc1(x, 5, 0, 1.0, 0.5, 2, ids, vals, 8, isa) == 3);
+    /* top-p 1e-9: the max alone; a count over cap writes nothing */
+    CHECK(trunc1(x, 5, 0, 1e-9, 0.0, 1, ids, vals, 8, isa) == 1 && ids[0] == 0);
+    ids[0] = -7;
+    CHECK(trunc1(x, 5, 0, 1.0, 0.0, 1, ids, vals, 2, isa) == 4 && ids[0] == -7);
+    /* invalid rows: NaN, +inf, every logit masked */
+    float bad[3] = {0.0f, NAN, 1.0f};
+    CHECK(trunc1(bad, 3, 0, 0.9, 0.0, 1, ids, vals, 8, isa) == -1);
+    bad[1] = INFINITY;
+    CHECK(trunc1(bad, 3, 0, 0.9, 0.0, 1, ids, vals, 8, isa) == -1);
+    for (int i = 0; i < 3; i++) bad[i] = -INFINITY;
+    CHECK(trunc1(bad, 3, 5, 0.9, 0.1, 1, ids, vals, 8, isa) == -1);
+    float one = -2.5f;
+    CHECK(trunc1(&one, 1, 3, 0.1, 0.9, 4, ids, vals, 1, isa) == 1);
+    CHECK(ids[0] == 0 && vals[0] == -2.5f);
+
+    /* the buffer protocol: rows of 300 survivors, room for 400 */
+    const int64_t B = 4, V = 300;
+    float *rows = malloc((size_t)(B * V) * 4);
+    for (int64_t i = 0; i < B * V; i++) rows[i] = (float)(i % V % 7);
+    rows[V + 3] = NAN;  /* row 1 invalid: no survivors */
+    int64_t k[4] = {0, 0, 0, 2}, mk[4] = {1, 1, 1, 1}, off[5], done = -1;
+    double p[4] = {1.0, 1.0, 1.0, 1.0}, mp[4] = {0.0, 0.0, 0.0, 0.0};
+    uint8_t inv[4];
+    int32_t *bid = malloc(400 * 4);
+    float *bval = malloc(400 * 4);
+    size_t need = fs_canonical_ws_bytes(V);
+    void *ws = malloc(need);
+    CHECK(fs_truncate_canonical(rows, B, V, k, p, mp, mk, bid, bval, 400, off, inv, &done, ws, need,
+                                isa) == FS_OK);
+    CHECK(done == 2 && off[0] == 0 && off[1] == 300 && off[2] == 300 && off[3] == 600);
+    CHECK(inv[0] == 0 && inv[1] == 1 && bid[299] == 299);
+    CHECK(fs_truncate_canonical(rows + 2 * V, 2, V, k + 2, p + 2, mp + 2, mk + 2, bid, bval, 400,
+                                off, inv, &done, ws, need, isa) == FS_OK);
+    /* row 3: the 2nd largest is a 6 (tied): ids 6, 13, ..., 293 */
+    CHECK(done == 2 && off[1] == 300 && off[2] - off[1] == 42);
+    CHECK(bid[300] == 6 && bid[341] == 293 && bval[341] == 6.0f);
+    /* no room at all: ids and vals may be NULL; an invalid row still fits */
+    CHECK(fs_truncate_canonical(rows + V, 2, V, k, p, mp, mk, NULL, NULL, 0, off, inv, &done, ws,
+                                need, isa) == FS_OK);
+    CHECK(done == 1 && inv[0] == 1 && off[1] == 0 && off[2] == 300);
+    /* sizes and parameters */
+#define TRUNC(x_, V_, ids_, cap_, off_, inv_, done_, need_)                                  \
+    fs_truncate_canonical(x_, B, V_, k, p, mp, mk, ids_, bval, cap_, off_, inv_, done_, ws, \
+                          need_, isa)
+    CHECK(TRUNC(rows, V, bid, 400, off, inv, NULL, need) == FS_E_SIZE);
+    CHECK(TRUNC(rows, V, bid, -1, off, inv, &done, need) == FS_E_SIZE);
+    CHECK(TRUNC(rows, V, NULL, 400, off, inv, &done, need) == FS_E_SIZE);
+    CHECK(TRUNC(rows, V, bid, 400, NULL, inv, &done, need) == FS_E_SIZE);
+    CHECK(TRUNC(rows, V, bid, 400, off, NULL, &done, need) == FS_E_SIZE);
+    CHECK(TRUNC(rows, V, bid, 400, off, inv, &done, need - 1) == FS_E_WORKSPACE);
+    CHECK(TRUNC(rows, 0, bid, 400, off, inv, &done, need) == FS_E_SIZE);
+    p[2] = NAN;
+    CHECK(TRUNC(rows, V, bid, 400, off, inv, &done, need) == FS_E_PARAM);
+#undef TRUNC
+    off[0] = 9;
+    CHECK(fs_truncate_canonical(rows, 0, V, NULL, NULL, NULL, NULL, NULL, NULL, 0, off, NULL, &done,
+                                NULL, 0, isa) == FS_OK);
+    CHECK(off[0] == 0 && done == 0);
+    int64_t *no_count = NULL;
+    CHECK(fs_truncate_canonical_row(rows, V, 0, 1.0, 0.0, 1, bid, bval, 400, no_count, ws, need,
+                                    isa) == FS_E_SIZE);
+    free(rows); free(bid); free(bval); free(ws);
+}
+
+/* A row of one top-p shape at full size (rows of csrc/fs_canonical.inc's top_p_row:
+ * a histogram over part of the range (LLM-like), over all of it (flat, narrow, mostly
+ * masked), ties, a range just over the histogram's depth). */
+enum { TP_LLM, TP_FLAT, TP_NARROW, TP_MASKED_FLAT, TP_ROUND, TP_STEPS, TP_WIDE, TP_KINDS };
+
+static void fill_top_p_row(float *x, int64_t V, int kind) {
+    for (int64_t i = 0; i < V; i++) {
+        double u = uniform01();
+        /* an LLM-like tail: the value falls with the log of a random rank */
+        double llm = -1.5 * log1p((double)below(V)) + 0.5 * (uniform01() + uniform01() - 1.0);
+        x[i] = (float)(kind == TP_FLAT || kind == TP_MASKED_FLAT ? 2.0 * u - 1.0
+                       : kind == TP_NARROW ? 1e-3 * u + 5.0
+                       : kind == TP_ROUND ? round(2.0 * llm) / 2.0
+                       : kind == TP_STEPS ? -(double)below(40) * 0.5
+                       : kind == TP_WIDE ? 40.0 * u - 20.0 : llm);
+        if (kind == TP_MASKED_FLAT && uniform01() < 0.97) x[i] = -INFINITY;
+    }
+    x[below(V)] = 1.0f;
+}
+
+/* Every level gives the naive survivors on rows of each top-p shape, for many p,
+ * alone and with min_keep, top-k and min-p; the sampled token (t = 1) is one of them. */
+static void test_truncate_top_p(int best) {
+    const int64_t Vs[] = {1000, 128256};
+    const double ps[] = {1e-7, 0.1, 0.5, 0.9, 0.95, 0.99, 0.999999};
+    for (size_t vi = 0; vi < 2; vi++) {
+        const int64_t V = Vs[vi], B = 7;
+        float *x = malloc((size_t)(B * V) * 4);
+        for (int kind = 0; kind < TP_KINDS; kind++) {
+            for (int64_t b = 0; b < B; b++) fill_top_p_row(x + b * V, V, kind);
+            int64_t k[7] = {0, 0, 0, 0, 0, 0, 0}, mk[7] = {1, 1, 1, 1, 1, 1, 1};
+            double p[7], mp[7] = {0, 0, 0, 0, 0, 0, 0};
+            for (int64_t b = 0; b < B; b++) p[b] = ps[b];
+            for (int isa = 0; isa <= best; isa++) {
+                CHECK(truncate_matches(x, B, V, k, p, mp, mk, isa), "kind %d V %ld", kind, (long)V);
+                int64_t k2[7] = {0, 3000, 0, 40, 0, 0, V + 1}, mk2[7] = {300, 1, 2, 1, 1, 50, 1};
+                double mp2[7] = {0, 0, 0.05, 0.05, 0.9, 0, 0.01};
+                CHECK(truncate_matches(x, B, V, k2, p, mp2, mk2, isa), "mixed, kind %d", kind);
+            }
+            /* the sampling entry draws from the same set */
+            size_t need = fs_canonical_ws_bytes(V);
+            void *ws = malloc(need);
+            int32_t *ids = malloc((size_t)V * 4);
+            float *vals = malloc((size_t)V * 4);
+            for (int64_t b = 0; b < B; b++) {
+                int64_t n;
+                CHECK(fs_truncate_canonical_row(x + b * V, V, 0, p[b], 0.0, 1, ids, vals, V, &n, ws,
+                                                need, best) == FS_OK);
+                for (uint64_t seed = 0; seed < 4; seed++) {
+                    int32_t tok = -1;
+                    double t = 1.0;
+                    CHECK(fs_sample_canonical(x + b * V, 1, V, &k[b], &p[b], &mp[b], &t, &mk[b], 1,
+                                              &seed, &seed, &tok, ws, need, best) == FS_OK);
+                    int64_t lo = 0, hi = n;  /* binary search in the ascending ids */
+                    while (lo < hi) {
+                        int64_t mid = (lo + hi) / 2;
+                        if (ids[mid] < tok) lo = mid + 1; else hi = mid;
+                    }
+                    CHECK(lo < n && ids[lo] == tok, "token %d not a survivor (kind %d)", tok,
+                          kind);
+                }
+            }
+            free(ws); free(ids); free(vals);
+        }
+        free(x);
+    }
+}
+
+/* Random shapes, parameters and NaN/inf rows against the naive survivors. */
+static void test_truncate_fuzz(int best, int calls) {
+    for (int c = 0; c < calls; c++) {
+        const int64_t Vs[] = {1, 2, 3, 31, 255, 256, 257, 1000, 3000};
+        int64_t V = Vs[below(9)], B = 1 + below(3);
+        float *x = malloc((size_t)(B * V) * sizeof(float));
+        int64_t k[3], mk[3];
+        double p[3], mp[3];
+        const double ps[] = {0.0, 1e-9, 0.3, 0.95, 0.999, 1.0, 7.0};
+        const double mps[] = {0.0, 1e-300, 0.05, 0.9, 1.0, 3.0};
+        const double scales[] = {1.0, 1e-3, 30.0, 1e35};
+        for (int64_t b = 0; b < B; b++) {
+            fill_gauss(x + b * V, V, scales[below(4)]);
+            int kind = (int)below(8);
+            if (kind == 0) x[b * V + below(V)] = NAN;
+            if (kind == 1) x[b * V + below(V)] = INFINITY;
+            if (kind == 2) for (int64_t i = 0; i < V; i++) x[b * V + i] = -INFINITY;
+            if (kind == 3) {
+                double frac = uniform01();
+                for (int64_t i = 0; i < V; i++)
+                    if (uniform01() < frac) x[b * V + i] = -INFINITY;
+            }
+            if (kind == 4) for (int64_t i = 0; i < V; i++) x[b * V + i] = roundf(x[b * V + i]);
+            k[b] = below(V + 8) - 3;
+            mk[b] = 1 + below(V + 2);
+            p[b] = ps[below(7)];
+            mp[b] = mps[below(6)];
+        }
+        int isa = (int)below(best + 1);
+        CHECK(truncate_matches(x, B, V, k, p, mp, mk, isa), "fuzz call %d", c);
+        free(x);
+    }
+}
+
 int main(int argc, char **argv) {
     int calls = argc > 1 ? atoi(argv[1]) : 3000;
     int best = fs_cpu_isa();
@@ -403,6 +702,9 @@ int main(int argc, char **argv) {
     test_fuzz(best, calls);
     test_topk_paths(best);
     test_topk_fuzz(best, calls / 10);
+    for (int isa = 0; isa <= best; isa++) test_truncate_known(isa);
+    test_truncate_top_p(best);
+    test_truncate_fuzz(best, calls / 3);
     printf("test_core: %d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -17,7 +17,8 @@ from . import _util  # noqa: F401  (imports fastsample._ckernels: ImportError if
 _HOME = {
     **{name: "core" for name in (
         "sample_canonical", "sample_row", "draw", "argmax", "greedy", "token_logprob", "invalid_rows",
-        "softmax", "log_softmax", "topk", "topk_checked", "warmup",
+        "softmax", "log_softmax", "topk", "topk_checked", "truncate_canonical", "truncate_row",
+        "warmup",
     )},
     **{name: "stages" for name in (
         "logit_bias", "penalties", "dry", "dry_penalty", "top_n_sigma", "typical", "xtc",
@@ -31,8 +32,8 @@ _HOME = {
 
 __all__ = [  # noqa: RUF022 - grouped like _HOME
     "sample_canonical", "sample_row", "draw", "argmax", "greedy", "token_logprob", "invalid_rows", "softmax",
-    "log_softmax", "topk", "topk_checked", "warmup", "logit_bias", "penalties", "dry", "dry_penalty",
-    "top_n_sigma", "typical", "xtc", "top_k", "top_p", "min_p", "temperature",
+    "log_softmax", "topk", "topk_checked", "truncate_canonical", "truncate_row", "warmup",
+    "logit_bias", "penalties", "dry", "dry_penalty", "top_n_sigma", "typical", "xtc", "top_k", "top_p", "min_p", "temperature",
     "epsilon", "eta", "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing",
     "mirostat", "mirostat_v2", "adaptive_p", "no_repeat_ngram",
 ]

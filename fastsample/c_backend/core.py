@@ -1,4 +1,5 @@
-"""C kernels of the fused canonical chain, the draw and the array operations.
+"""C kernels of the fused canonical chain (and its truncations alone), the draw and
+the array operations.
 
 Thin wrappers over ``csrc/fastsample.c`` with the signatures of
 ``fastsample.reference`` (``docs/internals.md``). Each wrapper converts its
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 
 import numpy as np
 
@@ -26,7 +28,7 @@ from ._util import buf, f32, f64, ffi, i64, lib, over_rows, u64, workspace
 __all__ = [
     "INVALID", "ISA", "ISAS", "ISA_NAMES", "argmax", "draw", "greedy", "invalid_rows",
     "log_softmax", "sample_canonical", "sample_row", "softmax", "token_logprob", "topk",
-    "topk_checked", "warmup",
+    "topk_checked", "truncate_canonical", "truncate_row", "warmup",
 ]
 
 ISA_NAMES = {0: "base", 1: "avx2", 2: "avx512"}
@@ -142,6 +144,122 @@ def sample_row(row, top_k, top_p, min_p, temperature, min_keep, temperature_last
         1 if temperature_last else 0, seed, position, out, ws, size, _level(isa)),
         "sample_canonical")
     return out[0]
+
+
+_TRUNC = threading.local()
+
+
+def _truncate_buffers(n):
+    """This thread's output buffers of the truncations, for at least ``n`` survivors:
+    ``(ids, vals, slot, ids_ptr, vals_ptr, slot_ptr)`` (``slot``: one int64 for C's
+    count), kept between calls and grown when too small like ``workspace``'s, but as
+    arrays so that results are sliced out of them."""
+    have = getattr(_TRUNC, "bufs", None)
+    if have is None or have[0].size < n:
+        ids, vals = np.empty(max(n, 1), np.int32), np.empty(max(n, 1), np.float32)
+        count = np.zeros(1, np.int64)
+        have = (ids, vals, count, _from_buffer("int32_t[]", ids), _from_buffer("float[]", vals),
+                _from_buffer("int64_t[]", count))
+        _TRUNC.bufs = have
+    return have
+
+
+def _truncate_range(xp, V, params, a, b, invalid, level):
+    """Survivors of rows [a, b) (``fs_truncate_canonical``): (id parts, value parts, counts).
+
+    The output goes to this thread's buffers, grown when C reports a row that does not
+    fit (the next call resumes from that row); each call's result is copied out.
+    """
+    ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
+    offsets = np.empty(b - a + 1, np.int64)  # one call's offsets (and the unfit row's)
+    counts = np.empty(b - a, np.int64)
+    op, fp = _from_buffer("int64_t[]", offsets), _from_buffer("uint8_t[]", invalid)
+    need = V  # a row fits in V, so every call makes progress
+    id_parts, val_parts = [], []
+    row = a
+    while row < b:
+        ids, vals, done, ip, vp, dp = _truncate_buffers(need)
+        _check(lib.fs_truncate_canonical(xp + row * V, b - row, V, *(p + row for p in params),
+                                         ip, vp, ids.size, op, fp + row, dp, ws, size, level),
+               "truncate_canonical")
+        got = int(done[0])
+        total = int(offsets[got])
+        counts[row - a:row - a + got] = np.diff(offsets[:got + 1])
+        id_parts.append(ids[:total].copy())
+        val_parts.append(vals[:total].copy())
+        row += got
+        if row < b:
+            need = max(2 * ids.size, int(offsets[got + 1] - offsets[got]))
+    return id_parts, val_parts, counts
+
+
+def truncate_canonical(logits, top_k, top_p, min_p, min_keep, *, isa=None):
+    """The survivors of the canonical chain's truncations, per row.
+
+    Row b keeps exactly the finite entries of ``reference.min_p(reference.top_p(
+    reference.top_k(x, k, mk), p, mk), pmin, mk)`` (TopK -> TopP -> MinP with the
+    ``min_keep`` floor; no temperature, no draw), found with the passes of
+    ``sample_canonical`` without materialising a masked row.
+
+    Parameters
+    ----------
+    logits : float32 (B, V), C-contiguous. Not modified.
+    top_k, min_keep : int64 (B,) (or a scalar for every row)
+        ``top_k <= 0`` disables TopK; ``min_keep >= 1``.
+    top_p, min_p : float64 (B,) (or a scalar)
+        ``top_p >= 1`` and ``min_p <= 0`` disable their stage.
+    isa : int, optional
+        Instruction-set level (see ``ISAS``); default ``ISA``.
+
+    Returns
+    -------
+    ids : int32 (N,)
+        Row b's survivors at ``[offsets[b], offsets[b + 1])``, ascending.
+    vals : float32 (N,)
+        ``logits[b, ids]`` for the same entries.
+    offsets : int64 (B + 1,)
+    invalid : bool (B,)
+        True for a row with NaN, +inf or every logit ``-inf`` (it has no survivors).
+    """
+    x = f32(logits)
+    B, V = x.shape
+    invalid = np.zeros(B, np.bool_)  # C writes 0 / 1 bytes
+    offsets = np.zeros(B + 1, np.int64)
+    if B == 0:
+        return np.empty(0, np.int32), np.empty(0, np.float32), offsets, invalid
+    params = [buf(_per_row(top_k, B, i64)), buf(_per_row(top_p, B, f64)),
+              buf(_per_row(min_p, B, f64)), buf(_per_row(min_keep, B, i64))]
+    xp, level = buf(x), _level(isa)
+    parts = {}
+
+    def run(a, b):
+        parts[a] = _truncate_range(xp, V, params, a, b, invalid, level)
+
+    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
+    starts = sorted(parts)
+    np.cumsum(np.concatenate([parts[a][2] for a in starts]), out=offsets[1:])
+    ids = np.concatenate([p for a in starts for p in parts[a][0]])
+    vals = np.concatenate([p for a in starts for p in parts[a][1]])
+    return ids, vals, offsets, invalid
+
+
+def truncate_row(row, top_k, top_p, min_p, min_keep, *, isa=None):
+    """``truncate_canonical`` of one row with scalar parameters: the per-token latency path.
+
+    ``row``: float32 (V,), C-contiguous; ``top_k``, ``min_keep`` (>= 1): int; ``top_p``,
+    ``min_p``: float. Returns ``(ids, vals, invalid)``: int32 and float32 arrays of the
+    survivors (ids ascending) and a bool, True for an invalid row (no survivors).
+    """
+    V = row.shape[0]
+    ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
+    ids, vals, count, ip, vp, cp = _truncate_buffers(V)
+    _check(lib.fs_truncate_canonical_row(
+        _from_buffer("float[]", f32(row)), V, top_k, top_p, min_p, min_keep, ip, vp, ids.size, cp,
+        ws, size, _level(isa)), "truncate_canonical")
+    c = int(count[0])
+    if c < 0:
+        return np.empty(0, np.int32), np.empty(0, np.float32), True
+    return ids[:c].copy(), vals[:c].copy(), False
 
 
 def draw(logits, seed, position, *, isa=None):
