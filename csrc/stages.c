@@ -156,7 +156,8 @@ int fs_logit_bias(const float *logits, float *out, int64_t B, int64_t V,
     for (int64_t b = 0; b < B; b++) {
         const float *row = logits + b * V;
         float *o = out + b * V;
-        memcpy(o, row, (size_t)V * sizeof(float));
+        if (o != row) /* out == logits: edit in place (each token is read before its write) */
+            memcpy(o, row, (size_t)V * sizeof(float));
         /* ids ascending: a run of equal ids adds up in the given order, as np.add.at */
         for (int64_t j = 0; j < n;) {
             int64_t t = ids[j];
@@ -186,7 +187,8 @@ int fs_penalties(const float *logits, float *out, int64_t B, int64_t V,
     for (int64_t b = 0; b < B; b++) {
         const float *row = logits + b * V;
         float *o = out + b * V;
-        memcpy(o, row, (size_t)V * sizeof(float));
+        if (o != row) /* out == logits: edit in place (each token is read before its write) */
+            memcpy(o, row, (size_t)V * sizeof(float));
         if (last_n[b] == 0 || (repeat[b] == 1.0 && frequency[b] == 0.0 && presence[b] == 0.0))
             continue;
         int64_t start, end;
@@ -288,7 +290,8 @@ int fs_dry(const float *logits, float *out, int64_t B, int64_t V,
     for (int64_t b = 0; b < B; b++) {
         const float *row = logits + b * V;
         float *o = out + b * V;
-        memcpy(o, row, (size_t)V * sizeof(float));
+        if (o != row) /* out == logits: edit in place (each token is read before its write) */
+            memcpy(o, row, (size_t)V * sizeof(float));
         if (!dry_active(multiplier[b], base[b], last_n[b]))
             continue;
         int64_t start, end;

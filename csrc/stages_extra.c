@@ -412,7 +412,8 @@ int fs_no_repeat_ngram(const float *logits, float *out, int64_t B, int64_t V,
     for (int64_t b = 0; b < B; b++) {
         const float *row = logits + b * V;
         float *o = out + b * V;
-        copy_row(row, o, V);
+        if (o != row) /* out == logits: ban in place */
+            copy_row(row, o, V);
         const int64_t nb = n[b], start = offsets[b], end = offsets[b + 1], L = end - start;
         if (nb <= 0 || L < nb) /* no complete n-gram yet */
             continue;

@@ -246,6 +246,11 @@ def dry_penalty(history, vocab_size, multiplier, base=1.75, allowed_length=2,
     -------
     ids : numpy.ndarray of int32, ascending
     penalties : numpy.ndarray of float32, the amount subtracted from each id's logit
+
+    Notes
+    -----
+    The DRY stage subtracts the float64 amount and rounds once; subtracting these
+    float32 penalties from float32 logits rounds twice and can differ in the last bit.
     """
     _, fn = _op(backend, "dry_penalty", history)
     if isinstance(vocab_size, (bool, np.bool_)) or not isinstance(vocab_size, numbers.Integral) \

@@ -1,12 +1,18 @@
-"""``SamplerChain``: stages run in order, then one terminal draw, with per-row state."""
+"""``SamplerChain``: stages run in order, then one terminal draw, with per-row state.
+
+How a chain runs is its plan (``fastsample.plan``), made once. Per-token state is
+O(1): ``accept`` appends to a growable per-row history buffer and range-checks only
+the new tokens; a call reads only the history window its stages need.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from . import arrays as _arrays
+from . import plan as _plan
 from . import registry as _backends
-from .stages import Dist, MinP, Stage, Temperature, Terminal, TopK, TopP
+from .stages import Dist, LogitBias, MinP, Stage, Temperature, Terminal, TopK, TopP
 from .validation import (
     as_history,
     as_logits,
@@ -17,6 +23,8 @@ from .validation import (
 )
 
 __all__ = ["SamplerChain"]
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 class _Ops:
@@ -73,7 +81,8 @@ class SamplerChain:
                 raise TypeError(f"stage {i} is {stage!r}, not a fastsample stage")
             if stage.terminal and i != len(stages) - 1:
                 raise ValueError(
-                    f"{stage.name} is a terminal stage and must be last (found at {i} of {len(stages)})"
+                    f"{stage.name} is a terminal stage and must be last "
+                    f"(found at {i} of {len(stages)})"
                 )
         if not stages or not stages[-1].terminal:
             stages.append(Dist())
@@ -84,7 +93,8 @@ class SamplerChain:
         self._requested = backend
         self._cpu_names = _backends.resolve(backend)
         self._gpu_plan = None   # fastsample.gpu's plan, made on the first GPU call
-        if backend == "cuda":  # the chains gpu.check_chain accepts; others: BackendError naming the stage
+        # cuda: the chains gpu.check_chain accepts; others: BackendError naming the stage
+        if backend == "cuda":
             from . import gpu
 
             self._gpu_plan = gpu.check_chain(self)
@@ -94,6 +104,11 @@ class SamplerChain:
         self._invalid_rows = _backends.row_check(self._cpu_names)
         self.backend = self._cpu_names[0]
         self._fused = self._canonical_plan()
+        # The numpy backend is the reference: it runs stage by stage, with no plan.
+        self._plan = _plan.Plan(self.stages, lambda tail: self._canonical_plan(stages=tail),
+                                fast=self.backend != "numpy")
+        self._row_args = None   # fs.sample's scalar arguments, for the one-row path
+        self._work = None       # the working copy of the logits that edits write
         self.reset()
 
     def _canonical_plan(self, backend=None, stages=None):
@@ -140,8 +155,19 @@ class SamplerChain:
                 temperature_last)
 
     def _sample_fused(self, x, ctx):
-        fused = _backends.load(self.backend).sample_canonical
-        return fused(x, *self._fused_args(ctx.B), ctx.seed, ctx.position)
+        """Tokens of the fused plan (-2: the kernel's invalid-row flag): int32 (B,), or
+        an int for one row (the per-token path: no arrays at all)."""
+        module = _backends.load(self.backend)
+        row_fn = getattr(module, "sample_row", None) if ctx.B == 1 else None
+        if row_fn is not None:  # one row: scalar arguments, no per-row arrays
+            if self._row_args is None:
+                k, p, mp, t, mk, t_last = self._fused_args(1, self._plan.fused)
+                self._row_args = (int(k[0]), float(p[0]), float(mp[0]), float(t[0]),
+                                  int(mk[0]), t_last)
+            return row_fn(x[0], *self._row_args, int(ctx.seed[0]), int(ctx.position[0]))
+        fused = module.sample_canonical
+        return np.asarray(fused(x, *self._fused_args(ctx.B, self._plan.fused), ctx.seed,
+                                ctx.position), dtype=np.int32)
 
     def _check_ops(self, names):
         for stage in self.stages:
@@ -159,18 +185,47 @@ class SamplerChain:
     def reset(self):
         """Forget the history, positions and stateful-stage state of every row."""
         self._B = None
-        self.history = None
+        self._hist = None         # (B, capacity) int64: row b's history is [b, :_hlen[b]]
+        self._hlen = None
+        self._checked_V = None    # the V that tokens [:_hchecked[b]] were checked against
+        self._hchecked = None
         self.positions = None
         self._seeds = None
         self._state = None
         self._gpu_state = {}   # device-side state of fastsample.gpu (Penalties' counts)
+
+    @property
+    def history(self):
+        """Each row's accepted tokens (oldest first): a list of B int64 arrays, or None.
+
+        Read-only views of the chain's buffers; ``accept`` and ``load_states`` change
+        them.
+        """
+        if self._hist is None:
+            return None
+        rows = [self._hist[b, :n] for b, n in enumerate(self._hlen.tolist())]
+        for r in rows:
+            r.flags.writeable = False
+        return rows
+
+    def _set_history(self, rows):
+        B = len(rows)
+        cap = max([64] + [r.size for r in rows])
+        self._hist = np.zeros((B, cap), np.int64)
+        self._hlen = np.zeros(B, np.int64)
+        for b, r in enumerate(rows):
+            self._hist[b, :r.size] = r
+            self._hlen[b] = r.size
+        self._hchecked = np.zeros(B, np.int64)
+        self._checked_V = None
+        self._unchecked = True    # some tokens are not checked against _checked_V yet
 
     def _ensure_state(self, B):
         if self._B is None:
             self._B = B
             self._seeds = as_seeds("seed", self._seed_arg, B)
             self.positions = np.zeros(B, dtype=np.uint64)
-            self.history = [np.zeros(0, dtype=np.int64) for _ in range(B)]
+            self._set_history([np.zeros(0, np.int64)] * B)
             self._state = [s.init_state(B) if s.terminal else None for s in self.stages]
         elif B != self._B:
             raise ValueError(
@@ -184,8 +239,13 @@ class SamplerChain:
 
         A row whose token is -1 (flagged invalid) is left as it was. Called before
         any ``sample`` (say, to feed a prompt one token per row), it sets the batch
-        size from ``tokens``. GPU tokens (B int32s) are copied to the host.
+        size from ``tokens``. GPU tokens (B int32s) are copied to the host. Amortised
+        O(1) per row: the history is a growable buffer; once the chain has seen V, a
+        token outside ``[0, V)`` is a ``ValueError`` here (before that, on the first
+        call that gives V).
         """
+        if type(tokens) is int and self._B == 1 and self._gpu_state.get("counts_V") is None:
+            return self._accept_one(tokens)   # one sequence, the token sample returned
         if _backends.is_gpu_array(tokens):
             from . import gpu
 
@@ -197,14 +257,56 @@ class SamplerChain:
             raise TypeError(f"tokens must be integers; got dtype {tokens.dtype}")
         if tokens.shape != (self._B,):
             raise ValueError(f"tokens has shape {tokens.shape} but the chain has B={self._B} rows")
+        V = self._checked_V
+        top = int(tokens[0]) if self._B == 1 else int(tokens.max()) if tokens.size else -1
+        if top >= (_INT64_MAX if V is None else V):
+            b = int(np.argmax(tokens == top))
+            raise ValueError(f"accepted token {top} of row {b} is outside "
+                             f"[0, V={V if V is not None else 'unknown'})")
         if self._gpu_state.get("counts_V") is not None:
             from . import gpu
 
             gpu.accept_counts(self, tokens)   # before the history grows
-        for b, t in enumerate(tokens.tolist()):
-            if t >= 0:
-                self.history[b] = np.append(self.history[b], np.int64(t))
-                self.positions[b] += np.uint64(1)
+        if self._B == 1:
+            return self._accept_one(top)
+        rows = np.flatnonzero(tokens >= 0)
+        if rows.size == 0:
+            return
+        ends = self._hlen[rows]
+        if int(ends.max()) >= self._hist.shape[1]:
+            self._grow()
+        self._hist[rows, ends] = tokens[rows]
+        self._hlen[rows] = ends + 1
+        if V is None:
+            self._unchecked = True
+        else:
+            self._hchecked[rows] = ends + 1
+        self.positions[rows] += np.uint64(1)
+
+    def _accept_one(self, t):
+        """``accept`` of one row's token ``t`` (an int): scalar work only."""
+        V = self._checked_V
+        if t >= (_INT64_MAX if V is None else V):
+            raise ValueError(f"accepted token {t} of row 0 is outside "
+                             f"[0, V={V if V is not None else 'unknown'})")
+        if t < 0:
+            return
+        n = int(self._hlen[0])
+        if n >= self._hist.shape[1]:
+            self._grow()
+        self._hist[0, n] = t
+        self._hlen[0] = n + 1
+        self.positions[0] += np.uint64(1)
+        if V is None:
+            self._unchecked = True
+        else:
+            self._hchecked[0] = n + 1
+
+    def _grow(self):
+        """Double the history buffer: amortised O(1) per accepted token."""
+        grown = np.zeros((self._B, 2 * self._hist.shape[1]), np.int64)
+        grown[:, :self._hist.shape[1]] = self._hist
+        self._hist = grown
 
     def state_of(self, rows=None):
         """Each row's state as a dict: what a request carries between batches.
@@ -229,7 +331,7 @@ class SamplerChain:
             if not -self._B <= int(b) < self._B:
                 raise IndexError(f"row {b} is out of range for B={self._B}")
             row = {"seed": int(self._seeds[b]), "position": int(self.positions[b]),
-                   "history": self.history[b].copy()}
+                   "history": self._hist[b, :self._hlen[b]].copy()}
             row.update({k: float(v[b]) for k, v in self._state[-1].items()})
             out.append(row)
         return out
@@ -270,29 +372,118 @@ class SamplerChain:
                 if np.isnan(value):
                     raise ValueError(f"{key} of state {b} is NaN")
                 terminal[key][b] = value
-        self._B, self._seeds, self.positions, self.history = B, seeds, positions, history
+        self._B, self._seeds, self.positions = B, seeds, positions
+        self._set_history(history)
         self._state = [None] * (len(self.stages) - 1) + [terminal]
         self._gpu_state = {}
 
     # ------------------------------------------------------------------ calls
 
-    def _own_history(self, V):
-        """The chain's own history, checked against V (``accept`` cannot check it)."""
-        bad = [b for b, h in enumerate(self.history) if h.size and int(h.max()) >= V]
-        if bad:
-            raise ValueError(f"the chain's history row {bad[0]} has a token outside [0, V={V})")
-        return self.history
+    def _own_history(self, V, window=None):
+        """The chain's own history (its last ``window`` tokens per row; None: all),
+        with the tokens not yet checked against V checked now (each token once)."""
+        if self._checked_V != V:
+            self._checked_V = V
+            self._hchecked[:] = 0
+            self._unchecked = True
+        if self._unchecked:
+            for b in np.flatnonzero(self._hchecked < self._hlen).tolist():
+                new = self._hist[b, self._hchecked[b]:self._hlen[b]]
+                if int(new.max()) >= V or int(new.min()) < 0:
+                    raise ValueError(
+                        f"the chain's history row {b} has a token outside [0, V={V})")
+                self._hchecked[b] = self._hlen[b]
+            self._unchecked = False
+        if window == 0:
+            return None
+        lens = self._hlen.tolist()
+        if window is None:
+            return [self._hist[b, :n] for b, n in enumerate(lens)]
+        return [self._hist[b, max(n - window, 0):n] for b, n in enumerate(lens)]
 
     def _prepare(self, logits, history, history_len, position):
-        """Host logits only: ``process`` and ``sample`` send GPU logits to ``gpu`` first."""
+        """Host logits only: ``process`` and ``sample`` send GPU logits to ``gpu`` first.
+
+        Returns ``(x, one_d, ctx)``; ``x`` is the caller's logits (never written).
+        """
         x, one_d = as_logits(logits)
         B, V = x.shape
         self._ensure_state(B)
-        if history is None:
-            hist = self._own_history(V)
-        else:
+        if history is not None:
             hist = as_history(history, history_len, B, V, one_d)
+        else:
+            hist = self._own_history(V, self._plan.window(B))
         pos = self.positions if position is None else as_seeds("position", position, B)
+        return x, one_d, _Context(B, V, hist, self._seeds, pos)
+
+    def _edit(self, x, ctx):
+        """The working copy of ``x`` with the plan's edit stages applied in place.
+
+        Returns ``(work, hidden)``: ``hidden`` marks rows where an edit read a NaN or
+        +inf input logit (it could overwrite it, hiding an invalid row); None when
+        there is no edit.
+        """
+        edits = self._plan.edits
+        if not edits:
+            return x, None
+        hidden = np.zeros(ctx.B, np.bool_)
+        for b, h in enumerate(ctx.history or ()):   # the tokens the history stages touch
+            if h.size and not (x[b].take(h) < np.inf).all():
+                hidden[b] = True
+        for stage in edits:
+            if isinstance(stage, LogitBias) and stage.ids.size:
+                ids = stage.ids[stage.ids < ctx.V]   # ids >= V: the stage raises below
+                hidden |= ~(x[:, ids] < np.inf).all(axis=1)
+        # One working copy per chain, reused: a fresh (B, V) array per token would cost
+        # its page faults on every call. Never returned to the caller (see process).
+        # The first edit writes it (its kernel copies each row, in its threads); the
+        # others edit it in place.
+        if self._work is None or self._work.shape != x.shape:
+            self._work = np.empty(x.shape, np.float32)
+        work = self._work
+        edits[0].apply(self._ops, x, ctx, out=work)
+        for stage in edits[1:]:
+            stage.apply(self._ops, work, ctx, out=work)
+        return work, hidden
+
+    def _bad_rows(self, x, flagged, hidden):
+        """Split the rows a kernel flagged into invalid input and rows the edits emptied;
+        raise for either unless ``on_invalid="flag"``. Returns all bad rows."""
+        invalid = flagged if hidden is None else flagged | hidden
+        if not invalid.any():
+            return invalid
+        if hidden is None:
+            emptied = np.zeros_like(invalid)
+        else:  # a flagged row is the input's fault unless its input was a valid row
+            emptied = invalid & ~hidden
+            rows = np.flatnonzero(emptied)
+            emptied[rows] = ~self._invalid_rows(np.ascontiguousarray(x[rows]))
+        if self.on_invalid == "raise":
+            if (invalid & ~emptied).any():
+                raise_invalid(invalid & ~emptied, "NaN, +inf, or every logit masked")
+            raise_invalid(emptied, "every logit masked by the chain's stages")
+        return invalid
+
+    def _candidates(self, x, ctx):
+        """Edits, then the first truncation: ``(block, ids, offsets, bad, cctx)``.
+
+        ``block`` holds the survivors of each row compacted (a stand-in 0 for a bad
+        row), ``cctx`` the context of the stages that run on it.
+        """
+        work, hidden = self._edit(x, ctx)
+        ids, vals, offsets, flagged = _plan.truncate(
+            self._ops, work, self._plan.truncation_args(ctx.B), _backends.load(self.backend))
+        bad = self._bad_rows(x, np.asarray(flagged, np.bool_), hidden)
+        if bad.any():  # one stand-in survivor per bad row: stages stay well-defined
+            ids, vals, offsets = _plan.stand_in(ids, vals, offsets, bad)
+        block = _plan.compact(ids, vals, offsets)
+        cctx = _Context(ctx.B, block.shape[1], None, ctx.seed, ctx.position)
+        for stage in self._plan.after:
+            block = stage.apply(self._ops, block, cctx)
+        return block, ids, offsets, bad, cctx
+
+    def _staged(self, x, ctx):
+        """The whole chain but the terminal, stage by stage: ``(logits, bad)``."""
         invalid = self._invalid_rows(x)
         if invalid.any():
             if self.on_invalid == "raise":
@@ -300,18 +491,28 @@ class SamplerChain:
             # Flagged rows run on a harmless stand-in row; their token becomes -1.
             x = x.copy()
             x[invalid] = 0.0
-        return x, one_d, invalid, self._ops, _Context(B, V, hist, self._seeds, pos)
-
-    def _run(self, x, ops, ctx):
-        for stage in self.stages[:-1]:
-            x = stage.apply(ops, x, ctx)
-        return x
-
-    def _check_emptied(self, x, invalid):
+        x, _ = self._edit(x, ctx)
+        for stage in self._plan.after:
+            x = stage.apply(self._ops, x, ctx)
         emptied = ~invalid & ~np.isfinite(x).any(axis=1)
         if emptied.any() and self.on_invalid == "raise":
             raise_invalid(emptied, "every logit masked by the chain's stages")
-        return invalid | emptied
+        return x, invalid | emptied
+
+    def _terminal(self, x, ctx, bad):
+        """Draw with the terminal; a bad row gets -1 and keeps its terminal state."""
+        if bad.any():
+            x = x.copy()
+            x[bad] = 0.0  # keeps stateful updates well-defined; token replaced below
+        terminal: Terminal = self.stages[-1]
+        state = self._state[-1]
+        saved = {k: v.copy() for k, v in state.items()} if bad.any() else None
+        tokens = np.array(terminal.sample(self._ops, x, ctx, state), dtype=np.int32)
+        if bad.any():
+            tokens[bad] = -1
+            for k in state:  # a flagged row's state does not move
+                state[k] = np.where(bad, saved[k], state[k])
+        return tokens
 
     @_arrays.host_io("logits")
     def process(self, logits, history=None, history_len=None, position=None, stream=None):
@@ -336,20 +537,27 @@ class SamplerChain:
         if _backends.is_gpu_array(logits):
             from . import gpu
 
-            return gpu.chain_process(self, logits, history, history_len, stream)
-        x, one_d, invalid, ops, ctx = self._prepare(logits, history, history_len, position)
+            return gpu.chain_process(self, logits, history, history_len, stream, position)
+        x, one_d, ctx = self._prepare(logits, history, history_len, position)
+        mode = self._plan.mode
+        terminal = self.stages[-1]
         fused = getattr(_backends.load(self.backend), "process_canonical", None)
-        if self._fused is not None and fused is not None:
-            x = fused(x, *self._fused_args(ctx.B))
+        if mode == "fused" and fused is not None:
+            work, hidden = self._edit(x, ctx)
+            bad = self._bad_rows(x, self._invalid_rows(work), hidden)
+            out = fused(np.where(bad[:, None], np.float32(0.0), work) if bad.any() else work,
+                        *self._fused_args(ctx.B, self._plan.fused))
+        elif mode == "candidates":
+            block, ids, offsets, bad, cctx = self._candidates(x, ctx)
+            block = terminal.process(self._ops, block, cctx, self._state[-1])
+            out = _plan.expand(block, ids, offsets, ctx.V)
         else:
-            x = self._run(x, ops, ctx)
-            terminal = self.stages[-1]
-            x = terminal.process(ops, x, ctx, self._state[-1])
-        bad = self._check_emptied(x, invalid)
-        if bad.any():
-            x = x.copy()
-            x[bad] = -np.inf
-        return x[0] if one_d else x
+            out, bad = self._staged(x, ctx)
+            out = terminal.process(self._ops, out, ctx, self._state[-1])
+        if bad.any() or out is self._work:
+            out = out.copy()
+            out[bad] = -np.inf
+        return out[0] if one_d else out
 
     @_arrays.host_io("logits")
     def sample(self, logits, history=None, history_len=None, position=None, stream=None):
@@ -367,25 +575,24 @@ class SamplerChain:
             from . import gpu
 
             return gpu.chain_sample(self, logits, history, history_len, position, stream)
-        x, one_d, invalid, ops, ctx = self._prepare(logits, history, history_len, position)
-        if self._fused is not None:
-            tokens = np.array(self._sample_fused(x, ctx), dtype=np.int32)
-            tokens[invalid] = -1
-            return int(tokens[0]) if one_d else tokens
-        x = self._run(x, ops, ctx)
-        bad = self._check_emptied(x, invalid)
-        if bad.any():
-            x = x.copy()
-            x[bad] = 0.0  # keeps stateful updates well-defined; token replaced below
-        terminal: Terminal = self.stages[-1]
-        state = self._state[-1]
-        saved = {k: v.copy() for k, v in state.items()}
-        tokens = np.asarray(terminal.sample(ops, x, ctx, state), dtype=np.int32)
-        if bad.any():
-            tokens = tokens.copy()
-            tokens[bad] = -1
-            for k in state:  # a flagged row's state does not move
-                state[k] = np.where(bad, saved[k], state[k])
+        x, one_d, ctx = self._prepare(logits, history, history_len, position)
+        mode = self._plan.mode
+        if mode == "fused":
+            work, hidden = self._edit(x, ctx)
+            tokens = self._sample_fused(work, ctx)
+            if type(tokens) is int:
+                if tokens != -2 and (hidden is None or not hidden[0]):
+                    return tokens if one_d else np.array([tokens], np.int32)
+                tokens = np.array([tokens], np.int32)
+            flagged = tokens == -2
+            if hidden is not None or flagged.any():
+                tokens[self._bad_rows(x, flagged, hidden)] = -1
+        elif mode == "candidates":
+            block, ids, offsets, bad, cctx = self._candidates(x, ctx)
+            tokens = _plan.token_ids(self._terminal(block, cctx, bad), ids, offsets)
+        else:
+            x, bad = self._staged(x, ctx)
+            tokens = self._terminal(x, ctx, bad)
         return int(tokens[0]) if one_d else tokens
 
     def __repr__(self):

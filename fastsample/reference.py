@@ -123,8 +123,20 @@ def _shortest_prefix(order, p_row, mass):
 # logit-space stages
 
 
-def logit_bias(logits, ids, values):
-    """``l[t] += bias``; a ``-inf`` bias bans the token; repeated ids add up."""
+def _into(result, out):
+    """The history and bias stages' ``out=``: None, or the logits to edit in place."""
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def logit_bias(logits, ids, values, out=None):
+    """``l[t] += bias``; a ``-inf`` bias bans the token; repeated ids add up.
+
+    ``out=logits`` writes the result into ``logits`` (as the history stages do).
+    """
+    out_arg = out
     ids = np.asarray(ids, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
     out = logits.astype(np.float64)
@@ -132,7 +144,7 @@ def logit_bias(logits, ids, values):
     finite = np.isfinite(logits)
     banned = np.zeros(logits.shape[1], dtype=bool)
     banned[ids[np.isneginf(values)]] = True
-    return _to_f32(out, finite & ~banned)
+    return _into(_to_f32(out, finite & ~banned), out_arg)
 
 
 def _penalties_row(row, hist, repeat, frequency, presence, last_n):
@@ -150,14 +162,15 @@ def _penalties_row(row, hist, repeat, frequency, presence, last_n):
     return out
 
 
-def penalties(logits, history, repeat, frequency, presence, last_n):
+def penalties(logits, history, repeat, frequency, presence, last_n, out=None):
     """Repetition, frequency and presence penalties over the last ``last_n`` tokens.
 
     For every token with count c > 0 in the window: ``l = l/repeat if l > 0 else
     l*repeat``, then ``l -= c*frequency + presence``. ``last_n == -1`` is the whole
     history; only the tokens of the window are touched.
     """
-    return _per_row(logits, _penalties_row, history, repeat, frequency, presence, last_n)
+    return _into(_per_row(logits, _penalties_row, history, repeat, frequency, presence, last_n),
+                 out)
 
 
 def _z_function(seq):
@@ -237,15 +250,15 @@ def _dry_row(row, hist, multiplier, base, allowed_length, last_n, breakers):
     return out
 
 
-def dry(logits, history, multiplier, base, allowed_length, last_n, breakers):
+def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, out=None):
     """DRY ("don't repeat yourself") penalty of SPEC §4.1, per row.
 
     A penalised logit saturates at the lowest finite float32: DRY never masks.
     """
     B = logits.shape[0]
-    return _per_row(
+    return _into(_per_row(
         logits, _dry_row, history, multiplier, base, allowed_length, last_n, [breakers] * B
-    )
+    ), out)
 
 
 def dry_penalty(history, vocab_size, multiplier, base, allowed_length, breakers, last_n):
@@ -296,9 +309,9 @@ def _no_repeat_ngram_row(row, hist, n):
     return out
 
 
-def no_repeat_ngram(logits, history, n):
+def no_repeat_ngram(logits, history, n, out=None):
     """Ban every token that would complete an n-gram already in the history (HF)."""
-    return _per_row(logits, _no_repeat_ngram_row, history, n)
+    return _into(_per_row(logits, _no_repeat_ngram_row, history, n), out)
 
 
 def _temperature_row(row, t):

@@ -85,18 +85,29 @@ class Stage:
         return f"{self.name}.{param}"
 
     def rows(self, B):
-        """Every parameter as a ``(B,)`` array, in ``PARAMS`` order."""
-        return [
-            per_row(self._qualified(p.name), self._values[p.name], B,
-                    integer=p.integer, check=p.check)
-            for p in self.PARAMS
-        ]
+        """Every parameter as a ``(B,)`` array, in ``PARAMS`` order.
+
+        Checked once per B and kept (a chain calls this on every token); the arrays are
+        shared between calls, so callers must not write them.
+        """
+        cache = self.__dict__.setdefault("_rows", {})
+        if B not in cache:
+            cache[B] = [
+                per_row(self._qualified(p.name), self._values[p.name], B,
+                        integer=p.integer, check=p.check)
+                for p in self.PARAMS
+            ]
+        return cache[B]
 
     def required_ops(self):
         return (self.op,)
 
     def apply(self, ops, logits, ctx):
-        """Run the stage on validated ``(B, V)`` logits; returns new logits."""
+        """Run the stage on validated ``(B, V)`` logits; returns new logits.
+
+        The edit stages (LogitBias and the history stages) also take ``out=logits``,
+        which edits the logits in place.
+        """
         return getattr(ops, self.op)(logits, *self.rows(ctx.B))
 
     def __repr__(self):
@@ -138,9 +149,9 @@ class LogitBias(Stage):
             raise ValueError(f"LogitBias token {int(ids[ids < 0][0])} is outside [0, V)")
         self.ids, self.values = ids, values
 
-    def apply(self, ops, logits, ctx):
+    def apply(self, ops, logits, ctx, out=None):
         ids = as_token_ids("LogitBias token", self.ids, ctx.V)
-        return ops.logit_bias(logits, ids, self.values)
+        return ops.logit_bias(logits, ids, self.values, out=out)
 
     def __repr__(self):
         return f"LogitBias({dict(zip(self.ids.tolist(), self.values.tolist()))!r})"
@@ -157,8 +168,8 @@ class Penalties(Stage):
         Param("last_n", 64, integer=True, check=AT_LEAST_MINUS_ONE),
     )
 
-    def apply(self, ops, logits, ctx):
-        return ops.penalties(logits, ctx.history, *self.rows(ctx.B))
+    def apply(self, ops, logits, ctx, out=None):
+        return ops.penalties(logits, ctx.history, *self.rows(ctx.B), out=out)
 
 
 class DRY(Stage):
@@ -181,9 +192,9 @@ class DRY(Stage):
         if (self.breakers < 0).any():
             raise ValueError(f"DRY breaker {int(self.breakers.min())} is outside [0, V)")
 
-    def apply(self, ops, logits, ctx):
+    def apply(self, ops, logits, ctx, out=None):
         breakers = as_token_ids("DRY breaker", self.breakers, ctx.V)
-        return ops.dry(logits, ctx.history, *self.rows(ctx.B), breakers)
+        return ops.dry(logits, ctx.history, *self.rows(ctx.B), breakers, out=out)
 
 
 class NoRepeatNGram(Stage):
@@ -192,8 +203,8 @@ class NoRepeatNGram(Stage):
     op = "no_repeat_ngram"
     PARAMS = (Param("n", integer=True),)
 
-    def apply(self, ops, logits, ctx):
-        return ops.no_repeat_ngram(logits, ctx.history, *self.rows(ctx.B))
+    def apply(self, ops, logits, ctx, out=None):
+        return ops.no_repeat_ngram(logits, ctx.history, *self.rows(ctx.B), out=out)
 
 
 class XTC(Stage):

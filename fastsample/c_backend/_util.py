@@ -68,6 +68,9 @@ def workspace(kind, dtype, n):
 
 def flat_history(history):
     """B histories as one int64 token array and (B + 1,) int64 offsets."""
+    if len(history) == 1 and len(history[0]):  # one row: its own array, no concatenated copy
+        tokens = i64(np.asarray(history[0]).ravel())
+        return tokens, np.array([0, tokens.size], np.int64)
     lengths = np.fromiter((len(h) for h in history), dtype=np.int64, count=len(history))
     offsets = np.zeros(len(history) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])

@@ -11,6 +11,8 @@ as a status code, raised here as ``ValueError``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._util import buf, f32, f64, flat_history, i64, lib, over_rows, u64, workspace
@@ -56,7 +58,7 @@ def _rows(value, B, conv):
     a = np.asarray(value)
     if a.ndim and a.shape != (B,):
         raise ValueError(f"per-row parameter has shape {a.shape}, expected ({B},)")
-    return conv(np.broadcast_to(a, (B,)))
+    return conv(a if a.shape == (B,) else np.broadcast_to(a, (B,)))
 
 
 def _token_ids(ids, V, what):
@@ -66,11 +68,27 @@ def _token_ids(ids, V, what):
     return ids
 
 
-def _history_rows(logits, history):
+def _out(x, logits, out):
+    """A new result array, ``out`` itself (float32, C-contiguous, the shape of
+    ``logits``: C copies each row there and edits it, in its threads), or ``logits``
+    itself for an in-place edit (``out is logits``)."""
+    if out is None:
+        return np.empty_like(x)
+    if out is logits and x is logits:
+        return x
+    if out is logits or not (isinstance(out, np.ndarray) and out.dtype == np.float32
+                             and out.flags.c_contiguous and out.flags.writeable
+                             and out.shape == x.shape):
+        raise ValueError("out must be None, the logits array itself, or a writable "
+                         "C-contiguous float32 array of the logits' shape")
+    return out
+
+
+def _history_rows(logits, history, out=None):
     """The start of a history stage: ``(x, out, hist, offsets)``, with ``hist`` None
     when there are no rows (nothing to run)."""
     x = _logits(logits)
-    out = np.empty_like(x)
+    out = _out(x, logits, out)
     B = x.shape[0]
     if B == 0:
         return x, out, None, None
@@ -80,16 +98,26 @@ def _history_rows(logits, history):
 
 
 def _breaker_table(breakers, V):
+    return _table(_token_ids(breakers, V, "DRY breaker").tobytes(), V)
+
+
+@functools.lru_cache(maxsize=16)
+def _table(ids, V):
+    """The (V,) uint8 breaker table of int64 ids (as bytes): made once per chain and V,
+    not per token (never written)."""
     table = np.zeros(V, np.uint8)
-    table[_token_ids(breakers, V, "DRY breaker")] = 1
+    table[np.frombuffer(ids, np.int64)] = 1
     return table
 
 
 # ------------------------------------------------------------------ logit-space stages
 
 
-def logit_bias(logits, ids, values):
-    """``l[t] += bias``; a ``-inf`` bias bans the token; repeated ids add up."""
+def logit_bias(logits, ids, values, out=None):
+    """``l[t] += bias``; a ``-inf`` bias bans the token; repeated ids add up.
+
+    ``out=logits`` edits ``logits`` in place (the history stages take it too).
+    """
     x = _logits(logits)
     B, V = x.shape
     ids = _token_ids(ids, V, "bias")
@@ -98,7 +126,7 @@ def logit_bias(logits, ids, values):
         raise ValueError(f"logit_bias has {ids.size} ids but {values.size} values")
     order = np.argsort(ids, kind="stable")  # runs of one id keep their given order
     sid, svals = i64(ids[order]), f64(values[order])
-    out = np.empty_like(x)
+    out = _out(x, logits, out)
 
     def run(a, b):
         _check(lib.fs_logit_bias(buf(x[a:b]), buf(out[a:b]), b - a, V, buf(sid),
@@ -108,13 +136,13 @@ def logit_bias(logits, ids, values):
     return out
 
 
-def penalties(logits, history, repeat, frequency, presence, last_n):
+def penalties(logits, history, repeat, frequency, presence, last_n, out=None):
     """Repetition, frequency and presence penalties over the last ``last_n`` tokens.
 
     Touches only the tokens of each row's window; counts live in a workspace of V
     int32 per block of rows.
     """
-    x, out, hist, offsets = _history_rows(logits, history)
+    x, out, hist, offsets = _history_rows(logits, history, out)
     if hist is None:
         return out
     B, V = x.shape
@@ -138,9 +166,9 @@ def _window_lengths(offsets, last_n):
     return np.where(last_n > 0, np.minimum(lengths, last_n), lengths)
 
 
-def dry(logits, history, multiplier, base, allowed_length, last_n, breakers):
+def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, out=None):
     """DRY penalty of SPEC §4.1 per row (Z-algorithm, linear in the window length)."""
-    x, out, hist, offsets = _history_rows(logits, history)
+    x, out, hist, offsets = _history_rows(logits, history, out)
     if hist is None:
         return out
     B, V = x.shape

@@ -106,9 +106,9 @@ def adaptive_p(logits, target, ema_sum, ema_weight):
 # ------------------------------------------------------------------ history
 
 
-def no_repeat_ngram(logits, history, n):
+def no_repeat_ngram(logits, history, n, out=None):
     """Ban every token that would complete an n-gram already in the history (HF)."""
-    x, out, hist, offsets = _history_rows(logits, history)
+    x, out, hist, offsets = _history_rows(logits, history, out)
     if hist is None:
         return out
     B, V = x.shape

@@ -10,10 +10,14 @@ Layout (docs/numba-backend.md):
 
 - one njit *row* function per stage (``_<stage>_row(row, out, ...)``), writing the
   output row; they are plain ``@njit`` helpers (no parallelism of their own);
-- a few ``parallel=True`` drivers with ``prange`` over rows: ``_rows_kernel`` (every
-  stage that takes only per-row scalars; a ``kind`` code picks the stage, so one
-  compilation serves them all), ``_penalties_kernel``, ``_dry_kernel``,
-  ``_ngram_kernel``, ``_logit_bias_kernel``;
+- a few drivers over rows: ``_rows_kernel`` (every stage that takes only per-row
+  scalars; a ``kind`` code picks the stage, so one compilation serves them all),
+  ``_penalties_kernel``, ``_dry_kernel``, ``_ngram_kernel``, ``_logit_bias_kernel``,
+  each ``parallel=True`` with ``prange``, and its ``_serial`` twin for one row (a
+  thread-pool launch per token costs more than the row, and on a loaded machine a
+  descheduled worker stalls it for milliseconds); both call the row body ``_<name>_at``;
+- the edit stages (LogitBias and the history stages) take ``out=logits`` to edit in
+  place (the chain plan's working copy);
 - the Python wrappers: conversion to contiguous float32 / (B,) float64 / int64
   arrays, histories flattened to one int64 array plus offsets.
 
@@ -44,6 +48,7 @@ gives inf/nan as in the reference instead of raising.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -890,43 +895,56 @@ def _mirostat_v2_row(row, out, mu):
                 out[i] = row[i]
 
 
+@numba.njit(**_NJ)
+def _rows_at(logits, out, kind, f1, f2, f3, i1, i2, seed, position, b):
+    """Row b of ``_rows_kernel``."""
+    row = logits[b]
+    o = out[b]
+    if kind == K_TOP_N_SIGMA:
+        _top_n_sigma_row(row, o, f1[b], i2[b])
+    elif kind == K_TOP_K:
+        _top_k_row(row, o, i1[b], i2[b])
+    elif kind == K_TYPICAL:
+        _typical_row(row, o, f1[b], i2[b])
+    elif kind == K_TOP_P:
+        _top_p_row(row, o, f1[b], i2[b])
+    elif kind == K_MIN_P:
+        _min_p_row(row, o, f1[b], i2[b])
+    elif kind == K_XTC:
+        u = uniform(seed[b], position[b], STREAM_XTC)
+        _xtc_row(row, o, f1[b], f2[b], i2[b], u)
+    elif kind == K_TAIL_FREE:
+        _tail_free_row(row, o, f1[b], i2[b])
+    elif kind == K_TEMPERATURE:
+        _temperature_row(row, o, f1[b])
+    elif kind == K_DYN_TEMP:
+        _dyn_temp_row(row, o, f1[b], f2[b], f3[b])
+    elif kind == K_SMOOTHING:
+        _smoothing_row(row, o, f1[b], f2[b])
+    elif kind == K_GREEDY:
+        _greedy_row(row, o)
+    elif kind == K_MIROSTAT:
+        _mirostat_row(row, o, f1[b], i1[b])
+    elif kind == K_MIROSTAT_V2:
+        _mirostat_v2_row(row, o, f1[b])
+    elif kind == K_ADAPTIVE_P:
+        _adaptive_p_row(row, o, f1[b], f2[b], f3[b])
+    else:  # epsilon, eta, top_a, p_less
+        _prob_row(row, o, kind, f1[b], i2[b])
+
+
 @numba.njit(**_PJ)
 def _rows_kernel(logits, out, kind, f1, f2, f3, i1, i2, seed, position):
-    B = logits.shape[0]
-    for b in prange(B):
-        row = logits[b]
-        o = out[b]
-        if kind == K_TOP_N_SIGMA:
-            _top_n_sigma_row(row, o, f1[b], i2[b])
-        elif kind == K_TOP_K:
-            _top_k_row(row, o, i1[b], i2[b])
-        elif kind == K_TYPICAL:
-            _typical_row(row, o, f1[b], i2[b])
-        elif kind == K_TOP_P:
-            _top_p_row(row, o, f1[b], i2[b])
-        elif kind == K_MIN_P:
-            _min_p_row(row, o, f1[b], i2[b])
-        elif kind == K_XTC:
-            u = uniform(seed[b], position[b], STREAM_XTC)
-            _xtc_row(row, o, f1[b], f2[b], i2[b], u)
-        elif kind == K_TAIL_FREE:
-            _tail_free_row(row, o, f1[b], i2[b])
-        elif kind == K_TEMPERATURE:
-            _temperature_row(row, o, f1[b])
-        elif kind == K_DYN_TEMP:
-            _dyn_temp_row(row, o, f1[b], f2[b], f3[b])
-        elif kind == K_SMOOTHING:
-            _smoothing_row(row, o, f1[b], f2[b])
-        elif kind == K_GREEDY:
-            _greedy_row(row, o)
-        elif kind == K_MIROSTAT:
-            _mirostat_row(row, o, f1[b], i1[b])
-        elif kind == K_MIROSTAT_V2:
-            _mirostat_v2_row(row, o, f1[b])
-        elif kind == K_ADAPTIVE_P:
-            _adaptive_p_row(row, o, f1[b], f2[b], f3[b])
-        else:  # epsilon, eta, top_a, p_less
-            _prob_row(row, o, kind, f1[b], i2[b])
+    for b in prange(logits.shape[0]):
+        _rows_at(logits, out, kind, f1, f2, f3, i1, i2, seed, position, b)
+
+
+@numba.njit(**_NJ)
+def _rows_serial(logits, out, kind, f1, f2, f3, i1, i2, seed, position):
+    """``_rows_kernel`` without threads (one row: no thread-pool launch, which a
+    loaded machine can deschedule for milliseconds)."""
+    for b in range(logits.shape[0]):
+        _rows_at(logits, out, kind, f1, f2, f3, i1, i2, seed, position, b)
 
 
 # ----------------------------------------------------------------------------------
@@ -958,21 +976,36 @@ def _penalties_row(row, out, hist, start, end, repeat, frequency, presence, cnt)
                 out[t] = _sat(penalized(x, c, repeat, frequency, presence))
 
 
-@numba.njit(**_PJ)
-def _penalties_kernel(logits, out, hist, offsets, repeat, frequency, presence, last_n):
+@numba.njit(**_NJ)
+def _penalties_at(logits, out, hist, offsets, repeat, frequency, presence, last_n, inplace, b):
+    """Row b of ``_penalties_kernel``."""
     B, V = logits.shape
-    for b in prange(B):
-        row = logits[b]
-        o = out[b]
+    row = logits[b]
+    o = out[b]
+    if not inplace:  # out is logits: edit in place
         _copy(row, o)
-        ln = last_n[b]
-        if ln == 0 or (repeat[b] == 1.0 and frequency[b] == 0.0 and presence[b] == 0.0):
-            continue
-        start, end = _window(offsets, b, ln)
-        if end <= start:
-            continue
-        cnt = np.empty(V, np.int32)
-        _penalties_row(row, o, hist, start, end, repeat[b], frequency[b], presence[b], cnt)
+    ln = last_n[b]
+    if ln == 0 or (repeat[b] == 1.0 and frequency[b] == 0.0 and presence[b] == 0.0):
+        return
+    start, end = _window(offsets, b, ln)
+    if end <= start:
+        return
+    cnt = np.empty(V, np.int32)
+    _penalties_row(row, o, hist, start, end, repeat[b], frequency[b], presence[b], cnt)
+
+
+@numba.njit(**_PJ)
+def _penalties_kernel(logits, out, hist, offsets, repeat, frequency, presence, last_n, inplace):
+    for b in prange(logits.shape[0]):
+        _penalties_at(logits, out, hist, offsets, repeat, frequency, presence, last_n, inplace, b)
+
+
+@numba.njit(**_NJ)
+def _penalties_serial(logits, out, hist, offsets, repeat, frequency, presence, last_n, inplace):
+    """``_penalties_kernel`` without threads (one row: no thread-pool launch, which a
+    loaded machine can deschedule for milliseconds)."""
+    for b in range(logits.shape[0]):
+        _penalties_at(logits, out, hist, offsets, repeat, frequency, presence, last_n, inplace, b)
 
 
 @numba.njit(**_NJ)
@@ -1005,7 +1038,7 @@ def _z_reversed(hist, start, end):
 
 
 @numba.njit(**_NJ)
-def _dry_lengths(hist, start, end, allowed, brk, scratch):
+def dry_lengths(hist, start, end, allowed, brk, scratch):
     """SPEC §4.1 repeat lengths: distinct tokens (history order) with L >= allowed."""
     n = end - start
     if n < 2 or brk[hist[end - 1]]:
@@ -1051,33 +1084,48 @@ def _dry_amount(length, multiplier, base, allowed):
     return multiplier * base ** expo
 
 
-@numba.njit(**_PJ)
-def _dry_kernel(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk):
+@numba.njit(**_NJ)
+def _dry_at(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, inplace, b):
+    """Row b of ``_dry_kernel``."""
     B, V = logits.shape
-    for b in prange(B):
-        row = logits[b]
-        o = out[b]
+    row = logits[b]
+    o = out[b]
+    if not inplace:  # out is logits: edit in place
         _copy(row, o)
-        mult = multiplier[b]
-        bs = base[b]
-        ln = last_n[b]
-        if not (mult != 0.0 and bs >= 1.0 and ln != 0):
-            continue
-        start, end = _window(offsets, b, ln)
-        scratch = np.empty(V, np.int32)
-        toks, lens = _dry_lengths(hist, start, end, allowed[b], brk, scratch)
-        for j in range(toks.shape[0]):
-            t = toks[j]
-            x = np.float64(row[t])
-            if x > -np.inf:
-                o[t] = _sat(x - _dry_amount(lens[j], mult, bs, allowed[b]))
+    mult = multiplier[b]
+    bs = base[b]
+    ln = last_n[b]
+    if not (mult != 0.0 and bs >= 1.0 and ln != 0):
+        return
+    start, end = _window(offsets, b, ln)
+    scratch = np.empty(V, np.int32)
+    toks, lens = dry_lengths(hist, start, end, allowed[b], brk, scratch)
+    for j in range(toks.shape[0]):
+        t = toks[j]
+        x = np.float64(row[t])
+        if x > -np.inf:
+            o[t] = _sat(x - _dry_amount(lens[j], mult, bs, allowed[b]))
+
+
+@numba.njit(**_PJ)
+def _dry_kernel(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, inplace):
+    for b in prange(logits.shape[0]):
+        _dry_at(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, inplace, b)
+
+
+@numba.njit(**_NJ)
+def _dry_serial(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, inplace):
+    """``_dry_kernel`` without threads (one row: no thread-pool launch, which a
+    loaded machine can deschedule for milliseconds)."""
+    for b in range(logits.shape[0]):
+        _dry_at(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, inplace, b)
 
 
 @numba.njit(**_NJ)
 def _dry_penalty_kernel(hist, V, multiplier, base, allowed, last_n, brk):
     start, end = _window(np.array([0, hist.shape[0]], np.int64), 0, last_n)
     scratch = np.empty(V, np.int32)
-    toks, lens = _dry_lengths(hist, start, end, allowed, brk, scratch)
+    toks, lens = dry_lengths(hist, start, end, allowed, brk, scratch)
     order = _argsort_stable(toks.astype(np.float64))
     ids = np.empty(toks.shape[0], np.int32)
     pen = np.empty(toks.shape[0], np.float32)
@@ -1089,49 +1137,77 @@ def _dry_penalty_kernel(hist, V, multiplier, base, allowed, last_n, brk):
     return ids, pen
 
 
-@numba.njit(**_PJ)
-def _ngram_kernel(logits, out, hist, offsets, n):
-    B = logits.shape[0]
-    for b in prange(B):
-        row = logits[b]
-        o = out[b]
+@numba.njit(**_NJ)
+def _ngram_at(logits, out, hist, offsets, n, inplace, b):
+    """Row b of ``_ngram_kernel``."""
+    row = logits[b]
+    o = out[b]
+    if not inplace:  # out is logits: edit in place
         _copy(row, o)
-        nb = n[b]
-        start = offsets[b]
-        end = offsets[b + 1]
-        L = end - start
-        if nb <= 0 or L + 1 < nb:
-            continue
-        if nb == 1:
-            for i in range(start, end):
-                o[hist[i]] = -np.inf
-            continue
-        # a window of n-1 tokens ending at hist[e] equal to the last n-1 tokens bans
-        # hist[e+1]: in the reversed window that is z[j] >= n-1, banned rev[j-1].
-        z = _z_reversed(hist, start, end)
-        for j in range(1, L):
-            if z[j] >= nb - 1:
-                o[hist[end - j]] = -np.inf
+    nb = n[b]
+    start = offsets[b]
+    end = offsets[b + 1]
+    L = end - start
+    if nb <= 0 or L + 1 < nb:
+        return
+    if nb == 1:
+        for i in range(start, end):
+            o[hist[i]] = -np.inf
+        return
+    # a window of n-1 tokens ending at hist[e] equal to the last n-1 tokens bans
+    # hist[e+1]: in the reversed window that is z[j] >= n-1, banned rev[j-1].
+    z = _z_reversed(hist, start, end)
+    for j in range(1, L):
+        if z[j] >= nb - 1:
+            o[hist[end - j]] = -np.inf
 
 
 @numba.njit(**_PJ)
-def _logit_bias_kernel(logits, out, uids, starts, vals, banned):
-    B = logits.shape[0]
+def _ngram_kernel(logits, out, hist, offsets, n, inplace):
+    for b in prange(logits.shape[0]):
+        _ngram_at(logits, out, hist, offsets, n, inplace, b)
+
+
+@numba.njit(**_NJ)
+def _ngram_serial(logits, out, hist, offsets, n, inplace):
+    """``_ngram_kernel`` without threads (one row: no thread-pool launch, which a
+    loaded machine can deschedule for milliseconds)."""
+    for b in range(logits.shape[0]):
+        _ngram_at(logits, out, hist, offsets, n, inplace, b)
+
+
+@numba.njit(**_NJ)
+def _logit_bias_at(logits, out, uids, starts, vals, banned, inplace, b):
+    """Row b of ``_logit_bias_kernel``."""
     G = uids.shape[0]
-    for b in prange(B):
-        row = logits[b]
-        o = out[b]
+    row = logits[b]
+    o = out[b]
+    if not inplace:  # out is logits: edit in place
         _copy(row, o)
-        for g in range(G):
-            t = uids[g]
-            x = np.float64(row[t])
-            acc = x
-            for j in range(starts[g], starts[g + 1]):
-                acc += vals[j]
-            if banned[g] or not x > -np.inf:
-                o[t] = -np.inf
-            else:
-                o[t] = _sat(acc)
+    for g in range(G):
+        t = uids[g]
+        x = np.float64(row[t])
+        acc = x
+        for j in range(starts[g], starts[g + 1]):
+            acc += vals[j]
+        if banned[g] or not x > -np.inf:
+            o[t] = -np.inf
+        else:
+            o[t] = _sat(acc)
+
+
+@numba.njit(**_PJ)
+def _logit_bias_kernel(logits, out, uids, starts, vals, banned, inplace):
+    for b in prange(logits.shape[0]):
+        _logit_bias_at(logits, out, uids, starts, vals, banned, inplace, b)
+
+
+@numba.njit(**_NJ)
+def _logit_bias_serial(logits, out, uids, starts, vals, banned, inplace):
+    """``_logit_bias_kernel`` without threads (one row: no thread-pool launch, which a
+    loaded machine can deschedule for milliseconds)."""
+    for b in range(logits.shape[0]):
+        _logit_bias_at(logits, out, uids, starts, vals, banned, inplace, b)
 
 
 # ----------------------------------------------------------------------------------
@@ -1150,8 +1226,14 @@ def _logits(logits):
 
 
 def _param(v, B, dtype):
-    """A per-row parameter as a fresh (B,) C-contiguous writable array."""
-    return np.array(np.broadcast_to(np.asarray(v, dtype=dtype), (B,)), dtype=dtype)
+    """A per-row parameter as a fresh (B,) C-contiguous writable array (without
+    ``np.broadcast_to``, which costs more than the one-row kernels it feeds)."""
+    a = np.asarray(v, dtype=dtype)
+    if a.shape == (B,):
+        return a.copy()
+    if a.ndim == 0:
+        return np.full(B, a, dtype=dtype)
+    return np.array(np.broadcast_to(a, (B,)), dtype=dtype)
 
 
 def _f64(v, B):
@@ -1171,11 +1253,31 @@ def _check_ids(a, V, what):
         raise ValueError(f"{what} token outside [0, {V})")
 
 
+def _out(x, logits, out):
+    """``(out, inplace)``: a new result array, ``out`` itself (float32, C-contiguous,
+    the shape of ``logits``: the kernel copies each row there and edits it, in its
+    threads), or in place (``out is logits``)."""
+    if out is None:
+        return np.empty_like(x), False
+    if out is logits and x is logits:
+        return x, True
+    if out is logits or not (isinstance(out, np.ndarray) and out.dtype == np.float32
+                             and out.flags.c_contiguous and out.flags.writeable
+                             and out.shape == x.shape):
+        raise ValueError("out must be None, the logits array itself, or a writable "
+                         "C-contiguous float32 array of the logits' shape")
+    return out, False
+
+
 def _flat_history(history, B, V):
     """A list of B 1-D int arrays -> (flat int64, offsets int64 (B+1,))."""
     if len(history) != B:
         raise ValueError(f"history has {len(history)} rows, logits have {B}")
     parts = [np.asarray(h, dtype=np.int64).ravel() for h in history]
+    if B == 1:  # one row: its own array, no concatenated copy
+        flat = np.ascontiguousarray(parts[0])
+        _check_ids(flat, V, "history")
+        return flat, np.array([0, flat.size], np.int64)
     offsets = np.zeros(B + 1, np.int64)
     if B:
         offsets[1:] = np.cumsum([p.size for p in parts])
@@ -1195,7 +1297,8 @@ def _run_rows(logits, kind, f1=None, f2=None, f3=None, i1=None, i2=None,
     zf = np.zeros(B, np.float64)
     zi = np.zeros(B, np.int64)
     zu = np.zeros(B, np.uint64)
-    _rows_kernel(
+    kernel = _rows_serial if B == 1 else _rows_kernel  # one row: no thread pool
+    kernel(
         x, out, kind,
         zf if f1 is None else _f64(f1, B),
         zf if f2 is None else _f64(f2, B),
@@ -1208,8 +1311,11 @@ def _run_rows(logits, kind, f1=None, f2=None, f3=None, i1=None, i2=None,
     return out
 
 
-def logit_bias(logits, ids, values):
-    """``l[t] += bias``; a ``-inf`` bias bans the token; repeated ids add up."""
+def logit_bias(logits, ids, values, out=None):
+    """``l[t] += bias``; a ``-inf`` bias bans the token; repeated ids add up.
+
+    ``out=logits`` edits ``logits`` in place (the history stages take it too).
+    """
     x = _logits(logits)
     B, V = x.shape
     ids = np.asarray(ids, dtype=np.int64).ravel()
@@ -1217,50 +1323,62 @@ def logit_bias(logits, ids, values):
     if ids.shape != values.shape:
         raise ValueError("logit_bias: ids and values differ in length")
     _check_ids(ids, V, "bias")
+    out, inplace = _out(x, logits, out)
     if B == 0 or ids.size == 0:
-        return x.copy()
+        if not inplace:
+            out[...] = x
+        return out
     order = np.argsort(ids, kind="stable")
     sid = ids[order]
     svals = np.ascontiguousarray(values[order])
     uids, first = np.unique(sid, return_index=True)
     starts = np.append(first, sid.size).astype(np.int64)
     banned = np.logical_or.reduceat(np.isneginf(svals), first)
-    out = np.empty_like(x)
-    _logit_bias_kernel(x, out, uids.astype(np.int64), starts, svals, banned.astype(np.bool_))
+    kernel = _logit_bias_serial if B == 1 else _logit_bias_kernel  # one row: no thread pool
+    kernel(x, out, uids.astype(np.int64), starts, svals, banned.astype(np.bool_), inplace)
     return out
 
 
-def penalties(logits, history, repeat, frequency, presence, last_n):
+def penalties(logits, history, repeat, frequency, presence, last_n, out=None):
     """Repetition, frequency and presence penalties over the last ``last_n`` tokens."""
     x = _logits(logits)
     B, V = x.shape
-    out = np.empty_like(x)
+    out, inplace = _out(x, logits, out)
     if B == 0:
         return out
     flat, offsets = _flat_history(history, B, V)
-    _penalties_kernel(x, out, flat, offsets, _f64(repeat, B), _f64(frequency, B),
-                      _f64(presence, B), _i64(last_n, B))
+    kernel = _penalties_serial if B == 1 else _penalties_kernel  # one row: no thread pool
+    kernel(x, out, flat, offsets, _f64(repeat, B), _f64(frequency, B), _f64(presence, B),
+           _i64(last_n, B), inplace)
     return out
 
 
 def _breaker_table(breakers, V):
     br = np.asarray(breakers, dtype=np.int64).ravel()
     _check_ids(br, V, "breaker")
+    return _table(br.tobytes(), V)
+
+
+@functools.lru_cache(maxsize=16)
+def _table(ids, V):
+    """The (V,) bool breaker table of int64 ids (as bytes): made once per chain and V,
+    not per token (never written)."""
     table = np.zeros(V, np.bool_)
-    table[br] = True
+    table[np.frombuffer(ids, np.int64)] = True
     return table
 
 
-def dry(logits, history, multiplier, base, allowed_length, last_n, breakers):
+def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, out=None):
     """DRY penalty of SPEC §4.1 per row (linear in the history length)."""
     x = _logits(logits)
     B, V = x.shape
-    out = np.empty_like(x)
+    out, inplace = _out(x, logits, out)
     if B == 0:
         return out
     flat, offsets = _flat_history(history, B, V)
-    _dry_kernel(x, out, flat, offsets, _f64(multiplier, B), _f64(base, B),
-                _i64(allowed_length, B), _i64(last_n, B), _breaker_table(breakers, V))
+    kernel = _dry_serial if B == 1 else _dry_kernel  # one row: no thread pool
+    kernel(x, out, flat, offsets, _f64(multiplier, B), _f64(base, B), _i64(allowed_length, B),
+           _i64(last_n, B), _breaker_table(breakers, V), inplace)
     return out
 
 
@@ -1278,15 +1396,16 @@ def dry_penalty(history, vocab_size, multiplier, base, allowed_length, breakers,
                                _breaker_table(breakers, V))
 
 
-def no_repeat_ngram(logits, history, n):
+def no_repeat_ngram(logits, history, n, out=None):
     """Ban every token that would complete an n-gram already in the history (HF)."""
     x = _logits(logits)
     B, V = x.shape
-    out = np.empty_like(x)
+    out, inplace = _out(x, logits, out)
     if B == 0:
         return out
     flat, offsets = _flat_history(history, B, V)
-    _ngram_kernel(x, out, flat, offsets, _i64(n, B))
+    kernel = _ngram_serial if B == 1 else _ngram_kernel  # one row: no thread pool
+    kernel(x, out, flat, offsets, _i64(n, B), inplace)
     return out
 
 

@@ -1,0 +1,222 @@
+"""The chain plan: how a ``SamplerChain`` runs, decided once when the chain is built.
+
+A chain reads as ``[edits] [first truncation] [later stages] terminal``:
+
+- **Edits** (the leading LogitBias, Penalties, DRY and NoRepeatNGram stages) change a
+  few logits each: the bias ids and the tokens of the history window. They run in
+  chain order into one working copy of the logits (``out=``: the first copies the
+  rows in its kernel's threads, the others edit in place), so a chain pays one copy
+  for all of them, never a new ``(B, V)`` array per stage; the history stages read
+  only the window they need (the chain's history is a per-row buffer).
+- **Fused**: when what follows the edits is ``fs.sample``'s chain (TopK / TopP /
+  MinP / Temperature in llama.cpp's or Hugging Face's order, then Dist), the
+  backend's fused canonical kernel samples (or processes) the working copy.
+- **Candidates**: when what follows starts with a run of TopK / TopP / MinP
+  (llama.cpp's order, one shared min_keep), the backend's ``truncate_canonical``
+  gathers the survivors (ids ascending, values) with the block-maxima passes of the
+  fused kernel. Every later stage and the terminal run on the compacted survivors: a
+  ``(B, n)`` row of their values, padded with ``-inf``. That is exact because every
+  such stage sees only the unmasked values, in id order (ties break to the lower id,
+  which is the lower compact index), and the draw's uniform depends on the seed and
+  position only; a compact index maps back to its token id. Mirostat v1 is the one
+  exception (its rule reads the vocabulary size), and history stages read token ids:
+  chains with those after the truncation run as stages.
+- **Stages**: anything else runs stage by stage on the working copy, as the
+  reference does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .stages import (DRY, LogitBias, MinP, Mirostat, NoRepeatNGram, Penalties, Temperature, TopK,
+                     TopP)
+
+__all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES"]
+
+EDIT_STAGES = (LogitBias, Penalties, DRY, NoRepeatNGram)
+HISTORY_STAGES = (Penalties, DRY, NoRepeatNGram)
+_TRUNCATIONS = (TopK, TopP, MinP)   # in llama.cpp's order
+
+
+def _first_truncation(stages):
+    """The longest leading run of TopK / TopP / MinP in llama.cpp's order, one min_keep."""
+    run = []
+    for stage in stages:
+        kind = type(stage)
+        if kind not in _TRUNCATIONS or (run and _TRUNCATIONS.index(kind)
+                                        <= _TRUNCATIONS.index(type(run[-1]))):
+            break
+        if run and not np.array_equal(np.asarray(stage.min_keep), np.asarray(run[0].min_keep)):
+            break
+        run.append(stage)
+    return run
+
+
+def _compact_safe(stage):
+    """Whether a stage gives the same result on the compacted survivors of a row."""
+    return not isinstance(stage, (*EDIT_STAGES, Mirostat))
+
+
+class Plan:
+    """The passes of one chain (see the module docstring).
+
+    Attributes
+    ----------
+    edits : tuple of Stage
+        The leading edit stages, run in place on the working copy.
+    mode : {"fused", "candidates", "stages"}
+    truncation : dict
+        ``{TopK: stage, TopP: stage, MinP: stage}`` (present ones) in candidates mode.
+    after : tuple of Stage
+        The non-terminal stages after the edits (stages mode) or after the first
+        truncation (candidates mode).
+    """
+
+    def __init__(self, stages, fused_tail, fast=True):
+        body, self.terminal = stages[:-1], stages[-1]
+        if fast:  # Temperature(1) changes nothing (the reference copies the row)
+            body = tuple(s for s in body if not (isinstance(s, Temperature)
+                                                 and np.all(np.asarray(s.t) == 1.0)))
+        self._window = {}
+        self._truncation_args = {}
+        n = 0
+        while fast and n < len(body) and isinstance(body[n], EDIT_STAGES):
+            n += 1
+        self.edits = tuple(body[:n])
+        rest = tuple(body[n:])
+        self.history_stages = tuple(s for s in body if isinstance(s, HISTORY_STAGES))
+        self.fused = fused_tail(rest + (self.terminal,)) if fast else None
+        self.truncation = {}
+        self.after = rest
+        if not fast:  # the reference backend: stage by stage, as written
+            self.mode = "stages"
+            return
+        if self.fused is not None:
+            self.mode = "fused"
+            return
+        run = _first_truncation(rest)
+        after = rest[len(run):]
+        if run and all(map(_compact_safe, after + (self.terminal,))):
+            self.mode = "candidates"
+            self.truncation = {type(s): s for s in run}
+            self.after = after
+        else:
+            self.mode = "stages"
+
+    def window(self, B):
+        """How many of each row's latest history tokens the history stages read.
+
+        None when a stage reads the whole history (NoRepeatNGram, ``last_n = -1``);
+        0 when the chain has no history stage.
+        """
+        if B not in self._window:
+            self._window[B] = self._longest_window(B)
+        return self._window[B]
+
+    def _longest_window(self, B):
+        longest = 0   # no history stage: nothing to read
+        for stage in self.history_stages:
+            if isinstance(stage, NoRepeatNGram):
+                return None
+            last_n = stage.rows(B)[-1]
+            if last_n.size and int(last_n.min()) < 0:
+                return None
+            longest = max(longest, int(last_n.max()) if last_n.size else 0)
+        return max(longest, 1) if self.history_stages else 0
+
+    def truncation_args(self, B):
+        """``(top_k, top_p, min_p, min_keep)`` (B,) arrays of the first truncation."""
+        if B not in self._truncation_args:
+            self._truncation_args[B] = self._make_truncation_args(B)
+        return self._truncation_args[B]
+
+    def _make_truncation_args(self, B):
+        def param(kind, default, dtype):
+            stage = self.truncation.get(kind)
+            value = default if stage is None else stage.rows(B)[0]
+            return np.ascontiguousarray(np.broadcast_to(np.asarray(value, dtype), (B,)))
+        first = next(iter(self.truncation.values()))
+        min_keep = np.ascontiguousarray(first.rows(B)[-1], dtype=np.int64)
+        return (param(TopK, 0, np.int64), param(TopP, 1.0, np.float64),
+                param(MinP, 0.0, np.float64), min_keep)
+
+
+def truncate(ops, x, args, module):
+    """``(ids, vals, offsets, invalid)`` of the first truncation on ``x`` (B, V).
+
+    The backend ``module``'s ``truncate_row`` (one row, scalar arguments: the
+    per-token path) or ``truncate_canonical``; a backend without them runs the stages
+    in full and reads the survivors back.
+    """
+    row_fn = getattr(module, "truncate_row", None) if x.shape[0] == 1 else None
+    if row_fn is not None:
+        ids, vals, invalid = row_fn(x[0], *(a.item() for a in args))
+        return ids, vals, np.array([0, ids.size], np.int64), np.array([invalid])
+    fn = getattr(module, "truncate_canonical", None)
+    if fn is not None:
+        return fn(x, *args)
+    top_k, top_p, min_p, min_keep = args
+    finite_in = np.isfinite(x)
+    invalid = ~finite_in.any(axis=1) | np.isnan(x).any(axis=1) | np.isposinf(x).any(axis=1)
+    y = np.where(invalid[:, None], np.float32(0.0), x)
+    y = ops.min_p(ops.top_p(ops.top_k(y, top_k, min_keep), top_p, min_keep), min_p, min_keep)
+    keep = np.isfinite(y) & ~invalid[:, None]
+    rows, ids = np.nonzero(keep)
+    offsets = np.zeros(x.shape[0] + 1, np.int64)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    return ids.astype(np.int32), x[rows, ids].astype(np.float32), offsets, invalid
+
+
+def stand_in(ids, vals, offsets, bad):
+    """The survivors with each ``bad`` row's replaced by one stand-in (id 0, value 0)."""
+    ids_out, vals_out = [], []
+    for b in range(offsets.size - 1):
+        if bad[b]:
+            ids_out.append(np.zeros(1, np.int32))
+            vals_out.append(np.zeros(1, np.float32))
+        else:
+            ids_out.append(ids[offsets[b]:offsets[b + 1]])
+            vals_out.append(vals[offsets[b]:offsets[b + 1]])
+    counts = np.array([a.size for a in ids_out], np.int64)
+    offsets = np.zeros(counts.size + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return (np.concatenate(ids_out).astype(np.int32), np.concatenate(vals_out).astype(np.float32),
+            offsets)
+
+
+def compact(ids, vals, offsets):
+    """The survivors as a ``(B, n)`` float32 row block padded with ``-inf``."""
+    counts = np.diff(offsets)
+    B = counts.size
+    if B == 1:
+        return vals.reshape(1, -1)
+    n = int(counts.max()) if B else 0
+    out = np.full((B, max(n, 1)), -np.inf, np.float32)
+    rows = np.repeat(np.arange(B), counts)
+    cols = np.arange(ids.size) - np.repeat(offsets[:-1], counts)
+    out[rows, cols] = vals
+    return out
+
+
+def expand(block, ids, offsets, V):
+    """Compacted processed rows back to ``(B, V)`` logits (``-inf`` off the survivors)."""
+    counts = np.diff(offsets)
+    B = counts.size
+    out = np.full((B, V), -np.inf, np.float32)
+    rows = np.repeat(np.arange(B), counts)
+    cols = np.arange(ids.size) - np.repeat(offsets[:-1], counts)
+    out[rows, ids] = block[rows, cols]
+    return out
+
+
+def token_ids(tokens, ids, offsets):
+    """Compact indices (``-1`` kept) to token ids."""
+    if offsets.size == 2:  # one row
+        t = int(tokens[0])
+        return np.array([ids[t] if t >= 0 else -1], np.int32)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    out = np.full(tokens.shape, -1, np.int32)
+    ok = tokens >= 0
+    out[ok] = ids[offsets[:-1][ok] + tokens[ok]]
+    return out
