@@ -1,4 +1,5 @@
-"""pytest-benchmark suite of the SPEC §8 workloads (W1-W9); not part of testpaths.
+"""pytest-benchmark suite of the SPEC §8 and §12 workloads (W1-W10c, W1chain, W3rows);
+not part of testpaths.
 
     python -m pytest bench/ --benchmark-only            # measure (full V = 128256)
     python -m pytest bench/ --benchmark-disable -q      # smoke: every call once, short DRY histories
@@ -9,7 +10,10 @@ Each workload case is one benchmark group (``benchmark.group``) holding one benc
 per backend, one per peer (``bench/test_peers.py``), and ``test_floor``: ``np.max`` over
 the same input, the cost of reading it once, measured in the same run so ratios are
 comparable across machines. ``extra_info`` holds the bytes read, bytes per second and
-the tokens the operation keeps per row.
+the tokens the operation keeps per row. W10a-c time one engine step per call (the
+chain's ``sample`` then ``accept``, from a 4096-token history); W1chain's group also
+holds ``fs.sample`` with W1's parameters (``bench/test_engine.py``); W3rows times W3 over
+its 16 rows in one call (``fastsample bench`` gives the per-row table).
 """
 
 from __future__ import annotations
@@ -30,10 +34,15 @@ def pytest_addoption(parser):
     group.addoption("--fs-quick", action="store_true", default=False,
                     help="short DRY histories, as `fastsample bench --quick` (implied by --benchmark-disable)")
     group.addoption("--fs-workloads", default=None,
-                    help="comma-separated workload ids (default: W1..W9)")
+                    help="comma-separated workload ids (default: all: W1..W9, W10a, W10b, W10c, "
+                         "W1chain, W3rows)")
     group.addoption("--fs-peers", default=None,
                     help="comma-separated peers (numpy,torch,hf,llama.cpp; default: all; "
                          "a missing one is skipped with its reason)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fs_ops(*ops): parametrize only over the cases of these operations")
 
 
 def _named(config, option, what, known):
@@ -72,6 +81,9 @@ def pytest_generate_tests(metafunc):
     config = metafunc.config
     if "case" in metafunc.fixturenames:
         cases = _cases(config)
+        only = metafunc.definition.get_closest_marker("fs_ops")  # a test for some operations only
+        if only is not None:
+            cases = [c for c in cases if c.op in only.args]
         vocab = config.getoption("--fs-vocab")
         metafunc.parametrize("case", cases,
                              ids=[c.label_for(quick=_quick(config), vocab=vocab).replace(" ", "-")

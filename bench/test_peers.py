@@ -1,4 +1,4 @@
-"""The peers (numpy reference, torch, transformers warpers, llama.cpp) on W1-W9.
+"""The peers (numpy reference, torch, transformers warpers, llama.cpp) on W1-W10c.
 
 Each peer's benchmark joins its workload's group, beside the backends and the floor of
 ``bench/test_workloads.py``. A peer that is not installed, or has no such operation, is
@@ -12,6 +12,7 @@ import pytest
 from fastsample import peers
 
 
+@pytest.mark.fs_ops("sample", "topk", "softmax", "dry_penalty", "engine")  # W1chain, W3rows: no peer
 def test_peer(benchmark, case, peer, prepared, group_label, extra_info):
     ok, reason = peers.get(peer).status()
     if not ok:
@@ -21,7 +22,8 @@ def test_peer(benchmark, case, peer, prepared, group_label, extra_info):
     except peers.Unsupported as exc:
         pytest.skip(str(exc))
     benchmark.group = group_label
-    nbytes = extra_info.record(benchmark, case, prepared, backend=f"peer {peer}")
+    note = {"note": fn.note} if getattr(fn, "note", None) else {}  # a peer doing less work says so
+    nbytes = extra_info.record(benchmark, case, prepared, backend=f"peer {peer}", **note)
     fn()  # warm-up outside the timing
     benchmark(fn)
     extra_info.bytes_per_second(benchmark, nbytes)

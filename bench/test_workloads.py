@@ -1,4 +1,4 @@
-"""W1-W9 (SPEC §8) per backend, one benchmark group per workload case, with the floor.
+"""W1-W10c (SPEC §8, §12) per backend, one benchmark group per workload case, with the floor.
 
 Run with ``python -m pytest bench/ --benchmark-only`` (see bench/conftest.py).
 """
@@ -17,14 +17,15 @@ def check_backend_available(backend):
 
 
 def test_workload(benchmark, case, backend, prepared, group_label, extra_info):
-    """The public API call of the workload (fs.sample, fs.topk, fs.dry_penalty, fs.softmax)."""
+    """The public API call of the workload (fs.sample, fs.topk, fs.dry_penalty, fs.softmax;
+    an engine step, chain.sample + chain.accept, for W10 and W1chain)."""
     import fastsample as fs
 
     check_backend_available(backend)
     benchmark.group = group_label
     nbytes = extra_info.record(benchmark, case, prepared, backend=backend)
-    fn = prepared.call(backend)
     try:
+        fn = prepared.call(backend)  # an engine case builds its chain here
         fn()  # warm-up outside the timing: JIT compilation, first-touch allocation
     except fs.BackendError as exc:  # an operation the backend does not have (yet)
         pytest.skip(str(exc).splitlines()[0])

@@ -4,8 +4,10 @@
     python bench/update_readme.py --quick         # any `fastsample bench` option passes through
 
 Runs ``fastsample bench ... --json docs/bench.json --plot docs/bench.png`` and puts the
-markdown table of that run (``fastsample.report.bench_markdown``) between the ``<!-- bench-results:start -->`` and
-``<!-- bench-results:end -->`` lines of README.md (nothing else in the README changes).
+markdown of that run (``fastsample.report.bench_markdown``: the main table with W1-W10c,
+then the chain-overhead (W1chain) and row-spread (W3rows) tables) between the
+``<!-- bench-results:start -->`` and ``<!-- bench-results:end -->`` lines of README.md
+(nothing else in the README changes).
 """
 
 from __future__ import annotations

@@ -217,8 +217,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"peers: {', '.join(peers) or 'none'}", flush=True)
     for name, reason in skipped.items():
         print(f"peer {name} skipped: {reason}")
-    n_impl = len(backends) + len([p for p in peers if not (p == "numpy" and "numpy" in backends)])
-    bar = report.Progress(len(cases) * (1 + n_impl), enabled=False if args.no_progress else None)
+    n_peers = len([p for p in peers if not (p == "numpy" and "numpy" in backends)])
+    bar = report.Progress(bench_runner.steps(cases, len(backends), n_peers),
+                          enabled=False if args.no_progress else None)
     try:
         doc = bench_runner.run(backends=backends, peers=peers, cases=cases, vocab=args.vocab,
                                quick=bool(args.quick), seed=args.seed, repeats=args.repeats,
@@ -332,10 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", default="auto", help="auto (default), numpy, numba, c, cuda")
     sp.set_defaults(func=cmd_sample)
 
-    sp = sub.add_parser("bench", help="time workloads W1-W9 (SPEC §8) on the backends and the peers",
-                        description="Time the SPEC §8 workloads on each fast backend and each peer "
-                                    "(numpy reference, torch, hf, llama.cpp), next to the memory floor "
-                                    "(np.max over the same input). See docs/benchmarks.md.")
+    sp = sub.add_parser("bench", help="time workloads W1-W10 (SPEC §8, §12) on the backends and the peers",
+                        description="Time the SPEC §8 and §12 workloads (W1-W9, the W10a-c engine loops, "
+                                    "W1chain: chain vs fs.sample, W3rows: W3's spread over rows) on each "
+                                    "fast backend and each peer (numpy reference, torch, hf, llama.cpp), "
+                                    "next to the memory floor (np.max over the same input). "
+                                    "See docs/benchmarks.md.")
     sp.add_argument("--quick", action="store_true", help="few repeats (a quarter second per measurement)")
     sp.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     sp.add_argument("--markdown", metavar="PATH", help="also write the README's markdown table to PATH")
@@ -346,8 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated peers: numpy,torch,hf,llama.cpp (default: all; a missing "
                          "one is skipped with a note); 'none' for no peer")
     sp.add_argument("--vocab", type=int, metavar="V", help="vocabulary size instead of 128256")
-    sp.add_argument("--batch", type=int, metavar="B", help="rows of every logits workload (W8 unchanged)")
-    sp.add_argument("--workloads", metavar="LIST", help="comma-separated workload ids (default: W1..W9)")
+    sp.add_argument("--batch", type=int, metavar="B",
+                    help="rows of every logits workload and engine loop (W8, W1chain, W3rows unchanged)")
+    sp.add_argument("--workloads", metavar="LIST",
+                    help="comma-separated workload ids: W1..W9, W10a, W10b, W10c, W1chain, W3rows "
+                         "(default: all)")
     sp.add_argument("--repeats", type=int, metavar="N", help="timed batches per measurement (default: adaptive)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -18,6 +18,15 @@ Sampling workloads use llama.cpp's order (top_k -> top_p -> min_p -> temperature
 draw), disabled stages left out. Per-row parameters (W4) are tensors for ``torch``; the
 ``hf`` warpers and llama.cpp chains take scalars, so they run one row at a time with a
 chain per row, as an engine using them would.
+
+Engine loops (W10, SPEC §12), one token per call: llama.cpp runs its chain (penalties,
+dry, top_k, top_p, min_p, xtc, temp, dist) and then ``llama_sampler_accept`` of the token,
+one chain per row, each having accepted the row's history first (no model: DRY gets no
+vocabulary and no breakers, which this llama.cpp allows). ``torch`` does what vLLM does:
+a bincount of each row's recent tokens (``scatter_add_`` into ``(B, V + 1)`` with V as
+padding), the repetition / frequency / presence penalties from it, then its top-k /
+top-p / min-p, temperature and draw; vLLM has no DRY or XTC, so W10b is unsupported and
+W10a / W10c run without DRY (the result says so in its ``note``).
 """
 
 from __future__ import annotations
@@ -25,13 +34,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PEERS", "Peer", "Unsupported", "get", "names", "sample_stages"]
+__all__ = ["PEERS", "Peer", "Unsupported", "get", "names", "sample_stages", "torch_penalties"]
 
 #: The install commands shown when a peer is missing (torch pinned: a bare ``torch``
 #: requirement pulls a multi-GB CUDA build).
@@ -131,11 +141,16 @@ def _torch_param(torch, v, B, dtype):
 
 
 def _torch_sample(prepared):
+    x = _torch_rows(prepared, "logits")
+    draw = _torch_draw(dict(sample_stages(prepared.inputs)), *x.shape)
+    return lambda: draw(x)
+
+
+def _torch_draw(kinds, B, V):
+    """``logits -> (B, 1) tokens``: top_k, top_p, min_p, temperature (those in ``kinds``,
+    scalars or per-row arrays), softmax and ``torch.multinomial``."""
     import torch
 
-    x = _torch_rows(prepared, "logits")
-    B, V = x.shape
-    kinds = dict(sample_stages(prepared.inputs))
     gen = torch.Generator().manual_seed(0)
     k = _torch_param(torch, kinds.get("top_k"), B, torch.int64)
     p = _torch_param(torch, kinds.get("top_p"), B, torch.float32)
@@ -144,8 +159,7 @@ def _torch_sample(prepared):
     if k is not None and np.ndim(k) == 0:
         k = min(int(k), V)
 
-    def run():
-        logits = x
+    def run(logits):
         if "top_k" in kinds or "top_p" in kinds:
             # One ascending sort serves both truncations; the result is scattered back.
             srt, idx = logits.sort(dim=-1)
@@ -171,6 +185,87 @@ def _torch_sample(prepared):
         return torch.multinomial(probs, 1, generator=gen)
 
     return run
+
+
+def torch_penalties(logits, tokens, repeat, frequency, presence):
+    """Repetition, frequency and presence penalties as vLLM applies them, in torch.
+
+    ``tokens`` (B, L) int64 holds each row's recent tokens, padded with V (the
+    vocabulary size, an id no logit has); the counts are a bincount of them
+    (``scatter_add_`` into a zeroed ``(B, V + 1)``, the padding column dropped). Tokens
+    with a count: ``l / repeat`` where ``l > 0``, else ``l * repeat``; then every token
+    loses ``count * frequency + (count > 0) * presence``. Parameters: scalars or (B, 1)
+    tensors. Returns new logits.
+    """
+    import torch
+
+    B, V = logits.shape
+    counts = torch.zeros((B, V + 1), dtype=torch.int64)
+    counts.scatter_add_(1, tokens, torch.ones_like(tokens))
+    counts = counts[:, :V]
+    seen = counts > 0
+    scale = torch.where(seen, torch.as_tensor(repeat, dtype=logits.dtype), 1.0)
+    logits = torch.where(logits > 0, logits / scale, logits * scale)
+    return logits - frequency * counts - presence * seen
+
+
+#: Engine-chain stages torch (vLLM) has, and those it lacks (named in the result's note).
+_TORCH_ENGINE = {"penalties", "top_k", "top_p", "min_p", "temperature"}
+_TORCH_SKIPS = {"dry": "DRY"}
+
+
+def _torch_engine(prepared):
+    spec = dict(prepared.inputs["chain"])
+    missing = set(spec) - _TORCH_ENGINE - set(_TORCH_SKIPS)
+    if missing:
+        raise Unsupported(f"torch (vLLM) has no {', '.join(sorted(m.upper() for m in missing))}")
+    return _TorchEngine(prepared.inputs)
+
+
+class _TorchEngine:
+    """One engine step per call, vLLM's way: bincount penalties over each row's last
+    ``last_n`` tokens (a ring, ``window``), truncations, draw, then the tokens replace
+    each row's oldest in the ring."""
+
+    def __init__(self, inp):
+        import torch
+
+        spec = dict(inp["chain"])
+        steps = [torch.from_numpy(np.ascontiguousarray(_rows(v))) for v in inp["steps"]]
+        self.steps = itertools.cycle(steps)
+        B, V = _rows(inp["steps"][0]).shape
+        self.draw = _torch_draw(_simple_kinds(inp["chain"]), B, V)
+        self.window = None
+        pen = spec.get("penalties")
+        if pen is not None:
+            self.last_n = int(pen["last_n"])
+            if self.last_n <= 0:
+                raise Unsupported("the torch peer keeps a window of the last last_n > 0 tokens")
+            self.params = [_torch_param(torch, pen.get(k, d), B, torch.float32)
+                           for k, d in (("repeat", 1.0), ("frequency", 0.0), ("presence", 0.0))]
+            # V pads a short history (vLLM's padding id); ptr: each row's next (oldest) slot.
+            self.window = torch.full((B, self.last_n), V, dtype=torch.int64)
+            self.ptr = torch.zeros(B, dtype=torch.int64)
+            for b, h in enumerate(inp["history"]):
+                tail = np.asarray(h[len(h) - min(len(h), self.last_n):], dtype=np.int64)
+                self.window[b, :tail.size] = torch.from_numpy(tail)
+                self.ptr[b] = tail.size % self.last_n
+            self.rows = torch.arange(B)
+        skipped = [_TORCH_SKIPS[n] for n in spec if n in _TORCH_SKIPS]
+        self.note = None if not skipped else (
+            f"no {', '.join(skipped)} (vLLM has none): penalties by bincount, "
+            + ", ".join(n for n in ("top_k", "top_p", "min_p", "temperature") if n in spec)
+            + ", multinomial: less work than the workload's chain")
+
+    def __call__(self):
+        logits = next(self.steps)
+        if self.window is not None:
+            logits = torch_penalties(logits, self.window, *self.params)
+        tokens = self.draw(logits)
+        if self.window is not None:  # accept
+            self.window[self.rows, self.ptr] = tokens[:, 0]
+            self.ptr.add_(1).remainder_(self.last_n)
+        return tokens
 
 
 def _torch_topk(prepared):
@@ -225,11 +320,99 @@ def _hf_sample(prepared):
     return run
 
 
-# --------------------------------------------------------------------------- llama.cpp
-class _LlamaRow:
-    """One llama.cpp sampler chain and its token-data buffer (one sequence)."""
+def _hf_engine(prepared):
+    lacking = [n.upper() for n, _ in prepared.inputs["chain"] if n in ("dry", "xtc")]
+    if lacking:
+        raise Unsupported(f"transformers has no {' or '.join(lacking)} logits processor")
+    raise Unsupported("the hf peer has no engine loop")
 
-    def __init__(self, ll, V, stages, seed):
+
+# --------------------------------------------------------------------------- engine chains
+#: The parameter of each one-parameter stage of an engine chain.
+_ONE_PARAM = {"top_k": "k", "top_p": "p", "min_p": "p", "temperature": "t"}
+
+
+def _simple_kinds(spec) -> dict[str, Any]:
+    """The top_k / top_p / min_p / temperature values of an engine chain (``sample_stages``
+    form: disabled on every row means absent)."""
+    return dict(sample_stages({n: kw[_ONE_PARAM[n]] for n, kw in spec if n in _ONE_PARAM}))
+
+
+def _engine_rows(spec, B: int) -> list[list[tuple]]:
+    """Per-row scalar stage lists of an engine chain: one-parameter stages as ``(name,
+    value)``, the others as ``(name, {parameter: value})``."""
+    rows = []
+    for b in range(B):
+        row = []
+        for name, kw in spec:
+            vals = {k: np.broadcast_to(np.asarray(v), (B,))[b].item() for k, v in kw.items()}
+            row.append((name, vals[_ONE_PARAM[name]] if name in _ONE_PARAM else vals))
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- llama.cpp
+def _arity(fn) -> int | None:
+    argtypes = getattr(fn, "argtypes", None)
+    return None if argtypes is None else len(argtypes)
+
+
+def _llama_penalties(ll, V, repeat=1.0, frequency=0.0, presence=0.0, last_n=64):
+    fn = ll.llama_sampler_init_penalties
+    args = (int(last_n), float(repeat), float(frequency), float(presence))
+    n = _arity(fn)
+    if n == 5:  # llama.cpp with the backend samplers: n_vocab first
+        return fn(int(V), *args)
+    if n == 4:
+        return fn(*args)
+    raise Unsupported(f"llama_sampler_init_penalties of this llama-cpp-python takes {n} arguments "
+                      "(expected 4 or 5: last_n, repeat, freq, present, with or without n_vocab)")
+
+
+def _llama_dry(ll, multiplier, base=1.75, allowed_length=2, last_n=-1):
+    """DRY without a model: no vocabulary and no breakers (llama.cpp only reads the
+    vocabulary to tokenize breaker strings). last_n -1 ("all") has no model-free form."""
+    fn = ll.llama_sampler_init_dry
+    if int(last_n) < 0:
+        raise Unsupported("llama.cpp's DRY takes last_n -1 as the model's context size; no model here")
+    args = (float(multiplier), float(base), int(allowed_length), int(last_n), None, 0)
+    n = _arity(fn)
+    if n == 7:  # (vocab, multiplier, base, allowed_length, last_n, breakers, n)
+        return fn(None, *args)
+    if n == 8:  # older: (vocab, n_ctx_train, multiplier, ...)
+        return fn(None, int(last_n), *args)
+    raise Unsupported(f"llama_sampler_init_dry of this llama-cpp-python takes {n} arguments; "
+                      "cannot build DRY without a model")
+
+
+def _llama_sampler(ll, name, v, V, seed):
+    """One llama.cpp sampler: ``v`` is the value of a one-parameter stage, else a dict."""
+    if name == "top_k":
+        return ll.llama_sampler_init_top_k(int(v))
+    if name == "top_p":
+        return ll.llama_sampler_init_top_p(float(v), 1)
+    if name == "min_p":
+        return ll.llama_sampler_init_min_p(float(v), 1)
+    if name == "temperature":
+        return ll.llama_sampler_init_temp(float(v))
+    if name == "penalties":
+        return _llama_penalties(ll, V, **v)
+    if name == "dry":
+        return _llama_dry(ll, **v)
+    if name == "xtc":
+        return ll.llama_sampler_init_xtc(float(v["probability"]), float(v["threshold"]),
+                                         int(v.get("min_keep", 1)), seed)
+    raise Unsupported(f"llama.cpp peer has no stage {name!r}")
+
+
+class _LlamaRow:
+    """One llama.cpp sampler chain and its token-data buffer (one sequence).
+
+    ``history``: tokens the chain accepts before any timing (the penalties' and DRY's
+    windows fill from it, as they do from a prompt).
+    """
+
+    def __init__(self, ll, V, stages, seed, history=()):
         import ctypes
 
         self.ll = ll
@@ -244,20 +427,15 @@ class _LlamaRow:
         params = ll.llama_sampler_chain_default_params()
         params.no_perf = True
         self.chain = ll.llama_sampler_chain_init(params)
-        for name, v in stages:
-            if name == "top_k":
-                smpl = ll.llama_sampler_init_top_k(int(v))
-            elif name == "top_p":
-                smpl = ll.llama_sampler_init_top_p(float(v), 1)
-            elif name == "min_p":
-                smpl = ll.llama_sampler_init_min_p(float(v), 1)
-            elif name == "temperature":
-                smpl = ll.llama_sampler_init_temp(float(v))
-            else:  # pragma: no cover - sample_stages yields only these
-                raise Unsupported(name)
+        for name, v in stages:  # the chain owns (and frees) every sampler added
+            smpl = _llama_sampler(ll, name, v, V, seed)
+            if not smpl:
+                raise Unsupported(f"llama.cpp returned no sampler for {name}")
             ll.llama_sampler_chain_add(self.chain, smpl)
         if seed is not None:
             ll.llama_sampler_chain_add(self.chain, ll.llama_sampler_init_dist(seed))
+        for t in np.asarray(history, dtype=np.int64).tolist():
+            ll.llama_sampler_accept(self.chain, t)
 
     def apply(self, row):
         # The fill llama.cpp does before every token (llama_sampler_sample): id, logit, p = 0.
@@ -269,6 +447,9 @@ class _LlamaRow:
         arr.data, arr.size, arr.selected, arr.sorted = self.ptr, self.V, -1, False
         self.ll.llama_sampler_apply(self.chain, self.ref)
         return arr
+
+    def accept(self, token):
+        self.ll.llama_sampler_accept(self.chain, token)
 
     def __del__(self):
         # At interpreter exit the library may be gone already; nothing to free then.
@@ -303,18 +484,42 @@ def _llama_topk(prepared):
     return lambda: [chain.apply(x[b]).size for b, chain in enumerate(chains)]
 
 
+def _llama_engine(prepared):
+    import llama_cpp as ll
+
+    inp = prepared.inputs
+    steps = [_rows(v) for v in inp["steps"]]
+    B, V = steps[0].shape
+    chains = [_LlamaRow(ll, V, row, seed=1234 + b, history=inp["history"][b])
+              for b, row in enumerate(_engine_rows(inp["chain"], B))]
+    nxt = itertools.cycle(steps).__next__
+
+    def run():
+        x = nxt()
+        out = []
+        for b, chain in enumerate(chains):  # llama_sampler_sample: apply, then accept
+            arr = chain.apply(x[b])
+            token = arr.data[arr.selected].id
+            chain.accept(token)
+            out.append(token)
+        return out
+
+    return run
+
+
 _BUILDERS: dict[str, dict[str, Callable]] = {
     "numpy": {"sample": _numpy_call, "topk": _numpy_call, "softmax": _numpy_call,
-              "dry_penalty": _numpy_call},
-    "torch": {"sample": _torch_sample, "topk": _torch_topk, "softmax": _torch_softmax},
-    "hf": {"sample": _hf_sample},
-    "llama.cpp": {"sample": _llama_sample, "topk": _llama_topk},
+              "dry_penalty": _numpy_call, "engine": _numpy_call},
+    "torch": {"sample": _torch_sample, "topk": _torch_topk, "softmax": _torch_softmax,
+              "engine": _torch_engine},
+    "hf": {"sample": _hf_sample, "engine": _hf_engine},
+    "llama.cpp": {"sample": _llama_sample, "topk": _llama_topk, "engine": _llama_engine},
 }
 
 PEERS: dict[str, Peer] = {
     "numpy": Peer("numpy", "fastsample's numpy reference (fs.reference)", None),
-    "torch": Peer("torch", "PyTorch CPU: sort, softmax, cumsum, mask, multinomial (vLLM/transformers style)",
-                  "torch"),
+    "torch": Peer("torch", "PyTorch CPU: sort, softmax, cumsum, mask, multinomial (vLLM/transformers style); "
+                  "vLLM's bincount penalties for the engine loops", "torch"),
     "hf": Peer("hf", "transformers' TopK/TopP/MinP/Temperature warpers + softmax + multinomial",
                "transformers", ("torch",)),
     "llama.cpp": Peer("llama.cpp", "llama.cpp's sampler chain via llama-cpp-python (fill counted)",

@@ -1,4 +1,4 @@
-"""Benchmark workloads W1-W9 (SPEC §8) and their input generators.
+"""Benchmark workloads W1-W10 (SPEC §8, §12) and their input generators.
 
 Used by ``fastsample bench``, ``fastsample check`` and the pytest-benchmark suite in
 ``bench/``. Everything here is deterministic: the same arguments give the same arrays
@@ -6,16 +6,22 @@ on every machine (numpy's ``default_rng`` seeded with ``[seed, row]``).
 
 - ``llm_like(B, V, seed)`` and ``flat(B, V, seed)`` are the logit generators of SPEC §8.
 - ``natural_history(L, V, seed)`` and ``repeated_history(L, V, seed)`` make DRY histories.
-- ``WORKLOADS`` is the table of W1-W9; each ``Workload`` has one or more ``Case``\\ s
+- ``WORKLOADS`` is the table of W1-W10; each ``Workload`` has one or more ``Case``\\ s
   (W7 has four: k in {50, 1000} x B in {1, 64}; W8 has three histories).
+- W10a-c (SPEC §12) are engine loops: one timed call is one token, ``chain.sample`` then
+  ``chain.accept``, on a ``SamplerChain`` that starts from a 4096-token history. Two more
+  studies ride along: ``W1chain`` (W1 through a chain vs ``fs.sample``) and ``W3rows``
+  (W3 and W5 on 16 different rows, for how much top-p's time depends on the row).
 - ``Case.prepare(vocab=None, seed=0, quick=False)`` builds the inputs once and returns
   a ``Prepared`` with ``call(backend)`` (a zero-argument callable running the public
-  API call on that backend) and ``floor()`` (``np.max`` over the same row or rows:
-  the cost of reading the input once, the yardstick ratios are taken against).
+  API call on that backend), ``floor()`` (``np.max`` over the same row or rows:
+  the cost of reading the input once, the yardstick ratios are taken against) and, for
+  ``W1chain``, ``baseline(backend)`` (the ``fs.sample`` call the chain is compared with).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Tuple
 
@@ -26,7 +32,14 @@ __all__ = [
     "flat",
     "natural_history",
     "repeated_history",
+    "engine_histories",
     "per_row_w1_params",
+    "per_row_w10_params",
+    "engine_chain",
+    "chain_stages",
+    "engine_loop",
+    "W10A_CHAIN",
+    "W10B_CHAIN",
     "Case",
     "Workload",
     "Prepared",
@@ -50,6 +63,33 @@ W8_PARAMS: Mapping[str, Any] = {
     "allowed_length": 2,
     "last_n": -1,
 }
+
+#: W10a's chain (SPEC §12): ``(stage, parameters)`` in order, names as in
+#: ``fastsample.reference``. DRY has no breakers here, so that peers without a model's
+#: vocabulary (llama.cpp's DRY tokenizes breaker strings) do exactly the same work.
+W10A_CHAIN: Tuple[Tuple[str, Mapping[str, Any]], ...] = (
+    ("penalties", {"repeat": 1.1, "last_n": 64}),
+    ("dry", {"multiplier": 0.8, "base": 1.75, "allowed_length": 2, "last_n": 4096}),
+    ("top_k", {"k": 40}),
+    ("top_p", {"p": 0.95}),
+    ("min_p", {"p": 0.05}),
+    ("temperature", {"t": 0.8}),
+)
+
+#: W10b's chain (SPEC §12).
+W10B_CHAIN: Tuple[Tuple[str, Mapping[str, Any]], ...] = (
+    ("penalties", {"repeat": 1.05, "last_n": 64}),
+    ("min_p", {"p": 0.02}),
+    ("xtc", {"probability": 0.5, "threshold": 0.1}),
+    ("temperature", {"t": 1.0}),
+)
+
+#: W10's loop: the history each row starts from, and how many different logits rows
+#: (per batch row) the steps cycle through.
+ENGINE_PARAMS: Mapping[str, Any] = {"history": 4096, "steps": 4, "per_row": False}
+
+#: W3rows: the two workloads compared row by row, and the number of rows (seeds).
+ROW_SPREAD_PARAMS: Mapping[str, Any] = {"pair": ("W3", "W5"), "rows": 16}
 
 
 # --------------------------------------------------------------------------- logits
@@ -142,13 +182,22 @@ def repeated_history(length: int, V: int, seed: int = 0) -> np.ndarray:
     return np.full(length, token, dtype=np.int64)
 
 
+def engine_histories(B: int, length: int, V: int, seed: int = 0) -> list:
+    """B natural-looking histories of ``length`` tokens, one per row (W10's requests).
+
+    Row b is ``natural_history(length, V, seed * 65536 + b)``: different text per row,
+    the same arrays on every machine.
+    """
+    return [natural_history(length, V, int(seed) * 65536 + b) for b in range(int(B))]
+
+
 HISTORIES: Dict[str, Callable[[int, int, int], np.ndarray]] = {
     "natural": natural_history,
     "repeated": repeated_history,
 }
 
 
-# --------------------------------------------------------------------------- W4 parameters
+# --------------------------------------------------------------------------- per-row parameters, chains
 def per_row_w1_params(B: int) -> Dict[str, np.ndarray]:
     """W4's per-row parameters: deterministic arrays spread around W1's values.
 
@@ -161,20 +210,77 @@ def per_row_w1_params(B: int) -> Dict[str, np.ndarray]:
     if B <= 0:
         return {k: np.zeros(0, dtype=np.int64 if k == "top_k" else np.float64)
                 for k in ("top_k", "top_p", "min_p", "temperature")}
+    return {
+        "top_k": np.rint(_spread(B, 20.0, 60.0, 1)).astype(np.int64),
+        "top_p": _spread(B, 0.90, 0.98, 7),
+        "min_p": _spread(B, 0.02, 0.08, 13),
+        "temperature": _spread(B, 0.7, 0.9, 29),
+    }
+
+
+def _spread(B: int, lo: float, hi: float, stride: int) -> np.ndarray:
+    """B evenly spaced values in [lo, hi] (0.5 of the way for B = 1), in a fixed
+    permutation that depends on ``stride`` (so parameters do not rise together)."""
     t = np.linspace(0.0, 1.0, B) if B > 1 else np.full(1, 0.5)
     idx = np.arange(B)
+    order = (idx * stride) % B if np.gcd(stride, B) == 1 else idx[::-1]
+    return lo + (hi - lo) * t[order]
 
-    def spread(lo: float, hi: float, stride: int) -> np.ndarray:
-        # A fixed permutation of the evenly spaced values (stride coprime-ish with B).
-        order = (idx * stride) % B if np.gcd(stride, B) == 1 else idx[::-1]
-        return lo + (hi - lo) * t[order]
 
+def per_row_w10_params(B: int) -> Dict[str, Dict[str, np.ndarray]]:
+    """W10c's per-row parameters, ``{stage: {parameter: (B,) array}}``.
+
+    W4's top_k / top_p / min_p / temperature (``per_row_w1_params``), and the
+    penalties' repeat in [1.05, 1.15] and DRY's multiplier in [0.6, 1.0], spread the
+    same way; the windows (last_n 64 and 4096) and DRY's base and allowed length stay
+    W10a's.
+    """
+    w1 = per_row_w1_params(B)
+    B = int(B)
     return {
-        "top_k": np.rint(spread(20.0, 60.0, 1)).astype(np.int64),
-        "top_p": spread(0.90, 0.98, 7),
-        "min_p": spread(0.02, 0.08, 13),
-        "temperature": spread(0.7, 0.9, 29),
+        "penalties": {"repeat": _spread(B, 1.05, 1.15, 5) if B > 0 else np.zeros(0)},
+        "dry": {"multiplier": _spread(B, 0.6, 1.0, 11) if B > 0 else np.zeros(0)},
+        "top_k": {"k": w1["top_k"]},
+        "top_p": {"p": w1["top_p"]},
+        "min_p": {"p": w1["min_p"]},
+        "temperature": {"t": w1["temperature"]},
     }
+
+
+def engine_chain(chain, B: int = 1, per_row: bool = False) -> list:
+    """A W10 chain as ``[(stage, {parameter: value})]`` (copies), per-row if asked.
+
+    ``per_row`` replaces the parameters named by ``per_row_w10_params(B)`` with their
+    (B,) arrays; the others stay scalars.
+    """
+    rows = per_row_w10_params(B) if per_row else {}
+    return [(name, {**dict(kw), **{k: v for k, v in rows.get(name, {}).items() if k in kw}})
+            for name, kw in chain]
+
+
+#: fastsample's stage class of each stage name of an engine chain.
+_STAGE_CLASS = {"penalties": "Penalties", "dry": "DRY", "top_k": "TopK", "top_p": "TopP",
+                "min_p": "MinP", "xtc": "XTC", "temperature": "Temperature"}
+
+
+def chain_stages(spec) -> list:
+    """fastsample stages for ``[(stage, {parameter: value})]`` (``engine_chain``'s form)."""
+    import fastsample as fs
+
+    return [getattr(fs, _STAGE_CLASS[name])(**kw) for name, kw in spec]
+
+
+def engine_loop(chain, steps) -> Callable[[], Any]:
+    """One engine step per call: ``chain.sample`` on the next logits of ``steps``
+    (cycled), then ``chain.accept`` of the tokens drawn; returns them."""
+    nxt = itertools.cycle(steps).__next__
+
+    def step():
+        tokens = chain.sample(nxt())
+        chain.accept(tokens)
+        return tokens
+
+    return step
 
 
 # --------------------------------------------------------------------------- table
@@ -187,14 +293,29 @@ class Prepared:
     inputs: Dict[str, Any]
     _call: Callable[[str], Callable[[], Any]] = field(repr=False)
     _floor: Callable[[], Any] = field(repr=False)
+    _baseline: Callable[[str], Callable[[], Any]] | None = field(default=None, repr=False)
 
     def call(self, backend: str) -> Callable[[], Any]:
-        """A zero-argument callable making the public API call on ``backend``."""
+        """A zero-argument callable making the public API call on ``backend``.
+
+        Engine cases (W10, W1chain) build a fresh ``SamplerChain`` per call of this
+        method; each call of the callable is one token (sample, then accept).
+        """
         return self._call(backend)
 
     def floor(self) -> Any:
         """``np.max`` over the same row(s) the call reads: the cost of one read."""
         return self._floor()
+
+    @property
+    def has_baseline(self) -> bool:
+        return self._baseline is not None
+
+    def baseline(self, backend: str) -> Callable[[], Any]:
+        """What the case is compared with on the same backend (W1chain: ``fs.sample``)."""
+        if self._baseline is None:
+            raise ValueError(f"{self.case.label} has no baseline")
+        return self._baseline(backend)
 
 
 @dataclass(frozen=True)
@@ -203,7 +324,7 @@ class Case:
 
     workload: str  # "W7"
     name: str  # "k=50 B=1" ("" when the workload has one case)
-    op: str  # "sample" | "topk" | "dry_penalty" | "softmax"
+    op: str  # "sample" | "topk" | "dry_penalty" | "softmax" | "engine" | "chain_step" | "row_spread"
     generator: str  # "llm_like" | "flat" | "natural" | "repeated"
     B: int
     V: int
@@ -285,9 +406,71 @@ class Case:
 
             # The floor for DRY is one read of its input, the history.
             floor = _floor_of(hist)
+        elif self.op == "engine":
+            return self._prepare_engine(V, seed, params)
+        elif self.op == "chain_step":
+            return self._prepare_chain_step(V, seed, params)
+        elif self.op == "row_spread":
+            return self._prepare_row_spread(V, seed, params)
         else:  # pragma: no cover - table error
             raise ValueError(f"unknown workload op {self.op!r}")
         return Prepared(case=self, V=V, inputs=inputs, _call=call, _floor=floor)
+
+    def _prepare_engine(self, V: int, seed: int, params: Mapping[str, Any]) -> Prepared:
+        """W10: a chain loaded with per-row histories; ``steps`` different logits per
+        row, cycled (step i reads rows i .. i+B-1 of a pool of B + steps - 1 rows, a
+        view: no copy is timed)."""
+        import fastsample as fs
+
+        B, steps = self.B, int(params["steps"])
+        pool = GENERATORS[self.generator](B + steps - 1, V, seed)
+        views = [pool[i] for i in range(steps)] if B == 1 else [pool[i: i + B] for i in range(steps)]
+        hist = engine_histories(B, int(params["history"]), V, seed)
+        spec = engine_chain(params["chain"], B, bool(params.get("per_row")))
+        inputs = {"pool": pool, "steps": views, "history": hist, "chain": spec, "seed": seed}
+
+        def call(backend: str):
+            chain = fs.SamplerChain(chain_stages(spec), seed=seed, backend=backend)
+            chain.load_states([{"history": h} for h in hist])
+            return engine_loop(chain, views)
+
+        return Prepared(case=self, V=V, inputs=inputs, _call=call, _floor=_floor_of(views[0]))
+
+    def _prepare_chain_step(self, V: int, seed: int, params: Mapping[str, Any]) -> Prepared:
+        """W1chain: W1's stages as a SamplerChain (sample + accept per token) on W1's
+        row; the baseline is ``fs.sample`` with W1's parameters on the same row."""
+        import fastsample as fs
+
+        x = GENERATORS[self.generator](1, V, seed)[0]
+        kw = dict(params)
+        kw["top_k"] = min(int(kw["top_k"]), V)
+        spec = [("top_k", {"k": kw["top_k"]}), ("top_p", {"p": kw["top_p"]}),
+                ("min_p", {"p": kw["min_p"]}), ("temperature", {"t": kw["temperature"]})]
+        inputs = {"logits": x, **kw, "chain": spec}
+
+        def call(backend: str):
+            return engine_loop(fs.SamplerChain(chain_stages(spec), seed=seed, backend=backend), [x])
+
+        def baseline(backend: str):
+            return lambda: fs.sample(x, seed=seed, position=0, backend=backend, **kw)
+
+        return Prepared(case=self, V=V, inputs=inputs, _call=call, _floor=_floor_of(x),
+                        _baseline=baseline)
+
+    def _prepare_row_spread(self, V: int, seed: int, params: Mapping[str, Any]) -> Prepared:
+        """W3rows: the prepared W3 and W5 cases of each row seed (``seed`` .. ``seed +
+        rows - 1``). ``call(backend)`` samples W3 on every row once (a sweep)."""
+        pair = [get(w).cases[0] for w in params["pair"]]
+        rows = [(s, [c.prepare(vocab=V, seed=s) for c in pair])
+                for s in range(seed, seed + int(params["rows"]))]
+        x = np.stack([preps[0].inputs["logits"] for _, preps in rows])
+        inputs = {"rows": rows, "logits": x, "pair": tuple(params["pair"])}
+
+        def call(backend: str):
+            fns = [preps[0].call(backend) for _, preps in rows]
+            return lambda: [fn() for fn in fns]
+
+        return Prepared(case=self, V=V, inputs=inputs, _call=call, _floor=_floor_of(x))
 
 
 def _floor_of(x: np.ndarray) -> Callable[[], Any]:
@@ -311,6 +494,12 @@ class Workload:
 def _single(wid: str, desc: str, gen: str, B: int, params: Mapping[str, Any]) -> Workload:
     case = Case(wid, "", "sample", gen, B, DEFAULT_VOCAB, dict(params))
     return Workload(wid, desc, "sample", gen, (B,), DEFAULT_VOCAB, dict(params), (case,))
+
+
+def _engine(wid: str, desc: str, B: int, params: Mapping[str, Any]) -> Workload:
+    params = {**ENGINE_PARAMS, **params}
+    case = Case(wid, "", "engine", "llm_like", B, DEFAULT_VOCAB, params)
+    return Workload(wid, desc, "engine", "llm_like", (B,), DEFAULT_VOCAB, params, (case,))
 
 
 _V = DEFAULT_VOCAB
@@ -351,6 +540,24 @@ WORKLOADS: Tuple[Workload, ...] = (
         "W9", "softmax B=64 (llm_like)", "softmax", "llm_like", (64,), _V, {},
         (Case("W9", "B=64", "softmax", "llm_like", 64, _V, {}),),
     ),
+    _engine("W10a", "engine loop B=1, history 4096: Penalties(1.1, 64) -> DRY(0.8, 1.75, 2, 4096) "
+            "-> TopK 40 -> TopP 0.95 -> MinP 0.05 -> Temperature 0.8; sample + accept per token",
+            1, {"chain": W10A_CHAIN}),
+    _engine("W10b", "engine loop B=1, history 4096: Penalties(1.05, 64) -> MinP 0.02 "
+            "-> XTC(0.5, 0.1) -> Temperature 1.0; sample + accept per token", 1, {"chain": W10B_CHAIN}),
+    _engine("W10c", "W10a at B=64 with per-row parameters and per-row histories", 64,
+            {"chain": W10A_CHAIN, "per_row": True}),
+    Workload(
+        "W1chain", "W1 as a SamplerChain (sample + accept per token) vs fs.sample, same row",
+        "chain_step", "llm_like", (1,), _V, dict(W1_PARAMS),
+        (Case("W1chain", "", "chain_step", "llm_like", 1, _V, dict(W1_PARAMS)),),
+    ),
+    Workload(
+        "W3rows", "W3 (top_p 0.95) and W5 (temperature 0.8) on 16 llm_like rows (seeds 0..15): "
+        "how much top-p's time depends on the row", "row_spread", "llm_like", (1,), _V,
+        dict(ROW_SPREAD_PARAMS),
+        (Case("W3rows", "", "row_spread", "llm_like", 1, _V, dict(ROW_SPREAD_PARAMS)),),
+    ),
 )
 
 #: Every case of every workload, in table order.
@@ -358,7 +565,8 @@ CASES: Tuple[Case, ...] = tuple(c for w in WORKLOADS for c in w.cases)
 
 
 def get(workload_id: str) -> Workload:
-    """The workload with this id (``"W1"`` .. ``"W9"``, case-insensitive)."""
+    """The workload with this id (``"W1"`` .. ``"W10c"``, ``"W1chain"``, ``"W3rows"``;
+    case-insensitive)."""
     for w in WORKLOADS:
         if w.id.lower() == str(workload_id).lower():
             return w

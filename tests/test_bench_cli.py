@@ -36,7 +36,7 @@ def doc(tmp_path_factory):
 
 
 def test_json_document(doc):
-    assert doc["format"] == "fastsample-bench/2"
+    assert doc["format"] == "fastsample-bench/3"
     for key in ("date", "command", "cpu", "cpu_count", "platform", "versions", "vocab", "quick"):
         assert key in doc, key
     assert doc["backends"] == ["numba"] and doc["peers"] == ["numpy"] and doc["vocab"] == 512

@@ -191,8 +191,9 @@ def test_bench_quick_prints_every_workload_and_writes_json(tmp_path, capsys):
     doc = json.loads(jpath.read_text())
     assert doc["vocab"] == 4096 and doc["backends"] == ["numpy"]
     res = doc["results"]
-    assert {r["workload"] for r in res} == {f"W{i}" for i in range(1, 10)}
-    assert len(res) == len(wl.CASES)
+    assert {r["workload"] for r in res} == {f"W{i}" for i in range(1, 10)} | {"W10a", "W10b", "W10c", "W1chain"}
+    assert len(res) == len([c for c in wl.CASES if c.op != "row_spread"])
+    assert [r["workload"] for r in doc["row_spread"]] == ["W3rows"]
     for r in res:
         assert r["backend"] == "numpy" and r["V"] == 4096
         assert r["median_us"] > 0 and r["floor_median_us"] > 0 and r["ratio_to_floor"] > 0
@@ -209,7 +210,7 @@ def test_bench_workload_filter(capsys):
 @pytest.mark.parametrize("argv", [
     ["bench", "--backends", "nosuch"],
     ["bench", "--vocab", "1"],
-    ["bench", "--workloads", "W10"],
+    ["bench", "--workloads", "W99"],
     ["bench", "--repeats", "0"],
     ["bench", "--batch", "0"],
     ["bench", "--peers", "nosuch"],
@@ -308,7 +309,9 @@ def test_llm_like_shape_of_distribution():
 
 
 def test_workload_table():
-    assert [w.id for w in wl.WORKLOADS] == [f"W{i}" for i in range(1, 10)]
+    assert [w.id for w in wl.WORKLOADS] == [f"W{i}" for i in range(1, 10)] + [
+        "W10a", "W10b", "W10c", "W1chain", "W3rows"]
+    assert wl.get("w10C").cases[0].B == 64
     w4 = wl.get("w4")
     assert w4.B == (64,) and w4.cases[0].B == 64
     p = wl.per_row_w1_params(64)
@@ -322,7 +325,7 @@ def test_workload_table():
     assert [c.label for c in wl.get("W8").cases] == [
         "W8 natural L=8192", "W8 natural L=32768", "W8 repeated L=32768"]
     with pytest.raises(ValueError):
-        wl.get("W10")
+        wl.get("W99")
 
 
 def test_histories():
