@@ -169,7 +169,12 @@ class Penalties(Stage):
     )
 
     def apply(self, ops, logits, ctx, out=None):
-        return ops.penalties(logits, ctx.history, *self.rows(ctx.B), out=out)
+        rows = self.rows(ctx.B)
+        history = ctx.history
+        if ctx.B > 1:  # only the window: the kernels join the rows into one array
+            history = [h[len(h) - n:] if 0 < n < len(h) else h
+                       for h, n in zip(history, rows[3].tolist())]
+        return ops.penalties(logits, history, *rows, out=out)
 
 
 class DRY(Stage):

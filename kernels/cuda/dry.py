@@ -116,10 +116,7 @@ def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, str
     """
     x, host = transfer.rows(logits, stream)
     B, V = x.shape
-    if len(history) != B:
-        raise ValueError(f"history has {len(history)} rows but the batch has B={B} rows")
-    history = [as_token_ids(f"history row {b}", np.asarray(h).ravel(), V)
-               for b, h in enumerate(history)]
+    history = stages.host_histories(history, B, V)
     params = [np.broadcast_to(np.asarray(v, dt), (B,)) for v, dt in (
         (multiplier, np.float64), (base, np.float64), (allowed_length, np.int64),
         (last_n, np.int64))]

@@ -511,6 +511,14 @@ def logit_bias(logits, ids, values, stream=0, out=None):
     return transfer.back_into(dst, host, out, stream)
 
 
+
+def host_histories(history, B, V):
+    """B host histories (1-D int arrays), each checked against [0, V)."""
+    if len(history) != B:
+        raise ValueError(f"history has {len(history)} rows but the batch has B={B} rows")
+    return [as_token_ids(f"history row {b}", np.asarray(h).ravel(), V)
+            for b, h in enumerate(history)]
+
 def penalties(logits, history, repeat, frequency, presence, last_n, stream=0, out=None):
     """Repetition, frequency and presence penalties over the last ``last_n`` tokens.
 
@@ -520,10 +528,7 @@ def penalties(logits, history, repeat, frequency, presence, last_n, stream=0, ou
     """
     x, host = transfer.rows(logits, stream)
     B, V = x.shape
-    if len(history) != B:
-        raise ValueError(f"history has {len(history)} rows but the batch has B={B} rows")
-    history = [as_token_ids(f"history row {b}", np.asarray(h).ravel(), V)
-               for b, h in enumerate(history)]
+    history = host_histories(history, B, V)
     if transfer.is_device(last_n):
         last_n = last_n.copy_to_host(stream=stream)
     counts = counts_from_history(history, V, last_n, stream)
