@@ -162,8 +162,12 @@ def penalties(logits, history, repeat, frequency, presence, last_n, out=None):
 
 
 def _window_lengths(offsets, last_n):
+    """Each row's window length, as a list (one row, the per-token path: plain ints)."""
+    if last_n.size == 1:
+        n, w = int(offsets[1] - offsets[0]), int(last_n[0])
+        return [min(n, w) if w > 0 else n]
     lengths = np.diff(offsets)
-    return np.where(last_n > 0, np.minimum(lengths, last_n), lengths)
+    return np.where(last_n > 0, np.minimum(lengths, last_n), lengths).tolist()
 
 
 def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, out=None):
@@ -178,7 +182,7 @@ def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, out
     win = _window_lengths(offsets, ln)
 
     def run(a, b):
-        z, z_len = workspace("z", np.int32, int(win[a:b].max()))
+        z, z_len = workspace("z", np.int32, max(win[a:b]))
         best, best_len = workspace("best", np.int32, V)  # C sets every entry it reads
         _check(lib.fs_dry(buf(x[a:b]), buf(out[a:b]), b - a, V, buf(hist), hist.size,
                           buf(offsets[a:b + 1]), buf(mult[a:b]), buf(bs[a:b]),
