@@ -105,8 +105,11 @@ class SamplerChain:
         self.backend = self._cpu_names[0]
         self._fused = self._canonical_plan()
         # The numpy backend is the reference: it runs stage by stage, with no plan.
+        self._module = module = _backends.load(self.backend)   # the CPU backend's functions
         self._plan = _plan.Plan(self.stages, lambda tail: self._canonical_plan(stages=tail),
-                                fast=self.backend != "numpy")
+                                fast=self.backend != "numpy",
+                                can_truncate=getattr(module, "truncate_canonical", None)
+                                is not None)
         self._row_args = None   # fs.sample's scalar arguments, for the one-row path
         self._work = None       # the working copy of the logits that edits write
         self.reset()
@@ -157,7 +160,7 @@ class SamplerChain:
     def _sample_fused(self, x, ctx):
         """Tokens of the fused plan (-2: the kernel's invalid-row flag): int32 (B,), or
         an int for one row (the per-token path: no arrays at all)."""
-        module = _backends.load(self.backend)
+        module = self._module
         row_fn = getattr(module, "sample_row", None) if ctx.B == 1 else None
         if row_fn is not None:  # one row: scalar arguments, no per-row arrays
             if self._row_args is None:
@@ -472,7 +475,7 @@ class SamplerChain:
         """
         work, hidden = self._edit(x, ctx)
         ids, vals, offsets, flagged = _plan.truncate(
-            self._ops, work, self._plan.truncation_args(ctx.B), _backends.load(self.backend))
+            work, self._plan.truncation_args(ctx.B), self._module)
         bad = self._bad_rows(x, np.asarray(flagged, np.bool_), hidden)
         if bad.any():  # one stand-in survivor per bad row: stages stay well-defined
             ids, vals, offsets = _plan.stand_in(ids, vals, offsets, bad)
@@ -541,7 +544,7 @@ class SamplerChain:
         x, one_d, ctx = self._prepare(logits, history, history_len, position)
         mode = self._plan.mode
         terminal = self.stages[-1]
-        fused = getattr(_backends.load(self.backend), "process_canonical", None)
+        fused = getattr(self._module, "process_canonical", None)
         if mode == "fused" and fused is not None:
             work, hidden = self._edit(x, ctx)
             bad = self._bad_rows(x, self._invalid_rows(work), hidden)

@@ -12,7 +12,8 @@ A chain reads as ``[edits] [first truncation] [later stages] terminal``:
   MinP / Temperature in llama.cpp's or Hugging Face's order, then Dist), the
   backend's fused canonical kernel samples (or processes) the working copy.
 - **Candidates**: when what follows starts with a run of TopK / TopP / MinP
-  (llama.cpp's order, one shared min_keep), the backend's ``truncate_canonical``
+  (llama.cpp's order, one shared min_keep) and the backend has ``truncate_canonical``
+  (a backend without it runs such chains as stages), that kernel
   gathers the survivors (ids ascending, values) with the block-maxima passes of the
   fused kernel. Every later stage and the terminal run on the compacted survivors: a
   ``(B, n)`` row of their values, padded with ``-inf``. That is exact because every
@@ -73,7 +74,7 @@ class Plan:
         truncation (candidates mode).
     """
 
-    def __init__(self, stages, fused_tail, fast=True):
+    def __init__(self, stages, fused_tail, fast=True, can_truncate=True):
         body, self.terminal = stages[:-1], stages[-1]
         if fast:  # Temperature(1) changes nothing (the reference copies the row)
             body = tuple(s for s in body if not (isinstance(s, Temperature)
@@ -95,7 +96,7 @@ class Plan:
         if self.fused is not None:
             self.mode = "fused"
             return
-        run = _first_truncation(rest)
+        run = _first_truncation(rest) if can_truncate else []
         after = rest[len(run):]
         if run and all(map(_compact_safe, after + (self.terminal,))):
             self.mode = "candidates"
@@ -142,30 +143,15 @@ class Plan:
                 param(MinP, 0.0, np.float64), min_keep)
 
 
-def truncate(ops, x, args, module):
-    """``(ids, vals, offsets, invalid)`` of the first truncation on ``x`` (B, V).
-
-    The backend ``module``'s ``truncate_row`` (one row, scalar arguments: the
-    per-token path) or ``truncate_canonical``; a backend without them runs the stages
-    in full and reads the survivors back.
-    """
+def truncate(x, args, module):
+    """``(ids, vals, offsets, invalid)`` of the first truncation on ``x`` (B, V): the
+    backend ``module``'s ``truncate_row`` (one row, scalar arguments: the per-token
+    path) or ``truncate_canonical``."""
     row_fn = getattr(module, "truncate_row", None) if x.shape[0] == 1 else None
     if row_fn is not None:
         ids, vals, invalid = row_fn(x[0], *(a.item() for a in args))
         return ids, vals, np.array([0, ids.size], np.int64), np.array([invalid])
-    fn = getattr(module, "truncate_canonical", None)
-    if fn is not None:
-        return fn(x, *args)
-    top_k, top_p, min_p, min_keep = args
-    finite_in = np.isfinite(x)
-    invalid = ~finite_in.any(axis=1) | np.isnan(x).any(axis=1) | np.isposinf(x).any(axis=1)
-    y = np.where(invalid[:, None], np.float32(0.0), x)
-    y = ops.min_p(ops.top_p(ops.top_k(y, top_k, min_keep), top_p, min_keep), min_p, min_keep)
-    keep = np.isfinite(y) & ~invalid[:, None]
-    rows, ids = np.nonzero(keep)
-    offsets = np.zeros(x.shape[0] + 1, np.int64)
-    np.cumsum(keep.sum(axis=1), out=offsets[1:])
-    return ids.astype(np.int32), x[rows, ids].astype(np.float32), offsets, invalid
+    return module.truncate_canonical(x, *args)
 
 
 def stand_in(ids, vals, offsets, bad):
