@@ -6,11 +6,14 @@
 
 Correctness: tokens of ``fs.sample`` on device logits (torch.cuda tensors) against the
 numpy reference, and the masks of the canonical chain (``SamplerChain.process``),
-copied back; zero mismatches allowed. Timings (median of repeated, synchronised
-calls): our fused kernel and the whole ``fs.sample`` call, a PyTorch sort-based
-sampler on the same GPU (sort, softmax, cumsum, mask, ``torch.multinomial``: what
-vLLM and transformers do), ``softmax`` / ``topk`` against torch's, and the copy floor
-(one device-to-device copy of the logits). Prints one JSON object; exits 1 on a
+copied back; SPEC §12's W10a (Penalties, DRY, W1) and W10b (Penalties, MinP, XTC)
+chains over accepted steps, B = 1 and 64; zero mismatches allowed. Timings (median
+of repeated, synchronised calls): our fused kernel and the whole ``fs.sample`` call,
+a PyTorch sort-based sampler on the same GPU (sort, softmax, cumsum, mask,
+``torch.multinomial``: what vLLM and transformers do), the W10a/W10b engine loop
+(``chain.sample`` + ``chain.accept`` per token) and its host part (DRY's edits),
+``softmax`` / ``topk`` against torch's, and the copy floor (one device-to-device
+copy of the logits). Prints one JSON object; exits 1 on a
 mismatch, 2 when the machine cannot run the check (no GPU, no torch, no numba-cuda).
 """
 
@@ -130,6 +133,12 @@ def correctness(fs, wl, to_dev, batches, V):
     n = check_penalty_chain(fs, wl, to_dev, B, V)
     report[f"tokens_penalties_3_steps_B{B}"] = n
     mismatches += n
+    for B in (1, batches[0]):
+        for name in ("W10a", "W10b"):
+            tokens, masks = check_w10(fs, wl, to_dev, name, B, V)
+            report[f"tokens_{name}_3_steps_B{B}"] = tokens
+            report[f"mask_mismatches_{name}_B{B}"] = masks
+            mismatches += tokens + masks
     return report, mismatches
 
 
@@ -177,6 +186,68 @@ def check_penalty_chain(fs, wl, to_dev, B, V):
         gpu.accept(want)
         ref.accept(want)
     return bad
+
+
+def w10_stages(fs, name, B):
+    """SPEC §12's W10a or W10b chain; with B > 1, per-row parameters (W10c)."""
+    rng = np.random.default_rng(B)
+    def per_row(lo, hi, value):
+        return value if B == 1 else rng.uniform(lo, hi, B)
+    if name == "W10a":
+        return [fs.Penalties(repeat=per_row(1.0, 1.2, 1.1), last_n=64),
+                fs.DRY(per_row(0.5, 1.0, 0.8), 1.75, 2, last_n=4096),
+                fs.TopK(40), fs.TopP(per_row(0.9, 0.98, 0.95)),
+                fs.MinP(per_row(0.02, 0.08, 0.05)), fs.Temperature(per_row(0.7, 0.9, 0.8))]
+    return [fs.Penalties(per_row(1.0, 1.1, 1.05), last_n=64), fs.MinP(per_row(0.01, 0.05, 0.02)),
+            fs.XTC(per_row(0.3, 0.7, 0.5), per_row(0.05, 0.15, 0.1)),
+            fs.Temperature(per_row(0.8, 1.2, 1.0))]
+
+
+def w10_chain(fs, wl, name, B, V, backend, on_invalid="raise"):
+    """A W10 chain with 4096 natural tokens of history per row (SPEC §12)."""
+    chain = fs.SamplerChain(w10_stages(fs, name, B), seed=np.arange(B, dtype=np.uint64) + 7,
+                            backend=backend, on_invalid=on_invalid)
+    chain.load_states([{"history": wl.natural_history(4096, V, seed=b)} for b in range(B)])
+    return chain
+
+
+def check_w10(fs, wl, to_dev, name, B, V, steps=3):
+    """W10a/W10b on cuda against the numpy chain: ``(tokens that differ over the
+    steps, mask mismatches of process at the first step)``; the tokens of the numpy
+    chain are accepted by both."""
+    gpu = w10_chain(fs, wl, name, B, V, "cuda")
+    ref = w10_chain(fs, wl, name, B, V, "numpy")
+    bad = masks = 0
+    for step in range(steps):
+        x = wl.llm_like(B, V, seed=40 + step)
+        if step == 0:
+            out = to_host(gpu.process(to_dev(x)))
+            masks = int((np.isneginf(out) != np.isneginf(ref.process(x))).sum())
+        want = ref.sample(x)
+        bad += int((to_host(gpu.sample(to_dev(x))) != want).sum())
+        gpu.accept(want)
+        ref.accept(want)
+    return bad, masks
+
+
+def w10_timings(fs, wl, ops, to_dev, sync, B, V, reps):
+    """The engine loop of W10a/W10b (``chain.sample`` + ``chain.accept`` per token,
+    ``on_invalid="flag"``: no wait inside sample; accept copies B tokens back) and
+    its host part: DRY's edits for B histories of 4096 tokens."""
+    out = {}
+    x = to_dev(wl.llm_like(B, V, seed=4))
+    for name in ("W10a", "W10b"):
+        chain = w10_chain(fs, wl, name, B, V, "cuda", on_invalid="flag")
+
+        def step(chain=chain):
+            chain.accept(chain.sample(x))
+        out[f"ours_chain_step_{name}"] = median_us(step, sync, reps)
+    dry = w10_stages(fs, "W10a", B)[1]
+    hist = [wl.natural_history(4096, V, seed=b) for b in range(B)]
+    table = ops.breaker_table(dry.breakers, V)
+    out["ours_dry_edits_host_W10a"] = median_us(
+        lambda: ops.dry_edits(hist, V, *dry.rows(B), table), sync, reps)
+    return out
 
 
 # ------------------------------------------------------------------------ timings
@@ -266,28 +337,25 @@ def ptx_only():
     # pf32, pi32, pf64, cnt, si, sf of split.py
     split_state = (f32, T.int32[:, :, ::1], T.float64[:, :, ::1], T.int32[:, ::1],
                    T.int64[:, ::1], T.float64[:, ::1])
+    # the canonical parameters: top_k, top_p, min_p, temperature, min_keep, t_last,
+    # XTC's probability and threshold, seed, position
+    params = (i64, f64, f64, f64, i64, T.boolean, f64, f64, u64, u64)
     jobs = {
-        "sample": (c.sample_kernel, (f32, i64, f64, f64, f64, i64, T.boolean, u64, u64,
-                                     T.float64[:, ::1], T.int32[::1])),
-        "process": (c.process_kernel, (f32, i64, f64, f64, f64, i64, T.boolean, f32,
-                                       T.int32[::1])),
+        "sample": (c.sample_kernel, (f32, *params, T.float64[:, ::1], T.int32[::1])),
+        "process": (c.process_kernel, (f32, *params, f32, T.int32[::1])),
         # rows read in place (target.load): float16, bfloat16 bits, strided float32
-        "sample_f16": (c.sample_kernel, (T.float16[:, ::1], i64, f64, f64, f64, i64,
-                                         T.boolean, u64, u64, T.float64[:, ::1],
+        "sample_f16": (c.sample_kernel, (T.float16[:, ::1], *params, T.float64[:, ::1],
                                          T.int32[::1])),
-        "sample_bf16": (c.sample_kernel, (T.int16[:, ::1], i64, f64, f64, f64, i64,
-                                          T.boolean, u64, u64, T.float64[:, ::1],
+        "sample_bf16": (c.sample_kernel, (T.int16[:, ::1], *params, T.float64[:, ::1],
                                           T.int32[::1])),
-        "split_phase_strided": (sp.phase_kernel, (T.int64, T.int64, T.float32[:, :], i64,
-                                                  f64, f64, f64, i64, T.boolean,
+        "split_phase_strided": (sp.phase_kernel, (T.int64, T.int64, T.float32[:, :], *params,
                                                   *split_state)),
-        "split_phase": (sp.phase_kernel, (T.int64, T.int64, f32, i64, f64, f64, f64, i64,
-                                          T.boolean, *split_state)),
+        "split_phase": (sp.phase_kernel, (T.int64, T.int64, f32, *params, *split_state)),
         "split_draw": (sp.draw_kernel, (f32, u64, u64, T.int32[:, :, ::1],
                                         T.float64[:, :, ::1], T.int64[:, ::1],
                                         T.float64[:, ::1], T.int32[::1])),
-        "split_process": (sp.process_kernel, (T.int64, f32, i64, f64, f64, f64, i64,
-                                              T.boolean, *split_state, f32, T.int32[::1])),
+        "split_process": (sp.process_kernel, (T.int64, f32, *params, *split_state, f32,
+                                              T.int32[::1])),
         "invalid": (c.invalid_kernel, (f32, T.uint8[::1])),
         "softmax": (a.softmax_kernel, (f32, f64, f32)),
         "log_softmax": (a.log_softmax_kernel, (f32, f32)),
@@ -300,6 +368,8 @@ def ptx_only():
         "flag_params": (a.flag_params_kernel, (T.int32[::1], f64, T.int64)),
         "prelude": (st.prelude_kernel, (f32, f32, T.int32[:, ::1], f64, f64, f64,
                                         T.int32[::1], i64, f64, T.uint8[::1], T.int64)),
+        "dry": (st.dry_kernel, (f32, f32, i64, f64, T.int64, T.int64, T.int32[:, ::1], f64,
+                                f64, f64, T.int32[::1], i64, f64, T.uint8[::1])),
         "zero_counts": (st.zero_kernel, (T.int32[:, ::1],)),
         "scatter_counts": (st.scatter_counts_kernel, (i64, T.int32[:, ::1])),
         "update_counts": (st.update_counts_kernel, (T.int32[:, ::1], i64, i64)),
@@ -381,6 +451,14 @@ def main():
         t, r = timings(fs, wl, ops, torch, cuda, B, V, reps, on_gpu)
         times.update({f"B{B}_{k}": v for k, v in t.items()})
         ratios.update({f"B{B}_{k}": v for k, v in r.items()})
+
+    def sync():
+        cuda.synchronize()
+        if on_gpu:
+            torch.cuda.synchronize()
+    for B in (1, batches[0]):
+        t = w10_timings(fs, wl, ops, to_dev, sync, B, V, reps)
+        times.update({f"B{B}_{k}": v for k, v in t.items()})
     print(json.dumps({
         "ok": mismatches == 0, "device": device, "V": V, "batches": list(batches),
         "tpb": ops.TPB, "warmup_s": compile_s, "correctness": report, **extra,

@@ -540,7 +540,7 @@ class SamplerChain:
         if _backends.is_gpu_array(logits):
             from . import gpu
 
-            return gpu.chain_process(self, logits, history, history_len, stream)
+            return gpu.chain_process(self, logits, history, history_len, stream, position)
         x, one_d, ctx = self._prepare(logits, history, history_len, position)
         mode = self._plan.mode
         terminal = self.stages[-1]

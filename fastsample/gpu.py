@@ -21,6 +21,17 @@ and validated with the host rules. A 1-D call returns a Python int, so it waits 
 (Memory comes from numba's memory manager; an engine that must never block can plug
 its own pool into numba's EMM interface, for example torch's caching allocator.)
 
+Chains (``check_chain``). LogitBias, Penalties and DRY first, then the stages of
+``fs.sample``, with XTC after their truncations, ending in Dist (SPEC §12's W10a and
+W10b). Penalties' window counts live on the device and ``accept`` updates them.
+DRY's penalties depend only on the history, which the chain keeps on the host, and
+finding them is a sequential scan (the Z-function of the reversed window: microseconds
+per row on the CPU, milliseconds for one GPU thread at global-memory latency), so
+they are found on the host by the numba CPU kernel and uploaded as sparse float64
+edits (``kernels/cuda/dry.py``; the logits never leave the device). XTC is part of the
+fused canonical kernel (``kernels/cuda/xtc.py``): an upper cut on top of the
+truncations' threshold.
+
 ``stream``: a numba stream, a torch.cuda.Stream (``cuda_stream``), a CuPy stream
 (``ptr``), a raw ``cudaStream_t`` as an int, or None/0 for the default stream. Every
 kernel and copy of the call is queued on it, so the results are ready in stream order.
@@ -29,6 +40,7 @@ kernel and copy of the call is queued on it, so the results are ready in stream 
 from __future__ import annotations
 
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,6 +56,7 @@ from .validation import (
 )
 
 __all__ = [
+    "Plan",
     "accept_counts",
     "as_stream",
     "chain_process",
@@ -338,45 +351,94 @@ def topk(x, k, *, backend="auto", stream=None):
 # ---------------------------------------------------------------------- SamplerChain
 
 
-def check_chain(chain):
-    """The chain's cuda plan ``(prelude, canonical plan)``, or ``BackendError`` naming
-    what breaks it.
+class Plan(NamedTuple):
+    """How a chain runs on cuda (``check_chain``)."""
 
-    A chain runs on cuda when it is: LogitBias and/or Penalties first (at most one of
-    each, in either order: one fused elementwise kernel), then a chain of ``fs.sample``
-    (TopK, TopP, MinP, Temperature; the fused canonical kernel), ending in Dist.
+    prelude: tuple   # LogitBias / Penalties / DRY stages, in chain order
+    canonical: tuple  # ``SamplerChain._canonical_plan`` of the canonical stages
+    xtc: object      # the XTC stage after the truncations, or None
+
+
+_PRELUDE_DOC = ("LogitBias, Penalties and DRY (first, each at most once), then TopK, TopP, "
+                "MinP and Temperature, with XTC after the truncations (before a last "
+                "Temperature, or after a first one), ending in Dist")
+
+
+def _no_kernel(stage, why=""):
+    return _backends.BackendError(
+        f"stage {stage.name} has no kernel on backend 'cuda'{why}: the cuda backend runs "
+        + _PRELUDE_DOC)
+
+
+def _split_xtc(chain, rest):
+    """``(canonical plan, XTC stage or None)`` of the stages after the prelude, or
+    ``BackendError`` naming XTC where it cannot run: XTC must follow every truncation
+    and see what the plan's cuts see (raw logits with Temperature last, ``l / t`` with
+    Temperature first), and share the truncations' ``min_keep`` (its floor is theirs)."""
+    from .stages import XTC, Temperature
+
+    at = [i for i, s in enumerate(rest) if type(s) is XTC]
+    if not at:
+        return chain._canonical_plan("cuda", rest), None
+    xtc = rest[at[0]]
+    if len(at) > 1:
+        raise _no_kernel(xtc, " (twice)")
+    canonical = rest[:at[0]] + rest[at[0] + 1:]
+    plan = chain._canonical_plan("cuda", canonical)
+    if plan is None:
+        return None, xtc
+    by_type, t_last = plan
+    after = rest[at[0] + 1:-1]
+    heated = any(type(s) is Temperature for s in rest[:at[0]])
+    if len(by_type) == 1 and heated:   # Temperature, XTC: no cut, so "first" is the same
+        t_last = False
+    if any(type(s) is not Temperature for s in after) or heated == t_last:
+        raise _no_kernel(xtc, " here (it runs after TopK, TopP and MinP, before a last "
+                              "Temperature or after a first one)")
+    truncs = [s for s in by_type.values() if type(s) is not Temperature]
+    if truncs and not np.array_equal(np.asarray(truncs[0].min_keep), np.asarray(xtc.min_keep)):
+        raise _no_kernel(xtc, f" with min_keep {xtc.min_keep!r} (the truncations have "
+                              f"{truncs[0].min_keep!r}; cuda runs one shared min_keep)")
+    return (by_type, t_last), xtc
+
+
+def check_chain(chain):
+    """The chain's cuda ``Plan``, or ``BackendError`` naming what breaks it.
+
+    A chain runs on cuda when it is: LogitBias, Penalties and/or DRY first (at most one
+    of each, in any order: one fused elementwise kernel, then DRY's sparse edits),
+    then a chain of ``fs.sample`` (TopK, TopP, MinP, Temperature; the fused canonical
+    kernel), with XTC after the truncations (before a last Temperature, or after a
+    first one), ending in Dist.
     """
-    from .stages import Dist, LogitBias, MinP, Penalties, Temperature, TopK, TopP
+    from .stages import DRY, XTC, Dist, LogitBias, MinP, Penalties, Temperature, TopK, TopP
 
     stages = chain.stages
     n = 0
-    while n < len(stages) - 1 and type(stages[n]) in (LogitBias, Penalties):
+    while n < len(stages) - 1 and type(stages[n]) in (LogitBias, Penalties, DRY):
         n += 1
     prelude = stages[:n]
     if len({type(s) for s in prelude}) < n:
         raise _backends.BackendError(
-            "the cuda backend runs at most one LogitBias and one Penalties stage; got "
-            f"{[s.name for s in prelude]}"
+            "the cuda backend runs at most one LogitBias, one Penalties and one DRY "
+            f"stage; got {[s.name for s in prelude]}"
         )
-    plan = chain._canonical_plan("cuda", stages[n:])
+    plan, xtc = _split_xtc(chain, stages[n:])
     if plan is not None:
-        return prelude, plan
-    allowed = (TopK, TopP, MinP, Temperature)
+        return Plan(prelude, plan, xtc)
+    allowed = (TopK, TopP, MinP, Temperature, XTC)
     for stage in stages[n:-1]:
         if type(stage) not in allowed:
             break
     else:
         stage = stages[-1] if type(stages[-1]) is not Dist else None
     if stage is not None:
-        raise _backends.BackendError(
-            f"stage {stage.name} has no kernel on backend 'cuda': the cuda backend runs "
-            "LogitBias and Penalties (first), then TopK, TopP, MinP and Temperature, "
-            "ending in Dist"
-        )
+        raise _no_kernel(stage)
     raise _backends.BackendError(
-        "this chain has no kernel on backend 'cuda': after LogitBias and Penalties it "
-        "runs TopK, TopP, MinP and Temperature at most once each, truncations in that "
-        "order, Temperature first or last, one shared min_keep, ending in Dist"
+        "this chain has no kernel on backend 'cuda': after LogitBias, Penalties and DRY "
+        "it runs TopK, TopP, MinP and Temperature at most once each, truncations in that "
+        "order, Temperature first or last, one shared min_keep, XTC after the "
+        "truncations, ending in Dist"
     )
 
 
@@ -388,13 +450,28 @@ def _gpu_plan(chain):
 
 
 def _chain_rows(chain, logits, stream):
-    """``(prelude, plan, ops, rows, was_1d, stream)`` for a chain's GPU call; sizes
-    its state."""
+    """``(plan, ops, rows, was_1d, stream)`` for a chain's GPU call; sizes its state."""
     _backends.load("cuda")  # check_chain's first step: an unusable cuda raises as there
-    prelude, plan = _gpu_plan(chain)
+    plan = _gpu_plan(chain)
     ops, x, one_d, stream = _rows(logits, "logits", chain._requested, stream, direct=True)
     chain._ensure_state(x.shape[0])
-    return prelude, plan, ops, x, one_d, stream
+    return plan, ops, x, one_d, stream
+
+
+def _canonical_args(chain, plan, B):
+    """The canonical kernel's ``(top_k, top_p, min_p, temperature, min_keep,
+    temperature_last)`` and XTC's ``(probability, threshold)`` (None without XTC).
+    XTC's ``min_keep`` is the truncations' (``check_chain``), or the one when there
+    are none."""
+    from .stages import Temperature
+
+    args = chain._fused_args(B, plan.canonical)
+    if plan.xtc is None:
+        return args, None
+    probability, threshold, min_keep = plan.xtc.rows(B)
+    if all(isinstance(s, Temperature) for s in plan.canonical[0].values()):
+        args = (*args[:4], min_keep, args[5])
+    return args, (probability, threshold)
 
 
 def _counts(chain, pen, ops, B, V, history, stream):
@@ -428,19 +505,42 @@ def accept_counts(chain, tokens):
     ops.update_counts(state["counts"], add, remove, state["stream"])
 
 
+def _prelude_order(ops, stages):
+    """The ``ORDER_*`` code of the LogitBias / Penalties among ``stages``."""
+    from .stages import LogitBias, Penalties
+
+    return ops.order_of(["bias" if isinstance(s, LogitBias) else "penalties"
+                         for s in stages if isinstance(s, (LogitBias, Penalties))])
+
+
+def _dry(chain, dry, prelude, ops, B, V, history, stream):
+    """``prelude``'s ``dry`` argument: DRY's edits from the rows' histories (the
+    chain's own, or validated ``history``), found on the host (``kernels/cuda/dry.py``),
+    and the orders of the stages before and after DRY."""
+    state = chain._gpu_state
+    if state.get("dry_V") != V:   # validates the breakers against V
+        state["dry_table"] = ops.breaker_table(dry.breakers, V)
+        state["dry_V"] = V
+    hist = chain._own_history(V) if history is None else history
+    edits = ops.dry_edits(hist, V, *dry.rows(B), state["dry_table"], stream)
+    at = next(i for i, s in enumerate(prelude) if s is dry)
+    return edits, _prelude_order(ops, prelude[:at]), _prelude_order(ops, prelude[at + 1:])
+
+
 def _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream):
-    """The logits after the chain's LogitBias / Penalties stages (one fused kernel),
-    or ``x`` itself when there are none. A ``history`` is validated either way, as on
-    the host path."""
+    """The logits after the chain's LogitBias / Penalties / DRY stages (one fused
+    kernel, then DRY's edits), or ``x`` itself when there are none. A ``history`` is
+    validated either way, as on the host path."""
     if history is not None:
         history = as_history(history, history_len, x.shape[0], x.shape[1], one_d)
     if not prelude:
         return x
-    from .stages import LogitBias, Penalties
+    from .stages import DRY, LogitBias, Penalties
 
     B, V = x.shape
     pen = next((s for s in prelude if isinstance(s, Penalties)), None)
     bias = next((s for s in prelude if isinstance(s, LogitBias)), None)
+    dry = next((s for s in prelude if isinstance(s, DRY)), None)
     state = chain._gpu_state
     state["stream"] = stream   # accept's count updates follow the chain's last call
     if pen is not None:
@@ -455,6 +555,7 @@ def _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream):
         tables = state["bias"]
     else:
         tables = state.setdefault("no_bias", ops.no_bias())
+    edits = None if dry is None else _dry(chain, dry, prelude, ops, B, V, history, stream)
     # The output buffer is reused by the next call on the same stream, which is
     # ordered after this call's canonical kernel has read it.
     key = (x.shape, getattr(getattr(stream, "handle", None), "value", id(stream)) if stream
@@ -462,29 +563,32 @@ def _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream):
     if state.get("out_key") != key:
         state["out"] = _cuda().device_array(x.shape, np.float32, stream=stream)
         state["out_key"] = key
-    order = (ops.ORDER_PENALTIES if bias is None else ops.ORDER_BIAS if pen is None
-             else ops.ORDER_BIAS_PENALTIES if prelude[0] is bias else ops.ORDER_PENALTIES_BIAS)
-    return ops.prelude(x, state["out"], counts, *rows, tables, order, stream)
+    return ops.prelude(x, state["out"], counts, *rows, tables, _prelude_order(ops, prelude),
+                       stream, dry=edits)
 
 
 def chain_sample(chain, logits, history=None, history_len=None, position=None, stream=None):
     """``SamplerChain.sample`` for GPU logits (its cuda plan, see ``check_chain``)."""
-    prelude, plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
+    plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
     B = x.shape[0]
     P = _Params(B, stream, lazy=chain.on_invalid == "flag")
     pos = chain.positions if position is None else P.seeds("position", position)
-    x = _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream)
-    tokens = ops.sample_canonical(x, *chain._fused_args(B, plan), chain._seeds, pos, stream)
+    x = _apply_prelude(chain, plan.prelude, ops, x, history, history_len, one_d, stream)
+    args, xtc = _canonical_args(chain, plan, B)
+    tokens = ops.sample_canonical(x, *args, chain._seeds, pos, stream, xtc=xtc)
     return _finish_tokens(ops, tokens, logits, one_d, chain.on_invalid, stream, P.deferred)
 
 
-def chain_process(chain, logits, history=None, history_len=None, stream=None):
-    """``SamplerChain.process`` for GPU logits: the masked logits, on the device."""
-    prelude, plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
+def chain_process(chain, logits, history=None, history_len=None, stream=None, position=None):
+    """``SamplerChain.process`` for GPU logits: the masked logits, on the device.
+    ``position`` (default: the chain's) feeds XTC's roll."""
+    plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
     B = x.shape[0]
-    x = _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream)
+    pos = chain.positions if position is None else as_seeds("position", position, B)
+    x = _apply_prelude(chain, plan.prelude, ops, x, history, history_len, one_d, stream)
     if chain.on_invalid == "raise":
         _check_rows(ops, x, stream)
     # flagged invalid rows come back all -inf from the kernel
-    out = ops.process_canonical(x, *chain._fused_args(B, plan), stream)
+    args, xtc = _canonical_args(chain, plan, B)
+    out = ops.process_canonical(x, *args, stream, xtc=xtc, seed=chain._seeds, position=pos)
     return wrap(_unbatch(out, one_d), logits)

@@ -1038,7 +1038,7 @@ def _z_reversed(hist, start, end):
 
 
 @numba.njit(**_NJ)
-def _dry_lengths(hist, start, end, allowed, brk, scratch):
+def dry_lengths(hist, start, end, allowed, brk, scratch):
     """SPEC §4.1 repeat lengths: distinct tokens (history order) with L >= allowed."""
     n = end - start
     if n < 2 or brk[hist[end - 1]]:
@@ -1099,7 +1099,7 @@ def _dry_at(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, 
         return
     start, end = _window(offsets, b, ln)
     scratch = np.empty(V, np.int32)
-    toks, lens = _dry_lengths(hist, start, end, allowed[b], brk, scratch)
+    toks, lens = dry_lengths(hist, start, end, allowed[b], brk, scratch)
     for j in range(toks.shape[0]):
         t = toks[j]
         x = np.float64(row[t])
@@ -1125,7 +1125,7 @@ def _dry_serial(logits, out, hist, offsets, multiplier, base, allowed, last_n, b
 def _dry_penalty_kernel(hist, V, multiplier, base, allowed, last_n, brk):
     start, end = _window(np.array([0, hist.shape[0]], np.int64), 0, last_n)
     scratch = np.empty(V, np.int32)
-    toks, lens = _dry_lengths(hist, start, end, allowed, brk, scratch)
+    toks, lens = dry_lengths(hist, start, end, allowed, brk, scratch)
     order = _argsort_stable(toks.astype(np.float64))
     ids = np.empty(toks.shape[0], np.int32)
     pen = np.empty(toks.shape[0], np.float32)

@@ -32,12 +32,14 @@ __all__ = [
     "count_keys",
     "fixed_bits",
     "key_value",
+    "kept",
     "kth_digit",
     "mass_bins_chunk",
     "mass_digit",
     "max_f32",
     "max_f64",
     "max_i32",
+    "min_f64",
     "min_i32",
     "radix_kth",
     "radix_mass",
@@ -101,6 +103,7 @@ sum_f64 = _tree_reduction(_add, "sum_f64")
 sum_i32 = _tree_reduction(_add, "sum_i32")
 max_i32 = _tree_reduction(_max, "max_i32")
 min_i32 = _tree_reduction(_min, "min_i32")
+min_f64 = _tree_reduction(_min, "min_f64")
 
 
 @cuda.jit(device=True)
@@ -110,6 +113,15 @@ def stage_value(x, t):
     if t == 1.0 or not x > -np.inf:
         return np.float32(x)
     return saturate_f32(np.float64(x) / t)
+
+
+@cuda.jit(device=True, inline=True)
+def kept(v, T, xu, xg):
+    """Whether the draw keeps a stage value ``v``: the cuts' ``v >= T``, less XTC's
+    hole ``xu < v < xg`` (``xu``: XTC's upper cut, ``xg``: its ``min_keep`` floor
+    above it; both ``inf`` when XTC changes nothing, so the hole is empty)."""
+    f = np.float64(v)
+    return f >= T and (f <= xu or f >= xg)
 
 
 @cuda.jit(device=True)

@@ -15,7 +15,10 @@ Per row:
 3. TopP's cut: radix select on probability mass, 4 bits a pass, per-thread float64
    bins summed in a fixed order; the total ``W`` is the first pass's bins.
 4. MinP's cut in logit space: ``l_max + ln p`` in float64.
-5. The draw of SPEC §5 (inverse CDF in token-id order): in each chunk, each thread
+5. XTC, when the chain has it after the truncations and the row's roll says so
+   (``xtc.py``): an upper cut ``xu`` (and its ``min_keep`` floor ``xg``) that the
+   draw and ``process`` apply with ``T`` (``block.kept``).
+6. The draw of SPEC §5 (inverse CDF in token-id order): in each chunk, each thread
    sums the float64 weights of one contiguous slice of ids; a chunk's sum is a fixed
    tree over its slices; thread 0 walks the chunk sums in id order, then the slices of
    the one chunk where the running sum passes ``u * W``, then its ids. ``u`` comes
@@ -41,6 +44,7 @@ from .block import (
     F32_MAX,
     MASS_BINS,
     RADIX_BINS,
+    kept,
     key_value,
     max_f32,
     max_i32,
@@ -52,8 +56,11 @@ from .block import (
     sum_i32,
 )
 from .target import CHUNK, TPB, load
+from .xtc import INF, xtc_above, xtc_cuts, xtc_rolls, xtc_upper
 
 __all__ = [
+    "GREEDY",
+    "GREEDY_AFTER_XTC",
     "INVALID",
     "chunk_slices",
     "cuts",
@@ -68,6 +75,8 @@ __all__ = [
 ]
 
 INVALID = -2
+GREEDY = 1             # status: the token is ``first``
+GREEDY_AFTER_XTC = 2   # status: greedy, but XTC acts first (Temperature <= 0 last)
 NEG = -F32_MAX         # a threshold that keeps every finite token
 TOL = 1e-6             # SPEC §4 mass tolerance
 _SLICE = CHUNK // TPB  # ids per thread in a chunk's draw sums
@@ -145,12 +154,14 @@ def _kth_value(row, t, j, nf, hist, sh_i32):
 
 
 @cuda.jit(device=True)
-def _threshold(row, k, p, pmin, mk, t, t_last, sh_i32):
-    """Run the chain's cuts on one row.
+def _threshold(row, k, p, pmin, mk, t, t_last, xon, sh_i32):
+    """Run the chain's cuts on one row; ``xon``: XTC acts on it after them.
 
-    Returns ``(status, T, t_pre, t_draw, m, first)``: status -2 invalid row, 1 greedy
-    (``first`` is the token), 0 draw over ``stage_value(row, t_pre) >= T`` with
-    weights ``exp(stage_value(v, t_draw) - stage_value(m, t_draw))``.
+    Returns ``(status, T, t_pre, t_draw, m, first, g_mk)``: status -2 invalid row, 1
+    greedy (``first`` is the token), 0 draw over ``stage_value(row, t_pre) >= T`` with
+    weights ``exp(stage_value(v, t_draw) - stage_value(m, t_draw))``, 2 greedy after
+    XTC (``T`` computed, ``first`` not yet). ``g_mk``: ``G(min_keep)`` where a
+    ``min_keep`` floor may need it, else ``NEG``.
     The selects' scratch is declared here (called once per kernel, so the simulator's
     by-line shared arrays stay distinct); ``sh_i32``: the kernel's int32 (TPB,)
     array, which the draw reuses.
@@ -164,38 +175,82 @@ def _threshold(row, k, p, pmin, mk, t, t_last, sh_i32):
     n = row.shape[0]
     m32, bad, nf = scan_chunk(row, 0, n, sh_f32, sh_i32)
     if bad != 0 or nf == 0:
-        return INVALID, 0.0, 1.0, 1.0, 0.0, -1
-    if t <= 0.0:   # greedy in both orders: the first maximum of the row
-        return 1, 0.0, 1.0, 1.0, 0.0, first_index(row, 0, n, m32, sh_i32)
+        return INVALID, 0.0, 1.0, 1.0, 0.0, -1, NEG
+    status = 0
+    if t <= 0.0:
+        if not (xon and t_last):   # the cuts keep the row's first maximum
+            return GREEDY, 0.0, 1.0, 1.0, 0.0, first_index(row, 0, n, m32, sh_i32), NEG
+        status = GREEDY_AFTER_XTC  # XTC may mask it: cut first (t_pre = 1)
     t_pre, t_draw = temperatures(t, t_last)
     m = np.float64(stage_value(m32, t_pre))   # stage_value is monotone
     T = NEG
     g_mk = NEG
     if k > 0:
         T = _kth_value(row, t_pre, max(k, mk), nf, hist, sh_i32)
-    if mk > 1 and (p < 1.0 or pmin > 0.0):
+    if mk > 1 and (p < 1.0 or pmin > 0.0 or xon):
         g_mk = _kth_value(row, t_pre, mk, nf, hist, sh_i32)
     found = 0
     key = 0
     if p < 1.0 and p - TOL > 0.0:
         found, key = radix_mass(row, t_pre, T, m, p - TOL, bins, red, cnt, tot, sh_i32)
-    return 0, cuts(m, p, pmin, mk, T, found, key, g_mk), t_pre, t_draw, m, -1
+    return status, cuts(m, p, pmin, mk, T, found, key, g_mk), t_pre, t_draw, m, -1, g_mk
 
 
 @cuda.jit(device=True)
-def chunk_slices(row, lo, hi, T, t_pre, t_draw, mw, sl, sh_f64):
+def _xtc(row, T, t_pre, m, threshold, mk, g_mk, sl, sh_f64, sh_i32):
+    """``xtc.xtc_cuts``' ``(xu, xg, m_draw)`` for one row, one block (``xtc.py``).
+    Declares its float32 scratch (called once per kernel)."""
+    sh_f32 = cuda.shared.array(TPB, float32)
+    n = row.shape[0]
+    W = 0.0
+    for lo in range(0, n, CHUNK):   # chunk sums in chunk order, as the split path
+        total, _last = chunk_slices(row, lo, min(lo + CHUNK, n), T, INF, INF, t_pre, 1.0,
+                                    m, sl, sh_f64)
+        W += total
+    n_above, pmin = xtc_above(row, 0, n, T, t_pre, m, W, threshold, sh_f64, sh_i32)
+    top = float32(-np.inf)
+    n_low = 0
+    if n_above >= 2:   # the same in every thread (a block reduction)
+        top, n_low = xtc_upper(row, 0, n, T, t_pre, m, W, pmin, sh_f32, sh_i32)
+    return xtc_cuts(n_above, top, n_low, mk, g_mk, m)
+
+
+@cuda.jit(device=True)
+def _cut_row(row, b, top_k, top_p, min_p, temperature, min_keep, t_last, xtc_p, xtc_t,
+             seed, position, sl, sh_f64, sh_i32):
+    """The cuts and XTC of row ``b``: ``(status, T, xu, xg, t_pre, t_draw, m_draw,
+    first)``; status -2 invalid, 1 greedy (``first``), 0 draw over ``block.kept``
+    with weights ``exp(stage_value(v, t_draw) - stage_value(m_draw, t_draw))``."""
+    mk = min_keep[b]
+    xon = xtc_rolls(xtc_p[b], xtc_t[b], seed[b], position[b])
+    status, T, t_pre, t_draw, m, first, g_mk = _threshold(
+        row, top_k[b], top_p[b], min_p[b], mk, temperature[b], t_last, xon, sh_i32)
+    xu = INF
+    xg = INF
+    m_draw = m
+    if xon and (status == 0 or status == GREEDY_AFTER_XTC):
+        xu, xg, m_draw = _xtc(row, T, t_pre, m, xtc_t[b], mk, g_mk, sl, sh_f64, sh_i32)
+    if status == GREEDY_AFTER_XTC:   # t_pre = 1: the first of the largest kept value
+        first = first_index(row, 0, row.shape[0], float32(m_draw), sh_i32)
+        status = GREEDY
+    return status, T, xu, xg, t_pre, t_draw, m_draw, first
+
+
+@cuda.jit(device=True)
+def chunk_slices(row, lo, hi, T, xu, xg, t_pre, t_draw, mw, sl, sh_f64):
     """The draw's sums over ``row[lo:hi]`` (one chunk): thread ``s`` sums the weights of
-    ids ``lo + s*_SLICE ...`` (its slice) in id order into ``sl[s]``. Returns the
-    chunk's sum (every thread: a fixed tree over the slices) and the thread's own last
-    survivor (-1 if none; ``max_i32`` of it is the chunk's, left to the caller so the
-    one-block loop reduces once). ``sl``, ``sh_f64``: float64 (TPB,) shared."""
+    the kept ids (``block.kept``) among ``lo + s*_SLICE ...`` (its slice) in id order
+    into ``sl[s]``. Returns the chunk's sum (every thread: a fixed tree over the
+    slices) and the thread's own last survivor (-1 if none; ``max_i32`` of it is the
+    chunk's, left to the caller so the one-block loop reduces once). ``sl``,
+    ``sh_f64``: float64 (TPB,) shared."""
     a = min(lo + cuda.threadIdx.x * _SLICE, hi)
     z = min(a + _SLICE, hi)
     acc = 0.0
     last = -1
     for i in range(a, z):
         v = stage_value(load(row, i), t_pre)
-        if np.float64(v) >= T:
+        if kept(v, T, xu, xg):
             acc += math.exp(np.float64(stage_value(v, t_draw)) - mw)
             last = i
     sl[cuda.threadIdx.x] = acc
@@ -203,7 +258,7 @@ def chunk_slices(row, lo, hi, T, t_pre, t_draw, mw, sl, sh_f64):
 
 
 @cuda.jit(device=True)
-def _walk_slices(row, lo, hi, T, t_pre, t_draw, mw, sl, run, target):
+def _walk_slices(row, lo, hi, T, xu, xg, t_pre, t_draw, mw, sl, run, target):
     """One thread: in the chunk ``row[lo:hi]`` whose sum carries the running sum past
     ``target``, the first id where it does (slices in order, then ids); -1 if float64
     rounding leaves it short."""
@@ -213,7 +268,7 @@ def _walk_slices(row, lo, hi, T, t_pre, t_draw, mw, sl, run, target):
             part = 0.0
             for i in range(a, min(a + _SLICE, hi)):
                 v = stage_value(load(row, i), t_pre)
-                if np.float64(v) >= T:
+                if kept(v, T, xu, xg):
                     part += math.exp(np.float64(stage_value(v, t_draw)) - mw)
                     if run + part > target:
                         return i
@@ -223,12 +278,13 @@ def _walk_slices(row, lo, hi, T, t_pre, t_draw, mw, sl, run, target):
 
 
 @cuda.jit(device=True)
-def finish_draw(row, cs, last, T, t_pre, t_draw, mw, u, sl, sh_f64, sh_i32):
+def finish_draw(row, cs, last, T, xu, xg, t_pre, t_draw, mw, u, sl, sh_f64, sh_i32):
     """SPEC §5 from the row's chunk sums ``cs`` (float64 (S,), by ``chunk_slices``) and
-    last survivor ``last`` (any thread's value): ``W`` is the chunk sums in chunk order; the walk passes
-    ``u * W`` in one chunk, whose slices are summed again (same order, same bits).
-    If rounding leaves the running sum short, the chunk's (or the row's) last
-    survivor. Called by every thread; the token is thread 0's return value."""
+    last survivor ``last`` (any thread's value): ``W`` is the chunk sums in chunk order;
+    the walk passes ``u * W`` in one chunk, whose slices are summed again (same order,
+    same bits). If rounding leaves the running sum short, the chunk's (or the row's)
+    last survivor. Kept ids: ``block.kept(v, T, xu, xg)``. Called by every thread; the
+    token is thread 0's return value."""
     tid = cuda.threadIdx.x
     n = row.shape[0]
     target = 0.0
@@ -252,17 +308,17 @@ def finish_draw(row, cs, last, T, t_pre, t_draw, mw, u, sl, sh_f64, sh_i32):
     if c >= 0:
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
-        _total, last_c = chunk_slices(row, lo, hi, T, t_pre, t_draw, mw, sl, sh_f64)
+        _total, last_c = chunk_slices(row, lo, hi, T, xu, xg, t_pre, t_draw, mw, sl, sh_f64)
         last_c = max_i32(last_c, sh_i32)
         if tid == 0:
-            tok = _walk_slices(row, lo, hi, T, t_pre, t_draw, mw, sl, run, target)
+            tok = _walk_slices(row, lo, hi, T, xu, xg, t_pre, t_draw, mw, sl, run, target)
             if tok < 0:
                 tok = last_c
     return tok
 
 
 @cuda.jit(device=True)
-def write_chunk(row, dst, lo, hi, status, first, T, t_pre, t_draw):
+def write_chunk(row, dst, lo, hi, status, first, T, xu, xg, t_pre, t_draw):
     """The processed logits of ``row[lo:hi]`` into ``dst``: -inf where masked."""
     for i in range(lo + cuda.threadIdx.x, hi, TPB):
         y = float32(-np.inf)
@@ -271,54 +327,61 @@ def write_chunk(row, dst, lo, hi, status, first, T, t_pre, t_draw):
                 y = load(row, i)
         elif status == 0:
             v = stage_value(load(row, i), t_pre)
-            if np.float64(v) >= T:
+            if kept(v, T, xu, xg):
                 y = stage_value(v, t_draw)
         dst[i] = y
 
 
 @cuda.jit(cache=True)
-def sample_kernel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
-                  position, cs, out):
+def sample_kernel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, xtc_p,
+                  xtc_t, seed, position, cs, out):
     """One token per row (block): ``out[b]``; -2 marks an invalid row.
-    ``cs``: float64 (B, ceil(V / CHUNK)) scratch for the chunk sums of the draw."""
+    ``xtc_p``, ``xtc_t``: XTC's probability and threshold per row (probability 0: no
+    XTC). ``cs``: float64 (B, ceil(V / CHUNK)) scratch for the chunk sums of the draw."""
     b = cuda.blockIdx.x
     sh_f64 = cuda.shared.array(TPB, float64)
     sh_i32 = cuda.shared.array(TPB, int32)
     sl = cuda.shared.array(TPB, float64)
     row = logits[b]
     n = row.shape[0]
-    status, T, t_pre, t_draw, m, first = _threshold(
-        row, top_k[b], top_p[b], min_p[b], min_keep[b], temperature[b], t_last, sh_i32)
+    status, T, xu, xg, t_pre, t_draw, m_draw, first = _cut_row(
+        row, b, top_k, top_p, min_p, temperature, min_keep, t_last, xtc_p, xtc_t, seed,
+        position, sl, sh_f64, sh_i32)
     if status != 0:
         tok = INVALID if status == INVALID else first
     else:
         u = uniform(seed[b], position[b], STREAM_DRAW)
-        mw = np.float64(stage_value(np.float32(m), t_draw))
+        mw = np.float64(stage_value(np.float32(m_draw), t_draw))
         last = -1
         for c in range(cs.shape[1]):
             lo = c * CHUNK
-            total, last_c = chunk_slices(row, lo, min(lo + CHUNK, n), T, t_pre, t_draw,
-                                         mw, sl, sh_f64)
+            total, last_c = chunk_slices(row, lo, min(lo + CHUNK, n), T, xu, xg, t_pre,
+                                         t_draw, mw, sl, sh_f64)
             last = max(last, last_c)
             if cuda.threadIdx.x == 0:
                 cs[b, c] = total
         last = max_i32(last, sh_i32)
-        tok = finish_draw(row, cs[b], last, T, t_pre, t_draw, mw, u, sl, sh_f64, sh_i32)
+        tok = finish_draw(row, cs[b], last, T, xu, xg, t_pre, t_draw, mw, u, sl, sh_f64,
+                          sh_i32)
     if cuda.threadIdx.x == 0:
         out[b] = tok
 
 
 @cuda.jit(cache=True)
-def process_kernel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, out,
-                   status_out):
+def process_kernel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, xtc_p,
+                   xtc_t, seed, position, out, status_out):
     """The logits the draw would use (``out``, -inf = masked); ``status_out[b]`` is -2
-    for an invalid row (its ``out`` row is all -inf), else 0."""
+    for an invalid row (its ``out`` row is all -inf), else 0. XTC's roll uses
+    ``seed``/``position`` (stream 1) as ``sample_kernel``'s does."""
     b = cuda.blockIdx.x
+    sh_f64 = cuda.shared.array(TPB, float64)
     sh_i32 = cuda.shared.array(TPB, int32)
+    sl = cuda.shared.array(TPB, float64)
     row = logits[b]
-    status, T, t_pre, t_draw, _m, first = _threshold(
-        row, top_k[b], top_p[b], min_p[b], min_keep[b], temperature[b], t_last, sh_i32)
-    write_chunk(row, out[b], 0, row.shape[0], status, first, T, t_pre, t_draw)
+    status, T, xu, xg, t_pre, t_draw, _m, first = _cut_row(
+        row, b, top_k, top_p, min_p, temperature, min_keep, t_last, xtc_p, xtc_t, seed,
+        position, sl, sh_f64, sh_i32)
+    write_chunk(row, out[b], 0, row.shape[0], status, first, T, xu, xg, t_pre, t_draw)
     if cuda.threadIdx.x == 0:
         status_out[b] = INVALID if status == INVALID else 0
 

@@ -1,13 +1,14 @@
 """The CUDA backend: the functions of ``fastsample.reference`` it implements.
 
 Same names and results as the reference (``docs/internals.md``) for ``softmax``,
-``log_softmax``, ``topk``, ``draw``, ``argmax``, ``invalid_rows``, ``logit_bias`` and
-``penalties``, plus the fused canonical chain ``sample_canonical`` (as
-``kernels/cpu/canonical.py``, token -2 for an invalid row) and ``process_canonical``
-(the logits that chain would draw from), and what ``fastsample.gpu`` builds chains
-from: the LogitBias/Penalties ``prelude`` with its device counts and bias tables
-(``kernels/cuda/stages.py``), and the token fix-ups (``flag_invalid``, ``flag_params``,
-``to_int64``).
+``log_softmax``, ``topk``, ``draw``, ``argmax``, ``invalid_rows``, ``logit_bias``,
+``penalties`` and ``dry``, plus the fused canonical chain ``sample_canonical`` (as
+``kernels/cpu/canonical.py``, token -2 for an invalid row; optionally with XTC after
+the truncations) and ``process_canonical`` (the logits that chain would draw from),
+and what ``fastsample.gpu`` builds chains from: the LogitBias/Penalties/DRY
+``prelude`` with its device counts, bias tables and DRY edits
+(``kernels/cuda/stages.py``, ``kernels/cuda/dry.py``), and the token fix-ups
+(``flag_invalid``, ``flag_params``, ``to_int64``).
 
 Every function takes host (numpy) or device arrays. Host logits are copied to the
 device and the result comes back as numpy (the backend contract, used by the
@@ -28,12 +29,15 @@ from numba import cuda
 
 from . import arrays as _arrays
 from . import canonical as _canonical
+from . import dry as _dry
 from . import split as _split
 from . import stages as _stages
 from . import transfer
+from .dry import breaker_table, dry, dry_edits
 from .stages import (
     ORDER_BIAS,
     ORDER_BIAS_PENALTIES,
+    ORDER_NONE,
     ORDER_PENALTIES,
     ORDER_PENALTIES_BIAS,
     bias_tables,
@@ -41,6 +45,7 @@ from .stages import (
     logit_bias,
     no_bias,
     no_penalties,
+    order_of,
     penalties,
     prelude,
     update_counts,
@@ -52,6 +57,7 @@ __all__ = [
     "INVALID",
     "ORDER_BIAS",
     "ORDER_BIAS_PENALTIES",
+    "ORDER_NONE",
     "ORDER_PENALTIES",
     "ORDER_PENALTIES_BIAS",
     "PARAM_CHECKS",
@@ -59,8 +65,11 @@ __all__ = [
     "TPB",
     "argmax",
     "bias_tables",
+    "breaker_table",
     "counts_from_history",
     "draw",
+    "dry",
+    "dry_edits",
     "flag_invalid",
     "flag_params",
     "invalid_rows",
@@ -68,6 +77,7 @@ __all__ = [
     "logit_bias",
     "no_bias",
     "no_penalties",
+    "order_of",
     "penalties",
     "prelude",
     "process_canonical",
@@ -111,8 +121,13 @@ def _use_split(B, V, split):
     return bool(split)
 
 
+def _no_xtc(xtc):
+    """XTC's ``(probability, threshold)``; probability 0 (SPEC §4: a no-op) for None."""
+    return (0.0, 1.0) if xtc is None else xtc
+
+
 def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
-                     temperature_last, seed, position, stream=0, split=None):
+                     temperature_last, seed, position, stream=0, split=None, xtc=None):
     """Draw one token per row with the canonical chain of ``fs.sample``.
 
     Parameters
@@ -127,6 +142,9 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
     split : bool or None
         None: split each row across blocks when ``B < SPLIT_BELOW_ROWS`` and a row has
         more than one ``CHUNK``; True/False force the split/one-block path.
+    xtc : ``(probability, threshold)``, float64 (B,) each, or None
+        XTC after the truncations (before a last Temperature; after a first one in HF
+        order), with ``min_keep`` as its floor; ``kernels/cuda/xtc.py``.
 
     Returns
     -------
@@ -137,42 +155,46 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
     B, V = x.shape
     if not B:
         return transfer.back(cuda.device_array(0, np.int32, stream=stream), host, stream)
-    k, p, mp, t, mk, s, pos = transfer.upload(
+    xp, xt = _no_xtc(xtc)
+    k, p, mp, t, mk, s, pos, dxp, dxt = transfer.upload(
         B, stream, (top_k, np.int64), (top_p, np.float64), (min_p, np.float64),
         (temperature, np.float64), (min_keep, np.int64), (seed, np.uint64),
-        (position, np.uint64))
+        (position, np.uint64), (xp, np.float64), (xt, np.float64))
     if _use_split(B, V, split):
-        count, mass = _split.stages_needed(top_k, top_p, min_p, min_keep)
-        out = _split.sample_split(x, (k, p, mp, t, mk), temperature_last, s, pos, count,
-                                  mass, stream)
+        needed = _split.stages_needed(top_k, top_p, min_p, min_keep, xp, xt)
+        out = _split.sample_split(x, (k, p, mp, t, mk), temperature_last, (dxp, dxt), s, pos,
+                                  needed, stream)
     else:   # the tokens and the draw's chunk sums: one allocation
         out, cs = _split.carve(((B,), np.int32), ((B, _split.chunks(V)), np.float64),
                                stream=stream)
         _canonical.sample_kernel[B, TPB, stream](x, k, p, mp, t, mk, bool(temperature_last),
-                                                s, pos, cs, out)
+                                                dxp, dxt, s, pos, cs, out)
     return transfer.back(out, host, stream)
 
 
 def process_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
-                      temperature_last, stream=0, split=None):
+                      temperature_last, stream=0, split=None, xtc=None, seed=0, position=0):
     """The logits the canonical chain's draw would use (masked = -inf), float32 (B, V);
-    an invalid row comes back all -inf. Host or device, and ``split``, as
-    ``sample_canonical``."""
+    an invalid row comes back all -inf. Host or device, ``split`` and ``xtc`` as
+    ``sample_canonical``; ``seed``/``position`` feed XTC's roll (stream 1) only."""
     x, host = transfer.rows(logits, stream)
     B, V = x.shape
     out = cuda.device_array(x.shape, np.float32, stream=stream)
     if B:
         status = cuda.device_array(B, np.int32, stream=stream)
-        k, p, mp, t, mk = transfer.upload(
+        xp, xt = _no_xtc(xtc)
+        k, p, mp, t, mk, s, pos, dxp, dxt = transfer.upload(
             B, stream, (top_k, np.int64), (top_p, np.float64), (min_p, np.float64),
-            (temperature, np.float64), (min_keep, np.int64))
+            (temperature, np.float64), (min_keep, np.int64), (seed, np.uint64),
+            (position, np.uint64), (xp, np.float64), (xt, np.float64))
         if _use_split(B, V, split):
-            count, mass = _split.stages_needed(top_k, top_p, min_p, min_keep)
-            _split.process_split(x, (k, p, mp, t, mk), temperature_last, out, status,
-                                 count, mass, stream)
+            needed = _split.stages_needed(top_k, top_p, min_p, min_keep, xp, xt)
+            _split.process_split(x, (k, p, mp, t, mk), temperature_last, (dxp, dxt), s, pos,
+                                 out, status, needed, stream)
         else:
             _canonical.process_kernel[B, TPB, stream](x, k, p, mp, t, mk,
-                                                     bool(temperature_last), out, status)
+                                                     bool(temperature_last), dxp, dxt, s,
+                                                     pos, out, status)
     return transfer.back(out, host, stream)
 
 
@@ -297,6 +319,9 @@ def warmup():
     # the split path's kernels (one set of types: the order is a runtime flag)
     sample_canonical(x, 4, 0.9, 0.05, 0.8, 2, True, 0, 0, split=True)
     process_canonical(x, 4, 0.9, 0.05, 0.8, 2, True, split=True)
+    # XTC's passes (seed 1, position 0 rolls below 0.9)
+    sample_canonical(x, 0, 1.0, 0.05, 0.8, 2, True, 1, 0, split=True, xtc=(0.9, 0.01))
+    sample_canonical(x, 0, 1.0, 0.05, 0.8, 2, True, 1, 0, split=False, xtc=(0.9, 0.01))
     flag_invalid(draw(x, 0, 0))
     invalid_rows(x)
     softmax(x)
@@ -308,5 +333,6 @@ def warmup():
     tokens = flag_invalid(draw(x, 0, 0))
     to_int64(flag_params(tokens, cuda.to_device(np.ones(2)), "non_negative"))
     _stages.warmup()
+    _dry.warmup()
     cuda.synchronize()
     return time.perf_counter() - start

@@ -1,5 +1,5 @@
-"""LogitBias and Penalties on the GPU: device token counts, bias tables and one fused
-elementwise pass over the logits (the *prelude* of a chain).
+"""LogitBias, Penalties and DRY on the GPU: device token counts, bias tables, one fused
+elementwise pass over the logits (the *prelude* of a chain) and DRY's sparse edits.
 
 The data a chain keeps on the device:
 
@@ -14,8 +14,11 @@ The data a chain keeps on the device:
 
 ``prelude`` then runs LogitBias and/or Penalties in one pass (``order``: the
 ``ORDER_*`` constants), each stage rounding to float32 exactly as a chain of separate
-stages would, with the scalar math shared with the CPU kernels
-(``kernels/shared.py``: ``penalized``, ``saturate_f32``). NaN and +inf pass through
+stages would. DRY changes only the few tokens its host-computed edits name
+(``dry.py``): ``dry_kernel`` runs after the pass, one thread per edit, and rewrites
+each edited token from the input through the stages before DRY, DRY, and those after
+it, so DRY may sit anywhere in the prelude. All of them use the scalar math shared
+with the CPU kernels (``kernels/shared.py``: ``penalized``, ``saturate_f32``). NaN and +inf pass through
 unchanged, so the canonical kernel that runs next still flags the row as invalid.
 Products go through ``shared.mul_rn``, which ``target.py`` makes libdevice's
 ``dmul_rn`` on CUDA: NVVM would otherwise fuse ``c*frequency + presence`` (and ``x*repeat -
@@ -43,13 +46,16 @@ __all__ = [
     "ORDER_BIAS",
     "ORDER_BIAS_PENALTIES",
     "ORDER_PENALTIES",
+    "ORDER_NONE",
     "ORDER_PENALTIES_BIAS",
     "BiasTables",
     "bias_tables",
     "counts_from_history",
+    "dry_kernel",
     "logit_bias",
     "no_bias",
     "no_penalties",
+    "order_of",
     "penalties",
     "prelude",
     "prelude_kernel",
@@ -65,6 +71,10 @@ ORDER_PENALTIES = 0        # Penalties only
 ORDER_BIAS = 1             # LogitBias only
 ORDER_BIAS_PENALTIES = 2   # LogitBias, then Penalties
 ORDER_PENALTIES_BIAS = 3   # Penalties, then LogitBias
+ORDER_NONE = 4             # neither (a copy; DRY alone)
+_ORDERS = {(): ORDER_NONE, ("penalties",): ORDER_PENALTIES, ("bias",): ORDER_BIAS,
+           ("bias", "penalties"): ORDER_BIAS_PENALTIES,
+           ("penalties", "bias"): ORDER_PENALTIES_BIAS}
 
 # Grid caps of the elementwise kernels (grid-stride loops cover the rest). The
 # simulator runs every block's threads as Python threads: few blocks, more work each.
@@ -95,6 +105,40 @@ def _biased(v, g, starts, vals, banned):
     return saturate_f32(acc)
 
 
+@cuda.jit(device=True, inline=True)
+def _has_penalties(order):
+    return order == ORDER_PENALTIES or order == ORDER_BIAS_PENALTIES \
+        or order == ORDER_PENALTIES_BIAS
+
+
+@cuda.jit(device=True, inline=True)
+def _stages(v, b, i, order, counts, r, f, p, slot, starts, vals, banned):
+    """The stages of ``order`` on token i of row b, float32 ``v`` finite or -inf
+    (``r``, ``f``, ``p``: the row's Penalties; read only if ``order`` has them)."""
+    if order == ORDER_BIAS or order == ORDER_BIAS_PENALTIES:
+        g = slot[i]
+        if g >= 0:
+            v = _biased(v, g, starts, vals, banned)
+    if _has_penalties(order):
+        c = counts[b, i]
+        if c > 0 and v > -np.inf:
+            v = saturate_f32(penalized(float64(v), c, r, f, p))
+    if order == ORDER_PENALTIES_BIAS:
+        g = slot[i]
+        if g >= 0:
+            v = _biased(v, g, starts, vals, banned)
+    return v
+
+
+@cuda.jit(device=True, inline=True)
+def _row_penalties(b, pen, repeat, frequency, presence):
+    """Row b's ``(repeat, frequency, presence)``; neutral dummies (never indexed by b)
+    without Penalties."""
+    if pen:
+        return repeat[b], frequency[b], presence[b]
+    return 1.0, 0.0, 0.0
+
+
 @cuda.jit(cache=True)
 def prelude_kernel(x, out, counts, repeat, frequency, presence, slot, starts, vals,
                    banned, order):
@@ -104,34 +148,42 @@ def prelude_kernel(x, out, counts, repeat, frequency, presence, slot, starts, va
     (each element is read before it is written, by the same thread).
     """
     B, V = x.shape
-    pen = order != ORDER_BIAS
-    bias_first = order == ORDER_BIAS or order == ORDER_BIAS_PENALTIES
-    bias_last = order == ORDER_PENALTIES_BIAS
+    pen = _has_penalties(order)
     first = cuda.blockIdx.x * TPB + cuda.threadIdx.x
     step = cuda.gridDim.x * TPB
     for b in range(cuda.blockIdx.y, B, cuda.gridDim.y):
-        r = 1.0
-        f = 0.0
-        p = 0.0
-        if pen:   # dummies otherwise: never indexed by b
-            r = repeat[b]
-            f = frequency[b]
-            p = presence[b]
+        r, f, p = _row_penalties(b, pen, repeat, frequency, presence)
         for i in range(first, V, step):
             v = load(x[b], i)
             if v < np.inf:   # False for NaN and +inf: they pass through unchanged
-                if bias_first:
-                    g = slot[i]
-                    if g >= 0:
-                        v = _biased(v, g, starts, vals, banned)
-                if pen:
-                    c = counts[b, i]
-                    if c > 0 and v > -np.inf:
-                        v = saturate_f32(penalized(float64(v), c, r, f, p))
-                if bias_last:
-                    g = slot[i]
-                    if g >= 0:
-                        v = _biased(v, g, starts, vals, banned)
+                v = _stages(v, b, i, order, counts, r, f, p, slot, starts, vals, banned)
+            out[b, i] = v
+
+
+@cuda.jit(cache=True)
+def dry_kernel(x, out, index, amounts, before, after, counts, repeat, frequency, presence,
+               slot, starts, vals, banned):
+    """DRY's edits, after ``prelude_kernel`` wrote ``out``: for each edit j of row b
+    (``index``: B + 1 offsets, then the token ids; ``amounts[j]`` float64),
+    ``out[b, t]`` = the stages ``after`` of DRY of the stages ``before`` of
+    ``x[b, t]``. DRY is ``saturate_f32(float64(v) - amount)`` on a finite v, as the
+    reference (never masks); NaN/+inf pass through. Grid as ``prelude_kernel``, x over
+    the edits. The ids of a row are distinct: no two threads write one element.
+    """
+    B = x.shape[0]
+    pen = _has_penalties(before) or _has_penalties(after)
+    first = cuda.blockIdx.x * TPB + cuda.threadIdx.x
+    step = cuda.gridDim.x * TPB
+    for b in range(cuda.blockIdx.y, B, cuda.gridDim.y):
+        r, f, p = _row_penalties(b, pen, repeat, frequency, presence)
+        for j in range(index[b] + first, index[b + 1], step):
+            i = index[B + 1 + j]
+            v = load(x[b], i)
+            if v < np.inf:
+                v = _stages(v, b, i, before, counts, r, f, p, slot, starts, vals, banned)
+                if v > -np.inf:
+                    v = saturate_f32(float64(v) - amounts[j])
+                v = _stages(v, b, i, after, counts, r, f, p, slot, starts, vals, banned)
             out[b, i] = v
 
 
@@ -355,8 +407,21 @@ def no_penalties(stream=0):
 # ------------------------------------------------------------------------ prelude
 
 
-def prelude(x, out, counts, repeat, frequency, presence, bias, order, stream=0):
-    """LogitBias and/or Penalties in one elementwise pass on the device.
+def order_of(names):
+    """The ``ORDER_*`` code of LogitBias/Penalties stages in chain order: ``names`` a
+    sequence of ``"bias"`` and ``"penalties"`` (each at most once)."""
+    try:
+        return _ORDERS[tuple(names)]
+    except KeyError:
+        raise ValueError(f"no prelude order for stages {list(names)}") from None
+
+
+def _names(order):
+    return next(k for k, v in _ORDERS.items() if v == order)
+
+
+def prelude(x, out, counts, repeat, frequency, presence, bias, order, stream=0, dry=None):
+    """LogitBias and/or Penalties in one elementwise pass on the device, then DRY's edits.
 
     Each stage gives what the reference stage gives (float64 math, float32
     saturation), applied in ``order``. NaN and +inf pass through unchanged (the
@@ -365,16 +430,21 @@ def prelude(x, out, counts, repeat, frequency, presence, bias, order, stream=0):
     Parameters
     ----------
     x : float32 (B, V) device array, C-contiguous. Not modified unless ``out is x``.
-    out : float32 (B, V) device array (may be ``x``).
+    out : float32 (B, V) device array (may be ``x``, except with DRY edits and
+        another stage).
     counts : int32 (B, V) device array (``counts_from_history``); Penalties apply to
         tokens with count > 0.
     repeat, frequency, presence : float64 (B,) device arrays (host arrays or scalars
         are uploaded, one transfer).
     bias : BiasTables (``bias_tables``).
     order : int
-        ``ORDER_PENALTIES`` (0), ``ORDER_BIAS`` (1), ``ORDER_BIAS_PENALTIES`` (2) or
-        ``ORDER_PENALTIES_BIAS`` (3).
+        ``ORDER_PENALTIES`` (0), ``ORDER_BIAS`` (1), ``ORDER_BIAS_PENALTIES`` (2),
+        ``ORDER_PENALTIES_BIAS`` (3) or ``ORDER_NONE`` (4: a copy).
     stream : numba stream or 0
+    dry : ``(edits, before, after)`` or None
+        DRY in the chain: ``edits`` from ``dry.dry_edits`` (None: it changes nothing),
+        ``before``/``after`` the ``ORDER_*`` codes of the stages of ``order`` that come
+        before and after DRY (``order_of``).
 
     The arguments of an absent stage are never read: pass ``None`` (1-element
     dummies are then allocated) or the dummies of ``no_bias()`` / ``no_penalties()``
@@ -385,12 +455,12 @@ def prelude(x, out, counts, repeat, frequency, presence, bias, order, stream=0):
     ``out``.
     """
     order = int(order)
-    if order not in (0, 1, 2, 3):
-        raise ValueError(f"order must be 0, 1, 2 or 3; got {order}")
+    if order not in _ORDERS.values():
+        raise ValueError(f"order must be 0, 1, 2, 3 or 4; got {order}")
     B, V = x.shape
     if tuple(out.shape) != (B, V):
         raise ValueError(f"out has shape {tuple(out.shape)}, logits {(B, V)}")
-    pen = order != ORDER_BIAS
+    pen = "penalties" in _names(order)
     if pen:
         if counts is None or tuple(counts.shape) != (B, V):
             raise ValueError(f"counts must be (B, V) = {(B, V)} for Penalties")
@@ -400,52 +470,71 @@ def prelude(x, out, counts, repeat, frequency, presence, bias, order, stream=0):
                 (presence, np.float64))
     elif counts is None or not all(map(transfer.is_device, (counts, repeat, frequency, presence))):
         counts, repeat, frequency, presence = no_penalties(stream)
-    if order == ORDER_PENALTIES:
+    if "bias" not in _names(order):
         if bias is None:
             bias = no_bias(stream)
     elif bias is None:
         raise ValueError("bias tables are required for LogitBias (order 1, 2 or 3)")
-    if B and V:
+    edits = None
+    if dry is not None:
+        edits, before, after = dry
+        if _names(int(before)) + _names(int(after)) != _names(order):
+            raise ValueError(f"DRY's neighbours (orders {before}, {after}) are not the "
+                             f"stages of order {order}")
+        if edits is not None and out is x and order != ORDER_NONE:
+            raise ValueError("out must not be x with DRY edits after other stages (the "
+                             "edits read the input)")
+    if B and V and not (order == ORDER_NONE and out is x):
         prelude_kernel[_grid(B, V), TPB, stream](x, out, counts, repeat, frequency,
                                                  presence, *bias, order)
+    if B and V and edits is not None:
+        dry_kernel[_grid(B, edits.longest), TPB, stream](
+            x, out, edits.index, edits.amounts, int(before), int(after), counts, repeat,
+            frequency, presence, *bias)
     return out
 
 
 # ------------------------------------------------------------------------ backend functions
 
 
-def logit_bias(logits, ids, values, stream=0):
+def logit_bias(logits, ids, values, stream=0, out=None):
     """``l[t] += bias``; a ``-inf`` bias bans the token; repeated ids add up.
 
     Host (numpy) logits give a numpy result, device logits a device array; float32
-    (B, V), a new array.
+    (B, V), a new array, or ``out=logits``: the logits edited in place.
     """
     x, host = transfer.rows(logits, stream)
     B, V = x.shape
     tables = bias_tables(ids, values, V, stream)
-    out = cuda.device_array((B, V), np.float32, stream=stream)
-    prelude(x, out, None, 1.0, 0.0, 0.0, tables, ORDER_BIAS, stream)
-    return transfer.back(out, host, stream)
+    dst = transfer.edit_target(logits, x, host, out, stream)
+    prelude(x, dst, None, 1.0, 0.0, 0.0, tables, ORDER_BIAS, stream)
+    return transfer.back_into(dst, host, out, stream)
 
 
-def penalties(logits, history, repeat, frequency, presence, last_n, stream=0):
+
+def host_histories(history, B, V):
+    """B host histories (1-D int arrays), each checked against [0, V)."""
+    if len(history) != B:
+        raise ValueError(f"history has {len(history)} rows but the batch has B={B} rows")
+    return [as_token_ids(f"history row {b}", np.asarray(h).ravel(), V)
+            for b, h in enumerate(history)]
+
+def penalties(logits, history, repeat, frequency, presence, last_n, stream=0, out=None):
     """Repetition, frequency and presence penalties over the last ``last_n`` tokens.
 
     ``history``: a list of B 1-D int arrays (host); ``last_n``: host int or (B,)
-    (-1 = all). Host logits give a numpy result, device logits a device array.
+    (-1 = all). Host logits give a numpy result, device logits a device array;
+    ``out=logits`` edits the logits in place.
     """
     x, host = transfer.rows(logits, stream)
     B, V = x.shape
-    if len(history) != B:
-        raise ValueError(f"history has {len(history)} rows but the batch has B={B} rows")
-    history = [as_token_ids(f"history row {b}", np.asarray(h).ravel(), V)
-               for b, h in enumerate(history)]
+    history = host_histories(history, B, V)
     if transfer.is_device(last_n):
         last_n = last_n.copy_to_host(stream=stream)
     counts = counts_from_history(history, V, last_n, stream)
-    out = cuda.device_array((B, V), np.float32, stream=stream)
-    prelude(x, out, counts, repeat, frequency, presence, None, ORDER_PENALTIES, stream)
-    return transfer.back(out, host, stream)
+    dst = transfer.edit_target(logits, x, host, out, stream)
+    prelude(x, dst, counts, repeat, frequency, presence, None, ORDER_PENALTIES, stream)
+    return transfer.back_into(dst, host, out, stream)
 
 
 def warmup():
@@ -455,6 +544,6 @@ def warmup():
     counts = counts_from_history(hist, 32, -1)
     update_counts(counts, np.array([3, -1]), np.array([1, -1]))
     tables = bias_tables([1, 4], [0.5, -np.inf], 32)
-    for order in range(4):
+    for order in range(5):
         prelude(x, cuda.device_array_like(x), counts, 1.1, 0.1, 0.1, tables, order)
     cuda.synchronize()

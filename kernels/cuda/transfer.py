@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-__all__ = ["back", "is_device", "pack", "rows", "upload"]
+__all__ = ["back", "back_into", "edit_target", "is_device", "pack", "rows", "upload"]
 
 
 def is_device(a):
@@ -36,6 +36,30 @@ def back(dev, host, stream):
     out = dev.copy_to_host(stream=stream)
     if stream:
         stream.synchronize()
+    return out
+
+
+def edit_target(logits, x, host, out, stream):
+    """The device buffer an edit stage writes, for the backend's ``out=`` (None: a
+    new array; else ``logits`` itself, edited in place): ``x`` (the device logits)
+    when they are edited in place, else a new device array (host logits come back
+    into ``out`` by ``back_into``)."""
+    if out is None or host:
+        if out is not None and out is not logits:
+            raise ValueError("out must be None or the logits array itself")
+        return cuda.device_array(x.shape, np.float32, stream=stream)
+    if out is not logits:
+        raise ValueError("out must be None or the logits array itself")
+    return x
+
+
+def back_into(dev, host, out, stream):
+    """``back``, then (host logits edited in place: ``out`` is them) copied into
+    ``out``; returns ``out`` when given."""
+    if out is None:
+        return back(dev, host, stream)
+    if host:
+        out[...] = back(dev, True, stream)
     return out
 
 

@@ -93,7 +93,7 @@ def test_chain_invalid_rows(dev):
 
 
 @pytest.mark.parametrize("stages, named", [
-    ([fs.DRY(0.8), fs.TopK(5)], "DRY"),
+    ([fs.TopK(5), fs.DRY(0.8)], "DRY"),          # DRY after a truncation
     ([fs.TopK(5), fs.Greedy()], "Greedy"),
     ([fs.TopK(5), fs.Mirostat()], "Mirostat"),
     ([fs.TopK(5), fs.Typical(0.9)], "Typical"),

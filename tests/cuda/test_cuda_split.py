@@ -185,11 +185,13 @@ def test_draw_chunk_sums_are_bit_identical():
         ("temperature", np.float64), ("min_keep", np.int64))]
     d = cuda.to_device(x)
     seeds, positions = cuda.to_device(SEEDS), cuda.to_device(POSITIONS)
-    grid, args, prev, _ = split._cuts(d, dev, t_last, True, True, (), 0)
+    no_xtc = (cuda.to_device(np.zeros(4)), cuda.to_device(np.ones(4)))
+    grid, args, prev, state = split._cuts(d, dev, t_last, no_xtc, seeds, positions,
+                                          (True, True, False), (), 0)
     split.phase_kernel[grid, TPB](split.FINAL, prev, *args)
     cs = cuda.to_device(np.zeros((4, split.chunks(V))))
     out = cuda.device_array(4, np.int32)
-    canonical.sample_kernel[4, TPB](d, *dev, t_last, seeds, positions, cs, out)
-    got = args[9].copy_to_host()[:, split._CS, :]   # pf64's draw chunk sums
+    canonical.sample_kernel[4, TPB](d, *dev, t_last, *no_xtc, seeds, positions, cs, out)
+    got = state[2].copy_to_host()[:, split._CS, :]   # pf64's draw chunk sums
     np.testing.assert_array_equal(got.view(np.uint64), cs.copy_to_host().view(np.uint64))
     assert (got[0] > 0).all()

@@ -282,7 +282,7 @@ def test_prelude_dummies_and_bad_arguments(dev):
     empty = cuda.device_array((0, V), np.float32)
     assert S.prelude(empty, empty, None, 1.0, 0.0, 0.0, tables, 1).shape == (0, V)
     with pytest.raises(ValueError, match="order"):
-        S.prelude(d, d, counts, *pen[:3], tables, 4)
+        S.prelude(d, d, counts, *pen[:3], tables, 5)
     with pytest.raises(ValueError, match="bias tables"):
         S.prelude(d, d, counts, *pen[:3], None, 2)
     with pytest.raises(ValueError, match="counts"):
