@@ -1,4 +1,4 @@
-# Only the cffi hook (SPEC §2): the C backend is fastsample._ckernels, built from
+# Only the cffi hook (docs/spec.md §2): the C backend is fastsample._ckernels, built from
 # csrc/. It is optional: a failed build leaves a pure-Python + numba install, and
 # fs.backends()["c"] says why; FASTSAMPLE_REQUIRE_C=1 makes the failure fatal (CI).
 import os

@@ -1,4 +1,4 @@
-"""pytest-benchmark suite of the SPEC §8 and §12 workloads (W1-W10c, W1chain, W3rows);
+"""pytest-benchmark suite of the docs/spec.md §8 and §12 workloads (W1-W10c, W1chain, W3rows);
 not part of testpaths.
 
     python -m pytest bench/ --benchmark-only            # measure (full V = 128256)

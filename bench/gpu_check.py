@@ -6,7 +6,7 @@
 
 Correctness: tokens of ``fs.sample`` on device logits (torch.cuda tensors) against the
 numpy reference, and the masks of the canonical chain (``SamplerChain.process``),
-copied back; SPEC §12's W10a (Penalties, DRY, W1) and W10b (Penalties, MinP, XTC)
+copied back; docs/spec.md §12's W10a (Penalties, DRY, W1) and W10b (Penalties, MinP, XTC)
 chains over accepted steps, B = 1 and 64; zero mismatches allowed. Timings (median
 of repeated, synchronised calls): our fused kernel and the whole ``fs.sample`` call,
 a PyTorch sort-based sampler on the same GPU (sort, softmax, cumsum, mask,
@@ -189,7 +189,7 @@ def check_penalty_chain(fs, wl, to_dev, B, V):
 
 
 def w10_stages(fs, name, B):
-    """SPEC §12's W10a or W10b chain; with B > 1, per-row parameters (W10c)."""
+    """Spec §12's W10a or W10b chain; with B > 1, per-row parameters (W10c)."""
     rng = np.random.default_rng(B)
     def per_row(lo, hi, value):
         return value if B == 1 else rng.uniform(lo, hi, B)
@@ -204,7 +204,7 @@ def w10_stages(fs, name, B):
 
 
 def w10_chain(fs, wl, name, B, V, backend, on_invalid="raise"):
-    """A W10 chain with 4096 natural tokens of history per row (SPEC §12)."""
+    """A W10 chain with 4096 natural tokens of history per row (spec §12)."""
     chain = fs.SamplerChain(w10_stages(fs, name, B), seed=np.arange(B, dtype=np.uint64) + 7,
                             backend=backend, on_invalid=on_invalid)
     chain.load_states([{"history": wl.natural_history(4096, V, seed=b)} for b in range(B)])

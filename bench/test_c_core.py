@@ -2,7 +2,7 @@
 
     python -m pytest bench/test_c_core.py --benchmark-only
 
-W1-W6 (SPEC §8) run through ``fs.sample`` (validation and wrapper included) on
+W1-W6 (docs/spec.md §8) run through ``fs.sample`` (validation and wrapper included) on
 ``backend="c"`` and ``backend="numba"``, beside ``floor`` (``np.max`` over the same
 input, the cost of reading it once) in one group per workload; ``topk`` (k = 50,
 1000; W7, beside np.argpartition + a sort of the k) and ``softmax`` at B = 1 and 64

@@ -5,7 +5,7 @@
 Groups (V = 128256):
 
 - ``W8 dry_penalty <history>``: DRY's penalty list for one history of 8192 and 32768
-  natural-looking tokens and of 32768 copies of one token (SPEC §8 W8; target for C:
+  natural-looking tokens and of 32768 copies of one token (docs/spec.md §8 W8; target for C:
   under 1 ms at 32768 tokens, the repeated case within 2x of the natural one);
 - ``dry B=1 <history>``: the DRY stage on one row of logits (adds the row copy);
 - ``penalties B=<B> last_n=<n>``: repetition/frequency/presence penalties with an

@@ -1,4 +1,4 @@
-"""W1-W10c (SPEC §8, §12) per backend, one benchmark group per workload case, with the floor.
+"""W1-W10c (docs/spec.md §8, §12) per backend, one benchmark group per workload case, with the floor.
 
 Run with ``python -m pytest bench/ --benchmark-only`` (see bench/conftest.py).
 """

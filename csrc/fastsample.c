@@ -26,7 +26,7 @@
 
 #define FS_BS 256              /* tokens per block of the block maxima */
 #define FS_SLACK 64            /* spare entries after a gather buffer (vector stores) */
-#define FS_TOL 1e-6            /* SPEC §4 mass tolerance (reference.MASS_TOLERANCE) */
+#define FS_TOL 1e-6            /* docs/spec.md §4 mass tolerance (reference.MASS_TOLERANCE) */
 #define FS_NBINS_MASS 2048     /* mass histogram of a whole row (top-p) */
 #define FS_CAND_CAP 1024       /* top-p: candidates gathered at most (else a bin pass) */
 #define FS_ALIGN 64

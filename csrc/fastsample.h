@@ -79,7 +79,7 @@ size_t fs_topk_ws_bytes(int64_t V);
 /* Rows with NaN: FS_E_PARAM. */
 int fs_topk(const float *x, int64_t B, int64_t V, int64_t k, float *values, int32_t *indices,
             void *ws, size_t ws_bytes, int isa);
-/* invalid[b] = 1 for a row with NaN, +inf or every entry -inf (SPEC 7), checked in the
+/* invalid[b] = 1 for a row with NaN, +inf or every entry -inf (docs/spec.md §7), checked in the
  * same pass (the row is read once); that row's values/indices are then undefined
  * (within bounds). k = 0: values, indices and ws may be NULL. */
 int fs_topk_checked(const float *x, int64_t B, int64_t V, int64_t k, float *values,

@@ -1,4 +1,4 @@
-/* Philox4x32-10 (Random123) and the uniform of SPEC §5, shared by every C kernel
+/* Philox4x32-10 (Random123) and the uniform of docs/spec.md §5, shared by every C kernel
  * that draws (the draw: stream 0; XTC's roll: stream 1). Header-only, no state. */
 #ifndef FS_PHILOX_H
 #define FS_PHILOX_H

@@ -20,7 +20,7 @@
 #include "fs_util.h"    /* checks, saturation, float32 rounding, quickselect, exp constants */
 #include "stages.h"
 
-#define FSC_MASS_TOL 1e-6 /* SPEC §4: cum >= p - 1e-6 */
+#define FSC_MASS_TOL 1e-6 /* docs/spec.md §4: cum >= p - 1e-6 */
 #define FSC_HEAP_MAX 256  /* k-th largest: heap up to this k, else quickselect */
 
 /* ---------------------------------------------------------------- checks */

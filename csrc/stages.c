@@ -235,7 +235,7 @@ static double dry_amount(int64_t length, double multiplier, double base, int64_t
     return multiplier * pow(base, expo);
 }
 
-/* SPEC §4.1 repeat lengths of the window hist[start, end) (tokens already checked):
+/* docs/spec.md §4.1 repeat lengths of the window hist[start, end) (tokens already checked):
  * leaves best[t] = L(t) for every token t with L(t) >= allowed, and best[t] = -1
  * for every other token that follows a position of the window; returns whether
  * any length was recorded. z holds n = end - start entries. */

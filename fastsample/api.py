@@ -36,7 +36,7 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
         ``temperature <= 0`` is greedy; ``min_keep`` (>= 1) is the floor of every
         truncation.
     seed, position : int or array_like of int, shape (B,)
-        The draw is a pure function of (logits, seed, position): SPEC §5.
+        The draw is a pure function of (logits, seed, position): docs/spec.md §5.
     temperature_last : bool
     on_invalid : {"raise", "flag"}
         Rows with NaN/+inf or every logit masked raise ``ValueError``, or give -1.
@@ -230,7 +230,7 @@ def topk(x, k, *, backend="auto", stream=None):
 @_arrays.host_io("history")
 def dry_penalty(history, vocab_size, multiplier, base=1.75, allowed_length=2,
                 breakers=(), last_n=-1, *, backend="auto"):
-    """The DRY penalties (SPEC §4.1) that one history puts on the next token.
+    """The DRY penalties (spec §4.1) that one history puts on the next token.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Run the SPEC §8 and §12 workloads on backends and peers and collect the numbers.
+"""Run the docs/spec.md §8 and §12 workloads on backends and peers and collect the numbers.
 
 ``run(...)`` returns the JSON document that ``fastsample bench --json`` writes (format in
 ``docs/benchmarks.md``); printing, plots and markdown live in ``fastsample.report``.

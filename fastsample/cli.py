@@ -333,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", default="auto", help="auto (default), numpy, numba, c, cuda")
     sp.set_defaults(func=cmd_sample)
 
-    sp = sub.add_parser("bench", help="time workloads W1-W10 (SPEC §8, §12) on the backends and the peers",
-                        description="Time the SPEC §8 and §12 workloads (W1-W9, the W10a-c engine loops, "
+    sp = sub.add_parser("bench", help="time the workloads of spec §8 and §12 on the backends and the peers",
+                        description="Time the workloads of spec §8 and §12 in docs/spec.md (W1-W9, the W10a-c "
+                                    "engine loops, "
                                     "W1chain: chain vs fs.sample, W3rows: W3's spread over rows) on each "
                                     "fast backend and each peer (numpy reference, torch, hf, llama.cpp), "
                                     "next to the memory floor (np.max over the same input). "

@@ -12,7 +12,7 @@ buffer; torch token ids are int64, widened by a kernel), else a numba device arr
 
 Synchronisation. With ``on_invalid="flag"``, ``sample`` on 2-D logits never waits for
 the GPU: invalid rows become -1 on the device, per-row parameters given as device
-arrays are checked on the device (a row whose parameter breaks the SPEC §7 rule gets
+arrays are checked on the device (a row whose parameter breaks the docs/spec.md §7 rule gets
 token -1 as well; dtype and length are checked from the array's metadata), and nothing
 is copied to the host. Host parameters go to the device in one asynchronous copy. With
 the default ``on_invalid="raise"``, raising needs the B row flags on the host: one small
@@ -22,7 +22,7 @@ and validated with the host rules. A 1-D call returns a Python int, so it waits 
 its own pool into numba's EMM interface, for example torch's caching allocator.)
 
 Chains (``check_chain``). LogitBias, Penalties and DRY first, then the stages of
-``fs.sample``, with XTC after their truncations, ending in Dist (SPEC §12's W10a and
+``fs.sample``, with XTC after their truncations, ending in Dist (spec §12's W10a and
 W10b). Penalties' window counts live on the device and ``accept`` updates them.
 DRY's penalties depend only on the history, which the chain keeps on the host, and
 finding them is a sequential scan (the Z-function of the reversed window: microseconds
@@ -212,7 +212,7 @@ def _param(name, value, B, stream, *, integer=False, check=None):
     return per_row(name, _on_host(value, stream), B, integer=integer, check=check)
 
 
-# The host rules of SPEC §7 that a kernel checks for parameters left on the device.
+# The host rules of spec §7 that a kernel checks for parameters left on the device.
 _DEVICE_CHECKS = {FINITE: "finite", NON_NEGATIVE: "non_negative", AT_LEAST_ONE: "at_least_one"}
 
 
@@ -341,7 +341,7 @@ def topk(x, k, *, backend="auto", stream=None):
     ops, rows, one_d, stream = _rows_checked(x, backend, stream)
     V = rows.shape[1]
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
-        raise ValueError(f"k must be an integer; got {k!r}")  # noqa: TRY004 (SPEC §7)
+        raise ValueError(f"k must be an integer; got {k!r}")  # noqa: TRY004 (spec §7)
     if not 0 <= int(k) <= V:
         raise ValueError(f"k must be in [0, V={V}]; got {k}")
     values, indices = ops.topk(rows, int(k), stream)

@@ -19,7 +19,7 @@ draw), disabled stages left out. Per-row parameters (W4) are tensors for ``torch
 ``hf`` warpers and llama.cpp chains take scalars, so they run one row at a time with a
 chain per row, as an engine using them would.
 
-Engine loops (W10, SPEC §12), one token per call: llama.cpp runs its chain (penalties,
+Engine loops (W10, docs/spec.md §12), one token per call: llama.cpp runs its chain (penalties,
 dry, top_k, top_p, min_p, xtc, temp, dist) and then ``llama_sampler_accept`` of the token,
 one chain per row, each having accepted the row's history first (no model: DRY gets no
 vocabulary and no breakers, which this llama.cpp allows). ``torch`` does what vLLM does:

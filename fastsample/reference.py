@@ -1,4 +1,4 @@
-"""The numpy reference: the executable form of SPEC §4 and §5.
+"""The numpy reference: the executable form of docs/spec.md §4 and §5.
 
 Every fast backend is checked against these functions, and they are the benchmark
 baseline, so they are written plainly with ordinary numpy (argsort, cumsum,
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 MASS_TOLERANCE = 1e-6
-"""A cumulative mass within this of its target counts as reached (SPEC §4)."""
+"""A cumulative mass within this of its target counts as reached (spec §4)."""
 
 F32_MAX = float(np.finfo(np.float32).max)
 LN_F32_MAX = 88.7228391  # ln(FLT_MAX): DRY's exponent clamp, as in llama.cpp
@@ -193,7 +193,7 @@ def _z_function(seq):
 
 
 def _dry_lengths(hist, allowed_length, breakers, last_n):
-    """DRY's repeat lengths (SPEC §4.1): ``{token: L(token)}`` for L >= allowed_length.
+    """DRY's repeat lengths (spec §4.1): ``{token: L(token)}`` for L >= allowed_length.
 
     Linear in the window length: the Z-function of the reversed window gives, for each
     earlier end position, the longest common suffix with the whole window.
@@ -251,7 +251,7 @@ def _dry_row(row, hist, multiplier, base, allowed_length, last_n, breakers):
 
 
 def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, out=None):
-    """DRY ("don't repeat yourself") penalty of SPEC §4.1, per row.
+    """DRY ("don't repeat yourself") penalty of spec §4.1, per row.
 
     A penalised logit saturates at the lowest finite float32: DRY never masks.
     """
@@ -548,7 +548,7 @@ def _tail_free_row(row, z, min_keep):
 
 
 def tail_free(logits, z, min_keep):
-    """Tail-free sampling, text-generation-webui's rule (SPEC §4 table)."""
+    """Tail-free sampling, text-generation-webui's rule (spec §4 table)."""
     return _per_row(logits, _tail_free_row, z, min_keep)
 
 
@@ -626,7 +626,7 @@ def adaptive_p(logits, target, ema_sum, ema_weight):
 
 
 def draw(logits, seed, position):
-    """SPEC §5: inverse CDF in token-id order with u from stream 0.
+    """Spec §5: inverse CDF in token-id order with u from stream 0.
 
     Weights ``w = exp(l - max)`` in float64 over the finite logits; the token is the
     first whose running sum exceeds ``u * W``; -1 for a row with no finite logit.

@@ -1,4 +1,4 @@
-"""Counter-based random numbers: Philox4x32-10 and the uniform of SPEC §5.
+"""Counter-based random numbers: Philox4x32-10 and the uniform of docs/spec.md §5.
 
 Every random number is a pure function of (seed, position, token id, stream), so a
 row's draw does not depend on batch composition, row order or backend.
@@ -61,7 +61,7 @@ def philox4x32_10(counter, key):
 
 
 def uniform(seed, position, stream, token=0):
-    """The SPEC §5 uniform in (0, 1) for each (seed, position) pair.
+    """The spec §5 uniform in (0, 1) for each (seed, position) pair.
 
     Key = seed as (low, high) 32-bit words; counter = (position low, position high,
     token, stream); x = word0 | word1 << 32; ``u = ((x >> 12) + 0.5) * 2**-52``.

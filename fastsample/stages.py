@@ -1,4 +1,4 @@
-"""Stage objects: the samplers of SPEC §4 as values a ``SamplerChain`` runs in order.
+"""Stage objects: the samplers of docs/spec.md §4 as values a ``SamplerChain`` runs in order.
 
 A stage validates its parameters when built (scalars or per-row arrays) and, when
 run, calls the backend function of the same name (``docs/internals.md``). Terminal
@@ -178,7 +178,7 @@ class Penalties(Stage):
 
 
 class DRY(Stage):
-    """DRY, "don't repeat yourself" (text-generation-webui, llama.cpp); SPEC §4.1."""
+    """DRY, "don't repeat yourself" (text-generation-webui, llama.cpp); spec §4.1."""
 
     op = "dry"
     PARAMS = (
@@ -344,7 +344,7 @@ class Terminal(Stage):
 
 
 class Dist(Terminal):
-    """The draw of SPEC §5 over the processed logits."""
+    """The draw of spec §5 over the processed logits."""
 
     def required_ops(self):
         return ("draw",)

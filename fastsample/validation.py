@@ -1,4 +1,4 @@
-"""Input checks and normalisation (SPEC §3 and §7).
+"""Input checks and normalisation (docs/spec.md §3 and §7).
 
 Everything the public API receives passes through here before a backend sees it,
 so kernels can assume: float32 C-contiguous ``(B, V)`` logits, ``(B,)`` parameter
@@ -195,7 +195,7 @@ def as_token_ids(name, seq, V):
 def as_history(history, history_len, B, V, one_d):
     """Normalise a history to a list of B int64 arrays (oldest first), checked in [0, V).
 
-    Accepted forms (SPEC §3): for 1-D logits one 1-D int array; otherwise a list of B
+    Accepted forms (spec §3): for 1-D logits one 1-D int array; otherwise a list of B
     1-D int arrays, or a 2-D ``(B, L)`` int array with optional ``history_len (B,)``.
     """
     if history is None:

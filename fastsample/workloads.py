@@ -1,14 +1,14 @@
-"""Benchmark workloads W1-W10 (SPEC §8, §12) and their input generators.
+"""Benchmark workloads W1-W10 (docs/spec.md §8, §12) and their input generators.
 
 Used by ``fastsample bench``, ``fastsample check`` and the pytest-benchmark suite in
 ``bench/``. Everything here is deterministic: the same arguments give the same arrays
 on every machine (numpy's ``default_rng`` seeded with ``[seed, row]``).
 
-- ``llm_like(B, V, seed)`` and ``flat(B, V, seed)`` are the logit generators of SPEC §8.
+- ``llm_like(B, V, seed)`` and ``flat(B, V, seed)`` are the logit generators of spec §8.
 - ``natural_history(L, V, seed)`` and ``repeated_history(L, V, seed)`` make DRY histories.
 - ``WORKLOADS`` is the table of W1-W10; each ``Workload`` has one or more ``Case``\\ s
   (W7 has four: k in {50, 1000} x B in {1, 64}; W8 has three histories).
-- W10a-c (SPEC §12) are engine loops: one timed call is one token, ``chain.sample`` then
+- W10a-c (spec §12) are engine loops: one timed call is one token, ``chain.sample`` then
   ``chain.accept``, on a ``SamplerChain`` that starts from a 4096-token history. Two more
   studies ride along: ``W1chain`` (W1 through a chain vs ``fs.sample``) and ``W3rows``
   (W3 and W5 on 16 different rows, for how much top-p's time depends on the row).
@@ -50,7 +50,7 @@ __all__ = [
     "get",
 ]
 
-#: Llama 3 vocabulary size, the V of every workload in SPEC §8.
+#: Llama 3 vocabulary size, the V of every workload in spec §8.
 DEFAULT_VOCAB = 128256
 
 #: W1's sampling parameters (llama.cpp defaults).
@@ -64,7 +64,7 @@ W8_PARAMS: Mapping[str, Any] = {
     "last_n": -1,
 }
 
-#: W10a's chain (SPEC §12): ``(stage, parameters)`` in order, names as in
+#: W10a's chain (spec §12): ``(stage, parameters)`` in order, names as in
 #: ``fastsample.reference``. DRY has no breakers here, so that peers without a model's
 #: vocabulary (llama.cpp's DRY tokenizes breaker strings) do exactly the same work.
 W10A_CHAIN: Tuple[Tuple[str, Mapping[str, Any]], ...] = (
@@ -76,7 +76,7 @@ W10A_CHAIN: Tuple[Tuple[str, Mapping[str, Any]], ...] = (
     ("temperature", {"t": 0.8}),
 )
 
-#: W10b's chain (SPEC §12).
+#: W10b's chain (spec §12).
 W10B_CHAIN: Tuple[Tuple[str, Mapping[str, Any]], ...] = (
     ("penalties", {"repeat": 1.05, "last_n": 64}),
     ("min_p", {"p": 0.02}),
@@ -104,7 +104,7 @@ def _check_shape(B: int, V: int) -> Tuple[int, int]:
 
 
 def llm_like(B: int, V: int, seed: int = 0) -> np.ndarray:
-    """Logits shaped like a language model's next-token distribution (SPEC §8).
+    """Logits shaped like a language model's next-token distribution (spec §8).
 
     Per row ``rng = np.random.default_rng([seed, row])``; ``rank = rng.permutation(V)``;
     ``l = -1.5 * log1p(rank) + 0.5 * rng.standard_normal(V)``; float32 ``(B, V)``.

@@ -48,7 +48,7 @@ def philox_words01(c0, c1, c2, c3, k0, k1):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def uniform(seed, position, stream):
-    """SPEC §5 uniform in (0, 1) for one (seed, position, stream), token word 0."""
+    """docs/spec.md §5 uniform in (0, 1) for one (seed, position, stream), token word 0."""
     s = np.uint64(seed)
     p = np.uint64(position)
     w0, w1 = philox_words01(p & _LO, p >> _S32, np.uint64(0), np.uint64(stream),
@@ -86,7 +86,7 @@ def _mul_rn_cpu(a, b):
 
 @numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def penalized(x, c, repeat, frequency, presence):
-    """SPEC §4 Penalties on one float64 logit ``x`` seen ``c > 0`` times: float64.
+    """Spec §4 Penalties on one float64 logit ``x`` seen ``c > 0`` times: float64.
 
     ``x / repeat`` if ``x > 0`` else ``x * repeat``, then ``- (c*frequency + presence)``
     (the caller saturates to float32 and keeps ``-inf`` masked). Products by

@@ -1,7 +1,7 @@
-"""Tiny loop-by-loop pure-Python oracles for every sampler stage (SPEC §4, §4.1, §5).
+"""Tiny loop-by-loop pure-Python oracles for every sampler stage (docs/spec.md §4, §4.1, §5).
 
 Each function works on ONE row (a 1-D sequence of logits, masked = -inf) and follows
-the SPEC text literally, with Python floats, the ``math`` module, lists and explicit
+the spec text literally, with Python floats, the ``math`` module, lists and explicit
 loops.  numpy is used only to read inputs and to build the float32 output array.
 They are deliberately slow and obvious: they are the yardstick the vectorised
 reference (``fastsample.reference``) and the fast backends are checked against.
@@ -11,7 +11,7 @@ dimension removed: per-row parameters are plain Python scalars, ``history`` is o
 1-D sequence of token ids, and the two random stages take their uniform ``u``
 directly (``xtc(..., u)``, ``draw(row, u)``).
 
-Conventions for details the SPEC leaves open (decided by the project):
+Conventions for details the spec leaves open (decided by the project):
 - probabilities are float64 softmax over the unmasked entries of the row as it
   stands at the stage (``math.exp`` of ``l - max``, sums in Python floats);
 - ``min_keep``: if fewer than ``min_keep`` tokens survive, the tokens whose logit is
@@ -273,7 +273,7 @@ def penalties(row, history, repeat, frequency, presence, last_n):
 
 
 def dry_match_lengths(history, breakers, last_n):
-    """{candidate token: L(c)} per SPEC §4.1, quadratic, straight from the definition.
+    """{candidate token: L(c)} per spec §4.1, quadratic, straight from the definition.
 
     Window x = the last ``last_n`` tokens (-1: all).  For every earlier end position
     j < len(x) - 1, the match length is the longest common suffix of x[:j+1] and x
@@ -585,7 +585,7 @@ def smoothing(row, factor, curve):
 
 
 def draw(row, u):
-    """SPEC §5 inverse CDF in token-id order; -1 if the row has no finite logit."""
+    """Spec §5 inverse CDF in token-id order; -1 if the row has no finite logit."""
     u = float(u)
     l = _vals(row)
     ids = _finite_ids(l)

@@ -1,4 +1,4 @@
-"""SPEC §7: bad input, row by row of the table.
+"""docs/spec.md §7: bad input, row by row of the table.
 
 Every entry point that takes logits (fs.sample, SamplerChain.sample/process,
 fs.softmax, fs.topk) and fs.dry_penalty is covered.
@@ -502,7 +502,7 @@ def test_readonly_history_unchanged(backend):
 
 
 def test_history_2d_padding_beyond_len_is_ignored(backend):
-    # SPEC §3: (B, L) history plus history_len; entries past history_len are padding
+    # Spec §3: (B, L) history plus history_len; entries past history_len are padding
     x = np.zeros((2, 5), dtype=np.float32)
     chain = fs.SamplerChain([fs.Penalties(presence=1.0)], backend=backend)
     out = chain.process(x, history=np.array([[0, 1, 2], [3, -1, 99]]), history_len=np.array([3, 1]))

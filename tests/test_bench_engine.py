@@ -1,4 +1,4 @@
-"""The engine-loop workloads (W10a-c, SPEC §12), the chain-overhead (W1chain) and
+"""The engine-loop workloads (W10a-c, docs/spec.md §12), the chain-overhead (W1chain) and
 row-spread (W3rows) studies, and their peers.
 
 Built and run at a small V through the runner and the CLI; no test reads a clock or

@@ -1,15 +1,15 @@
-"""Conformance suite: SPEC §4 stage rules, on small hand-checkable cases.
+"""Conformance suite: docs/spec.md §4 stage rules, on small hand-checkable cases.
 
 The cases are drawn from llama.cpp's sampler tests (tests/test-sampling.cpp), from
 transformers' logits-processor tests (tests/generation/test_logits_process.py) and
-from text-generation-webui's sampler rules, restated in the form SPEC §4 requires.
-Where the upstream rule differs from the SPEC, the SPEC wins and a comment says why.
+from text-generation-webui's sampler rules, restated in the form spec §4 requires.
+Where the upstream rule differs from the spec, the spec wins and a comment says why.
 
 Inputs are probabilities given as float32 log-probabilities (0 -> -inf, masked).
 Every case runs ``fs.SamplerChain([...], backend=backend).process(logits)`` and
 compares the kept set (finite entries) exactly and the renormalised probabilities
 within 1e-6.  Expected values are written by hand or computed here in float64
-from the SPEC formula; never by the library.
+from the spec formula; never by the library.
 
 The ``backend`` fixture (tests/conftest.py) runs every case on each CPU backend.
 """
@@ -223,7 +223,7 @@ def test_top_k_transformers_ramp(backend):
         (0.0, [0, 0, 0, 1]),  # min_keep = 1 keeps the max
         (0.4, [0, 0, 0, 1]),
         # 0.3 + 0.4 = 0.7 exactly: on float32 inputs the float64 sum may fall a hair
-        # short of 0.7; the SPEC's 1e-6 tolerance counts it as reached -> 2 tokens
+        # short of 0.7; the spec's 1e-6 tolerance counts it as reached -> 2 tokens
         (0.7, [0, 0, 0.3, 0.4]),
         (0.8, [0, 0.2, 0.3, 0.4]),
         (0.9, [0, 0.2, 0.3, 0.4]),  # 0.9 exactly: 3 tokens
@@ -245,7 +245,7 @@ def test_top_p_mass_tolerance(backend):
 
 
 def test_top_p_ties_kept(backend):
-    # Upstream (llama.cpp, transformers) cut inside a tie; the SPEC keeps every
+    # Upstream (llama.cpp, transformers) cut inside a tie; the spec keeps every
     # token tied with the last one of the prefix.
     run(backend, [fs.TopP(0.5)], [0.2] * 5, [0.2] * 5)
     run(backend, [fs.TopP(0.5)], [0.4, 0.2, 0.2, 0.2], [0.4, 0.2, 0.2, 0.2])
@@ -366,7 +366,7 @@ def test_xtc_keeps_all_tied_smallest(backend):
 
 
 def test_xtc_roll_uses_stream_1(backend):
-    # one u per row from stream 1 (SPEC §5): fires iff u < probability
+    # one u per row from stream 1 (spec §5): fires iff u < probability
     B = 64
     seeds = np.arange(B, dtype=np.uint64) + 1000
     pos = np.arange(B, dtype=np.uint64) * 7

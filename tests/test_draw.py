@@ -1,4 +1,4 @@
-"""SPEC §5 draw: statistics, reproducibility, batch invariance, the exact rule, and
+"""docs/spec.md §5 draw: statistics, reproducibility, batch invariance, the exact rule, and
 SamplerChain state (positions, history, Mirostat mu).
 
 All randomness is seeded; every test is deterministic.
@@ -30,7 +30,7 @@ def softmax64(x):
 
 
 def inverse_cdf(l, u):
-    """SPEC §5 by hand: ascending ids, float64 weights exp(l - m), first running sum > u*W."""
+    """Spec §5 by hand: ascending ids, float64 weights exp(l - m), first running sum > u*W."""
     l = np.asarray(l, dtype=np.float64)
     ids = np.flatnonzero(np.isfinite(l))
     w = np.exp(l[ids] - l[ids].max())
@@ -68,7 +68,7 @@ def llm_like_row(V, seed):
 
 
 def naive_w1(l, top_k, top_p, min_p, t):
-    """llama.cpp order top_k -> top_p -> min_p -> temperature, SPEC §4 rules, by hand."""
+    """llama.cpp order top_k -> top_p -> min_p -> temperature, spec §4 rules, by hand."""
     l = np.asarray(l, dtype=np.float64)
     keep = np.isfinite(l)
     # top_k: keep l >= k-th largest
@@ -237,7 +237,7 @@ def test_batch_invariance_sample(backend):
 
 
 def test_uniform_known_answers():
-    # SPEC §5 Philox known answers, through the uniform: x = word0 | word1 << 32
+    # Spec §5 Philox known answers, through the uniform: x = word0 | word1 << 32
     def u_of(word0, word1):
         x = (word1 << 32) | word0
         return ((x >> 12) + 0.5) * 2.0**-52
@@ -357,7 +357,7 @@ def test_chain_history_feeds_penalties(backend):
 
 
 class _Mirostat2Model:
-    """Hand model of MirostatV2 for one row (SPEC §4 table)."""
+    """Hand model of MirostatV2 for one row (spec §4 table)."""
 
     def __init__(self, l, tau, eta):
         self.l = np.asarray(l, dtype=np.float64)
@@ -486,7 +486,7 @@ def test_mirostat_v2_mu_dense_distribution(backend):
 
 
 def test_adaptive_p_state_per_row(backend):
-    # SPEC §4 AdaptiveP, by hand: S, W at equilibrium; tau' = clamp(2 target - S/W, 0, 1);
+    # Spec §4 AdaptiveP, by hand: S, W at equilibrium; tau' = clamp(2 target - S/W, 0, 1);
     # l' = 5 - 10 d^2 / (1 + d), d = |p - tau'| / 0.3; after the draw S = p + decay S,
     # W = 1 + decay W with p the drawn token's probability before the transform
     V, B = 12, 3

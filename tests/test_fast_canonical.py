@@ -165,7 +165,7 @@ def test_many_seeds_one_config(ops, V):
 
 @pytest.mark.parametrize("wid", ["W1", "W2", "W3", "W4", "W5", "W6"])
 def test_workload_rows(ops, wid):
-    """The SPEC §8 workloads (full V), several positions each."""
+    """The docs/spec.md §8 workloads (full V), several positions each."""
     from fastsample import workloads as wl
 
     case = wl.get(wid).cases[0]

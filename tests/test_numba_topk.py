@@ -165,7 +165,7 @@ def test_stream_infinities_and_zeros():
 @pytest.mark.parametrize("k", [0, 1, 50, 1000, 20000])
 @pytest.mark.parametrize("V_", [V, V - 5, 5000])
 def test_checked_flags_match_the_row_check(k, V_):
-    """``topk_checked`` flags exactly the rows SPEC §7 calls invalid, wherever the bad
+    """``topk_checked`` flags exactly the rows docs/spec.md §7 calls invalid, wherever the bad
     entry sits (streaming prefix, middle, the < 16 tail, the two-pass path), and its
     results for the valid rows are exact."""
     x = wl.llm_like(9, V_, seed=k + V_)

@@ -1,4 +1,4 @@
-"""The numba row validity pass against the numpy definition (SPEC §7)."""
+"""The numba row validity pass against the numpy definition (docs/spec.md §7)."""
 
 import numpy as np
 import pytest

@@ -785,7 +785,7 @@ def test_edge_top_k_ties_kept():
 
 
 def test_edge_top_p_round_inputs():
-    """SPEC §4: exact answers for round inputs given as float32 logits: p = [0.5, 0.25,
+    """docs/spec.md §4: exact answers for round inputs given as float32 logits: p = [0.5, 0.25,
     0.25] with top_p 0.5 keeps the first; with 0.75 the first two plus the tie -> all three."""
     x = np.array([[math.log(0.5), math.log(0.25), math.log(0.25), -math.inf]], dtype=np.float32)
     for p, want in [(0.5, [True, False, False, False]), (0.75, [True, True, True, False])]:
@@ -795,7 +795,7 @@ def test_edge_top_p_round_inputs():
 
 
 def test_edge_min_keep_zero_never_empties():
-    """SPEC §4: a truncation never empties a row, even with min_keep 0."""
+    """Spec §4: a truncation never empties a row, even with min_keep 0."""
     x = np.array([[0.0, 0.0, 0.0, 0.0]], dtype=np.float32)  # p = 0.25 each
     zero = np.array([0], np.int64)
     got = call_ref(ref.epsilon, x, np.array([0.5]), zero)

@@ -1,4 +1,4 @@
-"""Philox4x32-10 and the SPEC §5 uniform."""
+"""Philox4x32-10 and the docs/spec.md §5 uniform."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from scipy import stats
 
 from fastsample import rng
 
-# Random123's published known-answer vectors, as listed in SPEC §5.
+# Random123's published known-answer vectors, as listed in spec §5.
 KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),

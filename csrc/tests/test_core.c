@@ -291,7 +291,7 @@ static int topk_exact(const float *x, int64_t V, int64_t k, const float *vals, c
 enum { TK_LLM, TK_UP, TK_DOWN, TK_EQUAL, TK_ROUND, TK_MASKED, TK_ONE, TK_SIGNED_ZERO,
        TK_INF, TK_NAN, TK_ALL_NEG_INF, TK_KINDS };
 
-/* A row of one kind; returns 1 if it is invalid (SPEC 7), with *nan for a NaN. */
+/* A row of one kind; returns 1 if it is invalid (docs/spec.md §7), with *nan for a NaN. */
 static int topk_row_kind(float *x, int64_t V, int kind, int64_t pos, int *nan) {
     *nan = 0;
     fill_gauss(x, V, 3.0);

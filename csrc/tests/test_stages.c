@@ -72,7 +72,7 @@ static float sat(double v) {
     return (float)(v > m ? m : (v < -m ? -m : v));
 }
 
-/* SPEC §4.1 by definition: for every earlier end e, grow the common suffix. */
+/* docs/spec.md §4.1 by definition: for every earlier end e, grow the common suffix. */
 static void dry_naive(const int64_t *x, int64_t n, int64_t V, const uint8_t *brk, int64_t allowed,
                       int64_t *len) {
     for (int64_t t = 0; t < V; t++)

@@ -263,7 +263,7 @@ def truncate_row(row, top_k, top_p, min_p, min_keep, *, isa=None):
 
 
 def draw(logits, seed, position, *, isa=None):
-    """SPEC §5 draw (stream 0) per row: int32 (B,), -1 for a row with no finite logit."""
+    """docs/spec.md §5 draw (stream 0) per row: int32 (B,), -1 for a row with no finite logit."""
     x = f32(logits)
     B, V = x.shape
     out = np.empty(B, np.int32)
@@ -430,7 +430,7 @@ def topk(x, k, *, isa=None):
 
 
 def topk_checked(x, k, *, isa=None):
-    """``topk`` and the rows' validity (SPEC §7) from the same pass over each row.
+    """``topk`` and the rows' validity (spec §7) from the same pass over each row.
 
     Parameters
     ----------

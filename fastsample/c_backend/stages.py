@@ -171,7 +171,7 @@ def _window_lengths(offsets, last_n):
 
 
 def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, out=None):
-    """DRY penalty of SPEC §4.1 per row (Z-algorithm, linear in the window length)."""
+    """DRY penalty of docs/spec.md §4.1 per row (Z-algorithm, linear in the window length)."""
     x, out, hist, offsets = _history_rows(logits, history, out)
     if hist is None:
         return out

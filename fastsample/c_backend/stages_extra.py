@@ -61,7 +61,7 @@ def p_less(logits, min_keep):
 
 
 def tail_free(logits, z, min_keep):
-    """Tail-free sampling, text-generation-webui's rule (SPEC §4 table)."""
+    """Tail-free sampling, text-generation-webui's rule (docs/spec.md §4 table)."""
     return _truncation("tail_free", logits, z, min_keep, dws_len=lib.fs_extra_dws_len)
 
 

@@ -74,7 +74,7 @@ How it is fast
   ``lower``; the tokens below it go to 8 overflow buckets by position, so that a
   bulk there makes no chain of dependent updates); bucket ids computed vectorised
   per block, then a scalar scatter; only the boundary bucket's tokens are sorted.
-- The draw (SPEC §5, inverse CDF in token-id order, weights exp(l' - max) in float64)
+- The draw (docs/spec.md §5, inverse CDF in token-id order, weights exp(l' - max) in float64)
   runs over gathered candidates when a stage left them (every token above a level
   below the final threshold: top-k's and top-p's candidates) or when the survivors
   sit in few blocks, else as a blocked pass: vectorised per-block sums, then a
@@ -126,7 +126,7 @@ INVALID = -2                  # token of a row with NaN, +inf or every logit mas
 _BS = 256                     # block size of the block maxima
 _F32_MAX = float(np.finfo(np.float32).max)
 _NEG = -_F32_MAX              # threshold that keeps every finite token
-_TOL = 1e-6                   # SPEC §4 mass tolerance (reference.MASS_TOLERANCE)
+_TOL = 1e-6                   # spec §4 mass tolerance (reference.MASS_TOLERANCE)
 _NBINS_BLOCK = 256            # histogram of block maxima
 _NBINS_MASS = 2048            # mass histogram of a whole row (flat rows)
 _SORT_CAP = 4096              # candidates sorted directly up to this count
@@ -194,7 +194,7 @@ def _pass_max(v, bmax):
 
 @numba.njit(cache=True, nogil=True)
 def _invalid(m):
-    """A row max that is NaN, +inf or -inf marks an invalid row (SPEC §7)."""
+    """A row max that is NaN, +inf or -inf marks an invalid row (spec §7)."""
     return not (-np.inf < m < np.inf)
 
 
@@ -657,7 +657,7 @@ def _top_p_row(v, bmax, m, p, w):
 
 @numba.njit(cache=True, nogil=True)
 def _draw_cands(vals, ids, T, mw, t, u):
-    """SPEC §5 over the candidates ``vals >= T`` (ids ascending); weights exp(l' - mw)."""
+    """Spec §5 over the candidates ``vals >= T`` (ids ascending); weights exp(l' - mw)."""
     c = vals.shape[0]
     W = 0.0
     for a in range(c):
@@ -712,7 +712,7 @@ def _block_sums(v, bmax, T, mw, t, w, use_w, bs):
 
 @numba.njit(cache=True, nogil=True)
 def _draw_blocked(v, bmax, T, mw, t, u, w, use_w):
-    """SPEC §5 over the tokens v >= T of the whole row, block by block."""
+    """Spec §5 over the tokens v >= T of the whole row, block by block."""
     n = v.shape[0]
     nb = bmax.shape[0]
     bs = np.empty(nb, np.float64)

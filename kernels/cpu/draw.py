@@ -1,4 +1,4 @@
-"""The draw (SPEC §5), argmax and token log-probabilities: numba CPU kernels.
+"""The draw (docs/spec.md §5), argmax and token log-probabilities: numba CPU kernels.
 
 Row kernels (plain njit, one row) and batched kernels (``prange`` over rows), plus
 thin Python wrappers ``draw``, ``argmax``, ``token_logprob`` with the reference's
@@ -18,7 +18,7 @@ The draw, per row (matches ``fastsample.reference.draw`` up to float64 rounding)
 The reference sums sequentially (``np.cumsum``); here the order inside a block is
 LLVM's vector order, so running sums differ by float64 rounding only (~1e-16 relative)
 and the drawn token can differ only when ``u * W`` lies within that of a boundary
-(SPEC §5).
+(spec §5).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _NEG_INF = -np.inf
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def draw_row(row, u):
-    """SPEC §5 draw over one float32 row with uniform ``u``; -1 if no finite logit."""
+    """Spec §5 draw over one float32 row with uniform ``u``; -1 if no finite logit."""
     V = row.shape[0]
     m = row_max(row)
     if m == _NEG_INF:
@@ -190,7 +190,7 @@ def _rows_f32(logits):
 
 
 def draw(logits, seed, position):
-    """SPEC §5 draw: int32 ``(B,)``, -1 for a row with no finite logit."""
+    """Spec §5 draw: int32 ``(B,)``, -1 for a row with no finite logit."""
     x = _rows_f32(logits)
     B = x.shape[0]
     out = np.full(B, -1, np.int32)

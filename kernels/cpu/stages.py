@@ -71,7 +71,7 @@ _PJ = dict(cache=True, nogil=True, parallel=True, error_model="numpy")
 
 F32_MAX = float(np.finfo(np.float32).max)
 LN_F32_MAX = 88.7228391          # DRY's exponent clamp (as the reference, llama.cpp)
-MASS_TOL = 1e-6                  # SPEC §4: cum >= p - 1e-6
+MASS_TOL = 1e-6                  # docs/spec.md §4: cum >= p - 1e-6
 LN2 = math.log(2.0)
 STREAM_XTC = 1
 
@@ -1039,7 +1039,7 @@ def _z_reversed(hist, start, end):
 
 @numba.njit(**_NJ)
 def dry_lengths(hist, start, end, allowed, brk, scratch):
-    """SPEC §4.1 repeat lengths: distinct tokens (history order) with L >= allowed."""
+    """Spec §4.1 repeat lengths: distinct tokens (history order) with L >= allowed."""
     n = end - start
     if n < 2 or brk[hist[end - 1]]:
         return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -1369,7 +1369,7 @@ def _table(ids, V):
 
 
 def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, out=None):
-    """DRY penalty of SPEC §4.1 per row (linear in the history length)."""
+    """DRY penalty of spec §4.1 per row (linear in the history length)."""
     x = _logits(logits)
     B, V = x.shape
     out, inplace = _out(x, logits, out)
@@ -1435,7 +1435,7 @@ def min_p(logits, p, min_keep):
 
 
 def xtc(logits, probability, threshold, min_keep, seed, position):
-    """Exclude Top Choices with the stream-1 roll of SPEC §5."""
+    """Exclude Top Choices with the stream-1 roll of spec §5."""
     return _run_rows(logits, K_XTC, f1=probability, f2=threshold, i2=min_keep,
                      seed=seed, position=position)
 

@@ -580,7 +580,7 @@ def topk_row(row, k, vals, ids):
     """Top k of one float32 row into ``vals`` (float32, (k,)) and ``ids`` (int32, (k,)).
 
     ``0 <= k <= row.shape[0]``. Entries come out descending, ties to the lower id.
-    Returns True for an invalid row (SPEC §7: NaN, +inf, or every entry ``-inf``),
+    Returns True for an invalid row (docs/spec.md §7: NaN, +inf, or every entry ``-inf``),
     checked within the same pass; ``vals`` / ``ids`` are then undefined if the row
     holds a NaN (and still exact for +inf or all ``-inf``).
     """

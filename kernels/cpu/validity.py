@@ -1,4 +1,4 @@
-"""The row validity check of SPEC §7 as one vectorised pass per row.
+"""The row validity check of docs/spec.md §7 as one vectorised pass per row.
 
 A row is invalid if it holds a NaN or +inf, or if every logit is ``-inf``: exactly
 when its max is not finite, provided the max propagates NaN, which ``llvm.maximum``
@@ -27,7 +27,7 @@ def row_max_nan(row):
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def row_is_invalid(row):
-    """SPEC §7: the row holds a NaN or +inf, or every entry is ``-inf``."""
+    """Spec §7: the row holds a NaN or +inf, or every entry is ``-inf``."""
     m = row_max_nan(row)
     return not (-np.inf < m < np.inf)
 

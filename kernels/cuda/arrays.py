@@ -166,7 +166,7 @@ def widen_kernel(src, out):
         out[b] = src[b]
 
 
-# What a per-row parameter left on the device must satisfy (SPEC §7, as the host
+# What a per-row parameter left on the device must satisfy (docs/spec.md §7, as the host
 # Check objects of fastsample.stages): flagged rows get token -1 instead of an error.
 CHECK_FINITE = 0
 CHECK_NON_NEGATIVE = 1      # finite and >= 0

@@ -18,7 +18,7 @@ Per row:
 5. XTC, when the chain has it after the truncations and the row's roll says so
    (``xtc.py``): an upper cut ``xu`` (and its ``min_keep`` floor ``xg``) that the
    draw and ``process`` apply with ``T`` (``block.kept``).
-6. The draw of SPEC §5 (inverse CDF in token-id order): in each chunk, each thread
+6. The draw of docs/spec.md §5 (inverse CDF in token-id order): in each chunk, each thread
    sums the float64 weights of one contiguous slice of ids; a chunk's sum is a fixed
    tree over its slices; thread 0 walks the chunk sums in id order, then the slices of
    the one chunk where the running sum passes ``u * W``, then its ids. ``u`` comes
@@ -78,7 +78,7 @@ INVALID = -2
 GREEDY = 1             # status: the token is ``first``
 GREEDY_AFTER_XTC = 2   # status: greedy, but XTC acts first (Temperature <= 0 last)
 NEG = -F32_MAX         # a threshold that keeps every finite token
-TOL = 1e-6             # SPEC §4 mass tolerance
+TOL = 1e-6             # spec §4 mass tolerance
 _SLICE = CHUNK // TPB  # ids per thread in a chunk's draw sums
 
 
@@ -279,7 +279,7 @@ def _walk_slices(row, lo, hi, T, xu, xg, t_pre, t_draw, mw, sl, run, target):
 
 @cuda.jit(device=True)
 def finish_draw(row, cs, last, T, xu, xg, t_pre, t_draw, mw, u, sl, sh_f64, sh_i32):
-    """SPEC §5 from the row's chunk sums ``cs`` (float64 (S,), by ``chunk_slices``) and
+    """Spec §5 from the row's chunk sums ``cs`` (float64 (S,), by ``chunk_slices``) and
     last survivor ``last`` (any thread's value): ``W`` is the chunk sums in chunk order;
     the walk passes ``u * W`` in one chunk, whose slices are summed again (same order,
     same bits). If rounding leaves the running sum short, the chunk's (or the row's)

@@ -1,4 +1,4 @@
-"""DRY (SPEC §4.1) for the GPU: penalties found on the host, applied on the device.
+"""DRY (docs/spec.md §4.1) for the GPU: penalties found on the host, applied on the device.
 
 Why the host finds them. DRY's penalties depend only on the row's history, which a
 ``SamplerChain`` keeps on the host (``chain.history``; an explicit ``history`` is host
@@ -108,7 +108,7 @@ def dry_edits(history, V, multiplier, base, allowed_length, last_n, table, strea
 
 def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, stream=0,
         out=None):
-    """DRY penalty of SPEC §4.1 per row (backend function, as ``reference.dry``).
+    """DRY penalty of spec §4.1 per row (backend function, as ``reference.dry``).
 
     Host (numpy) logits give a numpy result, device logits a device array; float32
     (B, V), a new array, or ``out=logits``: the logits edited in place (only the

@@ -122,7 +122,7 @@ def _use_split(B, V, split):
 
 
 def _no_xtc(xtc):
-    """XTC's ``(probability, threshold)``; probability 0 (SPEC §4: a no-op) for None."""
+    """XTC's ``(probability, threshold)``; probability 0 (docs/spec.md §4: a no-op) for None."""
     return (0.0, 1.0) if xtc is None else xtc
 
 
@@ -207,7 +207,7 @@ def _tokens(logits, temperature, seed, position, stream):
 
 
 def draw(logits, seed, position, stream=0):
-    """SPEC §5 draw (stream 0) per row; int32 (B,), -1 for a row with no finite logit."""
+    """Spec §5 draw (stream 0) per row; int32 (B,), -1 for a row with no finite logit."""
     return _tokens(logits, 1.0, seed, position, stream)
 
 

@@ -23,7 +23,7 @@ xtc (3)               XTC (``xtc.py``): the survivors' mass, then the count
                       above the threshold and its smallest p, then the largest
                       value XTC keeps (with its first index) and the count kept
 final (1)             the draw's chunk and slice sums, or the processed logits
-draw (1, B blocks)    the walk of SPEC §5 (``canonical.finish_draw``)
+draw (1, B blocks)    the walk of docs/spec.md §5 (``canonical.finish_draw``)
 ====================  =====================================================
 
 A launch starts by deciding the previous pass's digit from the global histograms
@@ -439,7 +439,7 @@ def phase_kernel(phase, prev, logits, top_k, top_p, min_p, temperature, min_keep
 
 @cuda.jit(cache=True)
 def draw_kernel(logits, seed, position, pi32, pf64, si, sf, out):
-    """The walk of SPEC §5, one block per row, after the final phase."""
+    """The walk of spec §5, one block per row, after the final phase."""
     sh_f64 = cuda.shared.array(TPB, float64)
     sh_i32 = cuda.shared.array(TPB, int32)
     sl = cuda.shared.array(TPB, float64)

@@ -1,4 +1,4 @@
-"""XTC (Exclude Top Choices, SPEC §4) after the canonical truncations, on the GPU.
+"""XTC (Exclude Top Choices, docs/spec.md §4) after the canonical truncations, on the GPU.
 
 XTC runs on the row as the cuts leave it: the survivors ``K = {v >= T}`` of the
 stage values ``v = stage_value(l, t_pre)`` (raw logits, or ``l / t`` in HF order),

@@ -1,7 +1,7 @@
 """``SamplerChain`` on cuda with LogitBias, Penalties and DRY in front of the canonical
 stages (and XTC after their truncations): tokens and masks identical to the numpy chain,
 with the Penalties counts kept on the device and DRY's edits recomputed from the
-growing history across ``sample`` / ``accept`` steps; SPEC §12's W10a and W10b."""
+growing history across ``sample`` / ``accept`` steps; docs/spec.md §12's W10a and W10b."""
 
 import numpy as np
 import pytest
