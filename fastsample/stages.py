@@ -158,7 +158,24 @@ class LogitBias(Stage):
 
 
 class Penalties(Stage):
-    """Repetition (CTRL), frequency and presence penalties (llama.cpp, OpenAI)."""
+    """Repetition (CTRL), frequency and presence penalties (llama.cpp, OpenAI).
+
+    Each parameter is a scalar or one value per row (a ``(B,)`` array). The rule is
+    spec §4's; a token counts if it is among the last ``last_n`` tokens of the row's
+    history.
+
+    Attributes
+    ----------
+    repeat : float, default 1.0
+        Must be > 0. A seen token's logit ``l`` becomes ``l / repeat`` if ``l > 0``,
+        else ``l * repeat``.
+    frequency : float, default 0.0
+        Subtracted once per occurrence.
+    presence : float, default 0.0
+        Subtracted once from every seen token.
+    last_n : int, default 64
+        The window of history tokens; -1 is the whole history, 0 turns the stage off.
+    """
 
     op = "penalties"
     PARAMS = (
@@ -178,7 +195,25 @@ class Penalties(Stage):
 
 
 class DRY(Stage):
-    """DRY, "don't repeat yourself" (text-generation-webui, llama.cpp); spec §4.1."""
+    """DRY, "don't repeat yourself" (text-generation-webui, llama.cpp); spec §4.1.
+
+    Each parameter is a scalar or one value per row (a ``(B,)`` array).
+
+    Parameters
+    ----------
+    multiplier : float
+        Must be >= 0; 0 turns the stage off.
+    base : float, default 1.75
+        A repeat of length ``L >= allowed_length`` loses
+        ``multiplier * base ** (L - allowed_length)``; ``base < 1`` turns it off.
+    allowed_length : int, default 2
+        The longest repeat that goes unpenalised.
+    last_n : int, default -1
+        The window of history tokens searched; -1 is the whole history.
+    breakers : sequence of int, default ()
+        Token ids that end a match (see ``fastsample.dry_breakers``); the same for every
+        row.
+    """
 
     op = "dry"
     PARAMS = (
@@ -203,7 +238,13 @@ class DRY(Stage):
 
 
 class NoRepeatNGram(Stage):
-    """Ban tokens that would repeat an n-gram of the history (transformers)."""
+    """Ban tokens that would repeat an n-gram of the history (transformers).
+
+    Attributes
+    ----------
+    n : int or array_like of int
+        The n-gram length; ``n <= 0`` turns the stage off.
+    """
 
     op = "no_repeat_ngram"
     PARAMS = (Param("n", integer=True),)
@@ -213,7 +254,22 @@ class NoRepeatNGram(Stage):
 
 
 class XTC(Stage):
-    """Exclude Top Choices (text-generation-webui, llama.cpp)."""
+    """Exclude Top Choices (text-generation-webui, llama.cpp).
+
+    With chance ``probability`` (stream 1 of spec §5, one roll per row and position),
+    when at least two tokens have ``p >= threshold``, every one of them but the least
+    likely is masked. Each parameter is a scalar or one value per row (a ``(B,)``
+    array).
+
+    Attributes
+    ----------
+    probability : float
+        ``probability <= 0`` turns the stage off.
+    threshold : float
+        ``threshold > 0.5`` turns the stage off.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "xtc"
     PARAMS = (Param("probability"), Param("threshold"), _min_keep())
@@ -227,91 +283,205 @@ class XTC(Stage):
 
 
 class TopNSigma(Stage):
-    """Top-nσ (Tang et al. 2024; llama.cpp): keep ``l >= max - n * std``."""
+    """Top-nσ (Tang et al. 2024; llama.cpp): keep ``l >= max - n * std``.
+
+    Attributes
+    ----------
+    n : float or array_like
+        Standard deviations below the max; ``n <= 0`` turns the stage off.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "top_n_sigma"
     PARAMS = (Param("n"), _min_keep())
 
 
 class TopK(Stage):
-    """Top-k (Fan et al. 2018): keep the k largest logits, ties kept."""
+    """Top-k (Fan et al. 2018): keep the k largest logits, ties kept.
+
+    Attributes
+    ----------
+    k : int or array_like of int
+        ``k <= 0`` or ``k >=`` the number of finite logits is a no-op.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "top_k"
     PARAMS = (Param("k", integer=True), _min_keep())
 
 
 class Typical(Stage):
-    """Locally typical sampling (Meister et al. 2022)."""
+    """Locally typical sampling (Meister et al. 2022).
+
+    Keeps the tokens whose surprise ``-ln p`` is closest to the entropy, up to mass p.
+
+    Attributes
+    ----------
+    p : float or array_like
+        Must be >= 0; ``p >= 1`` is a no-op.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "typical"
     PARAMS = (Param("p", check=NON_NEGATIVE), _min_keep())
 
 
 class TopP(Stage):
-    """Nucleus sampling (Holtzman et al. 2019)."""
+    """Nucleus sampling (Holtzman et al. 2019).
+
+    Keeps the most probable tokens until their mass reaches p (ties at the cut kept).
+
+    Attributes
+    ----------
+    p : float or array_like
+        Must be >= 0; ``p >= 1`` is a no-op.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "top_p"
     PARAMS = (Param("p", check=NON_NEGATIVE), _min_keep())
 
 
 class MinP(Stage):
-    """Min-p (Nguyen et al. 2024; llama.cpp): keep ``p >= p * p_max``."""
+    """Min-p (Nguyen et al. 2024; llama.cpp): keep ``p >= p * p_max``.
+
+    Attributes
+    ----------
+    p : float or array_like
+        Must be >= 0; 0 is a no-op, ``p > 1`` keeps only the maximum.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "min_p"
     PARAMS = (Param("p", check=NON_NEGATIVE), _min_keep())
 
 
 class Epsilon(Stage):
-    """Epsilon sampling (Hewitt et al. 2022; transformers)."""
+    """Epsilon sampling (Hewitt et al. 2022; transformers).
+
+    Attributes
+    ----------
+    epsilon : float or array_like
+        Tokens with ``p < epsilon`` are masked; ``epsilon <= 0`` is a no-op.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "epsilon"
     PARAMS = (Param("epsilon"), _min_keep())
 
 
 class Eta(Stage):
-    """Eta sampling (Hewitt et al. 2022; transformers)."""
+    """Eta sampling (Hewitt et al. 2022; transformers).
+
+    Attributes
+    ----------
+    epsilon : float or array_like
+        Tokens with ``p < min(epsilon, sqrt(epsilon) * exp(-H))`` are masked (H the
+        entropy); ``epsilon <= 0`` is a no-op.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "eta"
     PARAMS = (Param("epsilon"), _min_keep())
 
 
 class TopA(Stage):
-    """Top-a (text-generation-webui): mask ``p < a * p_max**2``."""
+    """Top-a (text-generation-webui): mask ``p < a * p_max**2``.
+
+    Attributes
+    ----------
+    a : float or array_like
+        ``a <= 0`` is a no-op.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "top_a"
     PARAMS = (Param("a"), _min_keep())
 
 
 class PLess(Stage):
-    """P-less sampling: mask ``p < sum(p**2)``."""
+    """P-less sampling: mask ``p < sum(p**2)``.
+
+    Attributes
+    ----------
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "p_less"
     PARAMS = (_min_keep(),)
 
 
 class TailFree(Stage):
-    """Tail-free sampling (Phillips 2019; text-generation-webui's rule)."""
+    """Tail-free sampling (Bricken 2019; text-generation-webui's rule).
+
+    Attributes
+    ----------
+    z : float or array_like
+        The cut on the normalised second differences of the sorted probabilities;
+        ``z >= 1`` is a no-op.
+    min_keep : int or array_like of int, default 1
+        Keep at least this many tokens (>= 1): the top ``min_keep`` logits, ties kept.
+    """
 
     op = "tail_free"
     PARAMS = (Param("z"), _min_keep())
 
 
 class Temperature(Stage):
-    """Divide logits by t; t <= 0 is greedy."""
+    """Divide logits by t; t <= 0 is greedy.
+
+    Attributes
+    ----------
+    t : float or array_like
+        1 is a no-op; ``t <= 0`` keeps only the first maximum.
+    """
 
     op = "temperature"
     PARAMS = (Param("t"),)
 
 
 class DynamicTemperature(Stage):
-    """Entropy-based dynamic temperature (text-generation-webui, llama.cpp)."""
+    """Entropy-based dynamic temperature (text-generation-webui, llama.cpp).
+
+    The temperature runs from ``max(0, t - range)`` to ``t + range`` with the row's
+    normalised entropy ``(H / ln n) ** exponent``.
+
+    Attributes
+    ----------
+    t : float or array_like
+        The central temperature.
+    range : float or array_like
+        ``range <= 0`` is plain temperature ``t``.
+    exponent : float or array_like, default 1.0
+        Must be >= 0.
+    """
 
     op = "dynamic_temperature"
     PARAMS = (Param("t"), Param("range"), Param("exponent", 1.0, check=NON_NEGATIVE))
 
 
 class Smoothing(Stage):
-    """Quadratic sampling: smoothing factor and curve (text-generation-webui)."""
+    """Quadratic sampling: smoothing factor and curve (text-generation-webui).
+
+    With ``d = l - l_max``: ``l' = l_max - k * factor * d**2 + s * factor * d**3``,
+    ``k = (3 - curve) / 2``, ``s = (curve - 1) / 2``.
+
+    Attributes
+    ----------
+    factor : float or array_like
+        ``factor <= 0`` is a no-op.
+    curve : float or array_like, default 1.0
+        1 is purely quadratic.
+    """
 
     op = "smoothing"
     PARAMS = (Param("factor"), Param("curve", 1.0))
@@ -386,7 +556,20 @@ class _MirostatBase(Terminal):
 
 
 class Mirostat(_MirostatBase):
-    """Mirostat v1 (Basu et al. 2021), llama.cpp's form."""
+    """Mirostat v1 (Basu et al. 2021), llama.cpp's form.
+
+    Terminal. Each row keeps its own ``mu`` (starting at ``2 * tau``), updated when
+    ``sample`` draws.
+
+    Attributes
+    ----------
+    tau : float or array_like, default 5.0
+        The target surprise, in bits.
+    eta : float or array_like, default 0.1
+        The learning rate of ``mu``.
+    m : int or array_like of int, default 100
+        How many of the most likely tokens estimate the Zipf exponent (>= 1).
+    """
 
     op = "mirostat"
     PARAMS = (Param("tau", 5.0), Param("eta", 0.1), Param("m", 100, integer=True, check=AT_LEAST_ONE))
@@ -396,7 +579,18 @@ class Mirostat(_MirostatBase):
 
 
 class MirostatV2(_MirostatBase):
-    """Mirostat v2 (Basu et al. 2021), llama.cpp's form."""
+    """Mirostat v2 (Basu et al. 2021), llama.cpp's form.
+
+    Terminal. Keeps the tokens with ``-log2 p <= mu``, draws, and updates the row's
+    ``mu`` (starting at ``2 * tau``).
+
+    Attributes
+    ----------
+    tau : float or array_like, default 5.0
+        The target surprise, in bits.
+    eta : float or array_like, default 0.1
+        The learning rate of ``mu``.
+    """
 
     op = "mirostat_v2"
     PARAMS = (Param("tau", 5.0), Param("eta", 0.1))
@@ -406,7 +600,18 @@ class MirostatV2(_MirostatBase):
 
 
 class AdaptiveP(Terminal):
-    """Adaptive-p (llama.cpp / text-generation-webui): steer the drawn p to a target."""
+    """Adaptive-p (llama.cpp / text-generation-webui): steer the drawn p to a target.
+
+    Terminal. Each row keeps exponential moving averages of the drawn tokens'
+    probabilities, updated when ``sample`` draws.
+
+    Attributes
+    ----------
+    target : float or array_like
+        The probability to steer toward; ``target < 0`` is a plain draw.
+    decay : float or array_like, default 0.9
+        The decay of the moving averages, in ``[0, 1)``.
+    """
 
     op = "adaptive_p"
     PARAMS = (Param("target"), Param("decay", 0.9, check=UNIT_INTERVAL_OPEN))
