@@ -12,6 +12,7 @@ fixture of ``tests/conftest.py`` (the conformance cases) run on cuda when import
 """
 
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,49 @@ def _fast_switching():
     sys.setswitchinterval(2e-4)
     yield
     sys.setswitchinterval(old)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_arrays_allocated_once():
+    """Make the simulator's shared-array allocation atomic.
+
+    numba-cuda's simulator gives a block one shared array per source line: the first
+    thread to reach the line looks it up, finds none, creates it and stores it
+    (``FakeCUDAShared.array``), with no lock. Two threads that reach the line together
+    can each create their own, and the block's threads then do not share it: a
+    reduction or a broadcast through it reads another thread's stale copy. This showed
+    as a rare wrong survivor at a cut of the split path (``test_cuda_xtc.py``, about 1
+    run in 30 at this switch interval, always after two allocations for one line). On a
+    GPU shared memory is shared by construction; this patch only gives the simulator
+    the same guarantee (same key: the caller's file and line)."""
+    from numba import config
+
+    if not getattr(config, "ENABLE_CUDASIM", False):
+        yield
+        return
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    original = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:   # dynamic shared memory, or refused
+            return original(self, shape, dtype, alignment)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                if isinstance(dtype, types.Type):
+                    dtype = numpy_support.as_dtype(dtype)
+                res = self._allocations[caller] = np.empty(shape, dtype)
+        return res
+
+    kernelapi.FakeCUDAShared.array = array
+    yield
+    kernelapi.FakeCUDAShared.array = original
 
 
 @pytest.fixture(autouse=True, scope="session")
