@@ -6,8 +6,8 @@ on every machine (numpy's ``default_rng`` seeded with ``[seed, row]``).
 
 - ``llm_like(B, V, seed)`` and ``flat(B, V, seed)`` are the logit generators of spec §8.
 - ``natural_history(L, V, seed)`` and ``repeated_history(L, V, seed)`` make DRY histories.
-- ``WORKLOADS`` is the table of W1-W10; each ``Workload`` has one or more ``Case``\\ s
-  (W7 has four: k in {50, 1000} x B in {1, 64}; W8 has three histories).
+- ``WORKLOADS`` is the table of W1-W10; each ``Workload`` has one or more ``Case``
+  objects (W7 has four: k in {50, 1000} x B in {1, 64}; W8 has three histories).
 - W10a-c (spec §12) are engine loops: one timed call is one token, ``chain.sample`` then
   ``chain.accept``, on a ``SamplerChain`` that starts from a 4096-token history. Two more
   studies ride along: ``W1chain`` (W1 through a chain vs ``fs.sample``) and ``W3rows``
