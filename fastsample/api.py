@@ -7,6 +7,8 @@ import numbers
 import numpy as np
 
 from . import arrays as _arrays
+from . import bitmask as _bitmask
+from . import logprobs as _logprobs
 from . import registry as _backends
 from .stages import AT_LEAST_MINUS_ONE, AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE
 from .validation import (
@@ -14,13 +16,14 @@ from .validation import (
     raise_invalid,
 )
 
-__all__ = ["sample", "softmax", "log_softmax", "topk", "dry_penalty", "dry_breakers"]
+__all__ = ["sample", "softmax", "log_softmax", "topk", "dry_penalty", "dry_breakers",
+           "apply_token_bitmask"]
 
 
 @_arrays.host_io("logits")
 def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1,
            seed=0, position=0, temperature_last=True, on_invalid="raise", backend="auto",
-           stream=None):
+           stream=None, logprobs=None, logprobs_mode="raw", bitmask=None, bitmask_rows=None):
     """Draw one token per row with llama.cpp's default chain.
 
     The order is top_k -> top_p -> min_p -> temperature -> draw; with
@@ -41,29 +44,60 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     on_invalid : {"raise", "flag"}
         Rows with NaN/+inf or every logit masked raise ``ValueError``, or give -1.
     backend : {"auto", "numpy", "numba", "c", "cuda"}
+    logprobs : int >= 0, optional
+        Return ``fs.Sampled`` with the sampled token's logprob and rank and the top
+        ``logprobs`` tokens (spec §9); None returns the tokens alone.
+    logprobs_mode : {"raw", "processed"}
+        Log-softmax of the input logits, or of the logits the draw used.
+    bitmask : array_like of int32 or uint32, shape (R, ceil(V/32)), optional
+        Packed token bitmask (spec §10; xgrammar/llguidance's format): token v is
+        allowed iff bit ``v % 32`` of word ``v // 32`` is set. Disallowed tokens are
+        masked before every stage; a row it leaves without a finite logit is invalid.
+    bitmask_rows : array_like of int, shape (B,), optional
+        The bitmask row of each logits row, -1 = unconstrained; None: row b uses
+        bitmask row b (R == B).
 
     Returns
     -------
-    int for 1-D logits, else numpy.ndarray of int32, shape (B,).
+    int for 1-D logits, else numpy.ndarray of int32, shape (B,); ``fs.Sampled`` with
+    ``logprobs``.
     """
+    if logprobs is not None:  # fastsample/logprobs.py: the tokens of this call without it
+        kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                  min_keep=min_keep, seed=seed, position=position,
+                  temperature_last=temperature_last, on_invalid=on_invalid, backend=backend,
+                  stream=stream, bitmask=bitmask, bitmask_rows=bitmask_rows)
+        return _logprobs.sample(sample, logits, logprobs, logprobs_mode, kw)
     if _backends.is_gpu_array(logits):  # device path: fastsample/gpu.py
         return _gpu().sample(
             logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
             min_keep=min_keep, seed=seed, position=position,
             temperature_last=temperature_last, on_invalid=on_invalid, backend=backend,
-            stream=stream)
+            stream=stream, bitmask=bitmask, bitmask_rows=bitmask_rows)
     check_on_invalid(on_invalid)
     names = _backends.resolve(backend)
     x, one_d = as_logits(logits)
     B = x.shape[0]
     module = _backends.load(names[0])
     row_fn = getattr(module, "sample_row", None) if B == 1 else None
+    masked = {}   # the bitmask arguments of the fused kernels, when there is one
+    if bitmask is not None:
+        bm, bm_rows = _bitmask.as_bitmask(bitmask, B, x.shape[1], bitmask_rows)
+        if getattr(module, "sample_canonical", None) is None:
+            # stage by stage: the masked row, and a disallowed NaN/+inf still invalid
+            bad_input = _backends.row_check(names)(x)
+            x = _backends.op_for(names, "apply_token_bitmask", "bitmask")(x, bm, bm_rows)
+            x[bad_input] = np.nan
+        elif B == 1:
+            masked = {"bitmask": _bitmask.row_words(bm, bm_rows, 0)}
+        else:
+            masked = {"bitmask": bm, "bitmask_rows": bm_rows}
     if row_fn is not None and is_u64(seed) and is_u64(position) \
             and _PLAIN_NUMBER.issuperset((type(temperature), type(top_p), type(min_p))) \
             and type(top_k) is int and type(min_keep) is int:
         # One row, plain scalars: no per-row arrays at all (the per-token latency path).
         k, p, mp, t, mk = _row_params(temperature, top_k, top_p, min_p, min_keep)
-        token = row_fn(x[0], k, p, mp, t, mk, bool(temperature_last), seed, position)
+        token = row_fn(x[0], k, p, mp, t, mk, bool(temperature_last), seed, position, **masked)
         if token == -2:  # the kernel's invalid-row flag
             if on_invalid == "raise":
                 raise_invalid(np.ones(1, np.bool_), "NaN, +inf, or every logit masked")
@@ -75,7 +109,9 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     fused = getattr(module, "sample_canonical", None)
     if fused is not None:
         # The fused kernel checks row validity in its first pass (token -2).
-        tokens = fused(x, k, p, mp, t, mk, bool(temperature_last), seeds, pos)
+        if "bitmask" in masked and "bitmask_rows" not in masked:  # one row, general path
+            masked = {"bitmask": bm, "bitmask_rows": bm_rows}
+        tokens = fused(x, k, p, mp, t, mk, bool(temperature_last), seeds, pos, **masked)
         invalid = tokens == -2
     else:
         invalid = _backends.row_check(names)(x)
@@ -156,6 +192,62 @@ def _valid_rows(x, name, names):
     if bad.any():
         raise_invalid(bad, "NaN, +inf, or every logit masked")
     return rows, one_d
+
+
+def apply_token_bitmask(logits, bitmask, rows=None, out=None, *, backend="auto", stream=None):
+    """Mask (``-inf``) every token a packed bitmask disallows (spec §10).
+
+    The masking ``sample(..., bitmask=...)`` applies before every stage, as its own op
+    (vLLM's ``apply_grammar_bitmask``, SGLang's ``apply_token_bitmask_inplace``).
+    Logit values are not checked (a NaN stays a NaN where allowed).
+
+    Parameters
+    ----------
+    logits : array_like, shape (V,) or (B, V)
+    bitmask : array_like of int32 or uint32, shape (R, ceil(V/32)) or (ceil(V/32),)
+        Token v is allowed iff bit ``v % 32`` of word ``v // 32`` is set; bits past V
+        are ignored.
+    rows : array_like of int, shape (B,), optional
+        The bitmask row of each logits row, -1 = unconstrained; None: row b uses
+        bitmask row b (R == B).
+    out : array, optional
+        None: a new float32 array. ``out is logits`` (float32, C-contiguous,
+        writable): masked in place. Any other float32 array of the logits' shape: the
+        masked logits are written there.
+    backend : {"auto", "numpy", "numba", "c", "cuda"}
+
+    Returns
+    -------
+    The masked logits: ``out`` when given, else a new float32 array of the logits'
+    shape (the caller's array type).
+    """
+    if _backends.is_gpu_array(logits):
+        return _gpu().apply_token_bitmask(logits, bitmask, rows, out, backend=backend,
+                                          stream=stream)
+    host, wrap = _arrays.to_host(logits)
+    names = _backends.resolve(backend)
+    x, one_d = as_logits(host)
+    B, V = x.shape
+    bm, r = _bitmask.as_bitmask(_arrays.plain(bitmask), B, V, _arrays.plain(rows), "bitmask",
+                                "rows")
+    fn = _backends.op_for(names, "apply_token_bitmask", "apply_token_bitmask")
+    if out is None:
+        result = fn(x, bm, r)
+        return wrap(result[0] if one_d else result)
+    target = _arrays.to_host(out)[0] if not isinstance(out, np.ndarray) else out
+    if not isinstance(target, np.ndarray) or target.dtype != np.float32 \
+            or not target.flags.c_contiguous or not target.flags.writeable:
+        raise TypeError("out must be a writable C-contiguous float32 array")
+    if target.shape != np.shape(host):
+        raise ValueError(f"out has shape {target.shape} but logits have {np.shape(host)}")
+    view = target.reshape(x.shape)
+    if np.shares_memory(view, x):
+        if view.__array_interface__["data"][0] != x.__array_interface__["data"][0]:
+            raise ValueError("out overlaps logits without being them")
+        fn(x, bm, r, out=x)   # in place: x is the caller's float32 memory
+    else:
+        fn(x, bm, r, out=view)
+    return out
 
 
 @_arrays.host_io("x")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import arrays as _arrays
+from . import bitmask as _bitmask
 from . import plan as _plan
 from . import registry as _backends
-from .stages import Dist, LogitBias, MinP, Stage, Temperature, Terminal, TopK, TopP
+from .stages import (AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens, Stage,
+                     Temperature, Terminal, TopK, TopP)
 from .validation import (
     as_history,
     as_logits,
@@ -46,6 +48,7 @@ class _Context:
         self.B, self.V = B, V
         self.history = history
         self.seed, self.position = seed, position
+        self.bitmask = self.bitmask_rows = None   # spec §10, normalised (fastsample.bitmask)
 
 
 
@@ -114,6 +117,29 @@ class SamplerChain:
         self._work = None       # the working copy of the logits that edits write
         self.reset()
 
+    #: What the request asked of the call (a ``fastsample.requests.Request``) for a
+    #: chain made by ``from_request``; None otherwise.
+    request = None
+
+    @classmethod
+    def from_request(cls, params, style, *, strict=True, seed=None, backend="auto",
+                     on_invalid="raise", token_texts=None, eos_token_id=None):
+        """The chain a peer would run for a request in its own format.
+
+        ``style`` is "llama.cpp" (server ``/completion``), "openai", "hf" (a
+        ``generation_config.json``), "webui" (text-generation-webui) or "vllm"
+        (``SamplingParams``): the peer's stages, order, defaults and no-op rules.
+        Unknown or unsupported fields are a ``ValueError`` listing them (a
+        ``RequestWarning`` with ``strict=False``). The chain's ``request`` holds
+        what the request asked of the call: seed, logprobs, max_tokens, n.
+        Parameters and rules: :func:`fastsample.requests.from_request`.
+        """
+        from .requests import from_request
+
+        return from_request(params, style, strict=strict, seed=seed, backend=backend,
+                            on_invalid=on_invalid, token_texts=token_texts,
+                            eos_token_id=eos_token_id)
+
     def _canonical_plan(self, backend=None, stages=None):
         """How to run ``sample`` as the backend's fused canonical kernel, if it can.
 
@@ -157,20 +183,26 @@ class SamplerChain:
                 np.ascontiguousarray(param(Temperature, 1.0)), np.ascontiguousarray(min_keep),
                 temperature_last)
 
-    def _sample_fused(self, x, ctx):
+    def _sample_fused(self, x, ctx, masked=None):
         """Tokens of the fused plan (-2: the kernel's invalid-row flag): int32 (B,), or
-        an int for one row (the per-token path: no arrays at all)."""
+        an int for one row (the per-token path: no arrays at all). ``masked``: the
+        bitmask arguments of the kernel (``_kernel_mask``)."""
         module = self._module
+        masked = masked or {}
         row_fn = getattr(module, "sample_row", None) if ctx.B == 1 else None
         if row_fn is not None:  # one row: scalar arguments, no per-row arrays
             if self._row_args is None:
                 k, p, mp, t, mk, t_last = self._fused_args(1, self._plan.fused)
                 self._row_args = (int(k[0]), float(p[0]), float(mp[0]), float(t[0]),
                                   int(mk[0]), t_last)
-            return row_fn(x[0], *self._row_args, int(ctx.seed[0]), int(ctx.position[0]))
+            if masked:
+                masked = {"bitmask": _bitmask.row_words(masked["bitmask"],
+                                                        masked["bitmask_rows"], 0)}
+            return row_fn(x[0], *self._row_args, int(ctx.seed[0]), int(ctx.position[0]),
+                          **masked)
         fused = module.sample_canonical
         return np.asarray(fused(x, *self._fused_args(ctx.B, self._plan.fused), ctx.seed,
-                                ctx.position), dtype=np.int32)
+                                ctx.position, **masked), dtype=np.int32)
 
     def _check_ops(self, names):
         for stage in self.stages:
@@ -404,7 +436,7 @@ class SamplerChain:
             return [self._hist[b, :n] for b, n in enumerate(lens)]
         return [self._hist[b, max(n - window, 0):n] for b, n in enumerate(lens)]
 
-    def _prepare(self, logits, history, history_len, position):
+    def _prepare(self, logits, history, history_len, position, bitmask=None, bitmask_rows=None):
         """Host logits only: ``process`` and ``sample`` send GPU logits to ``gpu`` first.
 
         Returns ``(x, one_d, ctx)``; ``x`` is the caller's logits (never written).
@@ -417,19 +449,40 @@ class SamplerChain:
         else:
             hist = self._own_history(V, self._plan.window(B))
         pos = self.positions if position is None else as_seeds("position", position, B)
-        return x, one_d, _Context(B, V, hist, self._seeds, pos)
+        ctx = _Context(B, V, hist, self._seeds, pos)
+        if bitmask is not None:
+            ctx.bitmask, ctx.bitmask_rows = _bitmask.as_bitmask(
+                _arrays.plain(bitmask), B, V, _arrays.plain(bitmask_rows))
+        return x, one_d, ctx
 
-    def _edit(self, x, ctx):
+    def _kernel_mask(self, ctx):
+        """The bitmask arguments for a fused or truncation kernel that reads the bitmask
+        itself (in its first pass): only when no edit runs before it (else the bitmask
+        is the first edit of the working copy). ``{}`` when there is none."""
+        if ctx.bitmask is None or self._plan.edits:
+            return {}
+        return {"bitmask": ctx.bitmask, "bitmask_rows": ctx.bitmask_rows}
+
+    def _edit(self, x, ctx, masked=True):
         """The working copy of ``x`` with the plan's edit stages applied in place.
 
-        Returns ``(work, hidden)``: ``hidden`` marks rows where an edit read a NaN or
-        +inf input logit (it could overwrite it, hiding an invalid row); None when
-        there is no edit.
+        A bitmask (``masked``; False when the caller's kernel reads it) is the first
+        edit. Returns ``(work, hidden)``: ``hidden`` marks rows where an edit read a
+        NaN or +inf input logit (it could overwrite it, hiding an invalid row); None
+        when there is no edit.
         """
         edits = self._plan.edits
-        if not edits:
+        bm = ctx.bitmask if masked else None
+        if not edits and bm is None:
             return x, None
         hidden = np.zeros(ctx.B, np.bool_)
+        if bm is not None or any(isinstance(s, AllowedTokens) for s in edits):
+            hidden |= self._invalid_rows(x)   # they mask almost every token of a row
+        for stage in edits:
+            touched = (stage.tokens if isinstance(stage, BadWords) else
+                       stage.stop_ids if isinstance(stage, MinTokens) else None)
+            if touched is not None and touched.size:
+                hidden |= ~(x[:, touched[touched < ctx.V]] < np.inf).all(axis=1)
         for b, h in enumerate(ctx.history or ()):   # the tokens the history stages touch
             if h.size and not (x[b].take(h) < np.inf).all():
                 hidden[b] = True
@@ -444,8 +497,11 @@ class SamplerChain:
         if self._work is None or self._work.shape != x.shape:
             self._work = np.empty(x.shape, np.float32)
         work = self._work
-        edits[0].apply(self._ops, x, ctx, out=work)
-        for stage in edits[1:]:
+        if bm is not None:
+            self._ops.apply_token_bitmask(x, bm, ctx.bitmask_rows, out=work)
+        else:
+            edits[0].apply(self._ops, x, ctx, out=work)
+        for stage in edits[1:] if bm is None else edits:
             stage.apply(self._ops, work, ctx, out=work)
         return work, hidden
 
@@ -473,9 +529,10 @@ class SamplerChain:
         ``block`` holds the survivors of each row compacted (a stand-in 0 for a bad
         row), ``cctx`` the context of the stages that run on it.
         """
-        work, hidden = self._edit(x, ctx)
+        in_kernel = self._kernel_mask(ctx)
+        work, hidden = self._edit(x, ctx, masked=not in_kernel)
         ids, vals, offsets, flagged = _plan.truncate(
-            work, self._plan.truncation_args(ctx.B), self._module)
+            work, self._plan.truncation_args(ctx.B), self._module, **in_kernel)
         bad = self._bad_rows(x, np.asarray(flagged, np.bool_), hidden)
         if bad.any():  # one stand-in survivor per bad row: stages stay well-defined
             ids, vals, offsets = _plan.stand_in(ids, vals, offsets, bad)
@@ -518,7 +575,8 @@ class SamplerChain:
         return tokens
 
     @_arrays.host_io("logits")
-    def process(self, logits, history=None, history_len=None, position=None, stream=None):
+    def process(self, logits, history=None, history_len=None, position=None, stream=None,
+                bitmask=None, bitmask_rows=None):
         """The logits the terminal stage would draw from; no draw, no state change.
 
         Parameters
@@ -530,6 +588,9 @@ class SamplerChain:
         history_len : array_like of int, optional
         position : int or array_like, optional
             Overrides the chain's positions for this call.
+        bitmask, bitmask_rows : optional
+            A packed token bitmask and its row map, as in ``fs.sample`` (spec §10):
+            disallowed tokens are masked before every stage.
 
         Returns
         -------
@@ -540,8 +601,10 @@ class SamplerChain:
         if _backends.is_gpu_array(logits):
             from . import gpu
 
-            return gpu.chain_process(self, logits, history, history_len, stream, position)
-        x, one_d, ctx = self._prepare(logits, history, history_len, position)
+            return gpu.chain_process(self, logits, history, history_len, stream, position,
+                                     bitmask=bitmask, bitmask_rows=bitmask_rows)
+        x, one_d, ctx = self._prepare(logits, history, history_len, position, bitmask,
+                                      bitmask_rows)
         mode = self._plan.mode
         terminal = self.stages[-1]
         fused = getattr(self._module, "process_canonical", None)
@@ -563,26 +626,38 @@ class SamplerChain:
         return out[0] if one_d else out
 
     @_arrays.host_io("logits")
-    def sample(self, logits, history=None, history_len=None, position=None, stream=None):
+    def sample(self, logits, history=None, history_len=None, position=None, stream=None,
+               bitmask=None, bitmask_rows=None, logprobs=None, logprobs_mode="raw"):
         """Run the chain and draw one token per row.
 
-        Parameters are those of :meth:`process`.
+        Parameters are those of :meth:`process`, and ``logprobs`` / ``logprobs_mode``
+        as in ``fs.sample`` (``"processed"``: the logits the terminal drew from).
 
         Returns
         -------
         int for 1-D logits, else numpy.ndarray of int32, shape (B,); -1 marks a row
         flagged invalid (``on_invalid="flag"``). GPU logits: tokens on the device as
-        the caller's array type (see ``fastsample.gpu``).
+        the caller's array type (see ``fastsample.gpu``). ``fs.Sampled`` with
+        ``logprobs``.
         """
+        if logprobs is not None:  # fastsample/logprobs.py: this call's tokens, and more
+            from . import logprobs as _logprobs
+
+            return _logprobs.chain_sample(self, logits, logprobs, logprobs_mode, dict(
+                history=history, history_len=history_len, position=position, stream=stream,
+                bitmask=bitmask, bitmask_rows=bitmask_rows))
         if _backends.is_gpu_array(logits):
             from . import gpu
 
-            return gpu.chain_sample(self, logits, history, history_len, position, stream)
-        x, one_d, ctx = self._prepare(logits, history, history_len, position)
+            return gpu.chain_sample(self, logits, history, history_len, position, stream,
+                                    bitmask=bitmask, bitmask_rows=bitmask_rows)
+        x, one_d, ctx = self._prepare(logits, history, history_len, position, bitmask,
+                                      bitmask_rows)
         mode = self._plan.mode
         if mode == "fused":
-            work, hidden = self._edit(x, ctx)
-            tokens = self._sample_fused(work, ctx)
+            in_kernel = self._kernel_mask(ctx)
+            work, hidden = self._edit(x, ctx, masked=not in_kernel)
+            tokens = self._sample_fused(work, ctx, in_kernel)
             if type(tokens) is int:
                 if tokens != -2 and (hidden is None or not hidden[0]):
                     return tokens if one_d else np.array([tokens], np.int32)
@@ -597,6 +672,24 @@ class SamplerChain:
             x, bad = self._staged(x, ctx)
             tokens = self._terminal(x, ctx, bad)
         return int(tokens[0]) if one_d else tokens
+
+    def verify(self, target_logits, draft_tokens, draft_probs=None, *, num_draft=None,
+               method="rejection", history=None, history_len=None, position=None):
+        """Verify draft tokens against the target's logits (speculative decoding, spec §11).
+
+        p_j is the distribution this chain's ``sample`` draws from at step j: the
+        stages on target row j, the history stages seeing the row's history plus the
+        drafts before j, at position + j. The terminal must be Dist or Greedy
+        (Mirostat, MirostatV2 and AdaptiveP are a ``ValueError``). No state changes:
+        ``accept`` the emitted tokens. See ``fastsample.verify`` for the parameters
+        and the result; ``history``, ``history_len`` and ``position`` are those of
+        :meth:`sample` (None: the chain's own), for the row before the first draft.
+        """
+        from .verify import chain_verify
+
+        return chain_verify(self, target_logits, draft_tokens, draft_probs,
+                            num_draft=num_draft, method=method, history=history,
+                            history_len=history_len, position=position)
 
     def __repr__(self):
         return f"SamplerChain({list(self.stages)!r}, backend={self.backend!r})"

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stages import (DRY, LogitBias, MinP, Mirostat, NoRepeatNGram, Penalties, Temperature, TopK,
-                     TopP)
+from .stages import (DRY, AllowedTokens, BadWords, LogitBias, MinP, MinTokens, Mirostat,
+                     NoRepeatNGram, Penalties, Temperature, TopK, TopP)
 
 __all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES"]
 
-EDIT_STAGES = (LogitBias, Penalties, DRY, NoRepeatNGram)
-HISTORY_STAGES = (Penalties, DRY, NoRepeatNGram)
+EDIT_STAGES = (LogitBias, Penalties, DRY, NoRepeatNGram, AllowedTokens, BadWords, MinTokens)
+HISTORY_STAGES = (Penalties, DRY, NoRepeatNGram, BadWords)
 _TRUNCATIONS = (TopK, TopP, MinP)   # in llama.cpp's order
 
 
@@ -120,6 +120,9 @@ class Plan:
         for stage in self.history_stages:
             if isinstance(stage, NoRepeatNGram):
                 return None
+            if isinstance(stage, BadWords):   # the longest sequence's prefix
+                longest = max(longest, stage.window)
+                continue
             last_n = stage.rows(B)[-1]
             if last_n.size and int(last_n.min()) < 0:
                 return None
@@ -143,15 +146,19 @@ class Plan:
                 param(MinP, 0.0, np.float64), min_keep)
 
 
-def truncate(x, args, module):
+def truncate(x, args, module, **masked):
     """``(ids, vals, offsets, invalid)`` of the first truncation on ``x`` (B, V): the
     backend ``module``'s ``truncate_row`` (one row, scalar arguments: the per-token
-    path) or ``truncate_canonical``."""
+    path) or ``truncate_canonical``. ``masked``: ``bitmask`` and ``bitmask_rows``
+    for the kernel to read (docs/spec.md §10), or nothing."""
     row_fn = getattr(module, "truncate_row", None) if x.shape[0] == 1 else None
     if row_fn is not None:
-        ids, vals, invalid = row_fn(x[0], *(a.item() for a in args))
+        if masked:
+            r = int(masked["bitmask_rows"][0])
+            masked = {"bitmask": masked["bitmask"][r] if r >= 0 else None}
+        ids, vals, invalid = row_fn(x[0], *(a.item() for a in args), **masked)
         return ids, vals, np.array([0, ids.size], np.int64), np.array([invalid])
-    return module.truncate_canonical(x, *args)
+    return module.truncate_canonical(x, *args, **masked)
 
 
 def stand_in(ids, vals, offsets, bad):

@@ -22,8 +22,9 @@ __all__ = [
     "typical", "top_p", "min_p", "xtc", "epsilon", "eta", "top_a", "p_less",
     "tail_free", "temperature", "dynamic_temperature", "smoothing", "greedy",
     "mirostat", "mirostat_v2", "adaptive_p", "draw", "argmax", "token_logprob",
-    "softmax", "log_softmax", "topk", "dry_penalty", "dry_breakers",
-    "DEFAULT_DRY_BREAKERS", "MASS_TOLERANCE",
+    "softmax", "log_softmax", "topk", "dry_penalty", "dry_breakers", "logprobs",
+    "apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
+    "verify_rows", "DEFAULT_DRY_BREAKERS", "MASS_TOLERANCE",
 ]
 
 MASS_TOLERANCE = 1e-6
@@ -312,6 +313,74 @@ def _no_repeat_ngram_row(row, hist, n):
 def no_repeat_ngram(logits, history, n, out=None):
     """Ban every token that would complete an n-gram already in the history (HF)."""
     return _into(_per_row(logits, _no_repeat_ngram_row, history, n), out)
+
+
+# ----------------------------------------------------------------------------------
+# token constraints (spec §10): the packed bitmask and the allow/ban stages
+
+
+def _bitmask_allowed(words, V):
+    """Token v of ``V`` is allowed iff bit ``v % 32`` of ``words[v // 32]`` is set."""
+    as_bytes = np.ascontiguousarray(words, dtype="<u4").view(np.uint8)
+    return np.unpackbits(as_bytes, bitorder="little")[:V].astype(bool)
+
+
+def apply_token_bitmask(logits, bitmask, rows, out=None):
+    """Mask (``-inf``) every token the packed bitmask disallows.
+
+    ``bitmask``: uint32 ``(R, W)``, W >= ceil(V/32); ``rows``: int64 (B,), row b uses
+    bitmask row ``rows[b]`` (-1: unconstrained). Bits past V are ignored. ``out``:
+    the edit stages' convention (None: a new array; the logits: in place).
+    """
+    result = logits.copy()
+    V = logits.shape[1]
+    for b in range(logits.shape[0]):
+        if rows[b] >= 0:
+            result[b, ~_bitmask_allowed(bitmask[rows[b]], V)] = NEG_INF
+    return _into(result, out)
+
+
+def allowed_tokens(logits, ids, out=None):
+    """Only the tokens ``ids`` (int64, in [0, V), the same for every row) may be drawn."""
+    keep = np.zeros(logits.shape[1], dtype=bool)
+    keep[np.asarray(ids, dtype=np.int64)] = True
+    result = logits.copy()
+    result[:, ~keep] = NEG_INF
+    return _into(result, out)
+
+
+def _bad_words_row(row, hist, tokens, offsets):
+    out = row.copy()
+    hist = np.asarray(hist, dtype=np.int64)
+    for s in range(len(offsets) - 1):
+        seq = tokens[offsets[s]:offsets[s + 1]]
+        prefix = seq[:-1]
+        if len(prefix) == 0 or (len(hist) >= len(prefix)
+                                and np.array_equal(hist[len(hist) - len(prefix):], prefix)):
+            out[seq[-1]] = NEG_INF
+    return out
+
+
+def bad_words(logits, history, tokens, offsets, out=None):
+    """vLLM's ``bad_words``: for each token sequence s, if the row's history ends with
+    ``s[:-1]``, ``s[-1]`` is banned (a one-token sequence always is).
+
+    The sequences (the same for every row) are ``tokens[offsets[i]:offsets[i + 1]]``,
+    each non-empty; ``tokens`` int64 in [0, V), ``offsets`` int64 (S + 1,).
+    """
+    B = logits.shape[0]
+    return _into(_per_row(logits, _bad_words_row, history, [tokens] * B, [offsets] * B), out)
+
+
+def min_tokens(logits, n, stop_ids, position, out=None):
+    """Ban ``stop_ids`` (int64, the same for every row) in row b while
+    ``position[b] < n[b]`` (vLLM/OpenAI ``min_tokens``)."""
+    result = logits.copy()
+    ids = np.asarray(stop_ids, dtype=np.int64)
+    for b in range(logits.shape[0]):
+        if int(position[b]) < int(n[b]):
+            result[b, ids] = NEG_INF
+    return _into(result, out)
 
 
 def _temperature_row(row, t):
@@ -658,6 +727,43 @@ def token_logprob(logits, tokens):
     return out
 
 
+def logprobs(logits, tokens, n):
+    """spec §9: each row's log-probabilities, of its token and of its top ``n``.
+
+    ``tokens`` int (B,), -1 for a flagged row; ``n`` int >= 0. Log-probabilities are
+    the float64 ``log_softmax`` of the row rounded to float32; ``rank`` is 1 + the
+    number of tokens with a strictly greater (exact) log-probability, i.e. a strictly
+    greater logit; the top ``n`` are ``topk``'s order (descending, ties to the lower
+    id), padded with id -1 and ``-inf`` past the row's finite tokens. A row whose
+    token is -1 gives NaN, -1, ids -1 and NaN.
+
+    Returns
+    -------
+    logprob : float32 (B,)
+    rank : int32 (B,)
+    top_ids : int32 (B, n)
+    top_logprobs : float32 (B, n)
+    """
+    B, V = logits.shape
+    lp = np.full(B, np.nan, np.float32)
+    rank = np.full(B, -1, np.int32)
+    top_ids = np.full((B, n), -1, np.int32)
+    top_lp = np.full((B, n), np.nan, np.float32)
+    for b, t in enumerate(np.asarray(tokens).tolist()):
+        if t < 0:
+            continue
+        row = logits[b]
+        l64 = _row_logprobs(row)
+        lp[b] = l64[t]
+        rank[b] = 1 + np.count_nonzero(row > row[t])
+        order = np.lexsort((np.arange(V), -row.astype(np.float64)))[:n]
+        kept = order[np.isfinite(row[order])]
+        top_ids[b, :kept.size] = kept
+        top_lp[b] = NEG_INF
+        top_lp[b, :kept.size] = l64[kept]
+    return lp, rank, top_ids, top_lp
+
+
 def _as_rows(x):
     x = np.asarray(x)
     return (x[None, :], True) if x.ndim == 1 else (x, False)
@@ -708,3 +814,114 @@ def topk(x, k):
         indices[b] = chosen[np.lexsort((chosen, -row[chosen]))]
     values = np.take_along_axis(rows, indices.astype(np.intp), axis=1).astype(np.float32)
     return (values[0], indices[0]) if one else (values, indices)
+
+
+# ----------------------------------------------------------------------------------
+# speculative decoding verification (spec §11)
+
+
+def _first_above(cum, u, weights):
+    """Index of the first running sum above ``u * cum[-1]`` (spec §5's inverse CDF); if
+    rounding leaves none, the last index of positive weight."""
+    t = int(np.count_nonzero(cum <= u * cum[-1]))
+    return t if t < cum.size else int(np.flatnonzero(weights > 0)[-1])
+
+
+def verify_rows(block, ids, offsets, draft_tokens, draft_probs, num_draft, seed, position):
+    """Spec §11's rejection rule on processed target rows (speculative decoding).
+
+    Parameters
+    ----------
+    block : float32 (B*(K+1), n)
+        Row ``b*(K+1) + j`` holds request b's processed logits at step j (p_j is their
+        softmax). Dense (``ids`` None): column = token id. Compacted: row r's columns
+        are the tokens ``ids[offsets[r]:offsets[r+1]]`` (ascending), the rest ``-inf``.
+    ids : int32 (total,) or None
+    offsets : int64 (B*(K+1)+1,) or None
+    draft_tokens : int32 (B, K), in [0, V) where j < num_draft[b]
+    draft_probs : float32 (B, K, V) or None (q_j one-hot on the draft token)
+    num_draft : int64 (B,), in [0, K]
+    seed, position : uint64 (B,); step j uses position + j
+
+    Returns
+    -------
+    tokens : int32 (B, K+1)
+        Accepted drafts then the emitted token, -1 after; the emitted token is -1 when
+        a row has no finite logit (the caller flags the request).
+    num_accepted : int32 (B,)
+    bad_q : int32 (B,)
+        The first step whose draft probabilities read by the rule (q_j at d_j and on
+        p_j's support, at every step j < num_draft) hold a NaN or a negative value;
+        -1 if none. Such a request stops there.
+
+    Notes
+    -----
+    Weights ``w = exp(l - max)`` and ``p = w / W`` in float64, every sum in token-id
+    order. Step j < n: accept d_j iff u2 < p(d_j) / q(d_j) (q(d_j) = 0: iff p(d_j) > 0),
+    u2 from stream 2; a row with one finite logit (greedy) accepts iff d_j is it. At the
+    first rejection emit the inverse-CDF draw over ``max(0, p - q)`` with u3 from
+    stream 3 (over p when that residual is zero everywhere, which only rounding can
+    cause), or the one finite token of a greedy row. After n acceptances emit spec
+    §5's draw from p_n (stream 0) at position + n.
+    """
+    B, K = draft_tokens.shape
+    K1 = K + 1
+    tokens = np.full((B, K1), -1, np.int32)
+    accepted = np.zeros(B, np.int32)
+    bad_q = np.full(B, -1, np.int32)
+    for b in range(B):
+        n = int(num_draft[b])
+        for j in range(n + 1):
+            r = b * K1 + j
+            if ids is None:
+                vals = block[r].astype(np.float64)
+                tid = np.arange(vals.size)
+            else:
+                lo, hi = int(offsets[r]), int(offsets[r + 1])
+                vals = block[r, :hi - lo].astype(np.float64)
+                tid = ids[lo:hi].astype(np.int64)
+            finite = np.isfinite(vals)
+            if not finite.any():
+                break
+            w = np.where(finite, np.exp(vals - vals[finite].max()), 0.0)
+            cum = np.cumsum(w)   # running sums in id order; cum[-1] is W
+            pos = (int(position[b]) + j) % 2**64
+            if j == n:  # every draft accepted: the bonus token, spec §5's plain draw
+                u = float(rng.uniform(seed[b], pos, rng.STREAM_DRAW))
+                tokens[b, j] = tid[_first_above(cum, u, w)]
+                break
+            d = int(draft_tokens[b, j])
+            if draft_probs is None:
+                q, qd = (tid == d).astype(np.float64), 1.0
+            else:
+                q = draft_probs[b, j][tid].astype(np.float64)
+                qd = float(draft_probs[b, j, d])
+            if not (qd >= 0 and (q[finite] >= 0).all()):
+                bad_q[b] = j
+                break
+            col = int(np.searchsorted(tid, d))
+            here = col < tid.size and tid[col] == d and finite[col]
+            p = w / cum[-1]
+            pd = p[col] if here else 0.0
+            if np.count_nonzero(finite) == 1:   # greedy: accept on the one token
+                accept = here
+            elif qd == 0.0:
+                accept = pd > 0.0
+            else:
+                accept = float(rng.uniform(seed[b], pos, rng.STREAM_ACCEPT)) < pd / qd
+            if accept:
+                tokens[b, j] = d
+                accepted[b] = j + 1
+                continue
+            u3 = float(rng.uniform(seed[b], pos, rng.STREAM_RECOVER))
+            if np.count_nonzero(finite) == 1:
+                tokens[b, j] = tid[int(np.flatnonzero(finite)[0])]
+                break
+            resid = np.where(finite, np.maximum(p - q, 0.0), 0.0)
+            rcum = np.cumsum(resid)
+            if rcum[-1] > 0.0:
+                tokens[b, j] = tid[_first_above(rcum, u3, resid)]
+            else:
+                tokens[b, j] = tid[_first_above(cum, u3, w)]
+            break
+    return tokens, accepted, bad_q

@@ -18,7 +18,7 @@ __all__ = [
     "Stage", "Terminal", "LogitBias", "Penalties", "DRY", "NoRepeatNGram", "TopNSigma",
     "TopK", "Typical", "TopP", "MinP", "XTC", "Epsilon", "Eta", "TopA", "PLess",
     "TailFree", "Temperature", "DynamicTemperature", "Smoothing", "Dist", "Greedy",
-    "Mirostat", "MirostatV2", "AdaptiveP",
+    "Mirostat", "MirostatV2", "AdaptiveP", "AllowedTokens", "BadWords", "MinTokens",
 ]
 
 _REQUIRED = object()
@@ -276,6 +276,108 @@ class XTC(Stage):
 
     def apply(self, ops, logits, ctx):
         return ops.xtc(logits, *self.rows(ctx.B), ctx.seed, ctx.position)
+
+
+# ----------------------------------------------------------------------------------
+# token constraints (spec §10): sparse edits, like the history stages
+
+
+def _id_array(what, ids):
+    """Token ids given at construction as int64 (1-D), checked >= 0 (V is checked when
+    the stage runs)."""
+    arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be integer token ids; got dtype {arr.dtype}")
+    arr = arr.astype(np.int64).ravel()
+    if (arr < 0).any():
+        raise ValueError(f"{what} has token {int(arr[arr < 0][0])} outside [0, V)")
+    return arr
+
+
+class AllowedTokens(Stage):
+    """Only these token ids may be drawn (vLLM ``allowed_token_ids``); every other
+    token is masked. The same ids for every row; an empty list is an error.
+    """
+
+    op = "allowed_tokens"
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids = _id_array("AllowedTokens ids", ids)
+        if self.ids.size == 0:
+            raise ValueError("AllowedTokens needs at least one token id")
+
+    def apply(self, ops, logits, ctx, out=None):
+        ids = as_token_ids("AllowedTokens token", self.ids, ctx.V)
+        return ops.allowed_tokens(logits, ids, out=out)
+
+    def __repr__(self):
+        return f"AllowedTokens({self.ids.tolist()!r})"
+
+
+class BadWords(Stage):
+    """vLLM ``bad_words`` as token sequences: for each sequence s, when the row's
+    history ends with ``s[:-1]``, ``s[-1]`` is banned; a one-token sequence is always
+    banned. The same sequences for every row.
+
+    Parameters
+    ----------
+    sequences : iterable of sequences of int
+        Each non-empty.
+    """
+
+    op = "bad_words"
+
+    def __init__(self, sequences):
+        super().__init__()
+        if isinstance(sequences, np.ndarray) and sequences.ndim == 1:
+            raise TypeError("BadWords takes a list of token sequences, not one sequence")
+        seqs = [_id_array(f"BadWords sequence {i}", s) for i, s in enumerate(sequences)]
+        for i, s in enumerate(seqs):
+            if s.size == 0:
+                raise ValueError(f"BadWords sequence {i} is empty")
+        self.sequences = seqs
+        self.tokens = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+        self.offsets = np.zeros(len(seqs) + 1, np.int64)
+        np.cumsum([s.size for s in seqs], out=self.offsets[1:])
+        # the history tokens a call reads: the longest prefix
+        self.window = max((s.size - 1 for s in seqs), default=0)
+
+    def apply(self, ops, logits, ctx, out=None):
+        tokens = as_token_ids("BadWords token", self.tokens, ctx.V)
+        history = ctx.history if ctx.history is not None else [np.zeros(0, np.int64)] * ctx.B
+        return ops.bad_words(logits, history, tokens, self.offsets, out=out)
+
+    def __repr__(self):
+        return f"BadWords({[s.tolist() for s in self.sequences]!r})"
+
+
+class MinTokens(Stage):
+    """Ban ``stop_ids`` while the row's position is below n (vLLM/OpenAI
+    ``min_tokens``; transformers' ``MinNewTokensLengthLogitsProcessor``). The
+    position is the chain's (tokens accepted so far, or the ``position`` argument).
+
+    Parameters
+    ----------
+    n : int or array_like of int, shape (B,)
+        >= 0; per row.
+    stop_ids : sequence of int
+        The end-of-sequence / stop token ids (the same for every row).
+    """
+
+    op = "min_tokens"
+    PARAMS = (Param("n", integer=True, check=Check(lambda v: v >= 0, ">= 0")),)
+
+    def __init__(self, n, stop_ids):
+        super().__init__(n)
+        self.stop_ids = _id_array("MinTokens stop_ids", stop_ids)
+
+    def apply(self, ops, logits, ctx, out=None):
+        ids = as_token_ids("MinTokens stop id", self.stop_ids, ctx.V)
+        return ops.min_tokens(logits, *self.rows(ctx.B), ids, ctx.position, out=out)
+
+    def __repr__(self):
+        return f"MinTokens(n={self.n!r}, stop_ids={self.stop_ids.tolist()!r})"
 
 
 # ----------------------------------------------------------------------------------

@@ -232,6 +232,34 @@ def token_logprob(row, token):
     return l[token] - m - math.log(total)
 
 
+def logprobs(row, token, n):
+    """spec §9 for one row: (logprob, rank, top ids, top logprobs) as Python values.
+
+    rank = 1 + #(logits strictly greater than the token's); top n descending, ties to
+    the lower id, padded with (-1, -inf) past the finite tokens; token -1 gives
+    (NaN, -1, [-1] * n, [NaN] * n). Logprobs as Python floats (float64).
+    """
+    if token < 0:
+        return math.nan, -1, [-1] * n, [math.nan] * n
+    l = _vals(row)
+    lp = token_logprob(row, token)
+    rank = 1
+    for v in l:
+        if v > l[token]:
+            rank += 1
+    ids, vals = [], []
+    order = list(range(len(l)))
+    order.sort(key=lambda i: (-l[i], i))
+    for i in order[:n]:
+        if _is_finite(l[i]):
+            ids.append(i)
+            vals.append(token_logprob(row, i))
+    while len(ids) < n:
+        ids.append(-1)
+        vals.append(NEG_INF)
+    return lp, rank, ids, vals
+
+
 def logit_bias(row, ids, values):
     l = _vals(row)
     for t, b in zip(ids, values):
@@ -666,3 +694,49 @@ def adaptive_p(row, target, ema_sum, ema_weight):
         else:
             res.append(NEG_INF)
     return _out(res)
+
+
+# ----------------------------------------------------------------------------------
+# token constraints (docs/spec.md §10)
+
+
+def bitmask_allowed(words, v):
+    """Whether token v is allowed by a packed bitmask row (a sequence of 32-bit words,
+    signed or unsigned): bit ``v % 32`` of word ``v // 32``."""
+    return (int(words[v // 32]) >> (v % 32)) & 1 == 1
+
+
+def apply_token_bitmask(row, words):
+    """``row`` with every token the bitmask row ``words`` disallows set to -inf
+    (``words`` None: unconstrained)."""
+    l = _vals(row)
+    if words is None:
+        return _out(l)
+    return _out([x if bitmask_allowed(words, v) else NEG_INF for v, x in enumerate(l)])
+
+
+def allowed_tokens(row, ids):
+    keep = set(int(i) for i in ids)
+    return _out([x if v in keep else NEG_INF for v, x in enumerate(_vals(row))])
+
+
+def bad_words(row, history, sequences):
+    """vLLM bad_words: for each sequence s, if the history ends with s[:-1], ban s[-1]."""
+    l = _vals(row)
+    hist = [int(t) for t in history]
+    for seq in sequences:
+        seq = [int(t) for t in seq]
+        prefix = seq[:-1]
+        ends = len(hist) >= len(prefix) and all(
+            hist[len(hist) - len(prefix) + i] == prefix[i] for i in range(len(prefix)))
+        if ends:
+            l[seq[-1]] = NEG_INF
+    return _out(l)
+
+
+def min_tokens(row, n, stop_ids, position):
+    l = _vals(row)
+    if position < n:
+        for t in stop_ids:
+            l[int(t)] = NEG_INF
+    return _out(l)
