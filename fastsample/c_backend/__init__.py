@@ -20,10 +20,12 @@ _HOME = {
         "softmax", "log_softmax", "topk", "topk_checked", "truncate_canonical", "truncate_row",
         "warmup",
     )},
+    "logprobs": "logprobs",
     **{name: "stages" for name in (
         "logit_bias", "penalties", "dry", "dry_penalty", "top_n_sigma", "typical", "xtc",
         "top_k", "top_p", "min_p", "temperature",
     )},
+    "verify_rows": "verify",
     **{name: "stages_extra" for name in (
         "epsilon", "eta", "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing",
         "mirostat", "mirostat_v2", "adaptive_p", "no_repeat_ngram",
@@ -33,9 +35,10 @@ _HOME = {
 __all__ = [  # noqa: RUF022 - grouped like _HOME
     "sample_canonical", "sample_row", "draw", "argmax", "greedy", "token_logprob", "invalid_rows", "softmax",
     "log_softmax", "topk", "topk_checked", "truncate_canonical", "truncate_row", "warmup",
+    "logprobs",
     "logit_bias", "penalties", "dry", "dry_penalty", "top_n_sigma", "typical", "xtc", "top_k", "top_p", "min_p", "temperature",
     "epsilon", "eta", "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing",
-    "mirostat", "mirostat_v2", "adaptive_p", "no_repeat_ngram",
+    "mirostat", "mirostat_v2", "adaptive_p", "no_repeat_ngram", "verify_rows",
 ]
 
 

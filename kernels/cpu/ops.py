@@ -20,7 +20,9 @@ _HOME = {
     "draw": "draw", "argmax": "draw", "token_logprob": "draw",
     "softmax": "softmax", "log_softmax": "softmax",
     "topk": "topk", "topk_checked": "topk",
+    "logprobs": "logprobs",
     "invalid_rows": "validity",
+    "verify_rows": "verify",
     **{name: "stages" for name in (
         "logit_bias", "penalties", "dry", "dry_penalty", "no_repeat_ngram", "top_n_sigma",
         "top_k", "typical", "top_p", "min_p", "xtc", "epsilon", "eta", "top_a", "p_less",
@@ -71,6 +73,7 @@ def warmup():
         op("softmax")(x, one)
         op("log_softmax")(x)
         op("topk")(x, 50)
+        op("logprobs")(x, op("argmax")(x), 20)
         op("logit_bias")(x, np.array([1], dtype=np.int64), np.array([-1.0]))
         op("penalties")(x, hist, 1.1 * one, 0.1 * one, 0.1 * one, 64 * ione)
         op("dry")(x, hist, 0.8 * one, 1.75 * one, 2 * ione, -1 * ione, breakers)
