@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,9 +126,48 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- sample
+#: sample's fs.sample options at their defaults: --request gives these instead.
+_SAMPLE_DEFAULTS = {"temperature": "1.0", "top_k": "0", "top_p": "1.0", "min_p": "0.0",
+                    "min_keep": "1", "temperature_last": True}
+
+
+def _sample_request(args: argparse.Namespace, logits):
+    """``--request FILE --style S``: draw with the chain the request describes
+    (``SamplerChain.from_request``); the request's seed wins over --seed."""
+    fs = _fs()
+    if args.style is None:
+        raise CLIError("--request needs --style (llama.cpp, openai, hf, webui or vllm)")
+    given = [f"--{k.replace('_', '-')}" for k, v in _SAMPLE_DEFAULTS.items()
+             if getattr(args, k) != v]
+    if given:
+        raise CLIError(f"--request gives the sampling parameters; drop {', '.join(given)}")
+    try:
+        with open(args.request, encoding="utf-8") as f:
+            params = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--request {args.request}: not valid JSON ({exc})") from None
+    seed = _uint_list(args.seed, "seed")
+    if isinstance(seed, np.ndarray):
+        raise CLIError("--seed: one seed with --request (the request's seed is every row's)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chain = fs.SamplerChain.from_request(params, args.style, strict=args.strict,
+                                             seed=seed, backend=args.backend,
+                                             on_invalid=args.on_invalid)
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    return chain.sample(logits, position=_uint_list(args.position, "position"))
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     fs = _fs()
     logits = load_logits(args.file, args.key)
+    if args.request is not None:
+        tokens = _sample_request(args, logits)
+        print(json.dumps(tokens.tolist() if isinstance(tokens, np.ndarray) else int(tokens)))
+        return EXIT_OK
+    if args.style is not None:
+        raise CLIError("--style goes with --request")
     kw: dict[str, Any] = {
         "temperature": _parse_list(args.temperature, float, "temperature"),
         "top_k": _parse_list(args.top_k, _int, "top-k"),
@@ -331,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--on-invalid", choices=("raise", "flag"), default="raise",
                     help="invalid rows (NaN, +inf, all masked): error (default) or token -1")
     sp.add_argument("--backend", default="auto", help="auto (default), numpy, numba, c, cuda")
+    sp.add_argument("--request", metavar="JSON",
+                    help="sampling parameters in another format (a JSON file) instead of "
+                         "the options above; needs --style")
+    sp.add_argument("--style", choices=("llama.cpp", "openai", "hf", "webui", "vllm"),
+                    help="the format of --request: llama.cpp /completion, OpenAI, a "
+                         "transformers generation_config.json, text-generation-webui, "
+                         "vLLM SamplingParams")
+    sp.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True,
+                    help="unknown or unsupported request fields are an error (default); "
+                         "--no-strict warns and leaves them out")
     sp.set_defaults(func=cmd_sample)
 
     sp = sub.add_parser("bench", help="time the workloads of spec §8 and §12 on the backends and the peers",
