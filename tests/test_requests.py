@@ -437,8 +437,8 @@ def test_webui_defaults():
     """default_preset: every sampler neutral (temperature 1, top_p 1, top_k 0,
     min_p 0, repetition_penalty 1, tfs 1, top_a 0, ...), do_sample true."""
     assert_chain({}, "webui", [st.Dist()])
-    from fastsample.requests import _WEBUI_PRIORITY
-    assert list(_WEBUI_PRIORITY) == WEBUI_ORDER
+    from fastsample.request_styles.webui import DEFAULT_PRIORITY
+    assert list(DEFAULT_PRIORITY) == WEBUI_ORDER
 
 
 def test_webui_default_priority():
