@@ -1,55 +1,98 @@
 /* Log-probabilities (fs_logprobs.h): one pass over each row for W = sum exp(x - m)
- * (float64 weights from fsc_exp, float64 sums) and the rank count #(x > x[token]),
- * compiled per ISA (FSC_PER_ISA: at AVX-512 the exps run 8 to a 512-bit vector).
+ * (float64 weights and sums) and the rank count #(x > x[token]), from the same loads.
  *
- * The weights of a chunk go to a stack buffer (a plain loop the compiler vectorises)
- * and are summed into 8 lane accumulators in a fixed order, so the sum is the same on
- * every ISA and no fast-math reassociation is needed. */
+ * The pass (fs_logprobs.inc) uses the core kernels' exps, so this file compiles
+ * fs_simd.inc per instruction-set level as fastsample.c does (portable C, AVX2+FMA,
+ * AVX-512 inside target regions; runtime dispatch by fs_cpu_isa). The top N and the
+ * row max come from fs_topk_checked, run by the caller. */
 #include "fs_logprobs.h"
 
+#include "fastsample.h"
+
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
-#include "fs_stage_common.h"
+#include "fs_util.h"
 
-#define FSL_CHUNK 512
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FS_X86 1
+#include <immintrin.h>
+#else
+#define FS_X86 0
+#endif
 
-/* *s = sum exp(row[i] - m) (lanes i mod 8, then pairwise), *c = #(row[i] > xt). */
-FSC_PER_ISA(fsl_lse_rank, (const float *row, int64_t V, double m, float xt, double *s,
-                           int64_t *c), {
-    double w[FSL_CHUNK];
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t cnt = 0;
-    for (int64_t a = 0; a < V; a += FSL_CHUNK) {
-        const int64_t len = V - a < FSL_CHUNK ? V - a : FSL_CHUNK;
-        const float *r = row + a;
-        for (int64_t i = 0; i < len; i++)
-            w[i] = fsc_exp((double)r[i] - m);
-        for (int64_t i = len; i < ((len + 7) & ~(int64_t)7); i++)
-            w[i] = 0.0;
-        for (int64_t i = 0; i < len; i += 8)
-            for (int j = 0; j < 8; j++)
-                acc[j] += w[i + j];
-        for (int64_t i = 0; i < len; i++)
-            cnt += r[i] > xt;
-    }
-    *s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-    *c = cnt;
-})
+/* fs_simd.inc's sizes (as fastsample.c): only its exps are used here */
+#define FS_BS 256
+#define FS_SLACK 64
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic ignored "-Wunused-function"
+#endif
+/* fs_simd.inc's weights take temperatures through this (fs_select.inc's, not used here) */
+static inline float fs_temp(float x, double t) { return fs_sat_f32((double)x / t); }
+
+#define FS_ISA 0
+#define FS_FN(name) name##_base
+#include "fs_simd.inc"
+#include "fs_logprobs.inc"
+#undef FS_FN
+#undef FS_ISA
+
+#if FS_X86
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
+#endif
+#define FS_ISA 1
+#define FS_FN(name) name##_avx2
+#include "fs_simd.inc"
+#include "fs_logprobs.inc"
+#undef FS_FN
+#undef FS_ISA
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt")
+#endif
+#define FS_ISA 2
+#define FS_FN(name) name##_avx512
+#include "fs_simd.inc"
+#include "fs_logprobs.inc"
+#undef FS_FN
+#undef FS_ISA
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#define FSL_PASS(isa, ...)                                                         \
+    ((isa) == FS_ISA_AVX512 ? lse_rank_avx512(__VA_ARGS__)                          \
+     : (isa) == FS_ISA_AVX2 ? lse_rank_avx2(__VA_ARGS__) : lse_rank_base(__VA_ARGS__))
+#else
+#define FSL_PASS(isa, ...) lse_rank_base(__VA_ARGS__)
+#endif
 
 int fs_logprobs(const float *x, int64_t B, int64_t V, const int64_t *tokens,
                 const float *top_vals, const int32_t *top_idx, int64_t kk, int64_t n,
-                float *lp, int32_t *rank, int32_t *top_ids, float *top_lp) {
+                float *lp, int32_t *rank, int32_t *top_ids, float *top_lp, int isa) {
     if (B < 0 || V < 1 || V > INT32_MAX || n < 0 || kk < 1 || kk > V || B > INT64_MAX / V)
-        return 1;
+        return FS_E_SIZE;
     if (B == 0)
-        return 0;
+        return FS_OK;
     if (!x || !tokens || !top_vals || !top_idx || !lp || !rank ||
         (n > 0 && (!top_ids || !top_lp)))
-        return 1;
+        return FS_E_SIZE;
     for (int64_t b = 0; b < B; b++)
         if (tokens[b] < -1 || tokens[b] >= V)
-            return 4;
+            return FS_E_TOKEN;
+    const int best = fs_cpu_isa();
+    isa = isa > best ? best : isa < FS_ISA_BASE ? FS_ISA_BASE : isa;
     for (int64_t b = 0; b < B; b++) {
         const int64_t t = tokens[b];
         int32_t *ti = n ? top_ids + b * n : top_ids;
@@ -65,11 +108,10 @@ int fs_logprobs(const float *x, int64_t B, int64_t V, const int64_t *tokens,
         }
         const float *row = x + b * V, *tv = top_vals + b * kk;
         const int32_t *tx = top_idx + b * kk;
+        /* the row max is the top-1 (a valid row: finite; else any finite stand-in) */
         const double m = tv[0] > -INFINITY && tv[0] < INFINITY ? (double)tv[0] : 0.0;
-        double s;
         int64_t c;
-        FSC_CALL_ISA(fsl_lse_rank, row, V, m, row[t], &s, &c);
-        const double lse = log(s);
+        const double lse = log(FSL_PASS(isa, row, V, m, row[t], &c));
         lp[b] = (float)(((double)row[t] - m) - lse);
         rank[b] = (int32_t)(c + 1);
         for (int64_t q = 0; q < n; q++) {
@@ -78,5 +120,5 @@ int fs_logprobs(const float *x, int64_t B, int64_t V, const int64_t *tokens,
             tl[q] = ok ? (float)(((double)tv[q] - m) - lse) : -INFINITY;
         }
     }
-    return 0;
+    return FS_OK;
 }

@@ -2,9 +2,9 @@
 
 The top ``max(n, 1)`` of each row come from the C top-k (``core._topk_run``: the
 block-maxima passes; the first value is the row max), then ``fs_logprobs`` makes one
-pass per row for the float64 log-sum-exp and the rank count, row ranges on the
-thread pool for large batches. Agrees with the reference to 1 float32 ulp or 1e-9
-absolute (float64 polynomial exp); ranks, ids and the padding exactly.
+pass per row for the float64 log-sum-exp (the core's exps: 512-bit at AVX-512) and
+the rank count, row ranges on the thread pool for large batches. Agrees with the
+reference to 1 float32 ulp or 1e-9 absolute; ranks, ids and the padding exactly.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ def logprobs(logits, tokens, n, *, isa=None):
     xp, tp, vp, ip = buf(x), buf(t), buf(vals), buf(idx)
     lpp, rp = buf(lp), buf(rank)
     tip, tlp = (buf(top_ids), buf(top_lp)) if n else (ffi.NULL, ffi.NULL)
+    level = core._level(isa)
 
     def run(a, b):
         rc = lib.fs_logprobs(xp + a * V, b - a, V, tp + a, vp + a * kk, ip + a * kk, kk, n,
                              lpp + a, rp + a, tip + a * n if n else tip,
-                             tlp + a * n if n else tlp)
-        if rc:
-            raise ValueError(f"C backend logprobs: error {rc}")
+                             tlp + a * n if n else tlp, level)
+        core._check(rc, "logprobs")
 
     over_rows(B, run, parallel=B * V >= core._PARALLEL_MIN)
     return lp, rank, top_ids, top_lp
