@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["philox4x32_10", "uniform", "STREAM_DRAW", "STREAM_XTC"]
+__all__ = ["philox4x32_10", "uniform", "STREAM_DRAW", "STREAM_XTC", "STREAM_ACCEPT",
+           "STREAM_RECOVER"]
 
 STREAM_DRAW = 0
 STREAM_XTC = 1
+STREAM_ACCEPT = 2    # speculative verification: the acceptance roll (spec §11)
+STREAM_RECOVER = 3   # speculative verification: the draw after a rejection
 
 # Philox4x32 round multipliers and Weyl key increments (Salmon et al., SC'11).
 PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57

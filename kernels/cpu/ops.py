@@ -22,6 +22,9 @@ _HOME = {
     "topk": "topk", "topk_checked": "topk",
     "logprobs": "logprobs",
     "invalid_rows": "validity",
+    **{name: "constraints" for name in (
+        "apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
+    )},
     "verify_rows": "verify",
     **{name: "stages" for name in (
         "logit_bias", "penalties", "dry", "dry_penalty", "no_repeat_ngram", "top_n_sigma",
@@ -96,5 +99,10 @@ def warmup():
         op("mirostat")(x, 10.0 * one, 100 * ione)
         op("mirostat_v2")(x, 10.0 * one)
         op("adaptive_p")(x, 0.5 * one, 5.0 * one, 10.0 * one)
+        words = np.full((B, 128), 0x55555555, np.uint32)
+        op("apply_token_bitmask")(x, words, np.arange(B, dtype=np.int64))
+        op("allowed_tokens")(x, np.array([1, 5], dtype=np.int64))
+        op("bad_words")(x, hist, np.array([2, 1, 3], np.int64), np.array([0, 2, 3], np.int64))
+        op("min_tokens")(x, 3 * ione, np.array([0], np.int64), seed)
     op("dry_penalty")(np.array([1, 2, 1, 2], dtype=np.int64), 4096, 0.8, 1.75, 2, breakers, -1)
     return time.perf_counter() - start
