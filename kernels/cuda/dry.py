@@ -30,7 +30,7 @@ from numba import cuda
 
 from ...reference import LN_F32_MAX
 from ...validation import as_token_ids
-from ..cpu.stages import dry_lengths
+from ..cpu.history_stages import dry_lengths
 from . import stages, transfer
 
 __all__ = ["DryEdits", "breaker_table", "dry", "dry_edits", "warmup"]
