@@ -77,7 +77,7 @@ static void verify_request(const float *block, int64_t ncols, const int32_t *ids
                 W += exp(v - m);
         }
         const uint64_t pos = position + (uint64_t)j;
-        if (j == n) {   /* every draft accepted: the bonus token, spec §5's plain draw */
+        if (j == n) {   /* every draft accepted: the bonus token, docs/spec.md §5's plain draw */
             double target = fs_uniform(seed, pos, 0u, FS_STREAM_DRAW) * W, cum = 0.0;
             for (int64_t c = 0; c < row.n; c++) {
                 double v = (double)row.v[c];

@@ -59,8 +59,9 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
 
     Returns
     -------
-    int for 1-D logits, else numpy.ndarray of int32, shape (B,); ``fs.Sampled`` with
-    ``logprobs``.
+    int or numpy.ndarray of int32, shape (B,), or Sampled
+        The token of each row (an int for 1-D logits); with ``logprobs``, an
+        ``fs.Sampled`` holding the tokens and their log-probabilities.
     """
     if logprobs is not None:  # fastsample/logprobs.py: the tokens of this call without it
         kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -218,8 +219,9 @@ def apply_token_bitmask(logits, bitmask, rows=None, out=None, *, backend="auto",
 
     Returns
     -------
-    The masked logits: ``out`` when given, else a new float32 array of the logits'
-    shape (the caller's array type).
+    array of float32
+        The masked logits, the shape of ``logits``: ``out`` when given, else a new
+        array of the caller's array type.
     """
     if _backends.is_gpu_array(logits):
         return _gpu().apply_token_bitmask(logits, bitmask, rows, out, backend=backend,
@@ -261,7 +263,8 @@ def softmax(x, temperature=1.0, *, backend="auto", stream=None):
 
     Returns
     -------
-    numpy.ndarray of float32, the shape of ``x``.
+    numpy.ndarray of float32
+        The shape of ``x``.
     """
     if _backends.is_gpu_array(x):
         return _gpu().softmax(x, temperature, backend=backend, stream=stream)
@@ -336,8 +339,10 @@ def dry_penalty(history, vocab_size, multiplier, base=1.75, allowed_length=2,
 
     Returns
     -------
-    ids : numpy.ndarray of int32, ascending
-    penalties : numpy.ndarray of float32, the amount subtracted from each id's logit
+    ids : numpy.ndarray of int32
+        The penalised token ids, ascending.
+    penalties : numpy.ndarray of float32
+        The amount subtracted from each id's logit.
 
     Notes
     -----

@@ -1,4 +1,5 @@
-"""``SamplerChain``: stages run in order, then one terminal draw, with per-row state.
+"""``SamplerChain``: stages run in order, then one terminal draw, with per-row state
+(the rules: docs/spec.md).
 
 How a chain runs is its plan (``fastsample.plan``), made once. Per-token state is
 O(1): ``accept`` appends to a growable per-row history buffer and range-checks only
@@ -132,7 +133,7 @@ class SamplerChain:
         Unknown or unsupported fields are a ``ValueError`` listing them (a
         ``RequestWarning`` with ``strict=False``). The chain's ``request`` holds
         what the request asked of the call: seed, logprobs, max_tokens, n.
-        Parameters and rules: :func:`fastsample.requests.from_request`.
+        Parameters and rules: ``fastsample.requests.from_request``.
         """
         from .requests import from_request
 
@@ -372,7 +373,7 @@ class SamplerChain:
         return out
 
     def load_states(self, states):
-        """Make the chain's rows ``states`` (from :meth:`state_of`, any chains), B = len.
+        """Make the chain's rows ``states`` (from ``state_of``, any chains), B = len.
 
         This is how an engine batches requests that join and leave: each request
         keeps its row state, and the batch's chain is loaded from them; a row's tokens
@@ -594,9 +595,10 @@ class SamplerChain:
 
         Returns
         -------
-        numpy.ndarray of float32, the shape of ``logits``; masked tokens are ``-inf``
-        (flagged invalid rows are all ``-inf``). GPU logits (``fastsample.gpu``): the
-        canonical chain on backend cuda, a device result, ``stream`` honoured.
+        numpy.ndarray of float32
+            The shape of ``logits``; masked tokens are ``-inf`` (flagged invalid rows
+            are all ``-inf``). GPU logits (``fastsample.gpu``): the canonical chain on
+            backend cuda, a device result, ``stream`` honoured.
         """
         if _backends.is_gpu_array(logits):
             from . import gpu
@@ -630,15 +632,16 @@ class SamplerChain:
                bitmask=None, bitmask_rows=None, logprobs=None, logprobs_mode="raw"):
         """Run the chain and draw one token per row.
 
-        Parameters are those of :meth:`process`, and ``logprobs`` / ``logprobs_mode``
+        Parameters are those of ``process``, and ``logprobs`` / ``logprobs_mode``
         as in ``fs.sample`` (``"processed"``: the logits the terminal drew from).
 
         Returns
         -------
-        int for 1-D logits, else numpy.ndarray of int32, shape (B,); -1 marks a row
-        flagged invalid (``on_invalid="flag"``). GPU logits: tokens on the device as
-        the caller's array type (see ``fastsample.gpu``). ``fs.Sampled`` with
-        ``logprobs``.
+        int or numpy.ndarray of int32, shape (B,), or Sampled
+            The token of each row (an int for 1-D logits); -1 marks a row flagged
+            invalid (``on_invalid="flag"``). GPU logits: tokens on the device as the
+            caller's array type (see ``fastsample.gpu``). With ``logprobs``, an
+            ``fs.Sampled``.
         """
         if logprobs is not None:  # fastsample/logprobs.py: this call's tokens, and more
             from . import logprobs as _logprobs
@@ -683,7 +686,7 @@ class SamplerChain:
         (Mirostat, MirostatV2 and AdaptiveP are a ``ValueError``). No state changes:
         ``accept`` the emitted tokens. See ``fastsample.verify`` for the parameters
         and the result; ``history``, ``history_len`` and ``position`` are those of
-        :meth:`sample` (None: the chain's own), for the row before the first draft.
+        ``sample`` (None: the chain's own), for the row before the first draft.
         """
         from .verify import chain_verify
 

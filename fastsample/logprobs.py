@@ -1,4 +1,4 @@
-"""Log-probabilities with the sampled tokens (spec §9): ``fs.sample(..., logprobs=N)``.
+"""Log-probabilities with the sampled tokens (docs/spec.md §9): ``fs.sample(..., logprobs=N)``.
 
 The tokens always come from the call without ``logprobs`` (the same kernels, the
 same draw); this module adds the backend's ``logprobs(logits, tokens, n)`` over the

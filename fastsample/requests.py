@@ -1,7 +1,7 @@
 """Requests in other formats: the chain a peer would run for its sampling parameters.
 
 An engine receives sampling parameters in the formats its clients already speak.
-:func:`from_request` (and ``SamplerChain.from_request``) reads one of them and builds
+``from_request`` (and ``SamplerChain.from_request``) reads one of them and builds
 the chain that peer runs: the same stages, in the same order, with the same defaults
 and the same rules for when a stage is off. A stage the peer would run as a no-op is
 left out, so a default llama.cpp request is ``TopK(40) -> TopP(0.95) -> MinP(0.05) ->
@@ -40,7 +40,7 @@ from are named there and in ``tests/test_requests.py``):
 
 What a style has that fastsample does not (a grammar, beam search, a string that
 needs the tokenizer) and every unknown key is a ``ValueError`` that lists them all;
-``strict=False`` makes it a :class:`RequestWarning` and leaves those features out.
+``strict=False`` makes it a ``RequestWarning`` and leaves those features out.
 Constrained decoding (a grammar, a JSON schema) is a token bitmask in fastsample
 (spec §10, docs/spec.md), which a request cannot carry.
 A value outside the range the peer accepts is a ``ValueError`` either way. Fields
@@ -129,9 +129,9 @@ def _check_seed_argument(seed):
 
 def parse_request(params, style, *, strict=True, seed=None, token_texts=None,
                   eos_token_id=None):
-    """The stages and the :class:`Request` of a request, without building the chain.
+    """The stages and the ``Request`` of a request, without building the chain.
 
-    Parameters are those of :func:`from_request`.
+    Parameters are those of ``from_request``.
 
     Returns
     -------
@@ -168,7 +168,7 @@ def from_request(params, style, *, strict=True, seed=None, backend="auto",
         Whose format ``params`` is in (module docstring).
     strict : bool
         True: an unknown key, or a feature fastsample does not have, is a
-        ``ValueError`` listing every one. False: a :class:`RequestWarning` listing
+        ``ValueError`` listing every one. False: a ``RequestWarning`` listing
         them, and the chain is built without them.
     seed : int, optional
         The seed when the request gives none (or its "random" value); None then
@@ -186,7 +186,7 @@ def from_request(params, style, *, strict=True, seed=None, backend="auto",
     Returns
     -------
     SamplerChain
-        With ``chain.request``, a :class:`Request`: the seed used, the logprobs
+        With ``chain.request``, a ``Request``: the seed used, the logprobs
         asked for, ``max_tokens``, ``n`` and the call-level fields.
 
     Raises

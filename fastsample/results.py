@@ -1,4 +1,5 @@
-"""``Sampled``: what ``fs.sample`` / ``SamplerChain.sample`` return with ``logprobs=N``."""
+"""``Sampled``: what ``fs.sample`` / ``SamplerChain.sample`` return with ``logprobs=N``
+(docs/spec.md §9)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ __all__ = ["Sampled"]
 
 class Sampled(NamedTuple):
     """Tokens with their log-probabilities (spec §9).
+
+    For 1-D logits the fields are scalars (``top_ids`` / ``top_logprobs`` 1-D).
 
     Attributes
     ----------
@@ -23,8 +26,6 @@ class Sampled(NamedTuple):
         finite tokens and on a flagged row.
     top_logprobs : float32 (B, N)
         Their logprobs; ``-inf`` past the finite tokens, NaN on a flagged row.
-
-    For 1-D logits the fields are scalars (``top_ids`` / ``top_logprobs`` 1-D).
     """
 
     tokens: Any

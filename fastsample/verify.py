@@ -1,4 +1,4 @@
-"""Speculative decoding verification (spec §11): ``fs.verify`` and ``SamplerChain.verify``.
+"""Speculative decoding verification (docs/spec.md §11): ``fs.verify`` and ``SamplerChain.verify``.
 
 A drafter proposes K tokens per request; the target model scores K+1 positions in one
 pass. Verification decides how many drafts to accept and which token to emit after
@@ -20,7 +20,7 @@ batch's plain ``sample`` (the fused kernel when the chain is fs.sample's), rejec
 mode gathers each row's candidates (``truncate_canonical``) and runs the backend's
 ``verify_rows`` over them, which reads the drafter's probabilities only at the
 candidates and the draft token. ``verify`` changes no chain state; the caller
-``accept``\\ s the emitted tokens.
+accepts the emitted tokens (``accept``).
 """
 
 from __future__ import annotations

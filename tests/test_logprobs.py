@@ -1,4 +1,4 @@
-"""Log-probabilities (spec §9): ``fs.sample`` / ``SamplerChain.sample`` with ``logprobs=N``.
+"""Log-probabilities (docs/spec.md §9): ``fs.sample`` / ``SamplerChain.sample`` with ``logprobs=N``.
 
 - ``reference.logprobs`` against the loop oracle ``naive.logprobs``;
 - the numba and C kernels against the reference: ranks, ids and the -1 / ``-inf`` /

@@ -1,4 +1,4 @@
-"""Speculative decoding verification (spec §11): ``fs.verify`` and ``SamplerChain.verify``.
+"""Speculative decoding verification (docs/spec.md §11): ``fs.verify`` and ``SamplerChain.verify``.
 
 - exact mode: the tokens are those of step-by-step ``fs.sample`` / ``chain.sample`` +
   ``accept`` (accepting the drafts), scanned for the first mismatch, on every backend,

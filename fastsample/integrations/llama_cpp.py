@@ -5,9 +5,9 @@ sequence so far (``np.intc``, prompt included) and the next token's logits (floa
 ``(V,)``), and samples from what it returns. This module needs only numpy: it never
 imports llama_cpp.
 
-- :class:`LlamaCppLogitsProcessor` returns ``SamplerChain.process`` of the scores;
+- ``LlamaCppLogitsProcessor`` returns ``SamplerChain.process`` of the scores;
   llama.cpp's own sampler chain then draws.
-- :class:`LlamaCppDraw` returns a mask that keeps only the token fastsample draws;
+- ``LlamaCppDraw`` returns a mask that keeps only the token fastsample draws;
   with ``temperature=0`` (llama.cpp's greedy sampler) that token is picked, so the
   tokens are fastsample's (seeded, reproducible, Mirostat state kept).
 
@@ -53,7 +53,7 @@ class LlamaCppLogitsProcessor(_Processor):
     Notes
     -----
     Returns new float32 ``(V,)`` logits, ``-inf`` where masked. A stateful terminal
-    (Mirostat, AdaptiveP) is applied but not updated: use :class:`LlamaCppDraw`.
+    (Mirostat, AdaptiveP) is applied but not updated: use ``LlamaCppDraw``.
     """
 
     def __call__(self, input_ids, scores):

@@ -1,9 +1,9 @@
 """Hugging Face transformers: fastsample as ``LogitsProcessor`` objects for ``generate()``.
 
-- :class:`FastsampleLogitsProcessor` applies a chain's stages to the scores (what
+- ``FastsampleLogitsProcessor`` applies a chain's stages to the scores (what
   ``SamplerChain.process`` returns); transformers then samples or takes the argmax.
-- :func:`stage_processors` gives one such processor per stage.
-- :class:`FastsampleDraw` lets fastsample make the draw: it returns a mask that keeps
+- ``stage_processors`` gives one such processor per stage.
+- ``FastsampleDraw`` lets fastsample make the draw: it returns a mask that keeps
   only fastsample's token, so greedy decoding (``do_sample=False``) picks it. The
   tokens are then those of ``SamplerChain.sample`` (same seed, same position, same
   token on every backend), and stateful samplers (Mirostat, AdaptiveP) work.
@@ -54,7 +54,7 @@ class FastsampleLogitsProcessor(_ChainProcessor):
     -----
     Returns ``SamplerChain.process(scores, history=input_ids, position=L)`` in the
     dtype of ``scores``. A stateful terminal (Mirostat, AdaptiveP) is applied with
-    its current state but never updated here: use :class:`FastsampleDraw` for them.
+    its current state but never updated here: use ``FastsampleDraw`` for them.
     """
 
     def __call__(self, input_ids, scores):
@@ -72,7 +72,7 @@ class FastsampleDraw(_ChainProcessor):
     and AdaptiveP state is kept per row and reset when a new generation starts.
     Not for beam search: every beam gets a single candidate.
 
-    Parameters are those of :class:`FastsampleLogitsProcessor`; ``seed`` is the
+    Parameters are those of ``FastsampleLogitsProcessor``; ``seed`` is the
     draw's seed (``torch.manual_seed`` has no effect on it).
     """
 
@@ -87,7 +87,7 @@ class FastsampleDraw(_ChainProcessor):
 
 
 def stage_processors(stages, *, seed=0, backend="auto", on_invalid="raise"):
-    """One :class:`FastsampleLogitsProcessor` per stage, for a ``LogitsProcessorList``.
+    """One ``FastsampleLogitsProcessor`` per stage, for a ``LogitsProcessorList``.
 
     Interleave them with transformers' own processors in any order; each one runs
     its stage alone (a terminal stage gives what its ``process`` gives).

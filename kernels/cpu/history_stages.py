@@ -133,7 +133,7 @@ def _z_reversed(hist, start, end):
 
 @numba.njit(**_NJ)
 def dry_lengths(hist, start, end, allowed, brk, scratch):
-    """Spec §4.1 repeat lengths: distinct tokens (history order) with L >= allowed."""
+    """docs/spec.md §4.1 repeat lengths: distinct tokens (history order) with L >= allowed."""
     n = end - start
     if n < 2 or brk[hist[end - 1]]:
         return np.empty(0, np.int64), np.empty(0, np.int64)

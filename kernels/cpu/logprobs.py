@@ -1,6 +1,6 @@
 """Log-probabilities of sampled tokens and of each row's top N: numba CPU kernels.
 
-``logprobs(logits, tokens, n)`` (``fastsample.reference.logprobs``, spec §9) per row:
+``logprobs(logits, tokens, n)`` (``fastsample.reference.logprobs``, docs/spec.md §9) per row:
 
 1. the top ``max(n, 1)`` from ``topk_row`` (the block-maxima machinery of top-k); its
    first value is the row max ``m``;

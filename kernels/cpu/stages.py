@@ -198,7 +198,7 @@ def min_p(logits, p, min_keep):
 
 
 def xtc(logits, probability, threshold, min_keep, seed, position):
-    """Exclude Top Choices with the stream-1 roll of spec §5."""
+    """Exclude Top Choices with the stream-1 roll of docs/spec.md §5."""
     return _run_rows(logits, K_XTC, f1=probability, f2=threshold, i2=min_keep,
                      seed=seed, position=position)
 
