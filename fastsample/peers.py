@@ -146,9 +146,32 @@ def _torch_sample(prepared):
     return lambda: draw(x)
 
 
-def _torch_draw(kinds, B, V):
+def _torch_logprobs(prepared):
+    """W11 the way vLLM computes logprobs: the draw, then ``log_softmax`` of the raw
+    logits (or of the processed ones the draw used), ``topk``, ``gather`` of the sampled
+    token's logprob and its rank as the count of greater logprobs."""
+    import torch
+
+    x = _torch_rows(prepared, "logits")
+    n = int(prepared.inputs["logprobs"])
+    raw = prepared.inputs.get("logprobs_mode", "raw") == "raw"
+    draw = _torch_draw(dict(sample_stages(prepared.inputs)), *x.shape, with_logits=True)
+
+    def run():
+        tokens, processed = draw(x)
+        lp = (x if raw else processed).log_softmax(dim=-1)
+        top_lp, top_ids = lp.topk(n, dim=-1)
+        token_lp = lp.gather(-1, tokens)
+        rank = (lp > token_lp).sum(-1) + 1
+        return tokens, token_lp, rank, top_ids, top_lp
+
+    return run
+
+
+def _torch_draw(kinds, B, V, with_logits=False, process_only=False):
     """``logits -> (B, 1) tokens``: top_k, top_p, min_p, temperature (those in ``kinds``,
-    scalars or per-row arrays), softmax and ``torch.multinomial``."""
+    scalars or per-row arrays), softmax and ``torch.multinomial``; ``with_logits``:
+    ``(tokens, the logits the draw used)``; ``process_only``: those logits alone."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -181,8 +204,52 @@ def _torch_draw(kinds, B, V):
             logits = logits.masked_fill(probs < mp * top, float("-inf"))
         if "temperature" in kinds:
             logits = logits / t
+        if process_only:
+            return logits
         probs = logits.softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=gen)
+        tokens = torch.multinomial(probs, 1, generator=gen)
+        return (tokens, logits) if with_logits else tokens
+
+    return run
+
+
+def _torch_verify(prepared):
+    """W13 the way vLLM's rejection sampler works, written plainly in torch: the target
+    logits processed (top_k, top_p, min_p, temperature, as ``_torch_draw``) and
+    softmaxed, the accept test u < min(1, p(d) / q(d)), the recovered distribution
+    normalise(max(0, p - q)) and ``torch.multinomial`` for it and the bonus token."""
+    import torch
+
+    inp = prepared.inputs
+    if inp["method"] != "rejection":
+        raise Unsupported("torch (vLLM's algorithm) has rejection sampling only")
+    target = torch.from_numpy(np.ascontiguousarray(inp["target"]))
+    B, K1, V = target.shape
+    K = K1 - 1
+    d = torch.from_numpy(np.asarray(inp["draft_tokens"], np.int64)).reshape(B, K, 1)
+    q = None if inp["draft_probs"] is None else torch.from_numpy(inp["draft_probs"])
+    process = _torch_draw(dict(sample_stages(inp)), B * K1, V, process_only=True)
+    gen = torch.Generator().manual_seed(0)
+
+    def run():
+        p = process(target.reshape(B * K1, V)).softmax(dim=-1).reshape(B, K1, V)
+        pd = p[:, :K].gather(2, d).squeeze(2)
+        qd = torch.ones_like(pd) if q is None else q.gather(2, d).squeeze(2)
+        accept = torch.rand(B, K, generator=gen) < (pd / qd).clamp(max=1.0)
+        n_acc = accept.to(torch.int64).cumprod(dim=1).sum(dim=1)
+        if q is None:   # a deterministic drafter: q one-hot on the draft
+            resid = p[:, :K].scatter(2, d, 0.0)
+        else:
+            resid = (p[:, :K] - q).clamp(min=0.0)
+        resid = resid / resid.sum(dim=-1, keepdim=True).clamp(min=1e-30)
+        recovered = torch.multinomial(resid.reshape(B * K, V), 1, generator=gen).reshape(B, K)
+        bonus = torch.multinomial(p[:, K], 1, generator=gen)
+        emitted = torch.cat([recovered, bonus], dim=1).gather(1, n_acc[:, None])
+        out = torch.full((B, K1), -1, dtype=torch.int64)
+        steps = torch.arange(K1)[None, :]
+        out[:, :K] = torch.where(steps[:, :K] < n_acc[:, None], d.squeeze(2), -1)
+        out.scatter_(1, n_acc[:, None], emitted)
+        return out, n_acc
 
     return run
 
@@ -509,9 +576,10 @@ def _llama_engine(prepared):
 
 _BUILDERS: dict[str, dict[str, Callable]] = {
     "numpy": {"sample": _numpy_call, "topk": _numpy_call, "softmax": _numpy_call,
-              "dry_penalty": _numpy_call, "engine": _numpy_call},
+              "dry_penalty": _numpy_call, "engine": _numpy_call, "logprobs": _numpy_call,
+              "verify": _numpy_call},
     "torch": {"sample": _torch_sample, "topk": _torch_topk, "softmax": _torch_softmax,
-              "engine": _torch_engine},
+              "engine": _torch_engine, "logprobs": _torch_logprobs, "verify": _torch_verify},
     "hf": {"sample": _hf_sample, "engine": _hf_engine},
     "llama.cpp": {"sample": _llama_sample, "topk": _llama_topk, "engine": _llama_engine},
 }

@@ -324,7 +324,7 @@ class Case:
 
     workload: str  # "W7"
     name: str  # "k=50 B=1" ("" when the workload has one case)
-    op: str  # "sample" | "topk" | "dry_penalty" | "softmax" | "engine" | "chain_step" | "row_spread"
+    op: str  # "sample" | "logprobs" | "topk" | "dry_penalty" | "softmax" | "engine" | "chain_step" | "row_spread"
     generator: str  # "llm_like" | "flat" | "natural" | "repeated"
     B: int
     V: int
@@ -358,7 +358,7 @@ class Case:
             raise ValueError(f"vocab must be >= 2, got {V}")
         params = self.effective_params(quick)
 
-        if self.op == "sample":
+        if self.op in ("sample", "logprobs"):  # W11: fs.sample with logprobs= in params
             logits = GENERATORS[self.generator](self.B, V, seed)
             x = logits[0] if self.B == 1 else logits  # B=1: the single-row (V,) form
             kw = dict(params)
@@ -412,6 +412,8 @@ class Case:
             return self._prepare_chain_step(V, seed, params)
         elif self.op == "row_spread":
             return self._prepare_row_spread(V, seed, params)
+        elif self.op == "verify":
+            return self._prepare_verify(V, seed, params)
         else:  # pragma: no cover - table error
             raise ValueError(f"unknown workload op {self.op!r}")
         return Prepared(case=self, V=V, inputs=inputs, _call=call, _floor=floor)
@@ -471,6 +473,42 @@ class Case:
             return lambda: [fn() for fn in fns]
 
         return Prepared(case=self, V=V, inputs=inputs, _call=call, _floor=_floor_of(x))
+
+    def _prepare_verify(self, V: int, seed: int, params: Mapping[str, Any]) -> Prepared:
+        """W13: ``fs.verify`` of B requests with K drafts each, W1's parameters."""
+        import fastsample as fs
+
+        K = int(params["K"])
+        target, q, drafts = verify_inputs(self.B, K, V, seed)
+        probs = q if params.get("draft_probs", True) else None
+        kw = {k: params[k] for k in W1_PARAMS}
+        kw["top_k"] = min(int(kw["top_k"]), V)
+        seeds = np.arange(seed, seed + self.B, dtype=np.uint64)
+        inputs = {"target": target, "draft_tokens": drafts, "draft_probs": probs,
+                  "method": params["method"], "logits": target[0], **kw}
+
+        def call(backend: str):
+            return lambda: fs.verify(target, drafts, probs, method=params["method"], seed=seeds,
+                                     position=0, backend=backend, **kw)
+
+        read = [target] if probs is None else [target, probs]
+        return Prepared(case=self, V=V, inputs=inputs, _call=call,
+                        _floor=lambda: [np.max(a, axis=-1) for a in read])
+
+
+def verify_inputs(B: int, K: int, V: int, seed: int = 0, noise: float = 1.0):
+    """W13's inputs: llm_like target logits ``(B, K+1, V)``, a drafter whose logits are
+    the target's plus ``noise`` * standard normal (its probabilities ``(B, K, V)``
+    float32), and drafts drawn from it (``(B, K)`` int64)."""
+    target = llm_like(B * (K + 1), V, seed).reshape(B, K + 1, V)
+    rng = np.random.default_rng([seed, 13])
+    q = target[:, :K] + np.float32(noise) * rng.standard_normal((B, K, V), dtype=np.float32)
+    q = np.exp(q - q.max(axis=-1, keepdims=True))
+    q /= q.sum(axis=-1, keepdims=True)
+    cum = np.cumsum(q, axis=-1, dtype=np.float64)
+    u = rng.random((B, K, 1)) * cum[..., -1:]
+    drafts = np.minimum((cum <= u).sum(axis=-1), V - 1).astype(np.int64)
+    return target, q.astype(np.float32), drafts
 
 
 def _floor_of(x: np.ndarray) -> Callable[[], Any]:
@@ -548,6 +586,13 @@ WORKLOADS: Tuple[Workload, ...] = (
     _engine("W10c", "W10a at B=64 with per-row parameters and per-row histories", 64,
             {"chain": W10A_CHAIN, "per_row": True}),
     Workload(
+        "W11", "logprobs: W1 with logprobs=20, raw and processed, B=1 and B=64 (llm_like)",
+        "logprobs", "llm_like", (1, 64), _V, {**W1_PARAMS, "logprobs": 20},
+        tuple(Case("W11", "{logprobs_mode} B={B}", "logprobs", "llm_like", B, _V,
+                   {**W1_PARAMS, "logprobs": 20, "logprobs_mode": mode})
+              for B in (1, 64) for mode in ("raw", "processed")),
+    ),
+    Workload(
         "W1chain", "W1 as a SamplerChain (sample + accept per token) vs fs.sample, same row",
         "chain_step", "llm_like", (1,), _V, dict(W1_PARAMS),
         (Case("W1chain", "", "chain_step", "llm_like", 1, _V, dict(W1_PARAMS)),),
@@ -557,6 +602,16 @@ WORKLOADS: Tuple[Workload, ...] = (
         "how much top-p's time depends on the row", "row_spread", "llm_like", (1,), _V,
         dict(ROW_SPREAD_PARAMS),
         (Case("W3rows", "", "row_spread", "llm_like", 1, _V, dict(ROW_SPREAD_PARAMS)),),
+    ),
+    Workload(
+        "W13", "verify: B=64 requests, K=4 drafts, W1's parameters, draft_probs given "
+        "(rejection, exact) or not (rejection, deterministic drafter)", "verify", "llm_like",
+        (64,), _V, {**W1_PARAMS, "K": 4},
+        tuple(Case("W13", name, "verify", "llm_like", 64, _V,
+                   {**W1_PARAMS, "K": 4, "method": method, "draft_probs": probs})
+              for name, method, probs in (("rejection B={B} K={K}", "rejection", True),
+                                          ("exact B={B} K={K}", "exact", True),
+                                          ("rejection q=None B={B} K={K}", "rejection", False))),
     ),
 )
 

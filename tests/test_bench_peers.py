@@ -138,3 +138,26 @@ def test_peer_per_row_parameters_with_disabled_rows(name):
         assert kept[np.arange(4), toks].all(), (name, toks)
         seen[np.arange(4), toks] = True
     assert seen[0].sum() > 10  # row 0 is not cut (a k clamped to 1 would give one token)
+
+
+@pytest.mark.parametrize("mode", ["raw", "processed"])
+def test_torch_logprobs_peer_matches_reference(mode):
+    """W11's torch peer (vLLM's log_softmax + topk + gather): its top ids and logprobs,
+    and the sampled token's logprob and rank, are the reference's for its own token."""
+    peer = _peer("torch")
+    case = next(c for c in wl.get("W11").cases if c.B == 1 and c.params["logprobs_mode"] == mode)
+    prep = case.prepare(vocab=V, seed=0)
+    tokens, token_lp, rank, top_ids, top_lp = peer.call(case, prep)()
+    x = np.atleast_2d(prep.inputs["logits"])
+    if mode == "processed":
+        kw = {k: np.atleast_1d(prep.inputs[k]) for k in ("top_k", "top_p", "min_p", "temperature")}
+        one = np.ones(1, np.int64)
+        x = fs.reference.min_p(fs.reference.top_p(fs.reference.top_k(x, kw["top_k"], one),
+                                                  kw["top_p"], one), kw["min_p"], one)
+        x = fs.reference.temperature(x, kw["temperature"])
+    lp, rk, ids, tl = fs.reference.logprobs(x, tokens.numpy().reshape(-1), 20)
+    finite = np.isfinite(tl[0])
+    np.testing.assert_array_equal(top_ids.numpy()[0][finite], ids[0][finite])
+    np.testing.assert_allclose(top_lp.numpy()[0][finite], tl[0][finite], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(token_lp.numpy().reshape(-1), lp, rtol=1e-5, atol=1e-6)
+    assert rank.numpy().tolist() == rk.tolist()

@@ -27,6 +27,7 @@ from .topk import topk_row
 __all__ = ["logprobs", "logprobs_row", "logprobs_rows", "logprobs_rows_serial"]
 
 _NEG_INF = -np.inf
+_PARALLEL_MIN = 1 << 20   # logits in a call below which the rows run on one thread
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -87,7 +88,7 @@ def logprobs_rows(x, tokens, n, vals, ids, lp, rank, top_ids, top_lp):
 
 @numba.njit(cache=True, nogil=True)
 def logprobs_rows_serial(x, tokens, n, vals, ids, lp, rank, top_ids, top_lp):
-    """``logprobs_rows`` without threads (B == 1)."""
+    """``logprobs_rows`` without threads (one row, or a small block)."""
     for b in range(x.shape[0]):
         logprobs_row(x[b], tokens[b], n, vals[b], ids[b], lp[b:b + 1], rank[b:b + 1],
                      top_ids[b], top_lp[b])
@@ -107,7 +108,7 @@ def logprobs(logits, tokens, n):
     rank = np.empty(B, np.int32)
     top_ids = np.empty((B, n), np.int32)
     top_lp = np.empty((B, n), np.float32)
-    if B:
-        (logprobs_rows_serial if B == 1 else logprobs_rows)(
+    if B:  # small work (one row, a block of candidates): no thread-pool launch
+        (logprobs_rows_serial if B * V < _PARALLEL_MIN else logprobs_rows)(
             x, tokens, n, vals, ids, lp, rank, top_ids, top_lp)
     return lp, rank, top_ids, top_lp
