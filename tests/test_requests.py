@@ -490,8 +490,14 @@ def test_webui_mirostat_greedy_and_range():
 
 @needs_h3
 def test_webui_custom_token_bans():
+    """custom_token_bans become transformers' suppress_tokens: not in any priority
+    list, so first (after an unlisted no-repeat n-gram ban, which transformers builds
+    before it)."""
     assert_chain({"custom_token_bans": "5, 9", "top_k": 3}, "webui",
                  [st.BadWords([[5], [9]]), st.TopK(3), st.Dist()])
+    assert_chain({"custom_token_bans": [5], "no_repeat_ngram_size": 2,
+                  "sampler_priority": ["top_k"], "top_k": 3}, "webui",
+                 [st.NoRepeatNGram(2), st.BadWords([[5]]), st.TopK(3), st.Dist()])
 
 
 def test_webui_unknown_and_unsupported():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import secrets
+import sys
 import warnings
 from collections.abc import Mapping
 
@@ -18,6 +19,14 @@ from .. import stages as _st
 
 class RequestWarning(UserWarning):
     """Unknown or unsupported request fields, with ``strict=False``."""
+
+
+def _caller_level():
+    """The ``stacklevel`` of the first frame outside fastsample (the caller's line)."""
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("fastsample"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class Reader:
@@ -124,7 +133,7 @@ class Reader:
         msg = f"{self.style} request: " + ". ".join(parts)
         if strict:
             raise ValueError(msg + " (strict=False warns and leaves them out)")
-        warnings.warn(msg + "; left out", RequestWarning, stacklevel=4)
+        warnings.warn(msg + "; left out", RequestWarning, stacklevel=_caller_level())
 
 
 def stage_class(name, reader, key):

@@ -118,7 +118,9 @@ def build(r, seed, token_texts, eos_token_id):
     # The processors in webui's construction order (the sort is stable; a sampler
     # missing from the priority list sorts first, key -1).
     built = []
-    if bans is not None and bans != "":
+    if ngram > 0:
+        built.append(("no_repeat_ngram", _st.NoRepeatNGram(ngram)))
+    if bans is not None and bans != "":   # transformers' SuppressTokens processor
         if isinstance(bans, str):
             try:
                 bans = [int(x) for x in bans.split(",") if x.strip()]
@@ -129,8 +131,6 @@ def build(r, seed, token_texts, eos_token_id):
         cls = stage_class("BadWords", r, "custom_token_bans") if ids else None
         if cls is not None:
             built.append((None, cls([[t] for t in ids])))
-    if ngram > 0:
-        built.append(("no_repeat_ngram", _st.NoRepeatNGram(ngram)))
     if do_sample:  # transformers' warpers
         if temp != 1.0:
             built.append(("temperature", _st.Temperature(temp)))
