@@ -313,6 +313,44 @@ def timings(fs, wl, ops, torch, cuda, B, V, reps, on_gpu):
     return out, ratios
 
 
+def w13_flashinfer(torch, wl, B, V, reps, K=4):
+    """W13's GPU peer: FlashInfer's ``chain_speculative_sampling`` on target and draft
+    probabilities (W1's processing done by torch first, untimed), when FlashInfer is
+    installed; fastsample's verify runs on the host (C) for the same inputs. Returns
+    ``{name: us}`` or ``{"skipped": why}``."""
+    import importlib.util
+
+    if importlib.util.find_spec("flashinfer") is None:
+        return {"skipped": "flashinfer is not installed (pip install flashinfer-python)"}
+    try:
+        from flashinfer.sampling import chain_speculative_sampling
+    except Exception as exc:  # noqa: BLE001 - installed but broken: report, do not fail
+        return {"skipped": f"flashinfer import failed: {type(exc).__name__}: {exc}"}
+    import fastsample as fs
+
+    target, q, drafts = wl.verify_inputs(B, K, V, seed=13)
+    sampler_logits = target.reshape(B * (K + 1), V)
+    chain = fs.SamplerChain([fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)])
+    p = fs.softmax(chain.process(sampler_logits)).reshape(B, K + 1, V)
+    tp = torch.from_numpy(p).cuda()
+    qp = torch.from_numpy(q).cuda()
+    dt = torch.from_numpy(drafts.astype(np.int32)).cuda()
+
+    def sync():
+        torch.cuda.synchronize()
+
+    out = {}
+    try:
+        out["flashinfer_chain_speculative_sampling_W13"] = median_us(
+            lambda: chain_speculative_sampling(qp, dt, tp), sync, reps)
+    except Exception as exc:  # noqa: BLE001 - an API this version lacks: report it
+        return {"skipped": f"chain_speculative_sampling failed: {type(exc).__name__}: {exc}"}
+    kw = dict(top_k=40, top_p=0.95, min_p=0.05, temperature=0.8, seed=np.arange(B))
+    out["ours_host_verify_rejection_W13"] = median_us(
+        lambda: fs.verify(target, drafts, q, **kw), lambda: None, reps)
+    return out
+
+
 # ------------------------------------------------------------------------ PTX only
 
 
@@ -459,6 +497,8 @@ def main():
     for B in (1, batches[0]):
         t = w10_timings(fs, wl, ops, to_dev, sync, B, V, reps)
         times.update({f"B{B}_{k}": v for k, v in t.items()})
+    if on_gpu:   # W13's GPU peer, only where FlashInfer is installed
+        extra["W13_flashinfer"] = w13_flashinfer(torch, wl, 64, V, reps)
     print(json.dumps({
         "ok": mismatches == 0, "device": device, "V": V, "batches": list(batches),
         "tpb": ops.TPB, "warmup_s": compile_s, "correctness": report, **extra,

@@ -151,6 +151,9 @@ def input_bytes(case, prepared) -> int:
         return int(np.asarray(inp["history"]).nbytes)
     if case.op == "engine":
         return int(np.asarray(inp["steps"][0]).nbytes)
+    if case.op == "verify":   # the target rows, and the drafter's when given
+        return int(inp["target"].nbytes) + (0 if inp["draft_probs"] is None
+                                             else int(inp["draft_probs"].nbytes))
     key = "x" if case.op in ("topk", "softmax") else "logits"
     return int(np.asarray(inp[key]).nbytes)
 
