@@ -66,7 +66,8 @@ from . import stages as _st
 from .request_styles import BUILDERS as _BUILDERS
 from .request_styles._common import Reader, RequestWarning
 
-__all__ = ["STYLES", "Request", "RequestWarning", "from_request", "parse_request"]
+__all__ = ["STYLES", "Request", "RequestWarning", "from_request", "parse_request",
+           "sample_kwargs"]
 
 STYLES = ("llama.cpp", "openai", "hf", "webui", "vllm")
 
@@ -202,3 +203,58 @@ def from_request(params, style, *, strict=True, seed=None, backend="auto",
     chain = SamplerChain(stages, seed=request.seed, backend=backend, on_invalid=on_invalid)
     chain.request = request
     return chain
+
+
+_FS_SAMPLE = {_st.TopK: "top_k", _st.TopP: "top_p", _st.MinP: "min_p"}
+
+
+def sample_kwargs(params, style, *, strict=True, seed=None):
+    """The ``fs.sample`` keywords of a request whose chain ``fs.sample`` can run.
+
+    ``fs.sample`` is one chain: top_k, top_p, min_p (in that order, one ``min_keep``)
+    with temperature last or first, then the draw; a greedy request is
+    ``temperature=0``. ``fs.sample(logits, **sample_kwargs(req, "llama.cpp"))`` then
+    draws what ``SamplerChain.from_request(req, "llama.cpp").sample(logits)`` would.
+
+    Parameters are those of :func:`from_request`.
+
+    Returns
+    -------
+    dict
+        ``temperature, top_k, top_p, min_p, min_keep, temperature_last, seed``.
+
+    Raises
+    ------
+    ValueError
+        The request's chain has a stage ``fs.sample`` has not (the message names
+        them; use ``SamplerChain.from_request``), or as :func:`from_request`.
+    """
+    stages, request = parse_request(params, style, strict=strict, seed=seed)
+    body, terminal = stages[:-1], stages[-1]
+    other = [s.name for s in body if type(s) not in (*_FS_SAMPLE, _st.Temperature)]
+    if type(terminal) not in (_st.Dist, _st.Greedy):
+        other.append(terminal.name)
+    kinds = [type(s) for s in body]
+    truncs = [s for s in body if type(s) in _FS_SAMPLE]
+    temps = [i for i, k in enumerate(kinds) if k is _st.Temperature]
+    keeps = {int(s.min_keep) for s in truncs}
+    in_order = (len(set(kinds)) == len(kinds)
+                and [type(s) for s in truncs] == sorted((type(s) for s in truncs),
+                                                        key=list(_FS_SAMPLE).index)
+                and all(i in (0, len(body) - 1) for i in temps))
+    why = (f"it has {', '.join(other)}" if other else
+           "its stages are in another order" if not in_order else
+           "its truncations have different min_keep" if len(keeps) > 1 else None)
+    if why is not None:
+        raise ValueError(f"this {style} request's chain ({', '.join(s.name for s in stages)}) "
+                         f"does not fit fs.sample: {why}; use SamplerChain.from_request")
+    kw = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
+          "min_keep": keeps.pop() if keeps else 1,
+          "temperature_last": not (temps == [0] and len(body) > 1), "seed": request.seed}
+    for s in truncs:
+        kw[_FS_SAMPLE[type(s)]] = getattr(s, "k" if type(s) is _st.TopK else "p")
+    if temps:
+        kw["temperature"] = body[temps[0]].t
+    if type(terminal) is _st.Greedy:
+        kw["temperature"] = 0.0
+    return kw

@@ -51,7 +51,7 @@ import fastsample as fs
 from fastsample import stages as st
 from fastsample import workloads as wl
 from fastsample.cli import main
-from fastsample.requests import Request, RequestWarning, parse_request
+from fastsample.requests import Request, RequestWarning, parse_request, sample_kwargs
 
 V = 300
 TEXTS = [f"t{i}" for i in range(V)]
@@ -668,6 +668,45 @@ def test_sampling_equals_with_constraints():
     a, b = _engine_loop(got, logits), _engine_loop(want, logits)
     np.testing.assert_array_equal(a, b)
     assert (a % 3 == 0).all()
+
+
+# ---------------------------------------------------------------- fs.sample keywords
+
+
+@pytest.mark.parametrize("params, style, expected", [
+    ({"seed": 3}, "llama.cpp", dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+                                    min_keep=1, temperature_last=True, seed=3)),
+    ({"samplers": "tpm", "min_keep": 2, "top_p": 0.9}, "llama.cpp",
+     dict(temperature=0.8, top_k=0, top_p=0.9, min_p=0.05, min_keep=2,
+          temperature_last=False, seed=0)),
+    ({"do_sample": True, "temperature": 0.6, "top_p": 0.9}, "hf",
+     dict(temperature=0.6, top_k=50, top_p=0.9, min_p=0.0, min_keep=1,
+          temperature_last=False, seed=0)),
+    ({"temperature": 0.5}, "openai", dict(temperature=0.5, top_k=0, top_p=1.0, min_p=0.0,
+                                          min_keep=1, temperature_last=True, seed=0)),
+    ({"top_k": 5}, "hf", dict(temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1,
+                              temperature_last=True, seed=0)),
+])
+def test_sample_kwargs(params, style, expected):
+    """A chain of top_k/top_p/min_p with temperature first or last is fs.sample's;
+    the draw is the chain's."""
+    kw = sample_kwargs(params, style, seed=0)
+    assert kw == expected
+    logits = wl.llm_like(4, V, seed=8)
+    chain = fs.SamplerChain.from_request(params, style, seed=0, backend="numpy")
+    np.testing.assert_array_equal(fs.sample(logits, backend="numpy", **kw),
+                                  chain.sample(logits))
+
+
+@pytest.mark.parametrize("params, style, needle", [
+    ({"presence_penalty": 0.5}, "openai", "Penalties"),
+    ({"samplers": "pk"}, "llama.cpp", "order"),
+    ({"samplers": "ktp"}, "llama.cpp", "order"),
+    ({"mirostat": 2}, "llama.cpp", "MirostatV2"),
+    ({"min_keep": 3}, "llama.cpp", "min_keep")])
+def test_sample_kwargs_refuses_other_chains(params, style, needle):
+    with pytest.raises(ValueError, match=needle):
+        sample_kwargs(params, style, seed=0)
 
 
 # --------------------------------------------------------------------------------- cli
