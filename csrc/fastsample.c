@@ -343,25 +343,40 @@ int fs_token_logprob(const float *x, int64_t B, int64_t V, const int64_t *tokens
     return FS_OK;
 }
 
-int fs_softmax(const float *x, int64_t B, int64_t V, const double *temperature, float *out,
-               int isa) {
+int fs_softmax_checked(const float *x, int64_t B, int64_t V, const double *temperature,
+                       float *out, uint8_t *invalid, int isa) {
     int rc = fs_check_rows(x, B, V, out);
     if (rc) return rc;
     if (B > 0 && !temperature) return FS_E_SIZE;
     for (int64_t b = 0; b < B; b++)
         if (!(temperature[b] > 0.0)) return FS_E_PARAM;
     isa = fs_level(isa);
-    for (int64_t b = 0; b < B; b++)
-        FS_DISPATCH(isa, softmax_row, x + b * V, V, temperature[b], out + b * V);
+    for (int64_t b = 0; b < B; b++) {
+        int bad = FS_DISPATCH(isa, softmax_row, x + b * V, V, temperature[b], out + b * V);
+        if (invalid) invalid[b] = (uint8_t)bad;
+    }
+    return FS_OK;
+}
+
+int fs_softmax(const float *x, int64_t B, int64_t V, const double *temperature, float *out,
+               int isa) {
+    return fs_softmax_checked(x, B, V, temperature, out, NULL, isa);
+}
+
+int fs_log_softmax_checked(const float *x, int64_t B, int64_t V, float *out, uint8_t *invalid,
+                           int isa) {
+    int rc = fs_check_rows(x, B, V, out);
+    if (rc) return rc;
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++) {
+        int bad = FS_DISPATCH(isa, log_softmax_row, x + b * V, V, out + b * V);
+        if (invalid) invalid[b] = (uint8_t)bad;
+    }
     return FS_OK;
 }
 
 int fs_log_softmax(const float *x, int64_t B, int64_t V, float *out, int isa) {
-    int rc = fs_check_rows(x, B, V, out);
-    if (rc) return rc;
-    isa = fs_level(isa);
-    for (int64_t b = 0; b < B; b++) FS_DISPATCH(isa, log_softmax_row, x + b * V, V, out + b * V);
-    return FS_OK;
+    return fs_log_softmax_checked(x, B, V, out, NULL, isa);
 }
 
 /* Top-k of every row (fs_topk.inc). With `invalid`, each row's validity goes there;

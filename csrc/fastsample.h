@@ -74,6 +74,13 @@ int fs_token_logprob(const float *x, int64_t B, int64_t V, const int64_t *tokens
 int fs_softmax(const float *x, int64_t B, int64_t V, const double *temperature, float *out,
                int isa);
 int fs_log_softmax(const float *x, int64_t B, int64_t V, float *out, int isa);
+/* The same, with each row's validity (NaN, +inf or every entry -inf: 1) written to
+ * invalid[b] from the kernel's own max pass (the row is not read again to check it);
+ * an invalid row's output is undefined. */
+int fs_softmax_checked(const float *x, int64_t B, int64_t V, const double *temperature,
+                       float *out, uint8_t *invalid, int isa);
+int fs_log_softmax_checked(const float *x, int64_t B, int64_t V, float *out, uint8_t *invalid,
+                           int isa);
 
 size_t fs_topk_ws_bytes(int64_t V);
 /* Rows with NaN: FS_E_PARAM. */

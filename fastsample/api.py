@@ -269,6 +269,14 @@ def softmax(x, temperature=1.0, *, backend="auto", stream=None):
     if _backends.is_gpu_array(x):
         return _gpu().softmax(x, temperature, backend=backend, stream=stream)
     names, fn = _op(backend, "softmax")
+    checked = getattr(_backends.load(names[0]), "softmax_checked", None)
+    if checked is not None:  # the row check in the kernel's own max pass: one read
+        rows, one_d = as_logits(x, "x")
+        t = per_row("temperature", temperature, rows.shape[0], check=POSITIVE)
+        out, bad = checked(rows, t)
+        if np.count_nonzero(bad):
+            raise_invalid(bad, "NaN, +inf, or every logit masked")
+        return out[0] if one_d else out
     rows, one_d = _valid_rows(x, "x", names)
     t = per_row("temperature", temperature, rows.shape[0], check=POSITIVE)
     out = fn(rows, t)
@@ -281,6 +289,13 @@ def log_softmax(x, *, backend="auto", stream=None):
     if _backends.is_gpu_array(x):
         return _gpu().log_softmax(x, backend=backend, stream=stream)
     names, fn = _op(backend, "log_softmax")
+    checked = getattr(_backends.load(names[0]), "log_softmax_checked", None)
+    if checked is not None:  # the row check in the kernel's own max pass: one read
+        rows, one_d = as_logits(x, "x")
+        out, bad = checked(rows)
+        if np.count_nonzero(bad):
+            raise_invalid(bad, "NaN, +inf, or every logit masked")
+        return out[0] if one_d else out
     rows, one_d = _valid_rows(x, "x", names)
     out = fn(rows)
     return out[0] if one_d else out

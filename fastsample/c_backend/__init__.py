@@ -18,7 +18,7 @@ _HOME = {
     **{name: "core" for name in (
         "sample_canonical", "sample_row", "draw", "argmax", "greedy", "token_logprob", "invalid_rows",
         "softmax", "log_softmax", "topk", "topk_checked", "truncate_canonical", "truncate_row",
-        "warmup",
+        "warmup", "softmax_checked", "log_softmax_checked",
     )},
     "logprobs": "logprobs",
     **{name: "stages" for name in (
@@ -35,7 +35,7 @@ _HOME = {
 __all__ = [  # noqa: RUF022 - grouped like _HOME
     "sample_canonical", "sample_row", "draw", "argmax", "greedy", "token_logprob", "invalid_rows", "softmax",
     "log_softmax", "topk", "topk_checked", "truncate_canonical", "truncate_row", "warmup",
-    "logprobs",
+    "logprobs", "softmax_checked", "log_softmax_checked",
     "logit_bias", "penalties", "dry", "dry_penalty", "top_n_sigma", "typical", "xtc", "top_k", "top_p", "min_p", "temperature",
     "epsilon", "eta", "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing",
     "mirostat", "mirostat_v2", "adaptive_p", "no_repeat_ngram", "verify_rows",

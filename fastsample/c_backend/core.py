@@ -27,7 +27,8 @@ from ._util import buf, f32, f64, ffi, i64, lib, over_rows, u64, workspace
 
 __all__ = [
     "INVALID", "ISA", "ISAS", "ISA_NAMES", "argmax", "draw", "greedy", "invalid_rows",
-    "log_softmax", "sample_canonical", "sample_row", "softmax", "token_logprob", "topk",
+    "log_softmax", "log_softmax_checked", "sample_canonical", "sample_row", "softmax",
+    "softmax_checked", "token_logprob", "topk",
     "topk_checked", "truncate_canonical", "truncate_row", "warmup",
 ]
 
@@ -327,37 +328,60 @@ def token_logprob(logits, tokens, *, isa=None):
 # array operations
 
 
+def softmax_checked(x, temperature=1.0, *, isa=None):
+    """``softmax`` of (B, V) rows and each row's validity (NaN, +inf or every entry
+    ``-inf``) from the kernel's own max pass: ``(out, invalid bool (B,))``; an invalid
+    row's output is undefined. Rows split over the thread pool for large batches.
+
+    At AVX-512 and temperature 1 the weights are float32 exps (relative error ~2e-7)
+    summed in float64: probabilities within 1e-6 relative of the reference.
+    """
+    rows, _ = _rows2d(x)
+    B, V = rows.shape
+    out = np.empty((B, V), np.float32)
+    invalid = np.zeros(B, np.uint8)
+    t = _per_row(temperature, B, f64)
+    xp, tp, op, fp, level = buf(rows), buf(t), buf(out), buf(invalid), _level(isa)
+
+    def run(a, b):
+        _check(lib.fs_softmax_checked(xp + a * V, b - a, V, tp + a, op + a * V, fp + a, level),
+               "softmax")
+
+    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
+    return out, invalid.view(bool)
+
+
 def softmax(x, temperature=1.0, *, isa=None):
     """Softmax of ``x / temperature`` over each row's finite entries (masked -> 0).
 
     ``x`` is ``(V,)`` or ``(B, V)``; ``temperature`` (> 0) a scalar or per-row array.
     Returns float32 of the shape of ``x``.
     """
-    rows, one = _rows2d(x)
+    out, _ = softmax_checked(x, temperature, isa=isa)
+    return out[0] if np.ndim(x) == 1 else out
+
+
+def log_softmax_checked(x, *, isa=None):
+    """``log_softmax`` of (B, V) rows and each row's validity from the same pass:
+    ``(out, invalid bool (B,))`` (at AVX-512: float32 exps summed in float64)."""
+    rows, _ = _rows2d(x)
     B, V = rows.shape
     out = np.empty((B, V), np.float32)
-    t = _per_row(temperature, B, f64)
-    xp, tp, op, level = buf(rows), buf(t), buf(out), _level(isa)
+    invalid = np.zeros(B, np.uint8)
+    xp, op, fp, level = buf(rows), buf(out), buf(invalid), _level(isa)
 
     def run(a, b):
-        _check(lib.fs_softmax(xp + a * V, b - a, V, tp + a, op + a * V, level), "softmax")
+        _check(lib.fs_log_softmax_checked(xp + a * V, b - a, V, op + a * V, fp + a, level),
+               "log_softmax")
 
     over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
-    return out[0] if one else out
+    return out, invalid.view(bool)
 
 
 def log_softmax(x, *, isa=None):
     """Log-softmax over each row's finite entries (masked -> ``-inf``), float32."""
-    rows, one = _rows2d(x)
-    B, V = rows.shape
-    out = np.empty((B, V), np.float32)
-    xp, op, level = buf(rows), buf(out), _level(isa)
-
-    def run(a, b):
-        _check(lib.fs_log_softmax(xp + a * V, b - a, V, op + a * V, level), "log_softmax")
-
-    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
-    return out[0] if one else out
+    out, _ = log_softmax_checked(x, isa=isa)
+    return out[0] if np.ndim(x) == 1 else out
 
 
 @functools.lru_cache(maxsize=64)
