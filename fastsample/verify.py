@@ -74,6 +74,14 @@ def _inputs(target_logits, draft_tokens, draft_probs, num_draft, method):
     if K1 < 1:
         raise ValueError("target_logits must have K+1 >= 1 rows per request; got 0")
     x, _ = as_logits(target.reshape(B * K1, V), "target_logits")
+    d, q, n = _drafts((B, K1, V), draft_tokens, draft_probs, num_draft)
+    return x, d, q, n
+
+
+def _drafts(shape, draft_tokens, draft_probs, num_draft):
+    """Validated ``(d (B, K) int32, q or None, n (B,) int64)`` for target logits of
+    ``shape`` (B, K+1, V)."""
+    B, K1, V = shape
     K = K1 - 1
     d = np.asarray(_arrays.plain(draft_tokens))
     if d.size == 0 and d.dtype.kind not in "iu":
@@ -81,7 +89,7 @@ def _inputs(target_logits, draft_tokens, draft_probs, num_draft, method):
     if d.dtype.kind not in "iu":
         raise TypeError(f"draft_tokens must hold integer token ids; got dtype {d.dtype}")
     if d.shape != (B, K):
-        raise ValueError(f"draft_tokens has shape {d.shape}; target_logits {target.shape} "
+        raise ValueError(f"draft_tokens has shape {d.shape}; target_logits {tuple(shape)} "
                          f"needs (B, K) = ({B}, {K})")
     if num_draft is None:
         n = np.full(B, K, np.int64)
@@ -108,7 +116,7 @@ def _inputs(target_logits, draft_tokens, draft_probs, num_draft, method):
             raise ValueError(f"draft_probs has shape {q.shape}; expected (B, K, V) = "
                              f"({B}, {K}, {V})")
         q = np.ascontiguousarray(q, dtype=np.float32)
-    return x, d, q, n
+    return d, q, n
 
 
 # ------------------------------------------------------------------ the chain of B*(K+1) rows
@@ -225,13 +233,20 @@ def _run(chain, x, d, q, n, seeds, pos, base_hist, method, on_invalid):
         block, ids, offsets, bad = _distributions(ex, x, ctx)
         fn = _backends.op_for(ex._cpu_names, "verify_rows", "verify")
         tokens, accepted, bad_q = fn(block, ids, offsets, d, q, n, seeds, pos)
-        if (bad_q >= 0).any():
-            b = int(np.flatnonzero(bad_q >= 0)[0])
-            raise ValueError(f"draft_probs of request {b} at step {int(bad_q[b])} has a NaN "
-                             "or negative probability")
     else:
         plain, bad = _plain_tokens(ex, x, ctx)
         tokens, accepted = _exact_accept(np.asarray(plain, np.int32).reshape(B, K1), d, n)
+        bad_q = None
+    return _finish(tokens, accepted, bad_q, bad, n, on_invalid)
+
+
+def _finish(tokens, accepted, bad_q, bad, n, on_invalid):
+    """Raise for bad draft probabilities; raise for, or flag, invalid requests."""
+    B, K1 = tokens.shape
+    if bad_q is not None and (bad_q >= 0).any():
+        b = int(np.flatnonzero(bad_q >= 0)[0])
+        raise ValueError(f"draft_probs of request {b} at step {int(bad_q[b])} has a NaN "
+                         "or negative probability")
     flagged = (np.asarray(bad).reshape(B, K1) & (np.arange(K1) <= n[:, None])).any(axis=1)
     if flagged.any():
         if on_invalid == "raise":
@@ -301,7 +316,8 @@ def _sample_chain(t, k, p, mp, mk, temperature_last, backend, key):
 
 def verify(target_logits, draft_tokens, draft_probs=None, *, num_draft=None,
            method="rejection", temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1,
-           temperature_last=True, seed=0, position=0, on_invalid="raise", backend="auto"):
+           temperature_last=True, seed=0, position=0, on_invalid="raise", backend="auto",
+           stream=None):
     """Verify draft tokens against the target model's logits (speculative decoding).
 
     The target distribution at step j, p_j, is the one ``fs.sample`` draws from with
@@ -333,12 +349,18 @@ def verify(target_logits, draft_tokens, draft_probs=None, *, num_draft=None,
     on_invalid : {"raise", "flag"}
         A request whose target rows 0..num_draft hold NaN, +inf or nothing finite
         raises ``ValueError``, or gets tokens -1 and ``num_emitted`` 0.
-    backend : {"auto", "numpy", "numba", "c"}
+    backend : {"auto", "numpy", "numba", "c", "cuda"}
+        GPU ``target_logits`` (float32, C-contiguous; ``draft_probs`` too when given,
+        on the GPU or the host) run on cuda: the rows through the fused canonical
+        kernels, the rejection rule in ``kernels/cuda/verify.py``.
+    stream : optional
+        The GPU stream (torch/CuPy/numba stream), as ``fs.sample``'s.
 
     Returns
     -------
     Verified
-        ``tokens`` (B, K+1) int32, ``num_accepted`` (B,), ``num_emitted`` (B,).
+        ``tokens`` (B, K+1) int32, ``num_accepted`` (B,), ``num_emitted`` (B,): numpy
+        arrays, also for GPU input (B*(K+1) small integers, copied back).
 
     Raises
     ------
@@ -351,8 +373,13 @@ def verify(target_logits, draft_tokens, draft_probs=None, *, num_draft=None,
     from .api import _params
 
     check_on_invalid(on_invalid)
-    if backend == "cuda" or _backends.is_gpu_array(target_logits):
-        raise _backends.BackendError("verify has no kernel on backend 'cuda' yet")
+    if _backends.is_gpu_array(target_logits):
+        return _verify_device(target_logits, draft_tokens, draft_probs, num_draft, method,
+                              temperature, top_k, top_p, min_p, min_keep, temperature_last,
+                              seed, position, on_invalid, backend, stream)
+    if backend == "cuda":
+        raise _backends.BackendError("fs.verify on backend 'cuda' takes GPU target_logits "
+                                     "(a torch.cuda tensor or a numba device array)")
     x, d, q, n = _inputs(target_logits, draft_tokens, draft_probs, num_draft, method)
     B = d.shape[0]
     t, k, p, mp, mk = _params(temperature, top_k, top_p, min_p, min_keep, B)
@@ -366,3 +393,70 @@ def verify(target_logits, draft_tokens, draft_probs=None, *, num_draft=None,
                            int(min_keep))
     chain = _sample_chain(t, k, p, mp, mk, bool(temperature_last), backend, key)
     return _run(chain, x, d, q, n, seeds, pos, None, method, on_invalid)
+
+
+def _verify_device(target_logits, draft_tokens, draft_probs, num_draft, method, temperature,
+                   top_k, top_p, min_p, min_keep, temperature_last, seed, position, on_invalid,
+                   backend, stream):
+    """``fs.verify`` for GPU target logits: the B*(K+1) rows through the canonical kernels
+    on the device (exact: ``sample_canonical``; rejection: ``process_canonical`` then
+    ``verify_rows``); the small per-request arrays are checked on the host."""
+    from . import gpu
+    from .api import _params
+
+    if method not in METHODS:
+        raise ValueError(f"method must be 'rejection' or 'exact'; got {method!r}")
+    ops = gpu._ops(backend, target_logits)
+    stream = gpu.as_stream(stream)
+    x3 = gpu._view(target_logits)
+    if x3.ndim != 3:
+        raise ValueError("target_logits must be 3-D (B, K+1, V): one row per draft token "
+                         f"plus the bonus row; got ndim={x3.ndim}")
+    if np.dtype(x3.dtype) != np.float32 or not x3.is_c_contiguous():
+        raise TypeError("GPU target_logits must be float32 and C-contiguous; got "
+                        f"{np.dtype(x3.dtype)}")
+    B, K1, V = x3.shape
+    if K1 < 1 or V < 1:
+        raise ValueError(f"target_logits must be (B, K+1 >= 1, V >= 1); got {tuple(x3.shape)}")
+    K = K1 - 1
+    q_host = None
+    if draft_probs is not None:
+        if _backends.is_gpu_array(draft_probs):
+            qd = gpu._view(draft_probs)
+            if np.dtype(qd.dtype) != np.float32 or not qd.is_c_contiguous():
+                raise TypeError("GPU draft_probs must be float32 and C-contiguous")
+            if tuple(qd.shape) != (B, K, V):
+                raise ValueError(f"draft_probs has shape {tuple(qd.shape)}; expected (B, K, V)"
+                                 f" = ({B}, {K}, {V})")
+        else:
+            q_host = draft_probs
+    d_host = gpu._on_host(draft_tokens, stream)
+    n_host = gpu._on_host(num_draft, stream) if num_draft is not None else None
+    d, q_checked, n = _drafts((B, K1, V), d_host, q_host, n_host)
+    if draft_probs is not None and q_host is None:
+        q_dev = qd
+    else:
+        q_dev = q_checked
+    t, k, p, mp, mk = _params(temperature, top_k, top_p, min_p, min_keep, B)
+    seeds = as_seeds("seed", seed, B)
+    pos = as_seeds("position", position, B)
+    if B == 0:
+        empty = np.zeros(0, np.int32)
+        return Verified(np.zeros((0, K1), np.int32), empty, empty.copy())
+    x = x3.reshape(B * K1, V)
+    rep = lambda a: np.repeat(a, K1)   # noqa: E731
+    seeds_x = rep(seeds)
+    pos_x = rep(pos) + np.tile(np.arange(K1, dtype=np.uint64), B)
+    args = (rep(k), rep(p), rep(mp), rep(t), rep(mk), bool(temperature_last))
+    if method == "exact":
+        plain = gpu.to_host(ops.sample_canonical(x, *args, seeds_x, pos_x, stream), stream)
+        bad = plain == ops.INVALID
+        tokens, accepted = _exact_accept(np.where(bad, -1, plain).astype(np.int32)
+                                         .reshape(B, K1), d, n)
+        bad_q = None
+    else:
+        processed = ops.process_canonical(x, *args, stream)
+        bad = gpu.to_host(ops.invalid_rows(x, stream), stream).astype(bool)
+        out = ops.verify_rows(processed, None, None, d, q_dev, n, seeds, pos, stream)
+        tokens, accepted, bad_q = (gpu.to_host(a, stream) for a in out)
+    return _finish(tokens, accepted, bad_q, bad, n, on_invalid)

@@ -52,6 +52,7 @@ from .stages import (
     window_deltas,
 )
 from .target import SIM, SPLIT_BELOW_ROWS, TPB
+from .verify import verify_rows
 
 __all__ = [
     "INVALID",
@@ -87,6 +88,7 @@ __all__ = [
     "to_rows",
     "topk",
     "update_counts",
+    "verify_rows",
     "warmup",
     "window_deltas",
 ]
