@@ -105,6 +105,7 @@ import numpy as np
 from numba import prange
 
 from ..shared import uniform
+from .constraints import masked_words
 from .simd import (
     FASTMATH,
     div_strict,
@@ -189,6 +190,42 @@ def _pass_max(v, bmax):
             bm = maximum(bm, tail[i])
         bmax[nfull] = bm
         m = maximum(m, bm)
+    return np.float64(m)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _pass_max_masked(l, words, v, bmax):
+    """The first pass under a packed token bitmask (docs/spec.md §10): ``v`` = the row
+    with the disallowed tokens -inf (one bitmask word read per 32 logits, a masked
+    select), the block maxima of ``v`` in ``bmax``, and the max of ``v``; NaN when the
+    input row holds a NaN or +inf anywhere, allowed or not (the input's validity).
+
+    The same pass as ``_pass_max`` (this one also writes the masked row that every
+    later pass reads), so the bitmask costs no extra pass over the logits and no
+    unpacked boolean array.
+    """
+    n = l.shape[0]
+    nfull = n // _BS
+    ninf = np.float32(-np.inf)
+    m = ninf
+    bad = False   # a NaN or +inf in the input, allowed or not
+    for j in range(nfull):
+        bm, nonfinite = masked_words(l, v, words, j * _BS, _BS)
+        bmax[j] = bm
+        m = maximum(m, bm)
+        bad |= nonfinite
+    if nfull * _BS < n:
+        bm = ninf
+        for i in range(nfull * _BS, n):
+            x = l[i]
+            bad |= not x < np.inf
+            y = x if (np.uint32(words[i >> 5]) >> np.uint32(i & 31)) & np.uint32(1) else ninf
+            v[i] = y
+            bm = maximum(bm, y)
+        bmax[nfull] = bm
+        m = maximum(m, bm)
+    if bad:
+        return np.nan
     return np.float64(m)
 
 
@@ -817,6 +854,34 @@ def _sample_row(l, k, p, pmin, mk, t, t_last, u):
     m = _pass_max(v, bmax)
     if _invalid(m):
         return INVALID
+    return _cut_and_draw(v, bmax, m, k, p, pmin, mk, t_draw, u)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_row_masked(l, words, k, p, pmin, mk, t, t_last, u):
+    """``_sample_row`` of the row under a packed bitmask (``words``): the masked first
+    pass, then the same chain on the masked row."""
+    n = l.shape[0]
+    bmax = np.empty((n + _BS - 1) // _BS, np.float32)
+    v = np.empty(n, np.float32)
+    m = _pass_max_masked(l, words, v, bmax)
+    if _invalid(m):
+        return INVALID
+    if t <= 0.0:  # greedy: the first maximum of the masked row
+        return _first_max(v, bmax, m)
+    t_draw = t
+    if not t_last and t != 1.0:  # HF order: the truncations see float32(v / t)
+        _apply_temperature(v, t, v)
+        m = _pass_max(v, bmax)
+        t_draw = 1.0
+    return _cut_and_draw(v, bmax, m, k, p, pmin, mk, t_draw, u)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cut_and_draw(v, bmax, m, k, p, pmin, mk, t_draw, u):
+    """The chain's cut and the draw over ``v`` (valid, max ``m``, block maxima
+    ``bmax``), with a last temperature ``t_draw``."""
+    n = v.shape[0]
     T, cL, cvals, cids, w = _cut(v, bmax, m, k, p, pmin, mk)
     # The draw over {v >= T}; weights exp(l' - max l'), l' after a last temperature.
     mw = m
@@ -857,6 +922,33 @@ def _row_threshold(l, bmax, k, p, pmin, mk):
 
 
 @numba.njit(cache=True, nogil=True)
+def _row_threshold_masked(l, words, v, bmax, k, p, pmin, mk):
+    """``_row_threshold`` of the row under a packed bitmask: ``v`` receives the masked
+    row (the row every later pass reads)."""
+    m = _pass_max_masked(l, words, v, bmax)
+    if _invalid(m):
+        return True, np.inf, np.inf, np.empty(0, np.float32), np.empty(0, np.int32)
+    T, cL, cvals, cids, _ = _cut(v, bmax, m, k, p, pmin, mk)
+    return False, T, cL, cvals, cids
+
+
+@numba.njit(cache=True, nogil=True)
+def _truncate_one_masked(l, words, k, p, pmin, mk):
+    """``_truncate_one`` under a packed bitmask row ``words``."""
+    n = l.shape[0]
+    bmax = np.empty((n + _BS - 1) // _BS, np.float32)
+    v = np.empty(n, np.float32)
+    bad, T, cL, cvals, cids = _row_threshold_masked(l, words, v, bmax, k, p, pmin, mk)
+    if bad:
+        return np.empty(0, np.int32), np.empty(0, np.float32), True
+    if cL <= T:
+        vals, ids = _select_ge(cvals, cids, T)
+    else:
+        vals, ids = _gather(v, bmax, T)
+    return ids, vals, False
+
+
+@numba.njit(cache=True, nogil=True)
 def _truncate_one(l, k, p, pmin, mk):
     """(ids, vals, invalid): the candidate set of one row (``truncate_row``)."""
     bmax = np.empty((l.shape[0] + _BS - 1) // _BS, np.float32)
@@ -882,6 +974,42 @@ def _sample_one(row, top_k, top_p, min_p, temperature, min_keep, t_last, seed, p
 
 
 @numba.njit(cache=True, nogil=True)
+def _sample_one_masked(row, words, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
+                       position):
+    """``_sample_one`` under a packed bitmask row ``words``."""
+    return _sample_row_masked(row, words, top_k, top_p, min_p, min_keep, temperature, t_last,
+                              uniform(seed, position, _STREAM_DRAW))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_masked_at(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
+                      position, bitmask, rows, out, b):
+    r = rows[b]
+    if r >= 0:
+        out[b] = _sample_one_masked(logits[b], bitmask[r], top_k[b], top_p[b], min_p[b],
+                                    temperature[b], min_keep[b], t_last, seed[b], position[b])
+    else:
+        out[b] = _sample_one(logits[b], top_k[b], top_p[b], min_p[b], temperature[b],
+                             min_keep[b], t_last, seed[b], position[b])
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_masked_serial(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
+                          position, bitmask, rows, out):
+    for b in range(logits.shape[0]):
+        _sample_masked_at(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
+                          position, bitmask, rows, out, b)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sample_masked_parallel(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
+                            position, bitmask, rows, out):
+    for b in prange(logits.shape[0]):
+        _sample_masked_at(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
+                          position, bitmask, rows, out, b)
+
+
+@numba.njit(cache=True, nogil=True)
 def _sample_serial(logits, top_k, top_p, min_p, temperature, min_keep, t_last, seed,
                    position, out):
     for b in range(logits.shape[0]):
@@ -898,20 +1026,26 @@ def _sample_parallel(logits, top_k, top_p, min_p, temperature, min_keep, t_last,
 
 
 def sample_row(row, top_k, top_p, min_p, temperature, min_keep, temperature_last, seed,
-               position):
+               position, bitmask=None):
     """``sample_canonical`` of one row with scalar parameters: the per-token latency path.
 
     ``row``: float32 (V,), C-contiguous; ``top_k``, ``min_keep`` (>= 1): int; ``top_p``,
-    ``min_p``, ``temperature``: float; ``seed``, ``position``: int in [0, 2**64).
+    ``min_p``, ``temperature``: float; ``seed``, ``position``: int in [0, 2**64);
+    ``bitmask``: the row's packed bitmask words (uint32, >= ceil(V/32)) or None.
     Returns the token as an int, ``INVALID`` (-2) for an invalid row.
     """
+    if bitmask is not None:
+        return _sample_one_masked(
+            row, bitmask, np.int64(top_k), np.float64(top_p), np.float64(min_p),
+            np.float64(temperature), np.int64(min_keep), bool(temperature_last),
+            np.uint64(seed), np.uint64(position))
     return _sample_one(row, np.int64(top_k), np.float64(top_p), np.float64(min_p),
                        np.float64(temperature), np.int64(min_keep), bool(temperature_last),
                        np.uint64(seed), np.uint64(position))
 
 
 def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
-                     temperature_last, seed, position):
+                     temperature_last, seed, position, bitmask=None, bitmask_rows=None):
     """Draw one token per row with the canonical chain of ``fs.sample``.
 
     Parameters
@@ -921,17 +1055,25 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
     top_p, min_p, temperature : float64 (B,)
     temperature_last : bool           True: llama.cpp order; False: HF order.
     seed, position : uint64 (B,)
+    bitmask : uint32 (R, W), optional  packed token bitmask (docs/spec.md §10), read in
+                                      the first pass (``_pass_max_masked``)
+    bitmask_rows : int64 (B,)         row b's bitmask row, -1 = none
 
     Returns
     -------
     numpy.ndarray of int32, shape (B,): identical to
     ``fs.sample(..., backend="numpy")`` (up to float64 rounding at a boundary);
-    ``INVALID`` (-2) for a row with NaN, +inf or every logit masked, so the caller
-    needs no separate validation pass over the logits.
+    ``INVALID`` (-2) for a row with NaN, +inf or every logit masked (or every allowed
+    one), so the caller needs no separate validation pass over the logits.
     """
     B = logits.shape[0]
     out = np.empty(B, np.int32)
     if B == 0:
+        return out
+    if bitmask is not None:
+        args = (logits, top_k, top_p, min_p, temperature, min_keep, bool(temperature_last),
+                seed, position, bitmask, bitmask_rows, out)
+        (_sample_masked_serial if B == 1 else _sample_masked_parallel)(*args)
         return out
     args = (logits, top_k, top_p, min_p, temperature, min_keep, bool(temperature_last),
             seed, position, out)
@@ -977,6 +1119,59 @@ def _truncate_rows(logits, top_k, top_p, min_p, min_keep, bmaxs, thr, cnt, bad, 
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
+def _truncate_rows_masked(logits, bitmask, rows, work, top_k, top_p, min_p, min_keep, bmaxs,
+                          thr, cnt, bad, sids, svals):
+    """``_truncate_rows`` under a packed bitmask: a constrained row's first pass writes
+    its masked row into ``work[b]``, which its later passes read."""
+    cap = sids.shape[1]
+    for b in prange(logits.shape[0]):
+        bmax = bmaxs[b]
+        r = rows[b]
+        if r >= 0:
+            row = work[b]
+            invalid, T, cL, cvals, cids = _row_threshold_masked(
+                logits[b], bitmask[r], row, bmax, top_k[b], top_p[b], min_p[b], min_keep[b])
+        else:
+            row = logits[b]
+            invalid, T, cL, cvals, cids = _row_threshold(row, bmax, top_k[b], top_p[b],
+                                                         min_p[b], min_keep[b])
+        bad[b] = invalid
+        thr[b] = T
+        c = 0
+        if not invalid:
+            if cL <= T:
+                vals, ids = _select_ge(cvals, cids, T)
+                c = ids.shape[0]
+                if c <= cap:
+                    sids[b, :c] = ids
+                    svals[b, :c] = vals
+            else:
+                c = _count_ge(row, bmax, T)
+                if c <= cap:
+                    vals, ids = _gather(row, bmax, T)
+                    sids[b, :c] = ids
+                    svals[b, :c] = vals
+        cnt[b] = c
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _truncate_fill_masked(logits, rows, work, bmaxs, thr, cnt, sids, svals, offsets, ids, vals):
+    """``_truncate_fill`` reading a constrained row's masked copy in ``work``."""
+    cap = sids.shape[1]
+    for b in prange(logits.shape[0]):
+        c = cnt[b]
+        o = offsets[b]
+        if c <= cap:
+            ids[o:o + c] = sids[b, :c]
+            vals[o:o + c] = svals[b, :c]
+        else:
+            row = work[b] if rows[b] >= 0 else logits[b]
+            gv, gi = _gather(row, bmaxs[b], thr[b])
+            ids[o:o + c] = gi
+            vals[o:o + c] = gv
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _truncate_fill(logits, bmaxs, thr, cnt, sids, svals, offsets, ids, vals):
     """Pass 2: every row's set into its slice of the concatenated output."""
     cap = sids.shape[1]
@@ -992,20 +1187,26 @@ def _truncate_fill(logits, bmaxs, thr, cnt, sids, svals, offsets, ids, vals):
             vals[o:o + c] = gv
 
 
-def truncate_row(row, top_k, top_p, min_p, min_keep):
+def truncate_row(row, top_k, top_p, min_p, min_keep, bitmask=None):
     """``truncate_canonical`` of one row with scalar parameters (the per-token path).
 
     ``row``: float32 (V,), C-contiguous, not modified; ``top_k``, ``min_keep`` (>= 1):
     int; ``top_p``, ``min_p``: float. Returns ``(ids, vals, invalid)``: int32 ids
     ascending, float32 ``vals = row[ids]``, and a bool, True (with no candidates) for
-    a row with NaN, +inf or every logit masked.
+    a row with NaN, +inf or every logit masked. ``bitmask``: the row's packed bitmask
+    words (uint32), read in the first pass, or None.
     """
+    if bitmask is not None:
+        ids, vals, invalid = _truncate_one_masked(row, bitmask, np.int64(top_k),
+                                                  np.float64(top_p), np.float64(min_p),
+                                                  np.int64(min_keep))
+        return ids, vals, bool(invalid)
     ids, vals, invalid = _truncate_one(row, np.int64(top_k), np.float64(top_p),
                                        np.float64(min_p), np.int64(min_keep))
     return ids, vals, bool(invalid)
 
 
-def truncate_canonical(logits, top_k, top_p, min_p, min_keep):
+def truncate_canonical(logits, top_k, top_p, min_p, min_keep, bitmask=None, bitmask_rows=None):
     """The candidate set of every row after TopK -> TopP -> MinP (no draw).
 
     Row b's set is exactly the finite entries of ``reference.min_p(reference.top_p(
@@ -1017,6 +1218,9 @@ def truncate_canonical(logits, top_k, top_p, min_p, min_keep):
     logits : float32 (B, V), C-contiguous. Not modified.
     top_k, min_keep : int64 (B,)      (min_keep >= 1)
     top_p, min_p : float64 (B,)
+    bitmask, bitmask_rows : optional   a packed token bitmask (uint32 (R, W)) and each
+                                       row's bitmask row (int64 (B,), -1 = none), read
+                                       in the first pass
 
     Returns
     -------
@@ -1027,6 +1231,14 @@ def truncate_canonical(logits, top_k, top_p, min_p, min_keep):
                             candidates for it)
     """
     B, V = logits.shape
+    if bitmask is not None and B == 1:
+        r = int(bitmask_rows[0])
+        bitmask = bitmask[r] if r >= 0 else None
+    if B == 1 and bitmask is not None:
+        ids, vals, bad = _truncate_one_masked(logits[0], bitmask, top_k[0], top_p[0], min_p[0],
+                                              min_keep[0])
+        return (np.ascontiguousarray(ids), np.ascontiguousarray(vals),
+                np.array([0, ids.shape[0]], np.int64), np.array([bad]))
     if B == 1:
         ids, vals, bad = _truncate_one(logits[0], top_k[0], top_p[0], min_p[0], min_keep[0])
         return (np.ascontiguousarray(ids), np.ascontiguousarray(vals),
@@ -1038,13 +1250,23 @@ def truncate_canonical(logits, top_k, top_p, min_p, min_keep):
     cap = min(V, _STASH)
     sids = np.empty((B, cap), np.int32)
     svals = np.empty((B, cap), np.float32)
-    if B:
+    masked = bitmask is not None
+    if masked:   # the constrained rows' masked copies, written by their first pass
+        work = np.empty((B, V), np.float32)
+        rows = np.ascontiguousarray(bitmask_rows, dtype=np.int64)
+    if B and masked:
+        _truncate_rows_masked(logits, bitmask, rows, work, top_k, top_p, min_p, min_keep,
+                              bmaxs, thr, cnt, bad, sids, svals)
+    elif B:
         _truncate_rows(logits, top_k, top_p, min_p, min_keep, bmaxs, thr, cnt, bad, sids,
                        svals)
     offsets = np.zeros(B + 1, np.int64)
     np.cumsum(cnt, out=offsets[1:])
     ids = np.empty(offsets[-1], np.int32)
     vals = np.empty(offsets[-1], np.float32)
-    if B:
+    if B and masked:
+        _truncate_fill_masked(logits, rows, work, bmaxs, thr, cnt, sids, svals, offsets, ids,
+                              vals)
+    elif B:
         _truncate_fill(logits, bmaxs, thr, cnt, sids, svals, offsets, ids, vals)
     return ids, vals, offsets, bad

@@ -1,0 +1,270 @@
+"""Token constraints of docs/spec.md §10 (numba CPU backend): the packed bitmask and
+the AllowedTokens / BadWords / MinTokens edits.
+
+- ``apply_token_bitmask(logits, bitmask, rows, out=None)``: a masked copy, 32 tokens
+  per bitmask word (the word is read once per 32 logits; a compile-time trip count
+  of 32 vectorises the select), rows in parallel for B > 1.
+- ``allowed_tokens``: the ids packed into one bitmask row, then the same kernel.
+- ``bad_words`` / ``min_tokens``: sparse edits (they write -inf at a few ids).
+
+Every function follows the edit stages' ``out=`` convention (docs/internals.md):
+None gives a new array, ``out is logits`` edits in place, another float32 array of
+the logits' shape receives a copy of each row (made in the kernel's threads), then
+the edit. ``mask_row`` is the masked load shared with the fused canonical kernel
+(kernels/cpu/canonical.py), which reads the bitmask in its first pass.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from .simd import _want_512
+from .stage_common import _flat_history, _logits, _out
+
+__all__ = ["apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens", "mask_row",
+           "pack_ids"]
+
+_NJ = dict(cache=True, nogil=True)
+_PJ = dict(cache=True, nogil=True, parallel=True)
+_W = 32   # tokens per bitmask word
+
+
+def _vmax(builder, a, b):
+    """Lane-wise ``llvm.maximum`` (NaN if either is NaN) of two float32 vectors."""
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(a.type, [a.type, a.type]),
+        f"llvm.maximum.v{a.type.count}f32")
+    return builder.call(fn, [a, b])
+
+
+@intrinsic
+def masked_words(typingctx, src, dst, words, s, n):
+    """``(src, dst, words, s, n) -> (float32 max, bool bad)``: the masked load.
+
+    For the ``n`` tokens from ``s`` (both multiples of 32; no bounds check: the
+    caller guarantees ``s + n <= len(src)``, ``len(dst)`` and ``(s + n) / 32 <=
+    len(words)``): ``dst[i] = src[i]`` where bit ``i % 32`` of ``words[i // 32]`` is
+    set, else ``-inf`` (``dst`` may be ``src``). Returns the max of what was written
+    (``llvm.maximum``: NaN if an allowed token is NaN) and whether any ``src[i]`` is
+    NaN or +inf, allowed or not. Each word is loaded once and splat over 32 lanes; the
+    lane test is an ``and`` with ``1 << lane`` (LLVM's auto-vectoriser does not find
+    this from the scalar loop).
+    """
+    f32c1 = (isinstance(src, types.Array) and src.dtype == types.float32 and src.ndim == 1
+             and src.layout == "C" and isinstance(dst, types.Array) and dst == src)
+    if not (f32c1 and isinstance(words, types.Array) and words.dtype == types.uint32
+            and words.ndim == 1 and words.layout == "C"):
+        return None
+    ret = types.Tuple((types.float32, types.boolean))
+
+    def codegen(context, builder, signature, args):
+        _want_512(builder)
+        sig = signature.args
+        intp = context.get_value_type(types.intp)
+        i32 = ir.IntType(32)
+        lanes = 32
+        fty = ir.VectorType(ir.FloatType(), lanes)
+        ity = ir.VectorType(i32, lanes)
+        sa = context.make_array(sig[0])(context, builder, args[0])
+        da = context.make_array(sig[1])(context, builder, args[1])
+        wa = context.make_array(sig[2])(context, builder, args[2])
+        start = context.cast(builder, args[3], sig[3], types.intp)
+        n = context.cast(builder, args[4], sig[4], types.intp)
+        ninf = ir.Constant(fty, [float("-inf")] * lanes)
+        pinf = ir.Constant(fty, [float("inf")] * lanes)
+        bits = ir.Constant(ity, [1 << i if i < 31 else -(1 << 31) for i in range(lanes)])
+        zero = ir.Constant(ity, [0] * lanes)
+        acc_ptr = cgutils.alloca_once_value(builder, ninf)
+        bad_ptr = cgutils.alloca_once_value(builder, ir.Constant(ir.VectorType(ir.IntType(1), lanes),
+                                                                 [0] * lanes))
+        with cgutils.for_range_slice(builder, start, builder.add(start, n),
+                                     ir.Constant(intp, lanes), intp=intp) as (i, _):
+            x = builder.load(builder.bitcast(builder.gep(sa.data, [i]), fty.as_pointer()),
+                             align=4)
+            w = builder.load(builder.gep(wa.data, [builder.lshr(i, ir.Constant(intp, 5))]))
+            word = builder.insert_element(ir.Constant(ity, ir.Undefined), w, ir.Constant(i32, 0))
+            word = builder.shuffle_vector(word, ir.Constant(ity, ir.Undefined),
+                                          ir.Constant(ity, [0] * lanes))
+            keep = builder.icmp_unsigned("!=", builder.and_(word, bits), zero)
+            y = builder.select(keep, x, ninf)
+            builder.store(y, builder.bitcast(builder.gep(da.data, [i]), fty.as_pointer()),
+                          align=4)
+            builder.store(_vmax(builder, builder.load(acc_ptr), y), acc_ptr)
+            nonfinite = builder.fcmp_unordered(">=", x, pinf)   # NaN or +inf
+            builder.store(builder.or_(builder.load(bad_ptr), nonfinite), bad_ptr)
+        acc = builder.load(acc_ptr)
+        m = lanes
+        while m > 1:   # horizontal llvm.maximum, halving
+            m //= 2
+            lo = builder.shuffle_vector(acc, ir.Constant(acc.type, ir.Undefined),
+                                        ir.Constant(ir.VectorType(i32, m), list(range(m))))
+            hi = builder.shuffle_vector(acc, ir.Constant(acc.type, ir.Undefined),
+                                        ir.Constant(ir.VectorType(i32, m), list(range(m, 2 * m))))
+            acc = _vmax(builder, lo, hi)
+        mx = builder.extract_element(acc, ir.Constant(i32, 0))
+        bad = builder.icmp_unsigned("!=", builder.bitcast(builder.load(bad_ptr), i32),
+                                    ir.Constant(i32, 0))
+        return context.make_tuple(builder, signature.return_type,
+                                  [mx, context.cast(builder, bad, types.boolean, types.boolean)])
+
+    return ret(src, dst, words, s, n), codegen
+
+
+@numba.njit(**_NJ)
+def mask_row(src, words, dst):
+    """dst[v] = src[v] where bit v of the packed ``words`` is set, else -inf (``dst``
+    may be ``src``). Bits past the row's length are ignored."""
+    n = src.shape[0]
+    nfull = n // _W
+    ninf = np.float32(-np.inf)
+    masked_words(src, dst, words, 0, nfull * _W)
+    if nfull * _W < n:
+        word = np.uint32(words[nfull])
+        for v in range(nfull * _W, n):
+            dst[v] = src[v] if (word >> np.uint32(v - nfull * _W)) & np.uint32(1) else ninf
+
+
+@numba.njit(**_NJ)
+def _bitmask_at(x, bitmask, rows, out, inplace, b):
+    r = rows[b]
+    if r >= 0:
+        mask_row(x[b], bitmask[r], out[b])
+    elif not inplace:
+        out[b, :] = x[b]
+
+
+@numba.njit(**_NJ)
+def _bitmask_serial(x, bitmask, rows, out, inplace):
+    for b in range(x.shape[0]):
+        _bitmask_at(x, bitmask, rows, out, inplace, b)
+
+
+@numba.njit(**_PJ)
+def _bitmask_parallel(x, bitmask, rows, out, inplace):
+    for b in prange(x.shape[0]):
+        _bitmask_at(x, bitmask, rows, out, inplace, b)
+
+
+def apply_token_bitmask(logits, bitmask, rows, out=None):
+    """Mask every token the packed bitmask disallows (``-inf``).
+
+    Parameters
+    ----------
+    logits : float32 (B, V)
+    bitmask : uint32 (R, W), C-contiguous, W >= ceil(V / 32)
+    rows : int64 (B,), in [-1, R): row b uses bitmask row ``rows[b]``, -1: none
+    out : None, ``logits`` (in place) or a float32 (B, V) array
+    """
+    x = _logits(logits)
+    out, inplace = _out(x, logits, out)
+    B = x.shape[0]
+    if B == 0:
+        return out
+    bm = np.ascontiguousarray(bitmask, dtype=np.uint32)
+    r = np.ascontiguousarray(rows, dtype=np.int64)
+    kernel = _bitmask_serial if B == 1 else _bitmask_parallel  # one row: no thread pool
+    kernel(x, bm, r, out, inplace)
+    return out
+
+
+@numba.njit(**_NJ)
+def pack_ids(ids, V):
+    """The token ids (int64, in [0, V)) as one packed bitmask row, uint32 (1, ceil(V/32))."""
+    words = np.zeros((1, (V + _W - 1) // _W), np.uint32)
+    for t in ids:
+        words[0, t // _W] |= np.uint32(1) << np.uint32(t % _W)
+    return words
+
+
+def allowed_tokens(logits, ids, out=None):
+    """Only ``ids`` (int64, in [0, V), the same for every row) may be drawn: the ids
+    packed into one bitmask row that every row uses."""
+    B, V = np.shape(logits)
+    words = pack_ids(np.ascontiguousarray(ids, dtype=np.int64), V)
+    return apply_token_bitmask(logits, words, np.zeros(B, np.int64), out=out)
+
+
+@numba.njit(**_NJ)
+def _ban(o, ids):
+    ninf = np.float32(-np.inf)
+    for t in ids:
+        o[t] = ninf
+
+
+@numba.njit(**_NJ)
+def _bad_words_at(x, out, hist, hoff, tokens, offsets, inplace, b):
+    o = out[b]
+    if not inplace:
+        o[:] = x[b]
+    h0 = hoff[b]
+    hn = hoff[b + 1] - h0
+    ninf = np.float32(-np.inf)
+    for s in range(offsets.shape[0] - 1):
+        a = offsets[s]
+        e = offsets[s + 1]
+        plen = e - a - 1          # the prefix: every token but the last
+        if plen > hn:
+            continue
+        match = True
+        for i in range(plen):
+            if hist[h0 + hn - plen + i] != tokens[a + i]:
+                match = False
+                break
+        if match:
+            o[tokens[e - 1]] = ninf
+
+
+@numba.njit(**_NJ)
+def _bad_words_serial(x, out, hist, hoff, tokens, offsets, inplace):
+    for b in range(x.shape[0]):
+        _bad_words_at(x, out, hist, hoff, tokens, offsets, inplace, b)
+
+
+@numba.njit(**_PJ)
+def _bad_words_parallel(x, out, hist, hoff, tokens, offsets, inplace):
+    for b in prange(x.shape[0]):
+        _bad_words_at(x, out, hist, hoff, tokens, offsets, inplace, b)
+
+
+def bad_words(logits, history, tokens, offsets, out=None):
+    """vLLM ``bad_words``: for each sequence ``tokens[offsets[i]:offsets[i + 1]]`` (the
+    same for every row, each non-empty), ban its last token when the row's history
+    ends with the rest."""
+    x = _logits(logits)
+    B, V = x.shape
+    out, inplace = _out(x, logits, out)
+    if B == 0:
+        return out
+    hist, hoff = _flat_history(history, B, V)
+    tok = np.ascontiguousarray(tokens, dtype=np.int64)
+    off = np.ascontiguousarray(offsets, dtype=np.int64)
+    kernel = _bad_words_serial if B == 1 else _bad_words_parallel
+    kernel(x, out, hist, hoff, tok, off, inplace)
+    return out
+
+
+@numba.njit(**_NJ)
+def _min_tokens_rows(x, out, n, stop, position, inplace):
+    for b in range(x.shape[0]):
+        if not inplace:
+            out[b, :] = x[b]
+        if position[b] < np.uint64(max(n[b], 0)):
+            _ban(out[b], stop)
+
+
+def min_tokens(logits, n, stop_ids, position, out=None):
+    """Ban ``stop_ids`` in row b while ``position[b] < n[b]``."""
+    x = _logits(logits)
+    B = x.shape[0]
+    out, inplace = _out(x, logits, out)
+    if B == 0:
+        return out
+    _min_tokens_rows(x, out, np.ascontiguousarray(n, dtype=np.int64),
+                     np.ascontiguousarray(stop_ids, dtype=np.int64),
+                     np.ascontiguousarray(position, dtype=np.uint64), inplace)
+    return out
