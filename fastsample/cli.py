@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, metavar="B",
                     help="rows of every logits workload and engine loop (W8, W1chain, W3rows unchanged)")
     sp.add_argument("--workloads", metavar="LIST",
-                    help="comma-separated workload ids: W1..W9, W10a, W10b, W10c, W1chain, W3rows "
+                    help="comma-separated workload ids: W1..W9, W10a, W10b, W10c, W1chain, W3rows, W13 "
                          "(default: all)")
     sp.add_argument("--repeats", type=int, metavar="N", help="timed batches per measurement (default: adaptive)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")

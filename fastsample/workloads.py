@@ -593,6 +593,16 @@ WORKLOADS: Tuple[Workload, ...] = (
               for B in (1, 64) for mode in ("raw", "processed")),
     ),
     Workload(
+        "W13", "verify: B=64 requests, K=4 drafts, W1's parameters, draft_probs given "
+        "(rejection, exact) or not (rejection, deterministic drafter)", "verify", "llm_like",
+        (64,), _V, {**W1_PARAMS, "K": 4},
+        tuple(Case("W13", name, "verify", "llm_like", 64, _V,
+                   {**W1_PARAMS, "K": 4, "method": method, "draft_probs": probs})
+              for name, method, probs in (("rejection B={B} K={K}", "rejection", True),
+                                          ("exact B={B} K={K}", "exact", True),
+                                          ("rejection q=None B={B} K={K}", "rejection", False))),
+    ),
+    Workload(
         "W1chain", "W1 as a SamplerChain (sample + accept per token) vs fs.sample, same row",
         "chain_step", "llm_like", (1,), _V, dict(W1_PARAMS),
         (Case("W1chain", "", "chain_step", "llm_like", 1, _V, dict(W1_PARAMS)),),
@@ -602,16 +612,6 @@ WORKLOADS: Tuple[Workload, ...] = (
         "how much top-p's time depends on the row", "row_spread", "llm_like", (1,), _V,
         dict(ROW_SPREAD_PARAMS),
         (Case("W3rows", "", "row_spread", "llm_like", 1, _V, dict(ROW_SPREAD_PARAMS)),),
-    ),
-    Workload(
-        "W13", "verify: B=64 requests, K=4 drafts, W1's parameters, draft_probs given "
-        "(rejection, exact) or not (rejection, deterministic drafter)", "verify", "llm_like",
-        (64,), _V, {**W1_PARAMS, "K": 4},
-        tuple(Case("W13", name, "verify", "llm_like", 64, _V,
-                   {**W1_PARAMS, "K": 4, "method": method, "draft_probs": probs})
-              for name, method, probs in (("rejection B={B} K={K}", "rejection", True),
-                                          ("exact B={B} K={K}", "exact", True),
-                                          ("rejection q=None B={B} K={K}", "rejection", False))),
     ),
 )
 

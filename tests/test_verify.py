@@ -485,3 +485,24 @@ def test_empty_batch(backend):
     got = fs.verify(np.zeros((0, 3, 5), np.float32), np.zeros((0, 2), np.int64),
                     backend=backend)
     assert got.tokens.shape == (0, 3) and got.num_emitted.shape == (0,)
+
+
+# ---------------------------------------------------------------- W13
+
+
+def test_w13_cases_and_torch_peer(fast_backend):
+    """W13's cases (at V = 512) give the reference's result; the torch peer (vLLM's
+    algorithm) gives well-formed output for the rejection cases."""
+    from fastsample import peers, workloads
+
+    for case in workloads.get("W13").cases:
+        prep = case.prepare(vocab=512)
+        _same(prep.call(fast_backend)(), prep.call("numpy")())
+        if case.params["method"] != "rejection" or not peers.get("torch").status()[0]:
+            continue
+        out, n_acc = peers.get("torch").call(case, prep)()
+        out, n_acc = out.numpy(), n_acc.numpy()
+        K = case.params["K"]
+        assert out.shape == (case.B, K + 1) and ((n_acc >= 0) & (n_acc <= K)).all()
+        assert ((out >= -1) & (out < 512)).all()
+        assert ((out >= 0).sum(axis=1) == n_acc + 1).all()

@@ -1,4 +1,4 @@
-"""Speculative verification on cuda (spec §11), in the simulator or on a GPU.
+"""Speculative verification on cuda (docs/spec.md §11), in the simulator or on a GPU.
 
 The kernel ``verify_rows`` against the numpy reference on dense and compacted rows
 (ragged drafts, greedy rows, q given or one-hot, positions that wrap), and
