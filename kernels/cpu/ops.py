@@ -100,6 +100,12 @@ def warmup():
         op("mirostat")(x, 10.0 * one, 100 * ione)
         op("mirostat_v2")(x, 10.0 * one)
         op("adaptive_p")(x, 0.5 * one, 5.0 * one, 10.0 * one)
+        # speculative verification: dense rows, q given and one-hot (B requests, K = 1)
+        d = np.ones((B, 1), np.int32)
+        q = np.full((B, 1, 4096), 1 / 4096, np.float32)
+        for probs in (q, None):
+            op("verify_rows")(np.vstack([x, x]), None, None, d, probs,
+                              np.ones(B, np.int64), seed, seed)
         words = np.full((B, 128), 0x55555555, np.uint32)
         op("apply_token_bitmask")(x, words, np.arange(B, dtype=np.int64))
         op("allowed_tokens")(x, np.array([1, 5], dtype=np.int64))
