@@ -51,10 +51,12 @@ from .stages import (
     update_counts,
     window_deltas,
 )
+from .logprobs import logprobs
 from .target import SIM, SPLIT_BELOW_ROWS, TPB
 from .verify import verify_rows
 
 __all__ = [
+    "logprobs",
     "INVALID",
     "ORDER_BIAS",
     "ORDER_BIAS_PENALTIES",
