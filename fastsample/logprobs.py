@@ -74,8 +74,7 @@ def sample(sample_fn, logits, n, mode, kwargs):
     n = check(n, mode)
     backend = kwargs.get("backend", "auto")
     if _backends.is_gpu_array(logits):
-        raise _backends.BackendError(
-            "logprobs= is not implemented for GPU arrays yet; pass host logits")
+        return _gpu_sample(sample_fn, logits, n, mode, kwargs)
     names = _backends.resolve(backend)
     module = _backends.load(names[0])
     if mode == "processed" and getattr(module, "truncate_canonical", None) is not None:
@@ -85,6 +84,44 @@ def sample(sample_fn, logits, n, mode, kwargs):
     if mode == "raw":
         return result(tokens, compute(names, x, tokens, n), one_d)
     return result(tokens, compute(names, _processed_rows(names, x, kwargs), tokens, n), one_d)
+
+
+def _gpu_sample(sample_fn, logits, n, mode, kwargs):
+    """GPU logits: the tokens of ``fs.sample`` on the device, then the cuda
+    ``logprobs`` kernel on the input rows (raw) or on the canonical chain's processed
+    rows (``process_canonical``: the logits its draw used); results stay on the device
+    as the caller's array type (an int token and host scalars for 1-D logits)."""
+    if kwargs.get("bitmask") is not None and mode == "processed":
+        raise _backends.BackendError(
+            "logprobs_mode='processed' with a bitmask is not implemented for GPU arrays yet")
+    from . import gpu
+
+    if kwargs.get("bitmask") is None:  # fs.sample's device route itself
+        tokens = gpu.sample(logits, **{k: v for k, v in kwargs.items()
+                                       if k not in ("bitmask", "bitmask_rows")})
+    else:
+        tokens = sample_fn(logits, **kwargs)
+    ops, x, one_d, stream = gpu._rows(logits, "logits", kwargs.get("backend", "auto"),
+                                      kwargs.get("stream"))
+    B = x.shape[0]
+    tok = (np.array([tokens], np.int32) if isinstance(tokens, int)
+           else gpu._view(tokens))
+    if mode == "processed":
+        P = gpu._Params(B, stream, lazy=False)
+        args = (P.get("top_k", kwargs.get("top_k", 0), integer=True),
+                P.get("top_p", kwargs.get("top_p", 1.0)), P.get("min_p", kwargs.get("min_p", 0.0)),
+                P.get("temperature", kwargs.get("temperature", 1.0)),
+                P.get("min_keep", kwargs.get("min_keep", 1), integer=True))
+        k, p, mp, t, mk = args
+        x = ops.process_canonical(x, k, p, mp, t, mk, bool(kwargs.get("temperature_last", True)),
+                                  stream)
+    arrays = ops.logprobs(x, tok, n, stream)
+    if one_d:
+        lp, rank, top, top_lp = (gpu.to_host(a, stream) for a in arrays)
+        return Sampled(int(tokens), lp[0], int(rank[0]), top[0], top_lp[0])
+    lp, rank, top, top_lp = arrays
+    return Sampled(tokens, gpu.wrap(lp, logits), gpu.wrap(rank, logits, ops, stream),
+                   gpu.wrap(top, logits, ops, stream), gpu.wrap(top_lp, logits))
 
 
 def _params(x, kwargs):

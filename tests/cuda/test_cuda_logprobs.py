@@ -1,4 +1,4 @@
-"""``logprobs`` on the cuda backend (simulator or GPU) against the reference (spec §9).
+"""``logprobs`` on the cuda backend (simulator or GPU) against the reference (docs/spec.md §9).
 
 Ranks, ids and the -1 / ``-inf`` / NaN pattern identical; log-probabilities within
 max(1 float32 ulp, 1e-9) (device ``exp`` vs numpy's). Host inputs give numpy
@@ -59,3 +59,27 @@ def test_device_in_device_out():
     got = ops.logprobs(cuda.to_device(x), cuda.to_device(tokens), 4)
     assert not any(isinstance(a, np.ndarray) for a in got)  # device arrays
     _assert_same([a.copy_to_host() for a in got], ref.logprobs(x, tokens, 4))
+
+
+@pytest.mark.parametrize("mode", ["raw", "processed"])
+def test_sample_on_device(mode):
+    """fs.sample(device logits, logprobs=N): the device tokens of the call without
+    logprobs, results on the device, equal to the numpy reference's host result."""
+    import fastsample as fs
+    import fastsample.gpu  # noqa: F401
+
+    x = llm_like(3, 300, seed=1)
+    W1 = dict(top_k=40, top_p=0.95, min_p=0.05, temperature=0.8, seed=[1, 2, 3])
+    got = fs.sample(cuda.to_device(x), logprobs=5, logprobs_mode=mode, backend="cuda", **W1)
+    want = fs.sample(x, logprobs=5, logprobs_mode=mode, backend="numpy", **W1)
+    # fs.sample's device route without logprobs (gpu.sample; the reference's tokens)
+    tokens = fs.gpu.sample(cuda.to_device(x), min_keep=1, position=0, temperature_last=True,
+                           on_invalid="raise", backend="cuda", **W1)
+    np.testing.assert_array_equal(got.tokens.copy_to_host(), tokens.copy_to_host())
+    np.testing.assert_array_equal(got.tokens.copy_to_host(), want.tokens)
+    _assert_same([a.copy_to_host() for a in got[1:]], want[1:])
+    one = fs.sample(cuda.to_device(x[0]), logprobs=5, logprobs_mode=mode, backend="cuda",
+                    **dict(W1, seed=1))
+    ref_one = fs.sample(x[0], logprobs=5, logprobs_mode=mode, backend="numpy", **dict(W1, seed=1))
+    assert one.tokens == ref_one.tokens and one.rank == ref_one.rank
+    np.testing.assert_array_equal(one.top_ids, ref_one.top_ids)
