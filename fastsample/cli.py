@@ -345,6 +345,15 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- main
+def _workload_ids() -> str:
+    """The workload ids of ``fastsample.workloads`` for the help text, from the table."""
+    try:
+        from fastsample import workloads
+    except Exception:  # the API failed to import: main reports it when a command runs
+        return "see docs/benchmarks.md"
+    return ", ".join(w.id for w in workloads.WORKLOADS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog=PROG, description="LLM token samplers: numpy reference and fast backends.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
@@ -384,9 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_sample)
 
     sp = sub.add_parser("bench", help="time the workloads of spec §8 and §12 on the backends and the peers",
-                        description="Time the workloads of spec §8 and §12 in docs/spec.md (W1-W9, the W10a-c "
-                                    "engine loops, "
-                                    "W1chain: chain vs fs.sample, W3rows: W3's spread over rows) on each "
+                        description="Time the workloads of spec §8 and §12 in docs/spec.md "
+                                    f"({_workload_ids()}; W10a-c are engine loops, W1chain "
+                                    "is a chain vs fs.sample, W3rows is W3's spread over rows) on each "
                                     "fast backend and each peer (numpy reference, torch, hf, llama.cpp), "
                                     "next to the memory floor (np.max over the same input). "
                                     "See docs/benchmarks.md.")
@@ -403,8 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, metavar="B",
                     help="rows of every logits workload and engine loop (W8, W1chain, W3rows unchanged)")
     sp.add_argument("--workloads", metavar="LIST",
-                    help="comma-separated workload ids: W1..W9, W10a, W10b, W10c, W1chain, W3rows, W13 "
-                         "(default: all)")
+                    help=f"comma-separated workload ids: {_workload_ids()} (default: all)")
     sp.add_argument("--repeats", type=int, metavar="N", help="timed batches per measurement (default: adaptive)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default 0)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

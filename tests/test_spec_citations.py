@@ -14,6 +14,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = "docs/spec.md"
 
@@ -171,3 +173,14 @@ def test_check_fails_on_an_old_citation_and_an_unnamed_spec(tmp_path):
         "c.py: cites the spec but never names docs/spec.md",
         "docs/other.md: cites the spec but never names docs/spec.md",
     ]
+
+
+def test_bench_help_names_the_spec_sections_and_every_workload(capsys):
+    from fastsample import cli, workloads
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "spec §8 and §12" in text and "SPEC" not in text
+    assert all(f"{w.id}," in text or f"{w.id};" in text or f"{w.id} " in text
+               for w in workloads.WORKLOADS), text

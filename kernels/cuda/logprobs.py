@@ -1,4 +1,4 @@
-"""``logprobs`` (``fastsample.reference.logprobs``, spec §9) on the device.
+"""``logprobs`` (``fastsample.reference.logprobs``, docs/spec.md §9) on the device.
 
 The top ``max(n, 1)`` of each row come from the backend's ``topk`` kernel (its first
 value is the row max); then one block per row makes one pass over the row for the
