@@ -317,3 +317,59 @@ def test_chain_flagged_and_one_d(backend):
     single = fs.SamplerChain([fs.TopK(10)], backend=backend)
     got = single.sample(x[0], logprobs=3)
     assert isinstance(got.tokens, int) and got.top_ids.shape == (3,)
+
+
+# ------------------------------------------------------------------ with a bitmask
+
+
+def _bitmask(B, V, seed):
+    """A packed int32 bitmask allowing about a tenth of the tokens of each row."""
+    allowed = np.random.default_rng(seed).random((B, V)) < 0.1
+    allowed[:, 0] = True
+    words = np.zeros((B, (V + 31) // 32), np.uint32)
+    for v in np.flatnonzero(allowed.any(axis=0)):
+        words[allowed[:, v], v // 32] |= np.uint32(1) << np.uint32(v % 32)
+    return words.view(np.int32), allowed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["raw", "processed"])
+def test_sample_with_bitmask(backend, mode):
+    """Raw ignores the bitmask (the input row, as vLLM's raw logprobs); processed sees
+    it (the draw's logits: masked, then the chain). Row 2 is unconstrained (-1)."""
+    B, V = 3, 2000
+    x = llm_like(B, V, seed=4)
+    words, allowed = _bitmask(B, V, 5)
+    rows = np.array([1, 0, -1])
+    kw = dict(W1, seed=[3, 4, 5], bitmask=words, bitmask_rows=rows, backend=backend)
+    got = fs.sample(x, logprobs=4, logprobs_mode=mode, **kw)
+    tokens = fs.sample(x, **kw)
+    np.testing.assert_array_equal(got.tokens, tokens)
+    if mode == "raw":
+        want = ref.logprobs(x, tokens, 4)
+    else:
+        masked = x.copy()
+        for b, r in enumerate(rows):
+            if r >= 0:
+                masked[b, ~allowed[r]] = -np.inf
+        want = ref.logprobs(_processed_logits(masked, W1), tokens, 4)
+        assert np.isin(got.top_ids[:2][got.top_ids[:2] >= 0],
+                       np.flatnonzero(allowed[0] | allowed[1])).all()
+    _assert_same(got[1:], want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["raw", "processed"])
+def test_chain_with_bitmask(backend, mode):
+    B, V = 2, 1500
+    x = llm_like(B, V, seed=6)
+    words, allowed = _bitmask(B, V, 7)
+    stages = [fs.TopK(30), fs.TopP(0.9), fs.Temperature(0.9)]
+    a = fs.SamplerChain(stages, seed=[1, 2], backend=backend)
+    b = fs.SamplerChain(stages, seed=[1, 2], backend=backend)
+    got = a.sample(x, bitmask=words, logprobs=3, logprobs_mode=mode)
+    tokens = b.sample(x, bitmask=words)
+    np.testing.assert_array_equal(got.tokens, tokens)
+    rows = x if mode == "raw" else b.process(x, bitmask=words)
+    _assert_same(got[1:], ref.logprobs(np.ascontiguousarray(rows), tokens, 3))
+    assert all(allowed[r, t] for r, t in enumerate(tokens))
