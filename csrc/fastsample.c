@@ -30,6 +30,7 @@
 #define FS_NBINS_MASS 2048     /* mass histogram of a whole row (top-p) */
 #define FS_CAND_CAP 1024       /* top-p: candidates gathered at most (else a bin pass) */
 #define FS_ALIGN 64
+#define FS_BS_MASK FS_BS         /* fs_bitmask.inc's blocks are the block maxima's */
 
 /* Canonical-chain workspace of one row, carved from the caller's buffer. */
 typedef struct {
@@ -55,6 +56,7 @@ typedef struct {
 #define FS_FN(name) name##_base
 #include "fs_simd.inc"
 #include "fs_mass.inc"
+#include "fs_bitmask.inc"
 #include "fs_canonical.inc"
 #include "fs_rows.inc"
 #include "fs_topk.inc"
@@ -72,6 +74,7 @@ typedef struct {
 #define FS_FN(name) name##_avx2
 #include "fs_simd.inc"
 #include "fs_mass.inc"
+#include "fs_bitmask.inc"
 #include "fs_canonical.inc"
 #include "fs_rows.inc"
 #include "fs_topk.inc"
@@ -89,6 +92,7 @@ typedef struct {
 #define FS_FN(name) name##_avx512
 #include "fs_simd.inc"
 #include "fs_mass.inc"
+#include "fs_bitmask.inc"
 #include "fs_canonical.inc"
 #include "fs_rows.inc"
 #include "fs_topk.inc"
@@ -242,6 +246,67 @@ int fs_sample_canonical_row(const float *x, int64_t V, int64_t top_k, double top
                                temperature_last, &seed, &position, out, ws, ws_bytes, isa);
 }
 
+/* The bitmask arguments (docs/spec.md §10): rows of W >= ceil(V/32) words, row map in
+ * [-1, R). */
+static int fs_check_bitmask(int64_t B, int64_t V, const uint32_t *bitmask, int64_t R, int64_t W,
+                            const int64_t *rows) {
+    if (R < 0 || W < (V + 31) / 32 || (R > 0 && !bitmask) || (B > 0 && !rows)) return FS_E_SIZE;
+    for (int64_t b = 0; b < B; b++)
+        if (rows[b] < -1 || rows[b] >= R) return FS_E_PARAM;
+    return FS_OK;
+}
+
+int fs_sample_canonical_masked(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                               const double *top_p, const double *min_p,
+                               const double *temperature, const int64_t *min_keep,
+                               int temperature_last, const uint64_t *seed,
+                               const uint64_t *position, const uint32_t *bitmask, int64_t R,
+                               int64_t W, const int64_t *rows, int32_t *out, void *ws,
+                               size_t ws_bytes, int isa) {
+    int rc = fs_check_rows(x, B, V, out);
+    if (rc) return rc;
+    if (B == 0) return FS_OK;
+    if (!top_k || !top_p || !min_p || !temperature || !min_keep || !seed || !position)
+        return FS_E_SIZE;
+    rc = fs_check_bitmask(B, V, bitmask, R, W, rows);
+    if (rc) return rc;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
+    for (int64_t b = 0; b < B; b++)
+        if (top_p[b] != top_p[b] || min_p[b] != min_p[b] || temperature[b] != temperature[b])
+            return FS_E_PARAM;
+    fs_cws w;
+    fs_canon_layout(V, ws, &w);
+    isa = fs_level(isa);
+    for (int64_t b = 0; b < B; b++) {
+        double u = fs_uniform(seed[b], position[b], 0u, FS_STREAM_DRAW);
+        if (rows[b] >= 0)
+            out[b] = FS_DISPATCH(isa, sample_row_masked, x + b * V, bitmask + rows[b] * W, V,
+                                 top_k[b], top_p[b], min_p[b], min_keep[b], temperature[b],
+                                 temperature_last != 0, u, &w);
+        else
+            out[b] = FS_DISPATCH(isa, sample_row, x + b * V, V, top_k[b], top_p[b], min_p[b],
+                                 min_keep[b], temperature[b], temperature_last != 0, u, &w);
+    }
+    return FS_OK;
+}
+
+int fs_sample_canonical_row_masked(const float *x, int64_t V, int64_t top_k, double top_p,
+                                   double min_p, double temperature, int64_t min_keep,
+                                   int temperature_last, uint64_t seed, uint64_t position,
+                                   const uint32_t *words, int64_t W, int32_t *out, void *ws,
+                                   size_t ws_bytes, int isa) {
+    int64_t row = 0;
+    return fs_sample_canonical_masked(x, 1, V, &top_k, &top_p, &min_p, &temperature, &min_keep,
+                                      temperature_last, &seed, &position, words, 1, W, &row, out,
+                                      ws, ws_bytes, isa);
+}
+
+static int fs_truncate_rows(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                            const double *top_p, const double *min_p, const int64_t *min_keep,
+                            const uint32_t *bitmask, int64_t W, const int64_t *rows,
+                            int32_t *ids, float *vals, int64_t cap, int64_t *offsets,
+                            uint8_t *invalid, int64_t *done, void *ws, int isa);
+
 int fs_truncate_canonical(const float *x, int64_t B, int64_t V, const int64_t *top_k,
                           const double *top_p, const double *min_p, const int64_t *min_keep,
                           int32_t *ids, float *vals, int64_t cap, int64_t *offsets,
@@ -258,13 +323,50 @@ int fs_truncate_canonical(const float *x, int64_t B, int64_t V, const int64_t *t
     if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
     for (int64_t b = 0; b < B; b++)
         if (top_p[b] != top_p[b] || min_p[b] != min_p[b]) return FS_E_PARAM;
+    return fs_truncate_rows(x, B, V, top_k, top_p, min_p, min_keep, NULL, 0, NULL, ids, vals, cap,
+                            offsets, invalid, done, ws, isa);
+}
+
+int fs_truncate_canonical_masked(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                                 const double *top_p, const double *min_p,
+                                 const int64_t *min_keep, const uint32_t *bitmask, int64_t R,
+                                 int64_t W, const int64_t *rows, int32_t *ids, float *vals,
+                                 int64_t cap, int64_t *offsets, uint8_t *invalid, int64_t *done,
+                                 void *ws, size_t ws_bytes, int isa) {
+    int rc = fs_check_rows(x, B, V, offsets);
+    if (rc) return rc;
+    if (!done || cap < 0 || (cap > 0 && (!ids || !vals))) return FS_E_SIZE;
+    *done = 0;
+    if (B == 0) {
+        if (offsets) offsets[0] = 0;
+        return FS_OK;
+    }
+    if (!top_k || !top_p || !min_p || !min_keep || !invalid) return FS_E_SIZE;
+    rc = fs_check_bitmask(B, V, bitmask, R, W, rows);
+    if (rc) return rc;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
+    for (int64_t b = 0; b < B; b++)
+        if (top_p[b] != top_p[b] || min_p[b] != min_p[b]) return FS_E_PARAM;
+    return fs_truncate_rows(x, B, V, top_k, top_p, min_p, min_keep, bitmask, W, rows, ids, vals,
+                            cap, offsets, invalid, done, ws, isa);
+}
+
+/* fs_truncate_canonical(_masked)'s loop over checked rows (bitmask NULL: none). */
+static int fs_truncate_rows(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                            const double *top_p, const double *min_p, const int64_t *min_keep,
+                            const uint32_t *bitmask, int64_t W, const int64_t *rows,
+                            int32_t *ids, float *vals, int64_t cap, int64_t *offsets,
+                            uint8_t *invalid, int64_t *done, void *ws, int isa) {
     fs_cws w;
     fs_canon_layout(V, ws, &w);
     isa = fs_level(isa);
     offsets[0] = 0;
     for (int64_t b = 0; b < B; b++) {
-        int64_t c = FS_DISPATCH(isa, truncate_row, x + b * V, V, top_k[b], top_p[b], min_p[b],
-                                min_keep[b], &w);
+        int64_t c = bitmask && rows[b] >= 0
+                        ? FS_DISPATCH(isa, truncate_row_masked, x + b * V, bitmask + rows[b] * W,
+                                      V, top_k[b], top_p[b], min_p[b], min_keep[b], &w)
+                        : FS_DISPATCH(isa, truncate_row, x + b * V, V, top_k[b], top_p[b],
+                                      min_p[b], min_keep[b], &w);
         invalid[b] = (uint8_t)(c < 0);
         c = c < 0 ? 0 : c;
         offsets[b + 1] = offsets[b] + c;

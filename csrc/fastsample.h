@@ -65,6 +65,28 @@ int fs_truncate_canonical(const float *x, int64_t B, int64_t V, const int64_t *t
 int fs_truncate_canonical_row(const float *x, int64_t V, int64_t top_k, double top_p,
                               double min_p, int64_t min_keep, int32_t *ids, float *vals,
                               int64_t cap, int64_t *count, void *ws, size_t ws_bytes, int isa);
+/* The same under a packed token bitmask (docs/spec.md §10), read in each row's first
+ * pass: bitmask (R, W) uint32 rows, W >= ceil(V/32); rows (B,): row b's bitmask row, -1
+ * for none (FS_E_PARAM outside [-1, R)). A row the bitmask leaves without a finite
+ * logit is invalid, as is a row with NaN or +inf anywhere (allowed or not). */
+int fs_sample_canonical_masked(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                               const double *top_p, const double *min_p,
+                               const double *temperature, const int64_t *min_keep,
+                               int temperature_last, const uint64_t *seed,
+                               const uint64_t *position, const uint32_t *bitmask, int64_t R,
+                               int64_t W, const int64_t *rows, int32_t *out, void *ws,
+                               size_t ws_bytes, int isa);
+int fs_sample_canonical_row_masked(const float *x, int64_t V, int64_t top_k, double top_p,
+                                   double min_p, double temperature, int64_t min_keep,
+                                   int temperature_last, uint64_t seed, uint64_t position,
+                                   const uint32_t *words, int64_t W, int32_t *out, void *ws,
+                                   size_t ws_bytes, int isa);
+int fs_truncate_canonical_masked(const float *x, int64_t B, int64_t V, const int64_t *top_k,
+                                 const double *top_p, const double *min_p,
+                                 const int64_t *min_keep, const uint32_t *bitmask, int64_t R,
+                                 int64_t W, const int64_t *rows, int32_t *ids, float *vals,
+                                 int64_t cap, int64_t *offsets, uint8_t *invalid, int64_t *done,
+                                 void *ws, size_t ws_bytes, int isa);
 int fs_draw(const float *x, int64_t B, int64_t V, const uint64_t *seed,
             const uint64_t *position, int32_t *out, void *ws, size_t ws_bytes, int isa);
 int fs_argmax(const float *x, int64_t B, int64_t V, int32_t *out, int isa);

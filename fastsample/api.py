@@ -82,7 +82,11 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     module = _backends.load(names[0])
     row_fn = getattr(module, "sample_row", None) if B == 1 else None
     masked = {}   # the bitmask arguments of the fused kernels, when there is one
-    if bitmask is not None:
+    words = (_bitmask.one_row(bitmask, x.shape[1])
+             if B == 1 and bitmask_rows is None and bitmask is not None else None)
+    if words is not None and row_fn is not None:   # one row: no (R, W) / rows arrays
+        masked = {"bitmask": words}
+    elif bitmask is not None:
         bm, bm_rows = _bitmask.as_bitmask(bitmask, B, x.shape[1], bitmask_rows)
         if getattr(module, "sample_canonical", None) is None:
             # stage by stage: the masked row, and a disallowed NaN/+inf still invalid
@@ -111,6 +115,7 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
     if fused is not None:
         # The fused kernel checks row validity in its first pass (token -2).
         if "bitmask" in masked and "bitmask_rows" not in masked:  # one row, general path
+            bm, bm_rows = _bitmask.as_bitmask(bitmask, B, x.shape[1], bitmask_rows)
             masked = {"bitmask": bm, "bitmask_rows": bm_rows}
         tokens = fused(x, k, p, mp, t, mk, bool(temperature_last), seeds, pos, **masked)
         invalid = tokens == -2

@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["as_bitmask", "words", "row_words"]
+__all__ = ["as_bitmask", "one_row", "words", "row_words"]
 
 
 def words(V):
@@ -80,6 +80,19 @@ def as_bitmask(bitmask, B, V, rows=None, name="bitmask", rows_name="bitmask_rows
         raise ValueError(f"{rows_name} has {int(r[bad][0])} (row {int(np.argmax(bad))}) "
                          f"outside [-1, R={R})")
     return m, r
+
+
+def one_row(bitmask, V):
+    """The words of a one-row call's bitmask given as a plain C-contiguous 1-D int32 or
+    uint32 numpy array of at least ceil(V/32) words (the per-token case), as uint32;
+    None for any other form (then ``as_bitmask`` checks it)."""
+    if type(bitmask) is np.ndarray and bitmask.ndim == 1 and bitmask.flags.c_contiguous \
+            and bitmask.shape[0] >= (V + 31) // 32 and bitmask.dtype in _WORD_TYPES:
+        return bitmask.view(np.uint32)
+    return None
+
+
+_WORD_TYPES = (np.dtype(np.int32), np.dtype(np.uint32))
 
 
 def row_words(bitmask, rows, b):

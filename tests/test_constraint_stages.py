@@ -223,8 +223,10 @@ def test_engine_loop(fast_backend, name):
 
 def test_one_row_loop(fast_backend):
     V = 2000
-    ref = fs.SamplerChain(CHAINS["fused"](), seed=1, backend="numpy")
-    fast = fs.SamplerChain(CHAINS["fused"](), seed=1, backend=fast_backend)
+    stages = lambda: [fs.BadWords([[5], [1, 2], [3, 4, 6]]), fs.MinTokens(3, [0, 9]),  # noqa: E731
+                      fs.TopK(40), fs.TopP(0.95), fs.Temperature(0.8)]
+    ref = fs.SamplerChain(stages(), seed=1, backend="numpy")
+    fast = fs.SamplerChain(stages(), seed=1, backend=fast_backend)
     for step in range(8):
         x = workloads.llm_like(1, V, step)[0]
         x[[0, 1, 2, 5, 9]] += 8.0

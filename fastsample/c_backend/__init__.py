@@ -26,6 +26,9 @@ _HOME = {
         "top_k", "top_p", "min_p", "temperature",
     )},
     "verify_rows": "verify",
+    **{name: "constraints" for name in (
+        "apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
+    )},
     **{name: "stages_extra" for name in (
         "epsilon", "eta", "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing",
         "mirostat", "mirostat_v2", "adaptive_p", "no_repeat_ngram",
@@ -39,6 +42,7 @@ __all__ = [  # noqa: RUF022 - grouped like _HOME
     "logit_bias", "penalties", "dry", "dry_penalty", "top_n_sigma", "typical", "xtc", "top_k", "top_p", "min_p", "temperature",
     "epsilon", "eta", "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing",
     "mirostat", "mirostat_v2", "adaptive_p", "no_repeat_ngram", "verify_rows",
+    "apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
 ]
 
 

@@ -82,7 +82,7 @@ def _per_row(a, B, conv):
 
 
 def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, temperature_last,
-                     seed, position, *, isa=None):
+                     seed, position, bitmask=None, bitmask_rows=None, *, isa=None):
     """Draw one token per row with the canonical chain of ``fs.sample``.
 
     Parameters
@@ -93,6 +93,8 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, tempera
     temperature_last : bool
         True: llama.cpp order (temperature last); False: Hugging Face order.
     seed, position : uint64 (B,)
+    bitmask, bitmask_rows : uint32 (R, W), int64 (B,), optional
+        A packed token bitmask read in each row's first pass (``constraints``).
     isa : int, optional
         Instruction-set level (see ``ISAS``); default ``ISA``.
 
@@ -102,6 +104,12 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, tempera
         The reference chain's tokens; ``INVALID`` (-2) for a row with NaN, +inf or
         every logit masked.
     """
+    if bitmask is not None:
+        from .constraints import sample_canonical_masked
+
+        return sample_canonical_masked(logits, top_k, top_p, min_p, temperature, min_keep,
+                                       temperature_last, seed, position, bitmask,
+                                       bitmask_rows, isa=isa)
     x = f32(logits)
     B, V = x.shape
     out = np.empty(B, np.int32)
@@ -130,13 +138,19 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, tempera
 
 
 def sample_row(row, top_k, top_p, min_p, temperature, min_keep, temperature_last, seed,
-               position, *, isa=None):
+               position, bitmask=None, *, isa=None):
     """``sample_canonical`` of one row with scalar parameters: the per-token latency path.
 
     ``row``: float32 (V,), C-contiguous; ``top_k``, ``min_keep`` (>= 1): int; ``top_p``,
-    ``min_p``, ``temperature``: float; ``seed``, ``position``: int in [0, 2**64).
+    ``min_p``, ``temperature``: float; ``seed``, ``position``: int in [0, 2**64);
+    ``bitmask``: the row's packed bitmask words (uint32) or None.
     Returns the token as an int, ``INVALID`` (-2) for an invalid row.
     """
+    if bitmask is not None:
+        from .constraints import sample_row_masked
+
+        return sample_row_masked(row, top_k, top_p, min_p, temperature, min_keep,
+                                 temperature_last, seed, position, bitmask, isa=isa)
     V = row.shape[0]
     ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
     out, _ = workspace("token", np.int32, 1)
@@ -165,11 +179,13 @@ def _truncate_buffers(n):
     return have
 
 
-def _truncate_range(xp, V, params, a, b, invalid, level):
+def _truncate_range(xp, V, params, a, b, invalid, level, masked=None):
     """Survivors of rows [a, b) (``fs_truncate_canonical``): (id parts, value parts, counts).
 
     The output goes to this thread's buffers, grown when C reports a row that does not
     fit (the next call resumes from that row); each call's result is copied out.
+    ``masked``: ``(bitmask pointer, R, W, rows pointer)`` of a packed token bitmask
+    (``fs_truncate_canonical_masked``).
     """
     ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
     offsets = np.empty(b - a + 1, np.int64)  # one call's offsets (and the unfit row's)
@@ -180,9 +196,15 @@ def _truncate_range(xp, V, params, a, b, invalid, level):
     row = a
     while row < b:
         ids, vals, done, ip, vp, dp = _truncate_buffers(need)
-        _check(lib.fs_truncate_canonical(xp + row * V, b - row, V, *(p + row for p in params),
-                                         ip, vp, ids.size, op, fp + row, dp, ws, size, level),
-               "truncate_canonical")
+        if masked is None:
+            rc = lib.fs_truncate_canonical(xp + row * V, b - row, V, *(p + row for p in params),
+                                           ip, vp, ids.size, op, fp + row, dp, ws, size, level)
+        else:
+            bp, R, W, rp = masked
+            rc = lib.fs_truncate_canonical_masked(
+                xp + row * V, b - row, V, *(p + row for p in params), bp, R, W, rp + row, ip, vp,
+                ids.size, op, fp + row, dp, ws, size, level)
+        _check(rc, "truncate_canonical")
         got = int(done[0])
         total = int(offsets[got])
         counts[row - a:row - a + got] = np.diff(offsets[:got + 1])
@@ -194,7 +216,8 @@ def _truncate_range(xp, V, params, a, b, invalid, level):
     return id_parts, val_parts, counts
 
 
-def truncate_canonical(logits, top_k, top_p, min_p, min_keep, *, isa=None):
+def truncate_canonical(logits, top_k, top_p, min_p, min_keep, bitmask=None, bitmask_rows=None,
+                       *, isa=None):
     """The survivors of the canonical chain's truncations, per row.
 
     Row b keeps exactly the finite entries of ``reference.min_p(reference.top_p(
@@ -209,6 +232,8 @@ def truncate_canonical(logits, top_k, top_p, min_p, min_keep, *, isa=None):
         ``top_k <= 0`` disables TopK; ``min_keep >= 1``.
     top_p, min_p : float64 (B,) (or a scalar)
         ``top_p >= 1`` and ``min_p <= 0`` disable their stage.
+    bitmask, bitmask_rows : uint32 (R, W), int64 (B,), optional
+        A packed token bitmask read in each row's first pass.
     isa : int, optional
         Instruction-set level (see ``ISAS``); default ``ISA``.
 
@@ -232,9 +257,14 @@ def truncate_canonical(logits, top_k, top_p, min_p, min_keep, *, isa=None):
               buf(_per_row(min_p, B, f64)), buf(_per_row(min_keep, B, i64))]
     xp, level = buf(x), _level(isa)
     parts = {}
+    masked = None
+    if bitmask is not None:
+        bm = np.ascontiguousarray(bitmask, dtype=np.uint32)
+        rows = i64(bitmask_rows)
+        masked = (ffi.from_buffer("uint32_t[]", bm), bm.shape[0], bm.shape[1], buf(rows))
 
     def run(a, b):
-        parts[a] = _truncate_range(xp, V, params, a, b, invalid, level)
+        parts[a] = _truncate_range(xp, V, params, a, b, invalid, level, masked)
 
     over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
     starts = sorted(parts)
@@ -244,13 +274,20 @@ def truncate_canonical(logits, top_k, top_p, min_p, min_keep, *, isa=None):
     return ids, vals, offsets, invalid
 
 
-def truncate_row(row, top_k, top_p, min_p, min_keep, *, isa=None):
+def truncate_row(row, top_k, top_p, min_p, min_keep, bitmask=None, *, isa=None):
     """``truncate_canonical`` of one row with scalar parameters: the per-token latency path.
 
     ``row``: float32 (V,), C-contiguous; ``top_k``, ``min_keep`` (>= 1): int; ``top_p``,
-    ``min_p``: float. Returns ``(ids, vals, invalid)``: int32 and float32 arrays of the
-    survivors (ids ascending) and a bool, True for an invalid row (no survivors).
+    ``min_p``: float; ``bitmask``: the row's packed bitmask words (uint32) or None.
+    Returns ``(ids, vals, invalid)``: int32 and float32 arrays of the survivors (ids
+    ascending) and a bool, True for an invalid row (no survivors).
     """
+    if bitmask is not None:
+        words = np.ascontiguousarray(bitmask, dtype=np.uint32)
+        ids, vals, offsets, bad = truncate_canonical(
+            f32(row)[None, :], top_k, top_p, min_p, min_keep, words[None, :],
+            np.zeros(1, np.int64), isa=isa)
+        return ids, vals, bool(bad[0])
     V = row.shape[0]
     ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
     ids, vals, count, ip, vp, cp = _truncate_buffers(V)
