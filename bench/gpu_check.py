@@ -7,7 +7,9 @@
 Correctness: tokens of ``fs.sample`` on device logits (torch.cuda tensors) against the
 numpy reference, and the masks of the canonical chain (``SamplerChain.process``),
 copied back; docs/spec.md §12's W10a (Penalties, DRY, W1) and W10b (Penalties, MinP, XTC)
-chains over accepted steps, B = 1 and 64; zero mismatches allowed. Timings (median
+chains over accepted steps, B = 1 and 64; W13's ``fs.verify`` on device logits (both
+methods) against the numpy backend; zero mismatches allowed. W13's GPU peer is
+FlashInfer's ``chain_speculative_sampling``, timed only where FlashInfer is installed. Timings (median
 of repeated, synchronised calls): our fused kernel and the whole ``fs.sample`` call,
 a PyTorch sort-based sampler on the same GPU (sort, softmax, cumsum, mask,
 ``torch.multinomial``: what vLLM and transformers do), the W10a/W10b engine loop
@@ -351,6 +353,27 @@ def w13_flashinfer(torch, wl, B, V, reps, K=4):
     return out
 
 
+def check_w13(fs, wl, to_dev, sync, B, V, reps, K=4):
+    """fs.verify on device logits against the numpy backend (both methods, draft_probs
+    on the device and None), W13's inputs at this V; returns ``(requests differing,
+    timings)`` (``reps`` 0: no timings)."""
+    target, q, drafts = wl.verify_inputs(B, K, V, seed=17)
+    kw = dict(top_k=40, top_p=0.95, min_p=0.05, temperature=0.8, seed=np.arange(B))
+    dt, dq = to_dev(target), to_dev(q)
+    bad, times = 0, {}
+    for method in ("rejection", "exact"):
+        for name, probs, dprobs in (("q", q, dq), ("q_none", None, None)):
+            want = fs.verify(target, drafts, probs, method=method, backend="numpy", **kw)
+            got = fs.verify(dt, drafts, dprobs, method=method, **kw)
+            bad += int((got.tokens != want.tokens).any(axis=1).sum())
+            if reps:   # (no timings in the simulator: correctness only)
+                times[f"ours_device_verify_{method}_{name}_W13"] = median_us(
+                    lambda method=method, dprobs=dprobs: fs.verify(dt, drafts, dprobs,
+                                                                   method=method, **kw),
+                    sync, reps)
+    return bad, times
+
+
 # ------------------------------------------------------------------------ PTX only
 
 
@@ -369,6 +392,7 @@ def ptx_only():
     from fastsample.kernels.cuda import canonical as c
     from fastsample.kernels.cuda import split as sp
     from fastsample.kernels.cuda import stages as st
+    from fastsample.kernels.cuda import verify as vf
 
     f32 = T.float32[:, ::1]
     i64, f64, u64 = T.int64[::1], T.float64[::1], T.uint64[::1]
@@ -411,6 +435,9 @@ def ptx_only():
         "zero_counts": (st.zero_kernel, (T.int32[:, ::1],)),
         "scatter_counts": (st.scatter_counts_kernel, (i64, T.int32[:, ::1])),
         "update_counts": (st.update_counts_kernel, (T.int32[:, ::1], i64, i64)),
+        "verify": (vf.verify_kernel, (f32, T.int32[::1], i64, T.boolean, T.int32[:, ::1],
+                                      T.float32[:, :, ::1], T.boolean, i64, u64, u64,
+                                      T.int32[:, ::1], T.int32[::1], T.int32[::1])),
     }
     out = {}
     for name, (kernel, sig) in jobs.items():
@@ -497,7 +524,12 @@ def main():
     for B in (1, batches[0]):
         t = w10_timings(fs, wl, ops, to_dev, sync, B, V, reps)
         times.update({f"B{B}_{k}": v for k, v in t.items()})
-    if on_gpu:   # W13's GPU peer, only where FlashInfer is installed
+    # W13: fs.verify on the device, then FlashInfer's kernel where it is installed
+    n, t = check_w13(fs, wl, to_dev, sync, 64 if on_gpu else 2, V, reps if on_gpu else 0)
+    report["W13_verify_requests_differing"] = n
+    mismatches += n
+    times.update(t)
+    if on_gpu:
         extra["W13_flashinfer"] = w13_flashinfer(torch, wl, 64, V, reps)
     print(json.dumps({
         "ok": mismatches == 0, "device": device, "V": V, "batches": list(batches),
