@@ -271,11 +271,24 @@ def chain_verify(chain, target_logits, draft_tokens, draft_probs=None, *, num_dr
         raise ValueError(f"verify needs a chain ending in Dist or Greedy; {terminal.name} is a "
                          f"stateful terminal ({', '.join(_STATEFUL)} cannot be verified: their "
                          "state moves with every draw)")
-    if chain._requested == "cuda":
-        raise _backends.BackendError("verify has no kernel on backend 'cuda' yet")
+    if chain._requested == "cuda" or _backends.is_gpu_array(target_logits):
+        return _chain_verify_device(chain, target_logits, draft_tokens, draft_probs, num_draft,
+                                    method, position)
     x, d, q, n = _inputs(target_logits, draft_tokens, draft_probs, num_draft, method)
     B, K = d.shape
     V = x.shape[1]
+    seeds, pos = _chain_rows(chain, B, position)
+    if history is not None:
+        base = as_history(history, history_len, B, V, False)
+    elif chain._B is not None:
+        base = chain._own_history(V, None)
+    else:
+        base = None
+    return _run(chain, x, d, q, n, seeds, pos, base, method, chain.on_invalid)
+
+
+def _chain_rows(chain, B, position):
+    """The chain's seeds and positions for B requests, without creating state."""
     if chain._B is not None and chain._B != B:
         raise ValueError(f"this chain holds state for B={chain._B} rows but target_logits has "
                          f"{B} requests; call reset() first")
@@ -284,14 +297,27 @@ def chain_verify(chain, target_logits, draft_tokens, draft_probs=None, *, num_dr
         positions = np.zeros(B, np.uint64)
     else:
         seeds, positions = chain._seeds, chain.positions
-    pos = positions if position is None else as_seeds("position", position, B)
-    if history is not None:
-        base = as_history(history, history_len, B, V, False)
-    elif chain._B is not None:
-        base = chain._own_history(V, None)
-    else:
-        base = None
-    return _run(chain, x, d, q, n, seeds, pos, base, method, chain.on_invalid)
+    return seeds, positions if position is None else as_seeds("position", position, B)
+
+
+def _chain_verify_device(chain, target_logits, draft_tokens, draft_probs, num_draft, method,
+                         position):
+    """``SamplerChain.verify`` on cuda: chains of fs.sample's stages (TopK, TopP, MinP,
+    Temperature, then Dist), through ``fs.verify``'s device path."""
+    from . import gpu
+
+    if chain._fused is None or chain._plan.edits:
+        raise _backends.BackendError(
+            "verify on backend 'cuda' takes chains of fs.sample's stages only (TopK, TopP, "
+            f"MinP, Temperature, then Dist); this chain is {[s.name for s in chain.stages]}")
+    if not _backends.is_gpu_array(target_logits):
+        raise _backends.BackendError("a cuda chain verifies GPU target_logits (a torch.cuda "
+                                     "tensor or a numba device array)")
+    B = int(gpu._view(target_logits).shape[0])
+    seeds, pos = _chain_rows(chain, B, position)
+    k, p, mp, t, mk, temperature_last = chain._fused_args(B)
+    return _verify_device(target_logits, draft_tokens, draft_probs, num_draft, method, t, k, p,
+                          mp, mk, temperature_last, seeds, pos, chain.on_invalid, "cuda", None)
 
 
 _SAMPLE_CHAINS: dict = {}

@@ -107,3 +107,24 @@ def test_invalid_rows_and_bad_input(method):
         fs.verify(dx, d, cuda.to_device(np.ones((B, K, V - 1), np.float32)), method=method)
     with pytest.raises(TypeError, match="float32"):
         fs.verify(cuda.to_device(x.astype(np.float64)), d, method=method)
+
+
+@pytest.mark.parametrize("method", ["exact", "rejection"])
+def test_cuda_chain_verify(method):
+    """A cuda chain of fs.sample's stages verifies device logits like the numpy chain;
+    other chains are a clear BackendError."""
+    rng = np.random.default_rng(8)
+    B, K, V = 2, 2, 40
+    x = (rng.standard_normal((B, K + 1, V)) * 2).astype(np.float32)
+    d = rng.integers(0, V, (B, K))
+    q = rng.dirichlet(np.ones(V), (B, K)).astype(np.float32)
+    stages = [fs.TopK(np.array([5, 8])), fs.TopP(0.9), fs.Temperature(0.7)]
+    want = fs.SamplerChain(stages, seed=[3, 4], backend="numpy").verify(
+        x, d, q, method=method, position=6)
+    chain = fs.SamplerChain(stages, seed=[3, 4], backend="cuda")
+    got = chain.verify(cuda.to_device(x), d, cuda.to_device(q), method=method, position=6)
+    assert np.array_equal(got.tokens, want.tokens)
+    assert np.array_equal(got.num_emitted, want.num_emitted)
+    with pytest.raises(fs.BackendError, match="fs.sample's stages"):
+        fs.SamplerChain([fs.Penalties(1.2), fs.TopK(5)], backend="cuda").verify(
+            cuda.to_device(x), d, method=method)
