@@ -186,6 +186,11 @@ def kept_tokens(case, prepared) -> float:
         return float(np.isfinite(x).sum() / max(x.shape[0], 1))
     x = np.ascontiguousarray(np.atleast_2d(inp["logits"]), dtype=np.float32)
     B = x.shape[0]
+    if "bitmask" in inp:   # W12: what the bitmask allows, then the chain
+        x = ref.apply_token_bitmask(x, np.atleast_2d(inp["bitmask"]).view(np.uint32),
+                                    np.arange(B))
+        if case.op == "apply_bitmask":
+            return float(np.isfinite(x).sum() / max(B, 1))
     ones = np.ones(B, np.int64)
     x = ref.top_k(x, per_row("top_k", inp.get("top_k", 0), B, integer=True), ones)
     x = ref.top_p(x, per_row("top_p", inp.get("top_p", 1.0), B), ones)
@@ -277,8 +282,9 @@ def run(*, backends: Sequence[str], peers: Sequence[str], cases: Sequence[tuple]
             except BackendError as exc:  # an operation this backend does not have (yet)
                 by_backend[be] = {**base, "backend": be, "skipped": str(exc).splitlines()[0]}
         by_peer: dict[str, dict[str, Any]] = {}
-        # W1chain compares fastsample with itself (chain vs fs.sample): no peer.
-        for name in ([] if prep.has_baseline else peers):
+        # W1chain compares fastsample with itself (chain vs fs.sample): no peer. W12's
+        # baseline is the call without the bitmask; its peers are timed too.
+        for name in ([] if prep.has_baseline and case.op != "bitmask" else peers):
             if name == "numpy" and "numpy" in by_backend:  # the same call: time it once
                 by_peer[name] = {**by_backend["numpy"], "peer": name}
                 by_peer[name].pop("backend")

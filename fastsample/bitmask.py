@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["as_bitmask", "one_row", "words", "row_words"]
+__all__ = ["as_bitmask", "as_rows", "one_row", "words", "row_words"]
 
 
 def words(V):
@@ -60,12 +60,17 @@ def as_bitmask(bitmask, B, V, rows=None, name="bitmask", rows_name="bitmask_rows
         raise ValueError(f"{name} has {m.shape[1]} words per row but V={V} needs "
                          f"ceil(V/32)={need}")
     m = np.ascontiguousarray(m).view(np.uint32)
-    R = m.shape[0]
+    return m, as_rows(rows, B, m.shape[0], name, rows_name)
+
+
+def as_rows(rows, B, R, name="bitmask", rows_name="bitmask_rows"):
+    """``bitmask_rows`` checked against a bitmask of R rows: int64 (B,) in [-1, R)
+    (None: ``arange(B)``, which needs R == B)."""
     if rows is None:
         if R != B:
             raise ValueError(f"{name} has {R} rows but the batch has B={B} rows "
                              f"(pass {rows_name} to map logits rows to bitmask rows)")
-        return m, np.arange(B, dtype=np.int64)
+        return np.arange(B, dtype=np.int64)
     if isinstance(rows, numbers.Integral) and not isinstance(rows, (bool, np.bool_)):
         r = np.full(B, int(rows), np.int64)
     else:
@@ -79,7 +84,7 @@ def as_bitmask(bitmask, B, V, rows=None, name="bitmask", rows_name="bitmask_rows
     if bad.any():
         raise ValueError(f"{rows_name} has {int(r[bad][0])} (row {int(np.argmax(bad))}) "
                          f"outside [-1, R={R})")
-    return m, r
+    return r
 
 
 def one_row(bitmask, V):

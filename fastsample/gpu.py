@@ -44,6 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import arrays as _arrays
+from . import bitmask as _bitmask
 from . import registry as _backends
 from .stages import AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE
 from .validation import (
@@ -58,6 +60,7 @@ from .validation import (
 __all__ = [
     "Plan",
     "accept_counts",
+    "apply_token_bitmask",
     "as_stream",
     "chain_process",
     "chain_sample",
@@ -286,11 +289,61 @@ def _finish_tokens(ops, tokens, like, one_d, on_invalid, stream, deferred=()):
 # ---------------------------------------------------------------------- the API
 
 
+def _bitmask_args(bitmask, rows, B, V, stream):
+    """A host or GPU packed bitmask (docs/spec.md §10), checked as on the host path:
+    ``(uint32 (R, W) bitmask, host or device; int64 (B,) host rows)``. A GPU bitmask
+    stays on the device (only its shape and dtype are read)."""
+    if not _backends.is_gpu_array(bitmask):
+        return _bitmask.as_bitmask(_arrays.plain(bitmask), B, V, _arrays.plain(rows))
+    d = _view(bitmask)
+    if np.dtype(d.dtype) not in (np.dtype(np.int32), np.dtype(np.uint32)):
+        raise TypeError("bitmask must be a packed int32 (or uint32) array of shape "
+                        f"(R, ceil(V/32)); got dtype {np.dtype(d.dtype)}")
+    if d.ndim == 1:
+        d = d.reshape(1, d.shape[0])
+    if d.ndim != 2:
+        raise ValueError(f"bitmask must be 2-D (R, ceil(V/32)); got ndim={d.ndim}")
+    if d.shape[1] < _bitmask.words(V):
+        raise ValueError(f"bitmask has {d.shape[1]} words per row but V={V} needs "
+                         f"ceil(V/32)={_bitmask.words(V)}")
+    if not d.is_c_contiguous():
+        raise ValueError("a GPU bitmask must be C-contiguous")
+    return d, _bitmask.as_rows(_on_host(rows, stream), B, d.shape[0])
+
+
+def _masked_rows(ops, x, bitmask, rows, stream):
+    """The rows with the bitmask applied (a float32 copy; a row with a NaN or +inf
+    anywhere, allowed or not, gets a NaN: invalid for the kernels after it)."""
+    words, r = _bitmask_args(bitmask, rows, x.shape[0], x.shape[1], stream)
+    if np.dtype(x.dtype) != np.float32 or not x.is_c_contiguous():
+        x = ops.to_rows(x, stream)
+    return ops.apply_token_bitmask(x, words, r, stream=stream, poison=True)
+
+
+def apply_token_bitmask(logits, bitmask, rows=None, out=None, *, backend="auto", stream=None):
+    """``fs.apply_token_bitmask`` for GPU logits: float32 on the device; ``out`` None
+    (a new array) or the logits themselves (float32, C-contiguous: in place)."""
+    ops, x, one_d, stream = _rows(logits, "logits", backend, stream)
+    words, r = _bitmask_args(bitmask, rows, x.shape[0], x.shape[1], stream)
+    if out is None:
+        return wrap(_unbatch(ops.apply_token_bitmask(x, words, r, stream=stream), one_d), logits)
+    if out is not logits:
+        raise ValueError("out must be None or the logits themselves on the GPU")
+    d = _view(logits)
+    if np.dtype(d.dtype) != np.float32 or not d.is_c_contiguous():
+        raise TypeError("in place needs float32 C-contiguous GPU logits")
+    ops.apply_token_bitmask(x, words, r, out=x, stream=stream)
+    return out
+
+
 def sample(logits, *, temperature, top_k, top_p, min_p, min_keep, seed, position,
-           temperature_last, on_invalid, backend, stream=None):
+           temperature_last, on_invalid, backend, stream=None, bitmask=None,
+           bitmask_rows=None):
     """``fs.sample`` for GPU logits (same parameters; see ``fastsample.api.sample``)."""
     check_on_invalid(on_invalid)
     ops, x, one_d, stream = _rows(logits, "logits", backend, stream, direct=True)
+    if bitmask is not None:
+        x = _masked_rows(ops, x, bitmask, bitmask_rows, stream)
     P = _Params(x.shape[0], stream, lazy=on_invalid == "flag")
     t = P.get("temperature", temperature, check=FINITE)
     k = P.get("top_k", top_k, integer=True)
@@ -567,9 +620,12 @@ def _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream):
                        stream, dry=edits)
 
 
-def chain_sample(chain, logits, history=None, history_len=None, position=None, stream=None):
+def chain_sample(chain, logits, history=None, history_len=None, position=None, stream=None,
+                 bitmask=None, bitmask_rows=None):
     """``SamplerChain.sample`` for GPU logits (its cuda plan, see ``check_chain``)."""
     plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
+    if bitmask is not None:   # before every stage
+        x = _masked_rows(ops, x, bitmask, bitmask_rows, stream)
     B = x.shape[0]
     P = _Params(B, stream, lazy=chain.on_invalid == "flag")
     pos = chain.positions if position is None else P.seeds("position", position)
@@ -579,10 +635,13 @@ def chain_sample(chain, logits, history=None, history_len=None, position=None, s
     return _finish_tokens(ops, tokens, logits, one_d, chain.on_invalid, stream, P.deferred)
 
 
-def chain_process(chain, logits, history=None, history_len=None, stream=None, position=None):
+def chain_process(chain, logits, history=None, history_len=None, stream=None, position=None,
+                  bitmask=None, bitmask_rows=None):
     """``SamplerChain.process`` for GPU logits: the masked logits, on the device.
     ``position`` (default: the chain's) feeds XTC's roll."""
     plan, ops, x, one_d, stream = _chain_rows(chain, logits, stream)
+    if bitmask is not None:   # before every stage
+        x = _masked_rows(ops, x, bitmask, bitmask_rows, stream)
     B = x.shape[0]
     pos = chain.positions if position is None else as_seeds("position", position, B)
     x = _apply_prelude(chain, plan.prelude, ops, x, history, history_len, one_d, stream)

@@ -146,6 +146,29 @@ def _torch_sample(prepared):
     return lambda: draw(x)
 
 
+def _torch_unpack(torch, bitmask, V):
+    """vLLM's torch fallback of the bitmask: the packed int32 words unpacked to a bool
+    mask of the disallowed tokens (bit v % 32 of word v // 32), ``(B, V)``."""
+    words = torch.from_numpy(np.ascontiguousarray(np.atleast_2d(bitmask)))
+    bits = (words.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+    return (bits.reshape(words.shape[0], -1)[:, :V] == 0)
+
+
+def _torch_bitmask(prepared):
+    """W12 the vLLM way: unpack the bitmask, ``masked_fill`` the logits with -inf, then
+    the torch draw (``apply_bitmask``: the unpack and an in-place ``masked_fill_``)."""
+    import torch
+
+    x = _torch_rows(prepared, "logits")
+    bm = prepared.inputs["bitmask"]
+    V = x.shape[1]
+    if prepared.case.op == "apply_bitmask":
+        x = x.clone()   # the peer's own buffer, masked in place like vLLM's logits
+        return lambda: x.masked_fill_(_torch_unpack(torch, bm, V), float("-inf"))
+    draw = _torch_draw(dict(sample_stages(prepared.inputs)), *x.shape)
+    return lambda: draw(x.masked_fill(_torch_unpack(torch, bm, V), float("-inf")))
+
+
 def _torch_logprobs(prepared):
     """W11 the way vLLM computes logprobs: the draw, then ``log_softmax`` of the raw
     logits (or of the processed ones the draw used), ``topk``, ``gather`` of the sampled
@@ -577,9 +600,11 @@ def _llama_engine(prepared):
 _BUILDERS: dict[str, dict[str, Callable]] = {
     "numpy": {"sample": _numpy_call, "topk": _numpy_call, "softmax": _numpy_call,
               "dry_penalty": _numpy_call, "engine": _numpy_call, "logprobs": _numpy_call,
+              "bitmask": _numpy_call, "apply_bitmask": _numpy_call,
               "verify": _numpy_call},
     "torch": {"sample": _torch_sample, "topk": _torch_topk, "softmax": _torch_softmax,
-              "engine": _torch_engine, "logprobs": _torch_logprobs, "verify": _torch_verify},
+              "engine": _torch_engine, "logprobs": _torch_logprobs, "verify": _torch_verify,
+              "bitmask": _torch_bitmask, "apply_bitmask": _torch_bitmask},
     "hf": {"sample": _hf_sample, "engine": _hf_engine},
     "llama.cpp": {"sample": _llama_sample, "topk": _llama_topk, "engine": _llama_engine},
 }

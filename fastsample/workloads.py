@@ -137,6 +137,19 @@ def flat(B: int, V: int, seed: int = 0) -> np.ndarray:
 GENERATORS: Dict[str, Callable[[int, int, int], np.ndarray]] = {"llm_like": llm_like, "flat": flat}
 
 
+def bitmask_allowing(B: int, V: int, density: float, seed: int = 0) -> np.ndarray:
+    """W12's packed token bitmasks (docs/spec.md §10): int32 ``(B, ceil(V/32))``, each
+    token allowed with probability ``density`` (``rng = default_rng([seed, row, 12])``),
+    bits past V clear; at density 0.1 a grammar that allows a tenth of the vocabulary."""
+    W = (V + 31) // 32
+    out = np.zeros((B, W), np.int32)
+    for b in range(B):
+        bits = np.random.default_rng([seed, b, 12]).random(W * 32) < density
+        bits[V:] = False
+        out[b] = np.packbits(bits.astype(np.uint8), bitorder="little").view("<u4").view(np.int32)
+    return out
+
+
 # --------------------------------------------------------------------------- histories
 def _history_args(length, V):
     length, V = int(length), int(V)
@@ -372,6 +385,8 @@ class Case:
                 return lambda: fs.sample(x, seed=seed, position=0, backend=backend, **kw)
 
             floor = _floor_of(x)
+        elif self.op in ("bitmask", "apply_bitmask"):
+            return self._prepare_bitmask(V, seed, params)
         elif self.op == "topk":
             logits = GENERATORS[self.generator](self.B, V, seed)
             x = logits[0] if self.B == 1 else logits
@@ -417,6 +432,34 @@ class Case:
         else:  # pragma: no cover - table error
             raise ValueError(f"unknown workload op {self.op!r}")
         return Prepared(case=self, V=V, inputs=inputs, _call=call, _floor=floor)
+
+    def _prepare_bitmask(self, V: int, seed: int, params: Mapping[str, Any]) -> Prepared:
+        """W12: ``fs.sample`` with W1's parameters and a packed bitmask allowing
+        ``bitmask_density`` of the vocabulary, timed against the same call without it
+        (the baseline); or ``fs.apply_token_bitmask`` alone, in place (as engines mask
+        their logits buffer), against the floor ``np.max`` over the batch."""
+        import fastsample as fs
+
+        logits = GENERATORS[self.generator](self.B, V, seed)
+        x = logits[0] if self.B == 1 else logits
+        kw = {k: v for k, v in params.items() if k != "bitmask_density"}
+        bm = bitmask_allowing(self.B, V, float(params["bitmask_density"]), seed)
+        mask = bm[0] if self.B == 1 else bm
+        inputs = {"logits": x, "bitmask": mask, **kw}
+        if self.op == "apply_bitmask":
+            def call(backend: str, x=x, mask=mask):
+                return lambda: fs.apply_token_bitmask(x, mask, out=x, backend=backend)
+
+            return Prepared(case=self, V=V, inputs=inputs, _call=call, _floor=_floor_of(x))
+
+        def call(backend: str, x=x, kw=kw, mask=mask):
+            return lambda: fs.sample(x, seed=seed, position=0, bitmask=mask, backend=backend, **kw)
+
+        def baseline(backend: str, x=x, kw=kw):
+            return lambda: fs.sample(x, seed=seed, position=0, backend=backend, **kw)
+
+        return Prepared(case=self, V=V, inputs=inputs, _call=call, _floor=_floor_of(x),
+                        _baseline=baseline)
 
     def _prepare_engine(self, V: int, seed: int, params: Mapping[str, Any]) -> Prepared:
         """W10: a chain loaded with per-row histories; ``steps`` different logits per
@@ -591,6 +634,15 @@ WORKLOADS: Tuple[Workload, ...] = (
         tuple(Case("W11", "{logprobs_mode} B={B}", "logprobs", "llm_like", B, _V,
                    {**W1_PARAMS, "logprobs": 20, "logprobs_mode": mode})
               for B in (1, 64) for mode in ("raw", "processed")),
+    ),
+    Workload(
+        "W12", "bitmask: W1 with a packed token bitmask allowing 10% of the vocabulary, B=1 "
+        "and B=64 (baseline: the same call without it); apply_token_bitmask alone, B=64, in "
+        "place", "bitmask", "llm_like", (1, 64), _V, {**W1_PARAMS, "bitmask_density": 0.1},
+        tuple(Case("W12", "W1 B={B}", "bitmask", "llm_like", B, _V,
+                   {**W1_PARAMS, "bitmask_density": 0.1}) for B in (1, 64))
+        + (Case("W12", "apply B={B}", "apply_bitmask", "llm_like", 64, _V,
+                {"bitmask_density": 0.1}),),
     ),
     Workload(
         "W13", "verify: B=64 requests, K=4 drafts, W1's parameters, draft_probs given "

@@ -369,3 +369,35 @@ def test_chain_emptied_and_invalid_rows(backend):
         chain = fs.SamplerChain(stages, backend=backend, on_invalid="flag")
         got = chain.sample(x, bitmask=bm)
         assert got[1] == -1 and got[2] == -1 and got[0] >= 0
+
+
+# ---------------------------------------------------------------- W12 (fastsample bench)
+
+
+def test_w12_cases_and_torch_peer():
+    """W12's cases run on every backend at a small V, the bitmask allows about 10 %,
+    and the torch peer's unpacked mask (vLLM's way) is the reference's."""
+    torch = pytest.importorskip("torch")
+    from fastsample import peers, workloads as wl
+
+    V = 3000
+    for case in wl.get("W12").cases:
+        prep = case.prepare(vocab=V)
+        bm = np.atleast_2d(prep.inputs["bitmask"])
+        allowed = np.isfinite(reference.apply_token_bitmask(
+            np.zeros((bm.shape[0], V), np.float32), bm.view(np.uint32), np.arange(bm.shape[0])))
+        assert 0.07 < allowed.mean() < 0.13
+        np.testing.assert_array_equal(peers._torch_unpack(torch, bm, V).numpy(), ~allowed)
+        for backend in ("numpy", "numba", "c"):
+            if fs.backends()[backend]:
+                prep.call(backend)()
+        if prep.has_baseline:
+            x = prep.inputs["logits"]
+            kw = {k: prep.inputs[k] for k in ("top_k", "top_p", "min_p", "temperature")}
+            got = prep.call("numpy")()
+            masked = reference.apply_token_bitmask(np.atleast_2d(x), bm.view(np.uint32),
+                                                   np.arange(bm.shape[0]))
+            want = fs.sample(masked if x.ndim == 2 else masked[0], seed=0, backend="numpy",
+                             **kw)
+            np.testing.assert_array_equal(got, want)
+        peers._torch_bitmask(prep)()

@@ -51,11 +51,16 @@ from .stages import (
     update_counts,
     window_deltas,
 )
+from .constraints import allowed_tokens, apply_token_bitmask, bad_words, min_tokens
 from .logprobs import logprobs
 from .target import SIM, SPLIT_BELOW_ROWS, TPB
 from .verify import verify_rows
 
 __all__ = [
+    "allowed_tokens",
+    "apply_token_bitmask",
+    "bad_words",
+    "min_tokens",
     "logprobs",
     "INVALID",
     "ORDER_BIAS",
