@@ -25,6 +25,8 @@ OPTIONAL = {
     "transformers": "transformers is optional: pip install 'transformers>=4.40'",
     "llama_cpp": "llama-cpp-python is optional: pip install llama-cpp-python",
     "cupy": "CuPy is optional (a GPU array library)",
+    "tokenizers": "tokenizers is optional: pip install 'fastsample[grammar]'",
+    "llguidance": "llguidance is optional: pip install 'fastsample[grammar]'",
 }
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```",
