@@ -63,7 +63,8 @@ def sample_row_masked(row, top_k, top_p, min_p, temperature, min_keep, temperatu
                       seed, position, bitmask, *, isa=None):
     """``core.sample_row`` under the row's packed bitmask words (uint32 1-D)."""
     V = row.shape[0]
-    words = _words(bitmask)
+    words = bitmask if bitmask.dtype == np.uint32 and bitmask.flags.c_contiguous \
+        else _words(bitmask)
     ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
     out, _ = workspace("token", np.int32, 1)
     _check(lib.fs_sample_canonical_row_masked(

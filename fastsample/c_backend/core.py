@@ -67,6 +67,20 @@ def _canonical_bytes(V):
     return lib.fs_canonical_ws_bytes(V)
 
 
+def _masked(name):
+    """``constraints``' wrapper ``name`` (the bitmask paths; imported on first use, then
+    kept: an import statement per token costs a microsecond)."""
+    fn = _MASKED.get(name)
+    if fn is None:
+        from . import constraints
+
+        fn = _MASKED[name] = getattr(constraints, name)
+    return fn
+
+
+_MASKED: dict = {}
+
+
 def _rows2d(x):
     """(float32 C-contiguous (B, V) array, was 1-D)."""
     x = f32(x)
@@ -105,11 +119,9 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep, tempera
         every logit masked.
     """
     if bitmask is not None:
-        from .constraints import sample_canonical_masked
-
-        return sample_canonical_masked(logits, top_k, top_p, min_p, temperature, min_keep,
-                                       temperature_last, seed, position, bitmask,
-                                       bitmask_rows, isa=isa)
+        return _masked("sample_canonical_masked")(
+            logits, top_k, top_p, min_p, temperature, min_keep, temperature_last, seed,
+            position, bitmask, bitmask_rows, isa=isa)
     x = f32(logits)
     B, V = x.shape
     out = np.empty(B, np.int32)
@@ -147,10 +159,8 @@ def sample_row(row, top_k, top_p, min_p, temperature, min_keep, temperature_last
     Returns the token as an int, ``INVALID`` (-2) for an invalid row.
     """
     if bitmask is not None:
-        from .constraints import sample_row_masked
-
-        return sample_row_masked(row, top_k, top_p, min_p, temperature, min_keep,
-                                 temperature_last, seed, position, bitmask, isa=isa)
+        return _masked("sample_row_masked")(row, top_k, top_p, min_p, temperature, min_keep,
+                                            temperature_last, seed, position, bitmask, isa=isa)
     V = row.shape[0]
     ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
     out, _ = workspace("token", np.int32, 1)
