@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["as_bitmask", "as_rows", "one_row", "words", "row_words"]
+__all__ = ["as_bitmask", "as_rows", "one_row", "row_words", "words"]
 
 
 def words(V):

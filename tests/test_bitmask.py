@@ -10,6 +10,7 @@ step in engine loops. Bad input gives the errors of spec §7/§10.
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,8 +19,6 @@ from hypothesis import strategies as st
 import fastsample as fs
 from fastsample import bitmask as fsbm
 from fastsample import reference, workloads
-
-import naive
 
 
 def _words(V):
@@ -378,7 +377,8 @@ def test_w12_cases_and_torch_peer():
     """W12's cases run on every backend at a small V, the bitmask allows about 10 %,
     and the torch peer's unpacked mask (vLLM's way) is the reference's."""
     torch = pytest.importorskip("torch")
-    from fastsample import peers, workloads as wl
+    from fastsample import peers
+    from fastsample import workloads as wl
 
     V = 3000
     for case in wl.get("W12").cases:

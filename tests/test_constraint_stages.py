@@ -9,6 +9,7 @@ and transformers' ``MinNewTokensLengthLogitsProcessor``, and bad input.
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,8 +18,6 @@ from hypothesis import strategies as st
 import fastsample as fs
 from fastsample import plan as fsplan
 from fastsample import reference, registry, workloads
-
-import naive
 
 
 def _flat(sequences):
@@ -223,7 +222,7 @@ def test_engine_loop(fast_backend, name):
 
 def test_one_row_loop(fast_backend):
     V = 2000
-    stages = lambda: [fs.BadWords([[5], [1, 2], [3, 4, 6]]), fs.MinTokens(3, [0, 9]),  # noqa: E731
+    stages = lambda: [fs.BadWords([[5], [1, 2], [3, 4, 6]]), fs.MinTokens(3, [0, 9]),
                       fs.TopK(40), fs.TopP(0.95), fs.Temperature(0.8)]
     ref = fs.SamplerChain(stages(), seed=1, backend="numpy")
     fast = fs.SamplerChain(stages(), seed=1, backend=fast_backend)

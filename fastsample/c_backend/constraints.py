@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._util import buf, f32, f64, ffi, flat_history, i64, lib, over_rows, u64, workspace
+from ._util import buf, f32, f64, ffi, i64, lib, over_rows, u64, workspace
 from .core import _PARALLEL_MIN, _canonical_bytes, _check, _from_buffer, _level
-from .stages import _history_rows, _logits, _out
 from .stages import _check as _stage_check
+from .stages import _history_rows, _logits, _out
 
-__all__ = ["apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
-           "sample_canonical_masked", "sample_row_masked"]
+__all__ = [
+    "allowed_tokens",
+    "apply_token_bitmask",
+    "bad_words",
+    "min_tokens",
+    "sample_canonical_masked",
+    "sample_row_masked",
+]
 
 
 def _words(bitmask):

@@ -26,8 +26,14 @@ from numba.extending import intrinsic
 from .simd import _want_512
 from .stage_common import _flat_history, _logits, _out
 
-__all__ = ["apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens", "mask_row",
-           "pack_ids"]
+__all__ = [
+    "allowed_tokens",
+    "apply_token_bitmask",
+    "bad_words",
+    "mask_row",
+    "min_tokens",
+    "pack_ids",
+]
 
 _NJ = dict(cache=True, nogil=True)
 _PJ = dict(cache=True, nogil=True, parallel=True)

@@ -8,8 +8,8 @@ import pytest
 from cuda_helpers import host
 
 import fastsample as fs
-from fastsample import reference, registry, workloads
 from fastsample import bitmask as fsbm
+from fastsample import reference, registry, workloads
 
 
 def _mask(rng, R, V, density):
@@ -77,7 +77,7 @@ def test_invalid_rows(dev):
 def test_chain_with_bitmask(dev):
     rng = np.random.default_rng(9)
     V = 150
-    stages = lambda: [fs.Penalties(1.3, last_n=8), fs.TopK(20), fs.TopP(0.9),  # noqa: E731
+    stages = lambda: [fs.Penalties(1.3, last_n=8), fs.TopK(20), fs.TopP(0.9),
                       fs.Temperature(0.8)]
     gpu = fs.SamplerChain(stages(), seed=[3, 4], backend="cuda")
     ref = fs.SamplerChain(stages(), seed=[3, 4], backend="numpy")
