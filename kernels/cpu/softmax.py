@@ -105,8 +105,11 @@ def _sum64(w):
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _scale_into(out, scale):
+    """out *= float32(scale): a float32 product is one rounding of the exact product (as
+    the float64 one rounded to float32); the scale's own rounding adds < 6e-8."""
+    sc = np.float32(scale)
     for i in range(out.shape[0]):
-        out[i] = np.float32(np.float64(out[i]) * scale)
+        out[i] = out[i] * sc
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
