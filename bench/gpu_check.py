@@ -347,7 +347,7 @@ def w13_flashinfer(torch, wl, B, V, reps, K=4):
             lambda: chain_speculative_sampling(qp, dt, tp), sync, reps)
     except Exception as exc:  # noqa: BLE001 - an API this version lacks: report it
         return {"skipped": f"chain_speculative_sampling failed: {type(exc).__name__}: {exc}"}
-    kw = dict(top_k=40, top_p=0.95, min_p=0.05, temperature=0.8, seed=np.arange(B))
+    kw = {"top_k": 40, "top_p": 0.95, "min_p": 0.05, "temperature": 0.8, "seed": np.arange(B)}
     out["ours_host_verify_rejection_W13"] = median_us(
         lambda: fs.verify(target, drafts, q, **kw), lambda: None, reps)
     return out
@@ -358,7 +358,7 @@ def check_w13(fs, wl, to_dev, sync, B, V, reps, K=4):
     on the device and None), W13's inputs at this V; returns ``(requests differing,
     timings)`` (``reps`` 0: no timings)."""
     target, q, drafts = wl.verify_inputs(B, K, V, seed=17)
-    kw = dict(top_k=40, top_p=0.95, min_p=0.05, temperature=0.8, seed=np.arange(B))
+    kw = {"top_k": 40, "top_p": 0.95, "min_p": 0.05, "temperature": 0.8, "seed": np.arange(B)}
     dt, dq = to_dev(target), to_dev(q)
     bad, times = 0, {}
     for method in ("rejection", "exact"):

@@ -25,7 +25,7 @@ import fastsample as fs
 
 V = 16          # small vocabulary: many requests per second, sharp statistics
 K = 4           # drafts per verification
-SAMPLING = dict(temperature=0.9, top_k=8, top_p=0.95)
+SAMPLING = {"temperature": 0.9, "top_k": 8, "top_p": 0.95}
 TABLE = (np.random.default_rng(0).standard_normal((V, V)) * 2.0).astype(np.float32)
 
 

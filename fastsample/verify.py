@@ -35,9 +35,16 @@ from . import arrays as _arrays
 from . import plan as _plan
 from . import registry as _backends
 from .stages import Dist, Greedy, MinP, Temperature, TopK, TopP
-from .validation import as_history, as_logits, as_seeds, check_on_invalid, per_row, raise_invalid
+from .validation import (
+    as_history,
+    as_logits,
+    as_seeds,
+    check_on_invalid,
+    per_row,
+    raise_invalid,
+)
 
-__all__ = ["Verified", "verify", "chain_verify", "METHODS"]
+__all__ = ["METHODS", "Verified", "chain_verify", "verify"]
 
 METHODS = ("rejection", "exact")
 
@@ -121,7 +128,7 @@ def _drafts(shape, draft_tokens, draft_probs, num_draft):
 
 # ------------------------------------------------------------------ the chain of B*(K+1) rows
 
-_EXPANDED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_EXPANDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _repeat_rows(stage, B, K1):
@@ -268,14 +275,15 @@ def chain_verify(chain, target_logits, draft_tokens, draft_probs=None, *, num_dr
     """``SamplerChain.verify`` (see its docstring)."""
     terminal = chain.stages[-1]
     if not isinstance(terminal, (Dist, Greedy)):
-        raise ValueError(f"verify needs a chain ending in Dist or Greedy; {terminal.name} is a "
+        raise ValueError(  # noqa: TRY004 (spec §11: a stateful terminal is a ValueError)
+            f"verify needs a chain ending in Dist or Greedy; {terminal.name} is a "
                          f"stateful terminal ({', '.join(_STATEFUL)} cannot be verified: their "
                          "state moves with every draw)")
     if chain._requested == "cuda" or _backends.is_gpu_array(target_logits):
         return _chain_verify_device(chain, target_logits, draft_tokens, draft_probs, num_draft,
                                     method, position)
     x, d, q, n = _inputs(target_logits, draft_tokens, draft_probs, num_draft, method)
-    B, K = d.shape
+    B = d.shape[0]
     V = x.shape[1]
     seeds, pos = _chain_rows(chain, B, position)
     if history is not None:
@@ -470,7 +478,7 @@ def _verify_device(target_logits, draft_tokens, draft_probs, num_draft, method, 
         empty = np.zeros(0, np.int32)
         return Verified(np.zeros((0, K1), np.int32), empty, empty.copy())
     x = x3.reshape(B * K1, V)
-    rep = lambda a: np.repeat(a, K1)   # noqa: E731
+    rep = lambda a: np.repeat(a, K1)
     seeds_x = rep(seeds)
     pos_x = rep(pos) + np.tile(np.arange(K1, dtype=np.uint64), B)
     args = (rep(k), rep(p), rep(mp), rep(t), rep(mk), bool(temperature_last))

@@ -72,9 +72,9 @@ def sample_cases(draw):
         v = draw(st.floats(lo, hi))
         return int(v) if integer else v
 
-    params = dict(temperature=param(-0.3, 2.0), top_k=param(-1, 12, True),
-                  top_p=param(0.0, 1.05), min_p=param(0.0, 0.4),
-                  min_keep=draw(st.integers(1, 3)), temperature_last=draw(st.booleans()))
+    params = {"temperature": param(-0.3, 2.0), "top_k": param(-1, 12, True),
+              "top_p": param(0.0, 1.05), "min_p": param(0.0, 0.4),
+              "min_keep": draw(st.integers(1, 3)), "temperature_last": draw(st.booleans())}
     seed = draw(st.integers(0, 2**40))
     return B, K, V, params, seed
 
@@ -128,7 +128,7 @@ def test_k0_is_fs_sample(backend):
     """K = 0: both methods emit fs.sample's token (the bonus draw is the plain draw)."""
     B, V = 16, 50
     x = _logits((B, 1, V), 3)
-    prm = dict(top_k=10, top_p=0.9, min_p=0.02, temperature=0.7)
+    prm = {"top_k": 10, "top_p": 0.9, "min_p": 0.02, "temperature": 0.7}
     want = fs.sample(x[:, 0], seed=np.arange(B), position=5, backend="numpy", **prm)
     for method in ("exact", "rejection"):
         got = fs.verify(x, np.zeros((B, 0), np.int64), method=method, seed=np.arange(B),
@@ -229,7 +229,7 @@ def _chi2(tokens, p):
     return stats.chisquare(counts[keep], exp).pvalue
 
 
-STAT_PARAMS = dict(temperature=0.9, top_k=7, top_p=0.97)
+STAT_PARAMS = {"temperature": 0.9, "top_k": 7, "top_p": 0.97}
 
 
 @pytest.mark.parametrize("deterministic_drafter", [False, True])
@@ -287,7 +287,7 @@ def _row_param(rng, B, lo, hi, integer=False):
 def _random_chain(rng, B, V):
     """Stages of every kind verify allows, per-row parameters, a Dist or Greedy terminal."""
     pool = [
-        lambda: fs.LogitBias(({int(rng.integers(V)): -np.inf, int(rng.integers(V)): 1.5})),
+        lambda: fs.LogitBias({int(rng.integers(V)): -np.inf, int(rng.integers(V)): 1.5}),
         lambda: fs.Penalties(_row_param(rng, B, 0.8, 1.6), _row_param(rng, B, 0, 0.5),
                              _row_param(rng, B, 0, 0.5), _row_param(rng, B, -1, 8, True)),
         lambda: fs.DRY(_row_param(rng, B, 0, 2), 1.75, _row_param(rng, B, 1, 3, True),
@@ -417,7 +417,8 @@ def test_chain_history_argument_and_position():
                 h.append(int(d[b, j]))
         tokens, acc = _scan(np.array([plain]), d[b:b + 1], np.array([K]))
         assert got.tokens[b].tolist() == tokens[0].tolist()
-    assert chain.state_of is not None and chain._B is None   # no state was made
+        assert got.num_accepted[b] == acc[0]
+    assert chain._B is None   # verify made no state
 
 
 @pytest.mark.parametrize("terminal", [fs.Mirostat(), fs.MirostatV2(), fs.AdaptiveP(0.3)])
@@ -435,7 +436,7 @@ def test_bad_input(backend):
     x = _logits((B, K + 1, V), 1)
     d = np.zeros((B, K), np.int64)
     q = _probs((B, K, V), 1)
-    call = lambda **kw: fs.verify(**{"target_logits": x, "draft_tokens": d,  # noqa: E731
+    call = lambda **kw: fs.verify(**{"target_logits": x, "draft_tokens": d,
                                      "backend": backend, **kw})
     with pytest.raises(ValueError, match="outside"):
         call(draft_tokens=np.array([[0, 8, 0], [0, 0, 0]]))

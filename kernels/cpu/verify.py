@@ -69,8 +69,7 @@ def _verify_request(b, block, ids, offsets, sparse, d, q, has_q, n, seed, positi
             if math.isfinite(v):
                 count += 1
                 only = c
-                if v > m:
-                    m = v
+                m = max(m, v)
         if count == 0:
             return
         W = 0.0
@@ -96,9 +95,9 @@ def _verify_request(b, block, ids, offsets, sparse, d, q, has_q, n, seed, positi
         ok = qd >= 0.0
         if has_q:
             for c in range(ncol):
-                if math.isfinite(np.float64(block[r, c])):
-                    if not np.float64(q[b, j, _token(ids, lo, sparse, c)]) >= 0.0:
-                        ok = False
+                if math.isfinite(np.float64(block[r, c])) and \
+                        not np.float64(q[b, j, _token(ids, lo, sparse, c)]) >= 0.0:
+                    ok = False
         if not ok:
             bad_q[b] = j
             return

@@ -22,7 +22,7 @@ from ..shared import uniform
 from . import transfer
 from .target import TPB
 
-__all__ = ["verify_rows", "verify_kernel"]
+__all__ = ["verify_kernel", "verify_rows"]
 
 _NEG_INF = -math.inf
 
@@ -42,7 +42,7 @@ def _weight(kind, v, m, W, q, has_q, b, j, t, dj):
         return w
     qt = float64(q[b, j, t]) if has_q else (1.0 if t == dj else 0.0)
     x = w / W - qt
-    return x if x > 0.0 else 0.0
+    return max(0.0, x)
 
 
 @cuda.jit(device=True)
@@ -119,16 +119,14 @@ def verify_kernel(block, ids, offsets, sparse, d, q, has_q, num_draft, seed, pos
             v = float64(block[r, c])
             if math.isfinite(v):
                 k += 1
-                if v > m:
-                    m = v
+                m = max(m, v)
         mx[tid] = m
         cnt[tid] = k
         cuda.syncthreads()
         step = TPB // 2
         while step > 0:
             if tid < step:
-                if mx[tid + step] > mx[tid]:
-                    mx[tid] = mx[tid + step]
+                mx[tid] = max(mx[tid], mx[tid + step])
                 cnt[tid] += cnt[tid + step]
             cuda.syncthreads()
             step //= 2
@@ -158,9 +156,9 @@ def verify_kernel(block, ids, offsets, sparse, d, q, has_q, num_draft, seed, pos
         cuda.syncthreads()
         if has_q:
             for c in range(tid, ncol, TPB):
-                if math.isfinite(float64(block[r, c])):
-                    if not float64(q[b, j, _token(ids, lo, sparse, c)]) >= 0.0:
-                        ctrl[1] = 1
+                if math.isfinite(float64(block[r, c])) and \
+                        not float64(q[b, j, _token(ids, lo, sparse, c)]) >= 0.0:
+                    ctrl[1] = 1
             if tid == 0 and not float64(q[b, j, dj]) >= 0.0:
                 ctrl[1] = 1
         cuda.syncthreads()
@@ -237,7 +235,7 @@ def verify_rows(block, ids, offsets, draft_tokens, draft_probs, num_draft, seed,
     B, K = draft_tokens.shape
     host = not transfer.is_device(block)
     x, _ = transfer.rows(block, stream)
-    rows, ncols = x.shape
+    rows = x.shape[0]
     if rows != B * (K + 1):
         raise ValueError(f"block has {rows} rows; expected B*(K+1) = {B * (K + 1)}")
 

@@ -75,10 +75,10 @@ def test_fs_verify_on_device(method, case):
                                 backend="numpy") for j in range(K + 1)], axis=1)
     d = np.where(rng.random((B, K)) < 0.6, plain[:, :K], d)
     q = rng.dirichlet(np.ones(V), (B, K)).astype(np.float32)
-    prm = dict(temperature=np.array([0.8, 0.0, 1.3]), top_k=np.array([6, 10, 0]),
-               top_p=0.9, min_p=np.array([0.0, 0.05, 0.1]), seed=[1, 2, 3], position=4,
-               num_draft=rng.integers(0, K + 1, B), method=method,
-               temperature_last=bool(case % 2))
+    prm = {"temperature": np.array([0.8, 0.0, 1.3]), "top_k": np.array([6, 10, 0]),
+           "top_p": 0.9, "min_p": np.array([0.0, 0.05, 0.1]), "seed": [1, 2, 3],
+           "position": 4, "num_draft": rng.integers(0, K + 1, B), "method": method,
+           "temperature_last": bool(case % 2)}
     for qq in (None, q):
         want = fs.verify(x, d, qq, backend="numpy", **prm)
         got = fs.verify(cuda.to_device(x), d, None if qq is None else cuda.to_device(qq), **prm)
