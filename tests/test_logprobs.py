@@ -63,11 +63,11 @@ def _assert_same(got, want):
 
 
 @st.composite
-def _case(draw, max_v=40):
+def _case(draw, max_v=40, B=None, V=None):
     """Rows with ties, masks (some all but one masked) and a token per row: a finite
-    entry, or -1 (flagged)."""
-    B = draw(st.integers(1, 4))
-    V = draw(st.integers(1, max_v))
+    entry, or -1 (flagged). ``B`` / ``V`` fix the shape."""
+    B = draw(st.integers(1, 4)) if B is None else B
+    V = draw(st.integers(1, max_v)) if V is None else V
     levels = draw(st.lists(st.sampled_from([-np.inf, -3.0, -1.0, 0.0, 0.5, 2.0, 7.25]),
                            min_size=B * V, max_size=B * V))
     x = np.array(levels, np.float32).reshape(B, V)
@@ -373,3 +373,41 @@ def test_chain_with_bitmask(backend, mode):
     rows = x if mode == "raw" else b.process(x, bitmask=words)
     _assert_same(got[1:], ref.logprobs(np.ascontiguousarray(rows), tokens, 3))
     assert all(allowed[r, t] for r, t in enumerate(tokens))
+
+
+@st.composite
+def _sample_case(draw):
+    """Rows with ties and masks, per-row parameters (some rows greedy, some with no
+    truncation), either order, min_keep, a flagged row sometimes."""
+    B = draw(st.integers(1, 4))
+    V = draw(st.integers(1, 60))
+    x, _, _ = draw(_case(B=B, V=V))
+    p = dict(
+        top_k=np.array(draw(st.lists(st.integers(0, V + 2), min_size=B, max_size=B))),
+        top_p=np.array(draw(st.lists(st.sampled_from([0.0, 0.3, 0.9, 1.0]), min_size=B, max_size=B))),
+        min_p=np.array(draw(st.lists(st.sampled_from([0.0, 0.05, 0.5]), min_size=B, max_size=B))),
+        temperature=np.array(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 1.7]), min_size=B, max_size=B))),
+        min_keep=draw(st.integers(1, 3)),
+        temperature_last=draw(st.booleans()),
+        seed=np.arange(B) + draw(st.integers(0, 1000)),
+    )
+    flag = draw(st.booleans())
+    if flag:
+        x = x.copy()
+        x[draw(st.integers(0, B - 1))] = -np.inf
+    return x, p, flag, draw(st.integers(0, V + 2)), draw(st.sampled_from(["raw", "processed"]))
+
+
+@pytest.mark.parametrize("backend", ["numba", "c"])
+@HYP
+@given(case=_sample_case())
+def test_sample_hypothesis(backend, case):
+    """Every fast backend equals the numpy reference's fs.sample(logprobs=...), and its
+    tokens equal its own call without logprobs."""
+    x, p, flag, n, mode = case
+    kw = dict(p, on_invalid="flag" if flag else "raise")
+    got = fs.sample(x, backend=backend, logprobs=n, logprobs_mode=mode, **kw)
+    want = fs.sample(x, backend="numpy", logprobs=n, logprobs_mode=mode, **kw)
+    np.testing.assert_array_equal(got.tokens, fs.sample(x, backend=backend, **kw))
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    _assert_same(got[1:], want[1:])
