@@ -410,6 +410,9 @@ class Plan(NamedTuple):
     prelude: tuple   # LogitBias / Penalties / DRY stages, in chain order
     canonical: tuple  # ``SamplerChain._canonical_plan`` of the canonical stages
     xtc: object      # the XTC stage after the truncations, or None
+    # AllowedTokens / BadWords / MinTokens among the leading edits: they only write
+    # -inf, and every prelude stage keeps -inf, so they run first (same result)
+    constraints: tuple = ()
 
 
 _PRELUDE_DOC = ("LogitBias, Penalties and DRY (first, each at most once), then TopK, TopP, "
@@ -459,26 +462,32 @@ def check_chain(chain):
     """The chain's cuda ``Plan``, or ``BackendError`` naming what breaks it.
 
     A chain runs on cuda when it is: LogitBias, Penalties and/or DRY first (at most one
-    of each, in any order: one fused elementwise kernel, then DRY's sparse edits),
+    of each, in any order: one fused elementwise kernel, then DRY's sparse edits; with
+    AllowedTokens / BadWords / MinTokens among them, which run before them),
     then a chain of ``fs.sample`` (TopK, TopP, MinP, Temperature; the fused canonical
     kernel), with XTC after the truncations (before a last Temperature, or after a
     first one), ending in Dist.
     """
-    from .stages import DRY, XTC, Dist, LogitBias, MinP, Penalties, Temperature, TopK, TopP
+    from .stages import (DRY, XTC, AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens,
+                         Penalties, Temperature, TopK, TopP)
 
     stages = chain.stages
+    constraint_types = (AllowedTokens, BadWords, MinTokens)
     n = 0
-    while n < len(stages) - 1 and type(stages[n]) in (LogitBias, Penalties, DRY):
+    while n < len(stages) - 1 and type(stages[n]) in (LogitBias, Penalties, DRY,
+                                                       *constraint_types):
         n += 1
-    prelude = stages[:n]
-    if len({type(s) for s in prelude}) < n:
+    constraints = tuple(s for s in stages[:n] if type(s) in constraint_types)
+    prelude = tuple(s for s in stages[:n] if type(s) not in constraint_types)
+    n_prelude = len(prelude)
+    if len({type(s) for s in prelude}) < n_prelude:
         raise _backends.BackendError(
             "the cuda backend runs at most one LogitBias, one Penalties and one DRY "
             f"stage; got {[s.name for s in prelude]}"
         )
     plan, xtc = _split_xtc(chain, stages[n:])
     if plan is not None:
-        return Plan(prelude, plan, xtc)
+        return Plan(prelude, plan, xtc, constraints)
     allowed = (TopK, TopP, MinP, Temperature, XTC)
     for stage in stages[n:-1]:
         if type(stage) not in allowed:
@@ -620,6 +629,38 @@ def _apply_prelude(chain, prelude, ops, x, history, history_len, one_d, stream):
                        stream, dry=edits)
 
 
+def _apply_constraints(chain, stages, ops, x, history, history_len, position, one_d, stream,
+                       fresh):
+    """The rows after the chain's AllowedTokens / BadWords / MinTokens stages (``x``
+    itself when there are none). They edit a float32 copy (``fresh``: ``x`` is one
+    already, the bitmask's); a banned NaN or +inf is kept (the row stays invalid, as
+    the input is), and AllowedTokens' bitmask poisons such a row the same way. The
+    bans come from host state: the histories and the positions."""
+    if not stages:
+        return x
+    from .stages import AllowedTokens, BadWords, MinTokens
+
+    B, V = x.shape
+    if not fresh:
+        x = ops.to_rows(x, stream)
+    for stage in stages:
+        if isinstance(stage, AllowedTokens):
+            ids = as_token_ids("AllowedTokens token", stage.ids, V)
+            ops.apply_token_bitmask(x, ops.pack_ids(ids, V), np.zeros(B, np.int64), out=x,
+                                    stream=stream, poison=True)
+        elif isinstance(stage, BadWords):
+            as_token_ids("BadWords token", stage.tokens, V)
+            hist = (as_history(history, history_len, B, V, one_d) if history is not None
+                    else chain._own_history(V, max(stage.window, 1)))
+            ops.bad_words(x, hist, stage.tokens, stage.offsets, out=x, stream=stream,
+                          keep_bad=True)
+        elif isinstance(stage, MinTokens):
+            ids = as_token_ids("MinTokens stop id", stage.stop_ids, V)
+            ops.min_tokens(x, stage.rows(B)[0], ids, _on_host(position, stream), out=x,
+                           stream=stream, keep_bad=True)
+    return x
+
+
 def chain_sample(chain, logits, history=None, history_len=None, position=None, stream=None,
                  bitmask=None, bitmask_rows=None):
     """``SamplerChain.sample`` for GPU logits (its cuda plan, see ``check_chain``)."""
@@ -629,6 +670,8 @@ def chain_sample(chain, logits, history=None, history_len=None, position=None, s
     B = x.shape[0]
     P = _Params(B, stream, lazy=chain.on_invalid == "flag")
     pos = chain.positions if position is None else P.seeds("position", position)
+    x = _apply_constraints(chain, plan.constraints, ops, x, history, history_len, pos, one_d,
+                           stream, fresh=bitmask is not None)
     x = _apply_prelude(chain, plan.prelude, ops, x, history, history_len, one_d, stream)
     args, xtc = _canonical_args(chain, plan, B)
     tokens = ops.sample_canonical(x, *args, chain._seeds, pos, stream, xtc=xtc)
@@ -644,6 +687,8 @@ def chain_process(chain, logits, history=None, history_len=None, stream=None, po
         x = _masked_rows(ops, x, bitmask, bitmask_rows, stream)
     B = x.shape[0]
     pos = chain.positions if position is None else as_seeds("position", position, B)
+    x = _apply_constraints(chain, plan.constraints, ops, x, history, history_len, pos, one_d,
+                           stream, fresh=bitmask is not None)
     x = _apply_prelude(chain, plan.prelude, ops, x, history, history_len, one_d, stream)
     if chain.on_invalid == "raise":
         _check_rows(ops, x, stream)

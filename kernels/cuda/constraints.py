@@ -56,10 +56,13 @@ def bitmask_kernel(x, bitmask, rows, out, bad, poison):
 
 
 @cuda.jit(cache=True)
-def ban_kernel(out, rows, ids):
+def ban_kernel(out, rows, ids, keep_bad):
+    """out[rows[j], ids[j]] = -inf; ``keep_bad``: not over a NaN or +inf (a chain's
+    invalid input row stays invalid)."""
     j = cuda.grid(1)
     if j < rows.shape[0]:
-        out[rows[j], ids[j]] = _NEG_INF
+        if not keep_bad or out[rows[j], ids[j]] < np.float32(np.inf):
+            out[rows[j], ids[j]] = _NEG_INF
 
 
 def pack_ids(ids, V):
@@ -104,16 +107,16 @@ def allowed_tokens(logits, ids, out=None, stream=0):
     return apply_token_bitmask(logits, pack_ids(ids, V), np.zeros(B, np.int64), out, stream)
 
 
-def ban_pairs(x, rows, ids, stream=0):
+def ban_pairs(x, rows, ids, stream=0, keep_bad=False):
     """``-inf`` at ``x[rows[j], ids[j]]`` (host int64 arrays; x a device array)."""
     n = len(rows)
     if n:
         dr, di = transfer.pack([np.ascontiguousarray(rows, np.int64),
                                 np.ascontiguousarray(ids, np.int64)], stream)
-        ban_kernel[(n + TPB - 1) // TPB, TPB, stream](x, dr, di)
+        ban_kernel[(n + TPB - 1) // TPB, TPB, stream](x, dr, di, bool(keep_bad))
 
 
-def _edit(logits, out, stream, pairs):
+def _edit(logits, out, stream, pairs, keep_bad=False):
     """The edit stages' frame: copy (unless in place), then ban the (row, id) pairs
     that ``pairs(B, V)`` gives."""
     x, host = transfer.rows(logits, stream)
@@ -122,11 +125,11 @@ def _edit(logits, out, stream, pairs):
     if dst is not x:
         dst.copy_to_device(x, stream=stream)
     rows, ids = pairs(B, V)
-    ban_pairs(dst, rows, ids, stream)
+    ban_pairs(dst, rows, ids, stream, keep_bad)
     return transfer.back_into(dst, host, out, stream)
 
 
-def bad_words(logits, history, tokens, offsets, out=None, stream=0):
+def bad_words(logits, history, tokens, offsets, out=None, stream=0, keep_bad=False):
     """vLLM ``bad_words`` (docs/internals.md): the banned ids are found from the host
     histories, then banned on the device."""
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -148,10 +151,10 @@ def bad_words(logits, history, tokens, offsets, out=None, stream=0):
                     ids.append(int(seq[-1]))
         return rows, ids
 
-    return _edit(logits, out, stream, pairs)
+    return _edit(logits, out, stream, pairs, keep_bad)
 
 
-def min_tokens(logits, n, stop_ids, position, out=None, stream=0):
+def min_tokens(logits, n, stop_ids, position, out=None, stream=0, keep_bad=False):
     """Ban ``stop_ids`` in row b while ``position[b] < n[b]`` (host or device n,
     position)."""
     stop = np.asarray(stop_ids, dtype=np.int64).ravel()
@@ -166,4 +169,4 @@ def min_tokens(logits, n, stop_ids, position, out=None, stream=0):
         active = [b for b in range(B) if nn[b] > 0 and int(pos[b]) < int(nn[b])]
         return np.repeat(active, stop.size), np.tile(stop, len(active))
 
-    return _edit(logits, out, stream, pairs)
+    return _edit(logits, out, stream, pairs, keep_bad)

@@ -51,7 +51,7 @@ from .stages import (
     update_counts,
     window_deltas,
 )
-from .constraints import allowed_tokens, apply_token_bitmask, bad_words, min_tokens
+from .constraints import allowed_tokens, apply_token_bitmask, bad_words, min_tokens, pack_ids
 from .logprobs import logprobs
 from .target import SIM, SPLIT_BELOW_ROWS, TPB
 from .verify import verify_rows
@@ -61,6 +61,7 @@ __all__ = [
     "apply_token_bitmask",
     "bad_words",
     "min_tokens",
+    "pack_ids",
     "logprobs",
     "INVALID",
     "ORDER_BIAS",

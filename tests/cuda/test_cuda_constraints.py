@@ -125,3 +125,38 @@ def test_constraint_kernels_match_reference():
     y = x.copy()
     assert ops.min_tokens(y, n, stop, pos, out=y) is y   # host logits edited in place
     np.testing.assert_array_equal(y, reference.min_tokens(x, n, stop, pos))
+
+
+def _constraint_chain(backend, seed):
+    return fs.SamplerChain([fs.Penalties(1.2, last_n=8), fs.BadWords([[5], [1, 2], [7, 8, 9]]),
+                            fs.MinTokens([2, 0], [0, 3]), fs.AllowedTokens(np.arange(0, 150, 2)),
+                            fs.TopK(15), fs.Temperature(0.9)], seed=seed, backend=backend)
+
+
+def test_chain_constraint_stages(dev):
+    """The constraint stages in a cuda chain (run before the prelude: bans commute with
+    it) give the numpy chain's tokens and masks step after step, the chain's own history
+    feeding BadWords and its positions MinTokens."""
+    V = 150
+    gpu, ref = _constraint_chain("cuda", [1, 2]), _constraint_chain("numpy", [1, 2])
+    for t in ([1, 7], [2, 8]):   # a prompt through accept
+        gpu.accept(np.array(t))
+        ref.accept(np.array(t))
+    for step in range(3):
+        x = workloads.llm_like(2, V, 30 + step)
+        x[:, :10] += 6.0   # make the banned tokens likely
+        want = ref.sample(x)
+        got = host(gpu.sample(dev(x)))
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.isfinite(host(gpu.process(dev(x)))),
+                                      np.isfinite(ref.process(x)))
+        gpu.accept(got)
+        ref.accept(want)
+
+
+def test_chain_banned_nan_is_invalid(dev):
+    x = workloads.llm_like(2, 150, 3)
+    x[0, 5] = np.nan   # banned by BadWords([[5]]) but still invalid input
+    x[1, 1] = np.inf   # disallowed by AllowedTokens (odd id)
+    with pytest.raises(ValueError, match=r"rows \[0, 1\]"):
+        _constraint_chain("cuda", 0).sample(dev(x))
