@@ -107,9 +107,15 @@ def _torch_to_host(x, torch):
     return host, functools.partial(_torch_wrap, torch=torch, source=host)
 
 
+def _rewrap(result, fn):
+    """A tuple of results converted by ``fn``, keeping a named tuple's type (fs.Sampled)."""
+    parts = [fn(r) for r in result]
+    return type(result)(*parts) if hasattr(result, "_fields") else tuple(parts)
+
+
 def _torch_wrap(result, torch, source):
     if isinstance(result, tuple):
-        return tuple(_torch_wrap(r, torch, source) for r in result)
+        return _rewrap(result, lambda r: _torch_wrap(r, torch, source))
     if not isinstance(result, np.ndarray):
         return result
     if result.dtype.kind in "iu":
@@ -129,7 +135,7 @@ def _namespace_wrap(x):
 
     def wrap(result):
         if isinstance(result, tuple):
-            return tuple(wrap(r) for r in result)
+            return _rewrap(result, wrap)
         return xp.asarray(result) if isinstance(result, np.ndarray) else result
 
     return wrap

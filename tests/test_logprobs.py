@@ -411,3 +411,15 @@ def test_sample_hypothesis(backend, case):
     np.testing.assert_array_equal(got.tokens, fs.sample(x, backend=backend, **kw))
     np.testing.assert_array_equal(got.tokens, want.tokens)
     _assert_same(got[1:], want[1:])
+
+
+def test_torch_input_gives_sampled_of_tensors():
+    torch = pytest.importorskip("torch")
+    x = llm_like(2, 500, seed=0)
+    got = fs.sample(torch.from_numpy(x), logprobs=3, top_k=10, seed=1)
+    want = fs.sample(x, logprobs=3, top_k=10, seed=1)
+    assert isinstance(got, fs.Sampled)
+    assert all(isinstance(a, torch.Tensor) for a in got)
+    assert got.tokens.dtype == torch.int64 and got.top_logprobs.dtype == torch.float32
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.numpy(), w)
