@@ -121,7 +121,8 @@ def bench_tables(doc: dict[str, Any], file: TextIO | None = None) -> None:
         baseline = any("baseline_median_us" in r for r in timed)
         headers = (["implementation", "median us", "IQR us", "/floor", "GB/s"]
                    + (["us/row"] if per_row else [])
-                   + (["fs.sample us", "chain/fs.sample"] if baseline else [])
+                   + (_BASELINE_HEADERS.get(first["op"], _BASELINE_HEADERS["chain_step"])
+                      if baseline else [])
                    + [f"vs {p}" for p in peers])
         right = [False] + [True] * (len(headers) - 1)
         what = f"; {_PER_CALL[first['op']]}" if first["op"] in _PER_CALL else ""
@@ -211,6 +212,12 @@ def bench_markdown(doc: dict[str, Any]) -> str:
     lines += _overhead_markdown([r for r in overhead if "baseline_median_us" in r])
     lines += _spread_markdown([r for r in doc.get("row_spread", []) if "rows" in r])
     return "\n".join(lines) + "\n"
+
+
+#: The baseline columns of a case that has one: W1chain (the chain vs fs.sample), W12
+#: (fs.sample with the bitmask vs without).
+_BASELINE_HEADERS = {"chain_step": ["fs.sample us", "chain/fs.sample"],
+                     "bitmask": ["no bitmask us", "bitmask/none"]}
 
 
 def _us_iqr(r: dict[str, Any], prefix: str = "") -> str:
