@@ -216,7 +216,7 @@ def sample_kwargs(params, style, *, strict=True, seed=None):
     ``temperature=0``. ``fs.sample(logits, **sample_kwargs(req, "llama.cpp"))`` then
     draws what ``SamplerChain.from_request(req, "llama.cpp").sample(logits)`` would.
 
-    Parameters are those of :func:`from_request`.
+    Parameters are those of ``from_request``.
 
     Returns
     -------
@@ -227,7 +227,7 @@ def sample_kwargs(params, style, *, strict=True, seed=None):
     ------
     ValueError
         The request's chain has a stage ``fs.sample`` has not (the message names
-        them; use ``SamplerChain.from_request``), or as :func:`from_request`.
+        them; use ``SamplerChain.from_request``), or as ``from_request``.
     """
     stages, request = parse_request(params, style, strict=strict, seed=seed)
     body, terminal = stages[:-1], stages[-1]

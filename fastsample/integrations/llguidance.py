@@ -10,8 +10,8 @@ One step of structured generation, for each row with a grammar:
    masked copy of the logits;
 3. the matcher consumes the drawn token, and the row stops when the matcher does.
 
-The building blocks are :func:`tokenizer`, :func:`matcher`, :func:`allocate_bitmask`,
-:func:`fill_bitmask` and :func:`consume`; :func:`generate` is the whole loop for a
+The building blocks are ``tokenizer``, ``matcher``, ``allocate_bitmask``,
+``fill_bitmask`` and ``consume``; ``generate`` is the whole loop for a
 batch of rows. Usage::
 
     import fastsample as fs
@@ -110,7 +110,7 @@ def matcher(tok, *, json_schema=None, regex=None, lark=None, json_options=None):
     Parameters
     ----------
     tok : llguidance.LLTokenizer
-        From :func:`tokenizer`.
+        From ``tokenizer``.
     json_schema : dict or str, optional
         A JSON schema; the output is one JSON value that validates against it.
     regex : str, optional
@@ -235,7 +235,7 @@ def consume(matchers, tokens):
 
 @dataclass
 class Generated:
-    """One row of :func:`generate`.
+    """One row of ``generate``.
 
     Attributes
     ----------
