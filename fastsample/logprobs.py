@@ -34,7 +34,7 @@ MODES = ("raw", "processed")
 def check(n, mode):
     """``n`` as an int >= 0 and ``mode`` checked; ``ValueError`` naming the bad one."""
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
-        raise ValueError(f"logprobs must be an integer >= 0 or None; got {n!r}")
+        raise ValueError(f"logprobs must be an integer >= 0 or None; got {n!r}")  # noqa: TRY004 (as k)
     if n < 0:
         raise ValueError(f"logprobs must be >= 0; got {n}")
     if not isinstance(mode, str) or mode not in MODES:
@@ -150,7 +150,7 @@ def _masked(names, x, kwargs):
 
 def _processed_rows(names, x, kwargs):
     """The canonical chain's processed rows, stage by stage (no fused kernel)."""
-    op = lambda name: _backends.op_for(names, name, name)  # noqa: E731
+    op = lambda name: _backends.op_for(names, name, name)
     t, k, p, mp, mk, t_last = _params(x, kwargs)
     x = _masked(names, x, kwargs)
     bad = _backends.row_check(names)(x)
@@ -169,7 +169,7 @@ def _processed_rows(names, x, kwargs):
 def _processed_candidates(names, module, logits, n, kwargs):
     """``fs.sample`` as the candidates route, with the processed logprobs of the same
     compacted block the draw uses."""
-    op = lambda name: _backends.op_for(names, name, name)  # noqa: E731
+    op = lambda name: _backends.op_for(names, name, name)
     x, one_d = as_logits(logits)
     B = x.shape[0]
     t, k, p, mp, mk, t_last = _params(x, kwargs)

@@ -17,6 +17,7 @@ Deterministic: seeded generators, hypothesis with derandomize.
 import importlib
 import math
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,8 +26,6 @@ from hypothesis import strategies as st
 import fastsample as fs
 from fastsample import reference as ref
 from fastsample.workloads import flat, llm_like
-
-import naive
 
 HYP = settings(max_examples=120, deadline=None, derandomize=True,
                suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -166,17 +165,17 @@ def test_c_levels_agree():
 # ------------------------------------------------------------------ the API
 
 
-W1 = dict(top_k=40, top_p=0.95, min_p=0.05, temperature=0.8)
-PARAMS = [W1, dict(temperature=0.8), dict(top_p=0.9), dict(min_p=0.1, temperature=1.3),
-          dict(top_k=5, temperature=0.0), dict(top_p=0.9, temperature=0.7, temperature_last=False),
-          dict(top_k=3, temperature=0.0, temperature_last=False),
-          dict(top_k=np.array([0, 40, 1, 7]), temperature=np.array([0.8, 0.0, 1.0, 1.5]))]
+W1 = {"top_k": 40, "top_p": 0.95, "min_p": 0.05, "temperature": 0.8}
+PARAMS = [W1, {"temperature": 0.8}, {"top_p": 0.9}, {"min_p": 0.1, "temperature": 1.3},
+          {"top_k": 5, "temperature": 0.0}, {"top_p": 0.9, "temperature": 0.7, "temperature_last": False},
+          {"top_k": 3, "temperature": 0.0, "temperature_last": False},
+          {"top_k": np.array([0, 40, 1, 7]), "temperature": np.array([0.8, 0.0, 1.0, 1.5])}]
 
 
 def _processed_logits(x, p):
     """The canonical chain's processed rows by the reference stages."""
     B = x.shape[0]
-    row = lambda v, d=np.float64: np.broadcast_to(np.asarray(v, d), (B,))  # noqa: E731
+    row = lambda v, d=np.float64: np.broadcast_to(np.asarray(v, d), (B,))
     t, k = row(p.get("temperature", 1.0)), row(p.get("top_k", 0), np.int64)
     tp, mp, mk = row(p.get("top_p", 1.0)), row(p.get("min_p", 0.0)), row(1, np.int64)
     if not p.get("temperature_last", True):
@@ -382,15 +381,15 @@ def _sample_case(draw):
     B = draw(st.integers(1, 4))
     V = draw(st.integers(1, 60))
     x, _, _ = draw(_case(B=B, V=V))
-    p = dict(
-        top_k=np.array(draw(st.lists(st.integers(0, V + 2), min_size=B, max_size=B))),
-        top_p=np.array(draw(st.lists(st.sampled_from([0.0, 0.3, 0.9, 1.0]), min_size=B, max_size=B))),
-        min_p=np.array(draw(st.lists(st.sampled_from([0.0, 0.05, 0.5]), min_size=B, max_size=B))),
-        temperature=np.array(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 1.7]), min_size=B, max_size=B))),
-        min_keep=draw(st.integers(1, 3)),
-        temperature_last=draw(st.booleans()),
-        seed=np.arange(B) + draw(st.integers(0, 1000)),
-    )
+    p = {
+        "top_k": np.array(draw(st.lists(st.integers(0, V + 2), min_size=B, max_size=B))),
+        "top_p": np.array(draw(st.lists(st.sampled_from([0.0, 0.3, 0.9, 1.0]), min_size=B, max_size=B))),
+        "min_p": np.array(draw(st.lists(st.sampled_from([0.0, 0.05, 0.5]), min_size=B, max_size=B))),
+        "temperature": np.array(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 1.7]), min_size=B, max_size=B))),
+        "min_keep": draw(st.integers(1, 3)),
+        "temperature_last": draw(st.booleans()),
+        "seed": np.arange(B) + draw(st.integers(0, 1000)),
+    }
     flag = draw(st.booleans())
     if flag:
         x = x.copy()

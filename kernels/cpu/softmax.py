@@ -26,9 +26,8 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
-
 from llvmlite import ir
+from numba import prange
 from numba.core import types
 from numba.extending import intrinsic
 
@@ -36,9 +35,16 @@ from .simd import FASTMATH, _bitcast_intrinsic, exp_f32acc
 from .validity import row_max_nan
 
 __all__ = [
-    "softmax_row", "log_softmax_row", "softmax_rows", "softmax_rows_serial",
-    "log_softmax_rows", "log_softmax_rows_serial", "softmax", "log_softmax",
-    "softmax_checked", "log_softmax_checked",
+    "log_softmax",
+    "log_softmax_checked",
+    "log_softmax_row",
+    "log_softmax_rows",
+    "log_softmax_rows_serial",
+    "softmax",
+    "softmax_checked",
+    "softmax_row",
+    "softmax_rows",
+    "softmax_rows_serial",
 ]
 
 _NEG_INF = -np.inf

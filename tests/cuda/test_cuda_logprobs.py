@@ -66,10 +66,10 @@ def test_sample_on_device(mode):
     """fs.sample(device logits, logprobs=N): the device tokens of the call without
     logprobs, results on the device, equal to the numpy reference's host result."""
     import fastsample as fs
-    import fastsample.gpu  # noqa: F401
+    import fastsample.gpu
 
     x = llm_like(3, 300, seed=1)
-    W1 = dict(top_k=40, top_p=0.95, min_p=0.05, temperature=0.8, seed=[1, 2, 3])
+    W1 = {"top_k": 40, "top_p": 0.95, "min_p": 0.05, "temperature": 0.8, "seed": [1, 2, 3]}
     got = fs.sample(cuda.to_device(x), logprobs=5, logprobs_mode=mode, backend="cuda", **W1)
     want = fs.sample(x, logprobs=5, logprobs_mode=mode, backend="numpy", **W1)
     # fs.sample's device route without logprobs (gpu.sample; the reference's tokens)
