@@ -64,10 +64,11 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, min_keep=1
         ``fs.Sampled`` holding the tokens and their log-probabilities.
     """
     if logprobs is not None:  # fastsample/logprobs.py: the tokens of this call without it
-        kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                  min_keep=min_keep, seed=seed, position=position,
-                  temperature_last=temperature_last, on_invalid=on_invalid, backend=backend,
-                  stream=stream, bitmask=bitmask, bitmask_rows=bitmask_rows)
+        kw = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+              "min_keep": min_keep, "seed": seed, "position": position,
+              "temperature_last": temperature_last, "on_invalid": on_invalid,
+              "backend": backend, "stream": stream, "bitmask": bitmask,
+              "bitmask_rows": bitmask_rows}
         return _logprobs.sample(sample, logits, logprobs, logprobs_mode, kw)
     if _backends.is_gpu_array(logits):  # device path: fastsample/gpu.py
         return _gpu().sample(

@@ -646,9 +646,9 @@ class SamplerChain:
         if logprobs is not None:  # fastsample/logprobs.py: this call's tokens, and more
             from . import logprobs as _logprobs
 
-            return _logprobs.chain_sample(self, logits, logprobs, logprobs_mode, dict(
-                history=history, history_len=history_len, position=position, stream=stream,
-                bitmask=bitmask, bitmask_rows=bitmask_rows))
+            return _logprobs.chain_sample(self, logits, logprobs, logprobs_mode, {
+                "history": history, "history_len": history_len, "position": position,
+                "stream": stream, "bitmask": bitmask, "bitmask_rows": bitmask_rows})
         if _backends.is_gpu_array(logits):
             from . import gpu
 

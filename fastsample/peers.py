@@ -173,8 +173,6 @@ def _torch_logprobs(prepared):
     """W11 the way vLLM computes logprobs: the draw, then ``log_softmax`` of the raw
     logits (or of the processed ones the draw used), ``topk``, ``gather`` of the sampled
     token's logprob and its rank as the count of greater logprobs."""
-    import torch
-
     x = _torch_rows(prepared, "logits")
     n = int(prepared.inputs["logprobs"])
     raw = prepared.inputs.get("logprobs_mode", "raw") == "raw"

@@ -34,6 +34,7 @@ from . import split as _split
 from . import stages as _stages
 from . import transfer
 from .dry import breaker_table, dry, dry_edits
+from .logprobs import logprobs
 from .stages import (
     ORDER_BIAS,
     ORDER_BIAS_PENALTIES,
@@ -52,7 +53,6 @@ from .stages import (
     window_deltas,
 )
 from .constraints import allowed_tokens, apply_token_bitmask, bad_words, min_tokens, pack_ids
-from .logprobs import logprobs
 from .target import SIM, SPLIT_BELOW_ROWS, TPB
 from .verify import verify_rows
 
@@ -62,7 +62,6 @@ __all__ = [
     "bad_words",
     "min_tokens",
     "pack_ids",
-    "logprobs",
     "INVALID",
     "ORDER_BIAS",
     "ORDER_BIAS_PENALTIES",
@@ -84,6 +83,7 @@ __all__ = [
     "invalid_rows",
     "log_softmax",
     "logit_bias",
+    "logprobs",
     "no_bias",
     "no_penalties",
     "order_of",
