@@ -105,7 +105,7 @@ import numpy as np
 from numba import prange
 
 from ..shared import uniform
-from .constraints import masked_words
+from .constraints import masked_max, masked_words
 from .simd import (
     FASTMATH,
     div_strict,
@@ -123,6 +123,7 @@ from .simd import (
 __all__ = ["INVALID", "sample_canonical", "sample_row", "truncate_canonical", "truncate_row"]
 
 INVALID = -2                  # token of a row with NaN, +inf or every logit masked
+_NEED_DENSE = -3              # a bitmask path needs the masked row written (internal)
 
 _BS = 256                     # block size of the block maxima
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -194,7 +195,7 @@ def _pass_max(v, bmax):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _pass_max_masked(l, words, v, bmax):
+def _pass_max_masked(l, words, v, bmax, store=True):
     """The first pass under a packed token bitmask (docs/spec.md §10): ``v`` = the row
     with the disallowed tokens -inf (one bitmask word read per 32 logits, a masked
     select), the block maxima of ``v`` in ``bmax``, and the max of ``v``; NaN when the
@@ -202,7 +203,8 @@ def _pass_max_masked(l, words, v, bmax):
 
     The same pass as ``_pass_max`` (this one also writes the masked row that every
     later pass reads), so the bitmask costs no extra pass over the logits and no
-    unpacked boolean array.
+    unpacked boolean array. ``store=False``: the maxima only (``v`` is not written;
+    the later passes read the row through the bitmask).
     """
     n = l.shape[0]
     nfull = n // _BS
@@ -210,7 +212,10 @@ def _pass_max_masked(l, words, v, bmax):
     m = ninf
     bad = False   # a NaN or +inf in the input, allowed or not
     for j in range(nfull):
-        bm, nonfinite = masked_words(l, v, words, j * _BS, _BS)
+        if store:
+            bm, nonfinite = masked_words(l, v, words, j * _BS, _BS)
+        else:
+            bm, nonfinite = masked_max(l, words, j * _BS, _BS)
         bmax[j] = bm
         m = maximum(m, bm)
         bad |= nonfinite
@@ -220,7 +225,8 @@ def _pass_max_masked(l, words, v, bmax):
             x = l[i]
             bad |= not x < np.inf
             y = x if (np.uint32(words[i >> 5]) >> np.uint32(i & 31)) & np.uint32(1) else ninf
-            v[i] = y
+            if store:
+                v[i] = y
             bm = maximum(bm, y)
         bmax[nfull] = bm
         m = maximum(m, bm)
@@ -236,15 +242,22 @@ def _invalid(m):
 
 
 @numba.njit(cache=True, nogil=True)
-def _first_max(v, bmax, m):
-    """Index of the first element equal to the row max ``m``."""
+def _first_max(v, bmax, m, words=None):
+    """Index of the first element equal to the row max ``m`` (``words``: among the
+    tokens a packed bitmask allows)."""
     n = v.shape[0]
     for j in range(bmax.shape[0]):
         if bmax[j] == m:
             for i in range(j * _BS, min(j * _BS + _BS, n)):
-                if v[i] == m:
+                if v[i] == m and (words is None or _allowed(words, i)):
                     return i
     return -1  # unreachable for a row with a finite max
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _allowed(words, i):
+    """Whether a packed bitmask allows token i (bit i % 32 of word i // 32)."""
+    return ((np.uint32(words[i >> 5]) >> np.uint32(i & 31)) & np.uint32(1)) != 0
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -388,11 +401,12 @@ def _chunk_hit(wd, q):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _gather_upto(v, bmax, L, limit):
+def _gather_upto(v, bmax, L, limit, words=None):
     """(values, ids) of the tokens ``v >= L`` (L >= _NEG, so finite), ids ascending,
     from the blocks whose max is >= L; the hit chunks are compacted branch-free.
     Stops after the block where the count passes ``limit`` (more than ``limit``
-    returned: incomplete)."""
+    returned: incomplete). ``words``: only the tokens a packed bitmask allows (``v``
+    unmasked, ``bmax`` the masked row's; a 32-token chunk is one bitmask word)."""
     n = v.shape[0]
     nfull = n // _BS
     L32 = _f32_ceil(L)
@@ -410,26 +424,35 @@ def _gather_upto(v, bmax, L, limit):
                 _mark_ge(blk, L32, mk)
                 for q in range(_BS // _CH):
                     if _chunk_hit(wd, q):
-                        for i in range(q * _CH, q * _CH + _CH):
-                            x = blk[i]
-                            vals[c] = x
-                            ids[c] = s + i
-                            c += 1 if x >= L32 else 0
+                        if words is None:
+                            for i in range(q * _CH, q * _CH + _CH):
+                                x = blk[i]
+                                vals[c] = x
+                                ids[c] = s + i
+                                c += 1 if x >= L32 else 0
+                        else:
+                            word = np.uint32(words[(s >> 5) + q])
+                            for i in range(q * _CH, q * _CH + _CH):
+                                x = blk[i]
+                                vals[c] = x
+                                ids[c] = s + i
+                                bit = (word >> np.uint32(i - q * _CH)) & np.uint32(1)
+                                c += 1 if (x >= L32) & (bit != 0) else 0
             else:
                 for i in range(s, n):
                     x = v[i]
                     vals[c] = x
                     ids[c] = i
-                    c += 1 if x >= L32 else 0
+                    c += 1 if x >= L32 and (words is None or _allowed(words, i)) else 0
             if c > limit:
                 break
     return vals[:c], ids[:c]
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather(v, bmax, L):
+def _gather(v, bmax, L, words=None):
     """Every token ``v >= L``: ``_gather_upto`` without a limit."""
-    return _gather_upto(v, bmax, L, v.shape[0])
+    return _gather_upto(v, bmax, L, v.shape[0], words)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -458,7 +481,7 @@ def _count_ge(v, bmax, L):
 
 
 @numba.njit(cache=True, nogil=True)
-def _kth(v, bmax, j):
+def _kth(v, bmax, j, words=None):
     """(G, L, sorted, vals, ids): G is the j-th largest finite value, or _NEG when the
     row has fewer than j finite values (the stage keeps all); (vals, ids) are every
     token >= L (ids ascending; L = inf: none gathered), ``sorted`` their values
@@ -467,12 +490,12 @@ def _kth(v, bmax, j):
         e = np.empty(0, np.float32)
         return _NEG, np.inf, e, e, np.empty(0, np.int32)
     L = _block_kth(bmax, j)
-    vals, ids = _gather(v, bmax, L)
+    vals, ids = _gather(v, bmax, L, words)
     if vals.shape[0] > 4 * j + 64:
         # Fewer blocks than j (mid-size V): the block bound kept most of the row.
         # Select the j-th largest in O(n), then keep only the tokens >= it.
         L = np.float64(np.partition(vals, vals.shape[0] - j)[vals.shape[0] - j])
-        vals, ids = _gather(v, bmax, L)
+        vals, ids = _gather(v, bmax, L, words)
     srt = np.sort(vals)
     c = srt.shape[0]
     if c < j:
@@ -779,14 +802,16 @@ def _draw_blocked(v, bmax, T, mw, t, u, w, use_w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cut(v, bmax, m, k, p, pmin, mk):
+def _cut(v, bmax, m, k, p, pmin, mk, words=None):
     """The chain's final threshold on a valid row ``v`` (max ``m``, block maxima
     ``bmax``): TopK(k) -> TopP(p) -> MinP(pmin), each with the floor ``mk``.
 
     Returns (T, cL, cvals, cids, w): the survivors are the tokens ``v >= T``;
     (cvals, cids) are every token ``>= cL`` (ids ascending; cL = inf: none gathered);
     ``w`` holds the row's weights exp(v - m) when top-p made a whole-row pass, else it
-    is empty.
+    is empty. ``words``: ``v`` read through a packed bitmask (its gathers see the
+    allowed tokens only); T is NaN when the row then needs the whole-row top-p pass,
+    which reads every token (the caller writes the masked row and cuts that).
     """
     n = v.shape[0]
     T = _NEG
@@ -799,7 +824,7 @@ def _cut(v, bmax, m, k, p, pmin, mk):
     cvals = np.empty(0, np.float32)
     cids = np.empty(0, np.int32)
     if k > 0:
-        G, cL, srt, cvals, cids = _kth(v, bmax, max(k, mk))
+        G, cL, srt, cvals, cids = _kth(v, bmax, max(k, mk), words)
         T = G
     if p < 1.0:
         if T > _NEG:
@@ -811,6 +836,8 @@ def _cut(v, bmax, m, k, p, pmin, mk):
             cut = _top_p_sorted(srt, lo, m, p)
         elif p - _TOL <= 0.0:
             cut = m  # the first token reaches: keep the max and its ties
+        elif words is not None:
+            return np.nan, cL, cvals, cids, w
         else:
             w = np.empty(n, np.float64)
             cut, L2, cv2, ci2 = _top_p_row(v, bmax, m, p, w)
@@ -819,14 +846,14 @@ def _cut(v, bmax, m, k, p, pmin, mk):
                 cvals = cv2
                 cids = ci2
         if mk > 1 and cut > _NEG:
-            g_mk = _kth(v, bmax, mk)[0]
+            g_mk = _kth(v, bmax, mk, words)[0]
             cut = min(cut, g_mk)
         T = max(T, cut)
     if pmin > 0.0:
         cut = min(m + _log(pmin), m)  # p > 1: the max is kept (min_keep >= 1)
         if mk > 1:
             if g_mk == np.inf:
-                g_mk = _kth(v, bmax, mk)[0]
+                g_mk = _kth(v, bmax, mk, words)[0]
             cut = min(cut, g_mk)
         T = max(T, cut)
     return T, cL, cvals, cids, w
@@ -859,16 +886,27 @@ def _sample_row(l, k, p, pmin, mk, t, t_last, u):
 
 @numba.njit(cache=True, nogil=True)
 def _sample_row_masked(l, words, k, p, pmin, mk, t, t_last, u):
-    """``_sample_row`` of the row under a packed bitmask (``words``): the masked first
-    pass, then the same chain on the masked row."""
+    """``_sample_row`` of the row under a packed bitmask (``words``). The first pass
+    gives the masked row's block maxima and the input's NaN/+inf check. With top-k
+    (temperature last) or greedy, every later pass is a gather from a few blocks,
+    which reads ``l`` through the bitmask: nothing is written. Otherwise (or when the
+    cut turns out to need a whole-row pass) the masked row is written and the chain
+    reads that."""
     n = l.shape[0]
     bmax = np.empty((n + _BS - 1) // _BS, np.float32)
+    if t <= 0.0 or (k > 0 and (t_last or t == 1.0)):
+        m = _pass_max_masked(l, words, l, bmax, False)
+        if _invalid(m):
+            return INVALID
+        if t <= 0.0:  # greedy: the first maximum of the masked row
+            return _first_max(l, bmax, m, words)
+        tok = _cut_and_draw(l, bmax, m, k, p, pmin, mk, t, u, words)
+        if tok != _NEED_DENSE:
+            return tok
     v = np.empty(n, np.float32)
-    m = _pass_max_masked(l, words, v, bmax)
+    m = _pass_max_masked(l, words, v, bmax, True)
     if _invalid(m):
         return INVALID
-    if t <= 0.0:  # greedy: the first maximum of the masked row
-        return _first_max(v, bmax, m)
     t_draw = t
     if not t_last and t != 1.0:  # HF order: the truncations see float32(v / t)
         _apply_temperature(v, t, v)
@@ -878,11 +916,14 @@ def _sample_row_masked(l, words, k, p, pmin, mk, t, t_last, u):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cut_and_draw(v, bmax, m, k, p, pmin, mk, t_draw, u):
+def _cut_and_draw(v, bmax, m, k, p, pmin, mk, t_draw, u, words=None):
     """The chain's cut and the draw over ``v`` (valid, max ``m``, block maxima
-    ``bmax``), with a last temperature ``t_draw``."""
+    ``bmax``), with a last temperature ``t_draw``; ``words``: ``v`` read through a
+    packed bitmask (``_NEED_DENSE`` when a pass needs the masked row written)."""
     n = v.shape[0]
-    T, cL, cvals, cids, w = _cut(v, bmax, m, k, p, pmin, mk)
+    T, cL, cvals, cids, w = _cut(v, bmax, m, k, p, pmin, mk, words)
+    if T != T:
+        return _NEED_DENSE
     # The draw over {v >= T}; weights exp(l' - max l'), l' after a last temperature.
     mw = m
     if t_draw != 1.0:
@@ -890,8 +931,10 @@ def _cut_and_draw(v, bmax, m, k, p, pmin, mk, t_draw, u):
     if cL <= T and cvals.shape[0] * 8 <= n:
         return _draw_cands(cvals, cids, T, mw, t_draw, u)
     if _hit_blocks(bmax, T) * _BS * 4 <= n:
-        gv, gi = _gather(v, bmax, T)
+        gv, gi = _gather(v, bmax, T, words)
         return _draw_cands(gv, gi, T, mw, t_draw, u)
+    if words is not None:
+        return _NEED_DENSE   # the blocked draw reads every token
     use_w = w.shape[0] == n and t_draw == 1.0
     return _draw_blocked(v, bmax, T, mw, t_draw, u, w, use_w)
 

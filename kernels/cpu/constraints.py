@@ -31,6 +31,8 @@ __all__ = [
     "apply_token_bitmask",
     "bad_words",
     "mask_row",
+    "masked_max",
+    "masked_words",
     "min_tokens",
     "pack_ids",
 ]
@@ -48,59 +50,63 @@ def _vmax(builder, a, b):
     return builder.call(fn, [a, b])
 
 
-@intrinsic
-def masked_words(typingctx, src, dst, words, s, n):
-    """``(src, dst, words, s, n) -> (float32 max, bool bad)``: the masked load.
-
-    For the ``n`` tokens from ``s`` (both multiples of 32; no bounds check: the
-    caller guarantees ``s + n <= len(src)``, ``len(dst)`` and ``(s + n) / 32 <=
-    len(words)``): ``dst[i] = src[i]`` where bit ``i % 32`` of ``words[i // 32]`` is
-    set, else ``-inf`` (``dst`` may be ``src``). Returns the max of what was written
-    (``llvm.maximum``: NaN if an allowed token is NaN) and whether any ``src[i]`` is
-    NaN or +inf, allowed or not. Each word is loaded once and splat over 32 lanes; the
-    lane test is an ``and`` with ``1 << lane`` (LLVM's auto-vectoriser does not find
-    this from the scalar loop).
+def _masked_intrinsic(store):
+    """The masked load over the ``n`` tokens from ``s`` (both multiples of 32; no bounds
+    check: the caller guarantees ``s + n <= len(src)`` (and ``len(dst)``) and
+    ``(s + n) / 32 <= len(words)``): token i is allowed where bit ``i % 32`` of
+    ``words[i // 32]`` is set. Returns ``(float32 max, bool bad)``: the max of the
+    masked values (meaningless when ``bad``) and whether any ``src[i]`` is NaN or
+    +inf, allowed or not. ``store``: also ``dst[i] = src[i]``
+    where allowed, else ``-inf`` (``dst`` may be ``src``). Each word is loaded once
+    and bit-cast to the 32 lanes' mask (a mask-register move on AVX-512; LLVM's
+    auto-vectoriser does not find this from the scalar loop).
     """
-    f32c1 = (isinstance(src, types.Array) and src.dtype == types.float32 and src.ndim == 1
-             and src.layout == "C" and isinstance(dst, types.Array) and dst == src)
-    if not (f32c1 and isinstance(words, types.Array) and words.dtype == types.uint32
-            and words.ndim == 1 and words.layout == "C"):
-        return None
-    ret = types.Tuple((types.float32, types.boolean))
+    def typer(src, dst, words, s, n):
+        f32c1 = (isinstance(src, types.Array) and src.dtype == types.float32
+                 and src.ndim == 1 and src.layout == "C")
+        if not (f32c1 and (dst is None or dst == src) and isinstance(words, types.Array)
+                and words.dtype == types.uint32 and words.ndim == 1 and words.layout == "C"):
+            return None
+        return types.Tuple((types.float32, types.boolean))
 
     def codegen(context, builder, signature, args):
         _want_512(builder)
-        sig = signature.args
+        if store:
+            sig, (src, dst, words, s, n) = signature.args, args
+            tys = sig
+        else:
+            sig0, (src, words, s, n) = signature.args, args
+            tys = (sig0[0], sig0[0], sig0[1], sig0[2], sig0[3])
+            dst = src
         intp = context.get_value_type(types.intp)
         i32 = ir.IntType(32)
         lanes = 32
         fty = ir.VectorType(ir.FloatType(), lanes)
-        ity = ir.VectorType(i32, lanes)
-        sa = context.make_array(sig[0])(context, builder, args[0])
-        da = context.make_array(sig[1])(context, builder, args[1])
-        wa = context.make_array(sig[2])(context, builder, args[2])
-        start = context.cast(builder, args[3], sig[3], types.intp)
-        n = context.cast(builder, args[4], sig[4], types.intp)
+        sa = context.make_array(tys[0])(context, builder, src)
+        da = context.make_array(tys[1])(context, builder, dst)
+        wa = context.make_array(tys[2])(context, builder, words)
+        start = context.cast(builder, s, tys[3], types.intp)
+        count = context.cast(builder, n, tys[4], types.intp)
         ninf = ir.Constant(fty, [float("-inf")] * lanes)
         pinf = ir.Constant(fty, [float("inf")] * lanes)
-        bits = ir.Constant(ity, [1 << i if i < 31 else -(1 << 31) for i in range(lanes)])
-        zero = ir.Constant(ity, [0] * lanes)
         acc_ptr = cgutils.alloca_once_value(builder, ninf)
-        bad_ptr = cgutils.alloca_once_value(builder, ir.Constant(ir.VectorType(ir.IntType(1), lanes),
-                                                                 [0] * lanes))
-        with cgutils.for_range_slice(builder, start, builder.add(start, n),
+        bad_ptr = cgutils.alloca_once_value(
+            builder, ir.Constant(ir.VectorType(ir.IntType(1), lanes), [0] * lanes))
+        with cgutils.for_range_slice(builder, start, builder.add(start, count),
                                      ir.Constant(intp, lanes), intp=intp) as (i, _):
             x = builder.load(builder.bitcast(builder.gep(sa.data, [i]), fty.as_pointer()),
                              align=4)
             w = builder.load(builder.gep(wa.data, [builder.lshr(i, ir.Constant(intp, 5))]))
-            word = builder.insert_element(ir.Constant(ity, ir.Undefined), w, ir.Constant(i32, 0))
-            word = builder.shuffle_vector(word, ir.Constant(ity, ir.Undefined),
-                                          ir.Constant(ity, [0] * lanes))
-            keep = builder.icmp_unsigned("!=", builder.and_(word, bits), zero)
+            # lane j's bit is bit j of the word (LLVM's vector of i1 is little-endian):
+            # one mask-register move on AVX-512
+            keep = builder.bitcast(w, ir.VectorType(ir.IntType(1), lanes))
             y = builder.select(keep, x, ninf)
-            builder.store(y, builder.bitcast(builder.gep(da.data, [i]), fty.as_pointer()),
-                          align=4)
-            builder.store(_vmax(builder, builder.load(acc_ptr), y), acc_ptr)
+            if store:
+                builder.store(y, builder.bitcast(builder.gep(da.data, [i]), fty.as_pointer()),
+                              align=4)
+            # an ordered compare-select (one vmaxps): a NaN is reported through bad
+            acc = builder.load(acc_ptr)
+            builder.store(builder.select(builder.fcmp_ordered(">", acc, y), acc, y), acc_ptr)
             nonfinite = builder.fcmp_unordered(">=", x, pinf)   # NaN or +inf
             builder.store(builder.or_(builder.load(bad_ptr), nonfinite), bad_ptr)
         acc = builder.load(acc_ptr)
@@ -115,10 +121,25 @@ def masked_words(typingctx, src, dst, words, s, n):
         mx = builder.extract_element(acc, ir.Constant(i32, 0))
         bad = builder.icmp_unsigned("!=", builder.bitcast(builder.load(bad_ptr), i32),
                                     ir.Constant(i32, 0))
-        return context.make_tuple(builder, signature.return_type,
-                                  [mx, context.cast(builder, bad, types.boolean, types.boolean)])
+        return context.make_tuple(builder, signature.return_type, [mx, bad])
 
-    return ret(src, dst, words, s, n), codegen
+    if store:
+        def impl(typingctx, src, dst, words, s, n):
+            ret = typer(src, dst, words, s, n)
+            return None if ret is None else (ret(src, dst, words, s, n), codegen)
+    else:
+        def impl(typingctx, src, words, s, n):
+            ret = typer(src, None, words, s, n)
+            return None if ret is None else (ret(src, words, s, n), codegen)
+    return impl
+
+
+masked_words = intrinsic(_masked_intrinsic(store=True))
+masked_words.__doc__ = ("``(src, dst, words, s, n) -> (float32 max, bool bad)``: the masked "
+                        "load, written to ``dst`` (see ``_masked_intrinsic``).")
+masked_max = intrinsic(_masked_intrinsic(store=False))
+masked_max.__doc__ = ("``(src, words, s, n) -> (float32 max, bool bad)``: the masked load's "
+                      "max and NaN/+inf check, nothing written (see ``_masked_intrinsic``).")
 
 
 @numba.njit(**_NJ)
