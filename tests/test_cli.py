@@ -191,7 +191,7 @@ def test_bench_quick_prints_every_workload_and_writes_json(tmp_path, capsys):
     doc = json.loads(jpath.read_text())
     assert doc["vocab"] == 4096 and doc["backends"] == ["numpy"]
     res = doc["results"]
-    assert {r["workload"] for r in res} == {f"W{i}" for i in range(1, 10)} | {"W10a", "W10b", "W10c", "W11", "W13", "W1chain"}
+    assert {r["workload"] for r in res} == {f"W{i}" for i in range(1, 10)} | {"W10a", "W10b", "W10c", "W11", "W12", "W13", "W1chain"}
     assert len(res) == len([c for c in wl.CASES if c.op != "row_spread"])
     assert [r["workload"] for r in doc["row_spread"]] == ["W3rows"]
     for r in res:
@@ -310,7 +310,7 @@ def test_llm_like_shape_of_distribution():
 
 def test_workload_table():
     assert [w.id for w in wl.WORKLOADS] == [f"W{i}" for i in range(1, 10)] + [
-        "W10a", "W10b", "W10c", "W11", "W13", "W1chain", "W3rows"]
+        "W10a", "W10b", "W10c", "W11", "W12", "W13", "W1chain", "W3rows"]
     assert wl.get("w10C").cases[0].B == 64
     w4 = wl.get("w4")
     assert w4.B == (64,) and w4.cases[0].B == 64
