@@ -95,7 +95,7 @@ def pytest_generate_tests(metafunc):
 
 
 def _peer_names(config):
-    from fastsample import peers
+    from fastsample.cli import peers
 
     names = _named(config, "--fs-peers", "peer", peers.PEERS)
     return peers.names() if names is None else names
@@ -130,7 +130,7 @@ def extra_info():
 def record(benchmark, case, prepared, **info):
     """Fill ``benchmark.extra_info`` before timing: the case, bytes read, kept tokens
     per row and ``info``; returns the bytes read (for ``bytes_per_second``)."""
-    from fastsample import bench_runner
+    from fastsample.cli import bench_runner
 
     nbytes = bench_runner.input_bytes(case, prepared)
     benchmark.extra_info.update({"workload": case.workload, "V": prepared.V, "B": case.B, "op": case.op,

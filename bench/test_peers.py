@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastsample import peers
+from fastsample.cli import peers
 
 
 @pytest.mark.fs_ops("sample", "topk", "softmax", "dry_penalty", "engine")  # W1chain, W3rows: no peer

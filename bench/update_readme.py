@@ -4,7 +4,7 @@
     python bench/update_readme.py --quick         # any `fastsample bench` option passes through
 
 Runs ``fastsample bench ... --json docs/bench.json --plot docs/bench.png`` and puts the
-markdown of that run (``fastsample.report.bench_markdown``: the main table with W1-W10c,
+markdown of that run (``fastsample.cli.report.bench_markdown``: the main table with W1-W10c,
 then the chain-overhead (W1chain) and row-spread (W3rows) tables) between the
 ``<!-- bench-results:start -->`` and ``<!-- bench-results:end -->`` lines of README.md
 (nothing else in the README changes).
@@ -31,7 +31,7 @@ def splice(readme: str, body: str) -> str:
 def main(argv: list[str]) -> int:
     import json
 
-    from fastsample import report
+    from fastsample.cli import report
     from fastsample.cli import main as cli
 
     out = ROOT / "docs" / "bench.json"

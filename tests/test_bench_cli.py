@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from fastsample import bench_runner, peers, report
+from fastsample.cli import bench_runner, peers, report
 from fastsample import workloads as wl
 from fastsample.cli import main
 

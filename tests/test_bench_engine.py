@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastsample as fs
-from fastsample import bench_runner, peers, report
+from fastsample.cli import bench_runner, peers, report
 from fastsample import reference as ref
 from fastsample import workloads as wl
 from fastsample.cli import main

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastsample as fs
-from fastsample import checker, peers
+from fastsample.cli import checker, peers
 from fastsample import workloads as wl
 
 V = 512

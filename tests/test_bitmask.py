@@ -377,7 +377,7 @@ def test_w12_cases_and_torch_peer():
     """W12's cases run on every backend at a small V, the bitmask allows about 10 %,
     and the torch peer's unpacked mask (vLLM's way) is the reference's."""
     torch = pytest.importorskip("torch")
-    from fastsample import peers
+    from fastsample.cli import peers
     from fastsample import workloads as wl
 
     V = 3000

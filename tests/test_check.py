@@ -8,7 +8,8 @@ import types
 import numpy as np
 import pytest
 
-from fastsample import checker, reference, registry
+from fastsample import reference, registry
+from fastsample.cli import checker
 from fastsample.cli import main
 
 

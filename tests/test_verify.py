@@ -494,7 +494,8 @@ def test_empty_batch(backend):
 def test_w13_cases_and_torch_peer(fast_backend):
     """W13's cases (at V = 512) give the reference's result; the torch peer (vLLM's
     algorithm) gives well-formed output for the rejection cases."""
-    from fastsample import peers, workloads
+    from fastsample import workloads
+    from fastsample.cli import peers
 
     for case in workloads.get("W13").cases:
         prep = case.prepare(vocab=512)

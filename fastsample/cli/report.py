@@ -1,7 +1,7 @@
 """Presenting results: plain tables, the bench tables, markdown, the plot, a progress bar.
 
 Nothing here measures or checks; it formats the documents built by
-``fastsample.bench_runner`` and ``fastsample.checker``.
+``fastsample.cli.bench_runner`` and ``fastsample.cli.checker``.
 """
 
 from __future__ import annotations

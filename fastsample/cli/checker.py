@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import workloads as wl
+from .. import workloads as wl
 
 __all__ = ["CHI2_ALPHA", "KINDS", "chi_square", "inputs", "run", "stage_specs"]
 

@@ -216,7 +216,7 @@ def _select_backends(spec: str | None, *, fast_only: bool = False) -> list[str]:
 
 def _select_peers(spec: str | None) -> tuple:
     """(available peers to run, {skipped peer: one-line reason})."""
-    from fastsample import peers as pr
+    from . import peers as pr
 
     if spec is not None and spec.strip().lower() == "none":
         return [], {}
@@ -235,7 +235,7 @@ def _select_peers(spec: str | None) -> tuple:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fastsample import bench_runner, report
+    from . import bench_runner, report
 
     if args.vocab is not None and args.vocab < 2:
         raise CLIError(f"--vocab must be >= 2, got {args.vocab}")
@@ -288,7 +288,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
-    from fastsample import checker, report
+    from . import checker, report
 
     statuses = _backend_statuses()
     backends = _select_backends(args.backends, fast_only=True)

@@ -1,7 +1,7 @@
 """Run the docs/spec.md §8 and §12 workloads on backends and peers and collect the numbers.
 
 ``run(...)`` returns the JSON document that ``fastsample bench --json`` writes (format in
-``docs/benchmarks.md``); printing, plots and markdown live in ``fastsample.report``.
+``docs/benchmarks.md``); printing, plots and markdown live in ``fastsample.cli.report``.
 Every case is timed as: the floor (``np.max`` over the same input), then each backend,
 then each peer, one after the other in the same process, so ratios are side by side.
 A case with a baseline (W1chain: the chain vs ``fs.sample``) times the two interleaved,
@@ -22,8 +22,8 @@ import numpy as np
 
 from . import peers as _peers
 from . import sysinfo
-from . import workloads as wl
-from .registry import BackendError
+from .. import workloads as wl
+from ..registry import BackendError
 
 __all__ = ["BUDGETS", "Budget", "input_bytes", "kept_tokens", "measure", "measure_interleaved", "run",
            "select_cases", "steps"]
@@ -162,8 +162,8 @@ def kept_tokens(case, prepared) -> float:
     """Mean tokens per row the operation keeps (reference): the draw's candidates for a
     sampling chain (an engine loop's first step), k for topk, V for softmax, penalised
     ids for DRY, W3's candidates over the rows of W3rows."""
-    from . import reference as ref
-    from .validation import per_row
+    from .. import reference as ref
+    from ..validation import per_row
 
     inp = prepared.inputs
     if case.op == "topk":
