@@ -30,6 +30,9 @@ __all__ = ["SamplerChain"]
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
+_NO_HISTORY = np.zeros(0, np.int64)
+
+
 class _Ops:
     """Backend functions for one chain: each name from the first backend that has it."""
 
@@ -116,6 +119,10 @@ class SamplerChain:
                                 is not None)
         self._row_args = None   # fs.sample's scalar arguments, for the one-row path
         self._work = None       # the working copy of the logits that edits write
+        # The one-call step of a common chain on one row (plan.row_program), built on
+        # the first one-row call: (V, program), or False where the backend or the
+        # chain has none.
+        self._row_prog = None if hasattr(module, "chain_row") else False
         self.reset()
 
     #: What the request asked of the call (a ``fastsample.requests.Request``) for a
@@ -205,6 +212,23 @@ class SamplerChain:
         return np.asarray(fused(x, *self._fused_args(ctx.B, self._plan.fused), ctx.seed,
                                 ctx.position, **masked), dtype=np.int32)
 
+    def _row_step(self, x, ctx):
+        """The token of one row through the backend's one-call step (``chain_row``), or
+        -2 when there is none or the general route must decide (an invalid or emptied
+        row, a NaN/+inf where an edit writes)."""
+        prog = self._row_prog
+        if prog is None or (prog and prog[0] != ctx.V):
+            program = _plan.row_program(
+                self._plan, self._fused_args(1, self._plan.fused)
+                if self._plan.mode == "fused" else None)
+            prog = self._row_prog = (False if program is None else
+                                     (ctx.V, self._module.chain_program(program, ctx.V)))
+        if not prog:
+            return -2
+        hist = ctx.history[0] if ctx.history else _NO_HISTORY
+        return self._module.chain_row(x[0], np.ascontiguousarray(hist, np.int64), prog[1],
+                                      int(ctx.seed[0]), int(ctx.position[0]))
+
     def _check_ops(self, names):
         for stage in self.stages:
             for op in stage.required_ops():
@@ -280,8 +304,11 @@ class SamplerChain:
         token outside ``[0, V)`` is a ``ValueError`` here (before that, on the first
         call that gives V).
         """
-        if type(tokens) is int and self._B == 1 and self._gpu_state.get("counts_V") is None:
-            return self._accept_one(tokens)   # one sequence, the token sample returned
+        if self._B == 1 and self._gpu_state.get("counts_V") is None:
+            if type(tokens) is int:   # one sequence, the token sample returned
+                return self._accept_one(tokens)
+            if type(tokens) is np.ndarray and tokens.shape == (1,) and tokens.dtype.kind in "iu":
+                return self._accept_one(int(tokens[0]))   # sample's (1,) array
         if _backends.is_gpu_array(tokens):
             from . import gpu
 
@@ -656,6 +683,10 @@ class SamplerChain:
                                     bitmask=bitmask, bitmask_rows=bitmask_rows)
         x, one_d, ctx = self._prepare(logits, history, history_len, position, bitmask,
                                       bitmask_rows)
+        if ctx.B == 1 and self._row_prog is not False and ctx.bitmask is None:
+            token = self._row_step(x, ctx)   # a common chain's step in one call
+            if token != -2:
+                return token if one_d else np.array([token], np.int32)
         mode = self._plan.mode
         if mode == "fused":
             in_kernel = self._kernel_mask(ctx)

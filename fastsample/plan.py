@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stages import (DRY, AllowedTokens, BadWords, LogitBias, MinP, MinTokens, Mirostat,
-                     NoRepeatNGram, Penalties, Temperature, TopK, TopP)
+from .stages import (DRY, XTC, AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens,
+                     Mirostat, NoRepeatNGram, Penalties, Temperature, TopK, TopP)
 
-__all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES"]
+__all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES", "row_program"]
 
 EDIT_STAGES = (LogitBias, Penalties, DRY, NoRepeatNGram, AllowedTokens, BadWords, MinTokens)
 HISTORY_STAGES = (Penalties, DRY, NoRepeatNGram, BadWords)
@@ -144,6 +144,52 @@ class Plan:
         min_keep = np.ascontiguousarray(first.rows(B)[-1], dtype=np.int64)
         return (param(TopK, 0, np.int64), param(TopP, 1.0, np.float64),
                 param(MinP, 0.0, np.float64), min_keep)
+
+
+def row_program(plan, fused_args=None):
+    """The one-call description of a common chain's step on one row, or None.
+
+    A backend with ``chain_program`` / ``chain_row`` (C) runs the whole per-token step
+    of such a chain in one call: ``[Penalties] [DRY]`` (in this order) as the edits,
+    then the fused chain (``fused_args``: the chain's ``_fused_args(1, plan.fused)``)
+    or the first truncation followed by XTC / Temperature stages on the survivors
+    (at most four), and Dist. Anything else (LogitBias, another edit or terminal, a
+    later stage of another kind) is None: the general route. The description holds
+    plain scalars: ``penalties``, ``dry``, ``truncations``, ``fused``, ``after``.
+    """
+    if plan.mode not in ("fused", "candidates") or type(plan.terminal) is not Dist:
+        return None
+    if plan.mode == "fused" and not plan.edits:
+        return None   # fs.sample's own kernel already is one call (the chain's sample_row)
+    kinds = [type(s) for s in plan.edits]
+    if kinds not in ([], [Penalties], [DRY], [Penalties, DRY]):
+        return None
+    program = {}
+    for stage in plan.edits:
+        values = [a[0].item() for a in stage.rows(1)]
+        if isinstance(stage, Penalties):
+            program["penalties"] = tuple(values)
+        else:
+            program["dry"] = (*values, stage.breakers)
+    if plan.mode == "fused":
+        k, p, mp, t, mk, t_last = fused_args
+        program["truncations"] = (int(k[0]), float(p[0]), float(mp[0]), int(mk[0]))
+        program["fused"] = (float(t[0]), bool(t_last))
+        return program
+    program["truncations"] = tuple(a[0].item() for a in plan.truncation_args(1))
+    after = []
+    for stage in plan.after:
+        if type(stage) is XTC:
+            prob, thr, mk = (a[0].item() for a in stage.rows(1))
+            after.append(("xtc", prob, thr, mk))
+        elif type(stage) is Temperature:
+            after.append(("temperature", stage.rows(1)[0][0].item(), 0.0, 1))
+        else:
+            return None
+    if len(after) > 4:
+        return None
+    program["after"] = tuple(after)
+    return program
 
 
 def truncate(x, args, module, **masked):

@@ -1,0 +1,55 @@
+/* One engine step of a common chain on one row, in one call (the chain plan's per-token
+ * path for B = 1, fastsample/plan.py's row program).
+ *
+ * The chain: [Penalties] [DRY] (each optional, in this order) -> TopK -> TopP -> MinP
+ * (one min_keep) -> up to four of XTC / Temperature -> Dist; llama.cpp's default order
+ * and docs/spec.md §12's W10a and W10b. It composes the kernels the stage-by-stage route
+ * calls (fs_penalties, fs_dry, fs_sample_canonical_row or fs_truncate_canonical_row,
+ * fs_xtc, fs_temperature, fs_draw) on the same data in the same order, so its token is
+ * the chain's; what it saves is the Python glue between them (about half the time of
+ * a W10 token). Everything but the row and the history is caller-owned workspace.
+ *
+ * Returns FS_CHAIN_OK with *token the drawn id, or FS_CHAIN_FALLBACK (*token = -2)
+ * when the general route must decide: the row is invalid or the edits emptied it, or
+ * an id the edits touch held NaN/+inf in the input (an edit could hide it). Other
+ * codes: a bad size (FS_CHAIN_E_SIZE) or a kernel's own error code.
+ */
+#ifndef FS_CHAIN_H
+#define FS_CHAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* FS_CDEF_BEGIN */
+enum { FS_CHAIN_OK = 0, FS_CHAIN_FALLBACK = 100, FS_CHAIN_E_SIZE = 101 };  /* else a kernel's code */
+enum { FS_CHAIN_XTC = 1, FS_CHAIN_TEMPERATURE = 2 };
+
+typedef struct {
+    int penalties;                     /* Penalties first (0: none) */
+    double repeat, frequency, presence;
+    int64_t penalty_last_n;
+    int dry;                           /* then DRY (0: none) */
+    double dry_multiplier, dry_base;
+    int64_t dry_allowed_length, dry_last_n;
+    int fused;                         /* 1: the rest is fs.sample's fused chain */
+    int64_t top_k;                     /* the truncations TopK -> TopP -> MinP */
+    double top_p, min_p;
+    int64_t min_keep;
+    double temperature;                /* fused only: its temperature and order */
+    int temperature_last;
+    int n_after;                       /* not fused: stages on the survivors, in order */
+    int after[4];                      /* FS_CHAIN_XTC or FS_CHAIN_TEMPERATURE */
+    double after_a[4], after_b[4];     /* XTC: probability, threshold; T: t */
+    int64_t after_min_keep[4];         /* XTC's min_keep */
+    uint64_t seed, position;
+} fs_chain_params;
+
+int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
+                 const fs_chain_params *p, const uint8_t *is_breaker, int64_t breaker_len,
+                 float *work, int32_t *ids, float *vals, float *tmp, int64_t vlen,
+                 int32_t *counts, int32_t *best, int32_t *z, int64_t z_len,
+                 double *dws, int64_t dws_len, void *ws, size_t ws_bytes, int isa,
+                 int32_t *token);
+/* FS_CDEF_END */
+
+#endif

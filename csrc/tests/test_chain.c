@@ -1,0 +1,195 @@
+/* C-level tests of fs_chain_row (fs_chain.h), run by csrc/sanitize.sh under
+ * AddressSanitizer and UndefinedBehaviorSanitizer: on random rows, histories and
+ * programs, its token equals the kernels it composes called one by one (fs_penalties,
+ * fs_dry, then fs_sample_canonical_row, or fs_truncate_canonical_row + fs_xtc /
+ * fs_temperature on the survivors + fs_draw); a NaN/+inf at a history id or an invalid
+ * row falls back; bad sizes return their code. Buffers are allocated at exactly their
+ * size. Parity with the numpy reference chain is tested in Python
+ * (tests/test_chain_row.py). */
+
+#include "fastsample.h"
+#include "fs_chain.h"
+#include "stages.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HARNESS_SEED 0xC4A1E5EEDu
+#include "harness.h"
+
+typedef struct {
+    float *work, *vals, *tmp, *a, *b;
+    int32_t *ids, *counts, *best, *z;
+    double *dws;
+    void *ws;
+    size_t ws_bytes;
+    int64_t dws_len;
+} bufs;
+
+static bufs alloc(int64_t V, int64_t nhist) {
+    bufs w;
+    w.work = malloc(sizeof(float) * (size_t)V);
+    w.vals = malloc(sizeof(float) * (size_t)V);
+    w.tmp = malloc(sizeof(float) * (size_t)V);
+    w.a = malloc(sizeof(float) * (size_t)V);
+    w.b = malloc(sizeof(float) * (size_t)V);
+    w.ids = malloc(sizeof(int32_t) * (size_t)V);
+    w.counts = malloc(sizeof(int32_t) * (size_t)V);
+    w.best = malloc(sizeof(int32_t) * (size_t)V);
+    w.z = malloc(sizeof(int32_t) * (size_t)(nhist > 0 ? nhist : 1));
+    w.dws_len = fs_stage_dws_len(V);
+    w.dws = malloc(sizeof(double) * (size_t)w.dws_len);
+    w.ws_bytes = fs_canonical_ws_bytes(V);
+    w.ws = malloc(w.ws_bytes);
+    return w;
+}
+
+static void release(bufs *w) {
+    free(w->work); free(w->vals); free(w->tmp); free(w->a); free(w->b); free(w->ids);
+    free(w->counts); free(w->best); free(w->z); free(w->dws); free(w->ws);
+}
+
+/* The same step, kernel by kernel: -2 where fs_chain_row falls back. */
+static int32_t by_pieces(const float *row, int64_t V, const int64_t *hist, int64_t n,
+                         const fs_chain_params *p, const uint8_t *brk, bufs *w) {
+    int64_t offsets[2] = {0, n};
+    const float *x = row;
+    for (int64_t i = 0; i < n && (p->penalties || p->dry); i++)
+        if (isnan(row[hist[i]]) || row[hist[i]] == INFINITY) return -2;
+    if (p->penalties) {
+        CHECK(fs_penalties(row, w->a, 1, V, hist, n, offsets, &p->repeat, &p->frequency,
+                           &p->presence, &p->penalty_last_n, w->counts, V) == 0);
+        x = w->a;
+    }
+    if (p->dry) {
+        CHECK(fs_dry(x, w->a, 1, V, hist, n, offsets, &p->dry_multiplier, &p->dry_base,
+                     &p->dry_allowed_length, &p->dry_last_n, brk, V, w->z, n > 0 ? n : 1,
+                     w->best, V) == 0);
+        x = w->a;
+    }
+    int32_t tok;
+    if (p->fused) {
+        CHECK(fs_sample_canonical_row(x, V, p->top_k, p->top_p, p->min_p, p->temperature,
+                                      p->min_keep, p->temperature_last, p->seed, p->position,
+                                      &tok, w->ws, w->ws_bytes, 0) == 0);
+        return tok;
+    }
+    int64_t c;
+    CHECK(fs_truncate_canonical_row(x, V, p->top_k, p->top_p, p->min_p, p->min_keep, w->ids,
+                                    w->vals, V, &c, w->ws, w->ws_bytes, 0) == 0);
+    if (c <= 0) return -2;
+    float *cur = w->vals, *next = w->b;
+    for (int s = 0; s < p->n_after; s++) {
+        if (p->after[s] == FS_CHAIN_XTC)
+            CHECK(fs_xtc(cur, next, 1, c, &p->after_a[s], &p->after_b[s], &p->after_min_keep[s],
+                         &p->seed, &p->position, w->tmp, V, w->dws, w->dws_len) == 0);
+        else
+            CHECK(fs_temperature(cur, next, 1, c, &p->after_a[s]) == 0);
+        float *t = cur; cur = next; next = t;
+    }
+    CHECK(fs_draw(cur, 1, c, &p->seed, &p->position, &tok, w->ws, w->ws_bytes, 0) == 0);
+    return tok < 0 ? -2 : w->ids[tok];
+}
+
+static fs_chain_params random_program(void) {
+    fs_chain_params p;
+    memset(&p, 0, sizeof p);
+    p.penalties = below(3) != 0;
+    p.repeat = 1.0 + uniform01();
+    p.frequency = uniform01() * 0.3;
+    p.presence = uniform01() * 0.3;
+    p.penalty_last_n = below(3) == 0 ? -1 : 1 + below(64);
+    p.dry = below(3) != 0;
+    p.dry_multiplier = uniform01() * 2.0;
+    p.dry_base = 1.0 + uniform01();
+    p.dry_allowed_length = below(4);
+    p.dry_last_n = below(3) == 0 ? -1 : below(300);
+    p.fused = (int)below(2);
+    p.top_k = below(50);
+    p.top_p = below(2) ? 1.0 : 0.5 + 0.5 * uniform01();
+    p.min_p = below(2) ? 0.0 : 0.2 * uniform01();
+    p.min_keep = 1 + below(3);
+    p.temperature = below(4) == 0 ? 0.0 : 0.5 + uniform01();
+    p.temperature_last = (int)below(2);
+    p.n_after = p.fused ? 0 : (int)below(5);
+    for (int s = 0; s < p.n_after; s++) {
+        p.after[s] = below(2) ? FS_CHAIN_XTC : FS_CHAIN_TEMPERATURE;
+        p.after_a[s] = p.after[s] == FS_CHAIN_XTC ? uniform01() : 0.3 + uniform01();
+        p.after_b[s] = 0.01 + 0.4 * uniform01();
+        p.after_min_keep[s] = 1 + below(2);
+    }
+    p.seed = next_u64();
+    p.position = next_u64();
+    return p;
+}
+
+static void test_equals_pieces(void) {
+    for (int it = 0; it < 400; it++) {
+        int64_t V = 1 + below(700), n = below(400);
+        float *row = malloc(sizeof(float) * (size_t)V);
+        int64_t *hist = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+        uint8_t *brk = calloc((size_t)V, 1);
+        fill_row(row, V, (int)below(NSTYLES));
+        int64_t span = 1 + below(V);   /* few distinct tokens: long repeats for DRY */
+        for (int64_t i = 0; i < n; i++) hist[i] = below(span);
+        for (int64_t i = 0; i < 3; i++) brk[below(V)] = (uint8_t)(below(4) == 0);
+        if (below(20) == 0 && n > 0) row[hist[below(n)]] = below(2) ? NAN : INFINITY;
+        if (below(40) == 0) row[below(V)] = NAN;
+        fs_chain_params p = random_program();
+        bufs w = alloc(V, n);
+        int32_t want = by_pieces(row, V, hist, n, &p, brk, &w);
+        int32_t got = 7;
+        int rc = fs_chain_row(row, V, hist, n, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                              w.counts, w.best, w.z, n > 0 ? n : 1, w.dws, w.dws_len, w.ws,
+                              w.ws_bytes, 0, &got);
+        CHECK(rc == (want == -2 ? FS_CHAIN_FALLBACK : FS_CHAIN_OK), "rc %d want %d", rc, want);
+        CHECK(got == want, "it %d: got %d want %d", it, got, want);
+        CHECK(got == -2 || (got >= 0 && got < V));
+        release(&w);
+        free(row); free(hist); free(brk);
+    }
+}
+
+static void test_bad_sizes(void) {
+    int64_t V = 16, hist[2] = {1, 2};
+    float row[16] = {0};
+    uint8_t brk[16] = {0};
+    fs_chain_params p = random_program();
+    bufs w = alloc(V, 2);
+    int32_t tok = 5;
+    CHECK(fs_chain_row(row, V, hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V - 1,
+                       w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                       &tok) == FS_CHAIN_E_SIZE && tok == -2);
+    CHECK(fs_chain_row(row, 0, hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                       w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                       &tok) == FS_CHAIN_E_SIZE);
+    CHECK(fs_chain_row(row, V, NULL, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                       w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                       &tok) == FS_CHAIN_E_SIZE);
+    p.n_after = 5;
+    CHECK(fs_chain_row(row, V, hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                       w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                       &tok) == FS_CHAIN_E_SIZE);
+    p = random_program();
+    p.fused = 1;
+    p.penalties = p.dry = 1;
+    p.dry_last_n = -1;
+    int64_t bad_hist[2] = {1, 99};  /* a token outside [0, V): never read as an index */
+    CHECK(fs_chain_row(row, V, bad_hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                       w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                       &tok) == FS_CHAIN_FALLBACK);
+    CHECK(fs_chain_row(row, V, hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                       w.counts, w.best, w.z, 1, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                       &tok) != FS_CHAIN_OK);   /* z shorter than the DRY window */
+    release(&w);
+}
+
+int main(void) {
+    test_equals_pieces();
+    test_bad_sizes();
+    printf("test_chain: %d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,95 @@
+"""The chain plan's per-token path on C: one call per token for a common chain.
+
+``chain_program(program, V)`` turns ``plan.row_program``'s description (a dict) into
+the C struct ``fs_chain_params`` once per chain and V; ``chain_row(row, history,
+prog, seed, position)`` then runs the whole step (``csrc/fs_chain.c``): the edits into
+a workspace copy of the row, the truncations, the stages on the survivors and the draw.
+Returns the token, or -2 when the general route must decide (an invalid or emptied
+row, or a NaN/+inf at an id the edits touch).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ._util import buf, ffi, lib, workspace
+from .core import _canonical_bytes, _level
+from .stages import _breaker_table
+
+__all__ = ["chain_program", "chain_row"]
+
+_AFTER = {"xtc": lib.FS_CHAIN_XTC, "temperature": lib.FS_CHAIN_TEMPERATURE}
+_TLS = threading.local()
+
+
+class _Program:
+    """The C struct, the breaker table and V, kept together (the struct's pointer is
+    passed on every token; its seed and position are set per call)."""
+
+    __slots__ = ("V", "params", "table", "table_ptr")
+
+    def __init__(self, params, table, V):
+        self.params, self.table, self.V = params, table, V
+        self.table_ptr = buf(table)
+
+
+def chain_program(program, V):
+    """The C form of ``plan.row_program``'s description for vocabulary size ``V``."""
+    p = ffi.new("fs_chain_params *")
+    pen = program.get("penalties")
+    if pen is not None:
+        p.penalties = 1
+        p.repeat, p.frequency, p.presence, p.penalty_last_n = pen
+    dry = program.get("dry")
+    breakers = np.zeros(0, np.int64)
+    if dry is not None:
+        p.dry = 1
+        p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_last_n, breakers = dry
+    p.top_k, p.top_p, p.min_p, p.min_keep = program["truncations"]
+    fused = program.get("fused")
+    if fused is not None:
+        p.fused = 1
+        p.temperature, t_last = fused
+        p.temperature_last = 1 if t_last else 0
+    after = program.get("after", ())
+    if len(after) > 4:
+        raise ValueError("chain_program: at most 4 stages after the truncations")
+    p.n_after = len(after)
+    for i, (kind, a, b, mk) in enumerate(after):
+        p.after[i] = _AFTER[kind]
+        p.after_a[i], p.after_b[i], p.after_min_keep[i] = a, b, mk
+    return _Program(p, _breaker_table(breakers, V), V)
+
+
+def chain_row(row, history, prog, seed, position, *, isa=None):
+    """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
+    C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
+    the token, or -2 for the general route."""
+    V = prog.V
+    if row.shape[0] != V:
+        raise ValueError(f"chain_row: row has {row.shape[0]} logits, the program {V}")
+    p = prog.params
+    p.seed, p.position = seed, position
+    n = history.shape[0]
+    w = getattr(_TLS, "bufs", None)
+    if w is None or w[0] != V:   # this thread's buffers for V, looked up once per V
+        # (a cffi pointer keeps its array alive, so these stay valid even if the
+        # workspace is later grown)
+        w = _TLS.bufs = (V, *(workspace(kind, dtype, V)[0] for kind, dtype in (
+            ("chain_work", np.float32), ("chain_ids", np.int32), ("chain_vals", np.float32),
+            ("chain_tmp", np.float32), ("chain_counts", np.int32), ("chain_best", np.int32))),
+            *workspace("chain_dws", np.float64, lib.fs_stage_dws_len(V)),
+            *workspace("chain_canonical", np.uint8, _canonical_bytes(V)),
+            workspace("chain_token", np.int32, 1)[0])
+    _, work, ids, vals, tmp, counts, best, dws, dws_len, ws, size, token = w
+    z, z_len = workspace("z", np.int32, max(n, 1))
+    rc = lib.fs_chain_row(buf(row), V, buf(history), n, p, prog.table_ptr, V, work, ids, vals,
+                          tmp, V, counts, best, z, z_len, dws, dws_len, ws, size, _level(isa),
+                          token)
+    if rc == lib.FS_CHAIN_OK:
+        return int(token[0])
+    if rc == lib.FS_CHAIN_FALLBACK:
+        return -2
+    raise ValueError(f"chain_row (C backend): error {rc}")

@@ -1,0 +1,172 @@
+"""The one-call step of a common chain on one row (``plan.row_program``; ``chain_row``
+of C, ``csrc/fs_chain.c``, and of numba, ``kernels/cpu/chain_row.py``).
+
+A chain ``[Penalties] [DRY] -> truncations -> [XTC / Temperature ...] -> Dist`` at
+B = 1 runs its whole per-token step in one compiled call. Its tokens must be the numpy
+reference chain's, step after step with ``accept`` (each test checks the one-call path
+was taken), and every case it hands back (an invalid row, a NaN or +inf where an edit
+writes) must end as the general route ends it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastsample as fs
+from fastsample import plan as fsplan
+from fastsample import workloads
+
+
+@pytest.fixture(params=["c", "numba"])
+def backend(request):
+    if not fs.backends()[request.param]:
+        pytest.skip(fs.backends()[request.param].reason)
+    return request.param
+
+
+V = 3000
+
+
+def _rows(seed, n, flat=False):
+    gen = workloads.flat if flat else workloads.llm_like
+    x = gen(n, V, seed)
+    if not flat:
+        x[1::3] = np.round(x[1::3] * 2) / 2   # ties at the cuts
+    return x
+
+
+def _random_chain(rng):
+    stages = []
+    if rng.random() < 0.7:
+        stages.append(fs.Penalties(float(rng.uniform(1.0, 1.5)), float(rng.uniform(0, 0.3)),
+                                   float(rng.uniform(0, 0.3)), int(rng.choice([-1, 8, 64]))))
+    if rng.random() < 0.7:
+        stages.append(fs.DRY(float(rng.uniform(0.2, 1.5)), 1.75, int(rng.integers(1, 4)),
+                             int(rng.choice([-1, 32, 512])),
+                             breakers=rng.integers(0, V, 3) if rng.random() < 0.5 else ()))
+    mk = int(rng.integers(1, 4))
+    truncs = [fs.TopK(int(rng.integers(1, 60)), min_keep=mk), fs.TopP(float(rng.uniform(0.5, 1.0)), min_keep=mk),
+              fs.MinP(float(rng.uniform(0.0, 0.2)), min_keep=mk)]
+    keep = [s for s in truncs if rng.random() < 0.6] or [truncs[2]]
+    t = float(rng.choice([0.0, 0.7, 1.0, 1.3]))
+    if rng.random() < 0.5:   # the fused tail: temperature first or last
+        tail = keep + [fs.Temperature(t)] if rng.random() < 0.7 else [fs.Temperature(t)] + keep
+    else:                    # the candidates route: XTC / Temperature after the cuts
+        after = [fs.XTC(float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.02, 0.3)),
+                        min_keep=int(rng.integers(1, 3))), fs.Temperature(t)]
+        rng.shuffle(after)
+        tail = keep + after[:int(rng.integers(1, 3))]
+    return stages + tail
+
+
+def _loop(stages, steps, rows, prompt, seed, backend):
+    got, want = (fs.SamplerChain(stages, seed=seed, backend=b) for b in (backend, "numpy"))
+    for chain in (got, want):
+        chain.load_states([{"history": prompt}])
+    out = []
+    for i in range(steps):
+        row = rows[i % len(rows)]
+        a, b = got.sample(row), want.sample(row)
+        assert a == b, (i, stages)
+        got.accept(np.array([a]))
+        want.accept(np.array([b]))
+        out.append(a)
+    return got, out
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_random_chains_match_the_reference(case, backend):
+    rng = np.random.default_rng(case)
+    stages = _random_chain(rng)
+    chain, _ = _loop(stages, 8, _rows(case, 4, flat=case % 5 == 0),
+                     workloads.natural_history(300, V, case), seed=case + 1, backend=backend)
+    # fs.sample's fused chain without edits keeps its own one-call kernel (sample_row)
+    taken = bool(chain._plan.edits) or chain._plan.mode == "candidates"
+    assert bool(chain._row_prog) == taken, f"the one-call path: {stages}"
+
+
+def test_w10_chains_take_the_one_call_path(backend):
+    hist = workloads.natural_history(4096, V, 0)
+    for stages in ([fs.Penalties(1.1, last_n=64), fs.DRY(0.8, 1.75, 2, last_n=4096),
+                    fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)],
+                   [fs.Penalties(1.05, last_n=64), fs.MinP(0.02), fs.XTC(0.5, 0.1),
+                    fs.Temperature(1.0)]):
+        chain, tokens = _loop(stages, 12, _rows(3, 4), hist, seed=9, backend=backend)
+        assert chain._row_prog and len(set(tokens)) > 1
+
+
+@pytest.mark.parametrize("stages", [
+    [fs.TopK(5), fs.Temperature(0.5)],                          # fs.sample's chain: sample_row
+    [fs.LogitBias({1: 2.0}), fs.TopK(5)],                       # LogitBias: not in the program
+    [fs.DRY(0.8), fs.Penalties(1.1), fs.TopK(5)],               # DRY before Penalties
+    [fs.Penalties(1.1), fs.TopK(5), fs.Typical(0.9)],           # Typical on the survivors
+    [fs.Penalties(1.1), fs.TopK(5), fs.Greedy()],               # another terminal
+    [fs.XTC(0.5, 0.1), fs.TopK(5)],                             # stages mode
+])
+def test_other_chains_take_the_general_route(stages, backend):
+    chain, _ = _loop(stages, 3, _rows(1, 3), workloads.natural_history(50, V, 1), seed=2,
+                     backend=backend)
+    assert chain._row_prog is False
+    assert fsplan.row_program(chain._plan, chain._fused_args(1, chain._plan.fused)
+                              if chain._plan.mode == "fused" else None) is None
+
+
+def test_batches_and_bitmasks_take_the_general_route(backend):
+    stages = [fs.Penalties(1.1), fs.TopK(20), fs.Temperature(0.8)]
+    chain = fs.SamplerChain(stages, seed=3, backend=backend)
+    chain.sample(_rows(0, 2))
+    assert chain._row_prog is None   # never built: no one-row call yet
+    words = np.zeros((1, (V + 31) // 32), np.int32)
+    words[0, :4] = -1                # tokens 0..127 allowed
+    ref = fs.SamplerChain(stages, seed=3, backend="numpy")
+    chain.reset()
+    row = _rows(5, 1)[0]
+    assert chain.sample(row, bitmask=words) == ref.sample(row, bitmask=words) < 128
+    assert chain._row_prog is None
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("on_invalid", ["raise", "flag"])
+def test_a_bad_value_where_an_edit_writes_goes_the_general_way(bad, on_invalid, backend):
+    stages = [fs.Penalties(1.3, last_n=16), fs.TopK(10), fs.Temperature(0.7)]
+    hist = np.array([5, 6, 7, 5], np.int64)
+    row = _rows(2, 1)[0]
+    row[6] = bad   # an id the penalty rewrites
+    outcomes = []
+    for name in (backend, "numpy"):
+        chain = fs.SamplerChain(stages, seed=1, backend=name, on_invalid=on_invalid)
+        chain.load_states([{"history": hist}])
+        if on_invalid == "raise":
+            with pytest.raises(ValueError, match="NaN, \\+inf"):
+                chain.sample(row)
+            outcomes.append("raised")
+        else:
+            outcomes.append(chain.sample(row))
+    assert outcomes[0] == outcomes[1] and outcomes[0] in ("raised", -1)
+
+
+def test_an_invalid_row_goes_the_general_way(backend):
+    stages = [fs.Penalties(1.1), fs.MinP(0.1), fs.XTC(1.0, 0.05)]
+    chain = fs.SamplerChain(stages, seed=1, backend=backend, on_invalid="flag")
+    chain.load_states([{"history": [1, 2]}])
+    assert chain.sample(np.full(V, -np.inf, np.float32)) == -1
+    row = _rows(1, 1)[0]
+    row[V - 1] = np.nan   # not an id an edit touches: the kernel's own check
+    assert chain.sample(row) == -1
+    assert chain._row_prog   # the path exists; it handed these rows back
+    strict = fs.SamplerChain(stages, seed=1, backend=backend)
+    with pytest.raises(ValueError, match="rows \\[0\\]"):
+        strict.sample(row)
+
+
+def test_explicit_history_and_positions(backend):
+    stages = [fs.Penalties(1.2, 0.1, 0.1, last_n=32), fs.DRY(1.0, 1.75, 2, last_n=256),
+              fs.MinP(0.05), fs.Temperature(0.9)]
+    hist = workloads.natural_history(400, V, 4)
+    for i, row in enumerate(_rows(4, 5)):
+        got = fs.SamplerChain(stages, seed=11, backend=backend).sample(row, history=hist[:300 + i],
+                                                                  position=i * 7)
+        want = fs.SamplerChain(stages, seed=11, backend="numpy").sample(
+            row, history=hist[:300 + i], position=i * 7)
+        assert got == want
