@@ -119,10 +119,10 @@ class SamplerChain:
                                 is not None)
         self._row_args = None   # fs.sample's scalar arguments, for the one-row path
         self._work = None       # the working copy of the logits that edits write
-        # The one-call step of a common chain on one row (plan.row_program), built on
-        # the first one-row call: (V, program), or False where the backend or the
-        # chain has none.
-        self._row_prog = None if hasattr(module, "chain_row") else False
+        # The one-call step of a common chain (plan.row_program): per (B, V), the rows'
+        # programs, built on the first call of that shape; False where the backend or
+        # the chain has none.
+        self._row_prog = {} if hasattr(module, "chain_row") else False
         self.reset()
 
     #: What the request asked of the call (a ``fastsample.requests.Request``) for a
@@ -213,21 +213,31 @@ class SamplerChain:
                                 ctx.position, **masked), dtype=np.int32)
 
     def _row_step(self, x, ctx):
-        """The token of one row through the backend's one-call step (``chain_row``), or
-        -2 when there is none or the general route must decide (an invalid or emptied
-        row, a NaN/+inf where an edit writes)."""
-        prog = self._row_prog
-        if prog is None or (prog and prog[0] != ctx.V):
-            program = _plan.row_program(
-                self._plan, self._fused_args(1, self._plan.fused)
-                if self._plan.mode == "fused" else None)
-            prog = self._row_prog = (False if program is None else
-                                     (ctx.V, self._module.chain_program(program, ctx.V)))
-        if not prog:
-            return -2
-        hist = ctx.history[0] if ctx.history else _NO_HISTORY
-        return self._module.chain_row(x[0], np.ascontiguousarray(hist, np.int64), prog[1],
-                                      int(ctx.seed[0]), int(ctx.position[0]))
+        """The tokens through the backend's one-call step (``chain_row``; a batch:
+        ``chain_rows``, rows over its thread pool): an int for one row, int32 (B,) for
+        a batch, -2 for a row the general route must decide (an invalid or emptied
+        row, a NaN/+inf where an edit writes); None when the chain has no such step."""
+        B, V = ctx.B, ctx.V
+        progs = self._row_prog.get((B, V))
+        if progs is None:
+            fused = (self._fused_args(B, self._plan.fused) if self._plan.mode == "fused"
+                     else None)
+            programs = [_plan.row_program(self._plan, fused, B, b) for b in range(B)]
+            if programs[0] is None:   # the chain's shape: the same for every row
+                self._row_prog = False
+                return None
+            if len(self._row_prog) >= 8:   # a few shapes at a time
+                self._row_prog.clear()
+            progs = self._row_prog[(B, V)] = [self._module.chain_program(p, V)
+                                              for p in programs]
+        hist = ctx.history
+        if B == 1:
+            h = hist[0] if hist else _NO_HISTORY
+            return self._module.chain_row(x[0], np.ascontiguousarray(h, np.int64), progs[0],
+                                          int(ctx.seed[0]), int(ctx.position[0]))
+        hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
+                 else [_NO_HISTORY] * B)
+        return self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position)
 
     def _check_ops(self, names):
         for stage in self.stages:
@@ -683,10 +693,15 @@ class SamplerChain:
                                     bitmask=bitmask, bitmask_rows=bitmask_rows)
         x, one_d, ctx = self._prepare(logits, history, history_len, position, bitmask,
                                       bitmask_rows)
-        if ctx.B == 1 and self._row_prog is not False and ctx.bitmask is None:
-            token = self._row_step(x, ctx)   # a common chain's step in one call
-            if token != -2:
-                return token if one_d else np.array([token], np.int32)
+        if self._row_prog is not False and ctx.bitmask is None and ctx.B:
+            tokens = self._row_step(x, ctx)   # a common chain's step in one call per row
+            if tokens is None:
+                pass
+            elif ctx.B == 1:
+                if tokens != -2:
+                    return tokens if one_d else np.array([tokens], np.int32)
+            elif not (tokens == -2).any():
+                return tokens
         mode = self._plan.mode
         if mode == "fused":
             in_kernel = self._kernel_mask(ctx)

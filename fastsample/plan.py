@@ -146,7 +146,7 @@ class Plan:
                 param(MinP, 0.0, np.float64), min_keep)
 
 
-def row_program(plan, fused_args=None):
+def row_program(plan, fused_args=None, B=1, b=0):
     """The one-call description of a common chain's step on one row, or None.
 
     A backend with ``chain_program`` / ``chain_row`` (C) runs the whole per-token step
@@ -155,7 +155,8 @@ def row_program(plan, fused_args=None):
     or the first truncation followed by XTC / Temperature stages on the survivors
     (at most four), and Dist. Anything else (LogitBias, another edit or terminal, a
     later stage of another kind) is None: the general route. The description holds
-    plain scalars: ``penalties``, ``dry``, ``truncations``, ``fused``, ``after``.
+    row ``b``'s plain scalars of a batch of ``B`` rows (per-row parameters):
+    ``penalties``, ``dry``, ``truncations``, ``fused``, ``after``.
     """
     if plan.mode not in ("fused", "candidates") or type(plan.terminal) is not Dist:
         return None
@@ -166,24 +167,24 @@ def row_program(plan, fused_args=None):
         return None
     program = {}
     for stage in plan.edits:
-        values = [a[0].item() for a in stage.rows(1)]
+        values = [a[b].item() for a in stage.rows(B)]
         if isinstance(stage, Penalties):
             program["penalties"] = tuple(values)
         else:
             program["dry"] = (*values, stage.breakers)
     if plan.mode == "fused":
         k, p, mp, t, mk, t_last = fused_args
-        program["truncations"] = (int(k[0]), float(p[0]), float(mp[0]), int(mk[0]))
-        program["fused"] = (float(t[0]), bool(t_last))
+        program["truncations"] = (int(k[b]), float(p[b]), float(mp[b]), int(mk[b]))
+        program["fused"] = (float(t[b]), bool(t_last))
         return program
-    program["truncations"] = tuple(a[0].item() for a in plan.truncation_args(1))
+    program["truncations"] = tuple(a[b].item() for a in plan.truncation_args(B))
     after = []
     for stage in plan.after:
         if type(stage) is XTC:
-            prob, thr, mk = (a[0].item() for a in stage.rows(1))
+            prob, thr, mk = (a[b].item() for a in stage.rows(B))
             after.append(("xtc", prob, thr, mk))
         elif type(stage) is Temperature:
-            after.append(("temperature", stage.rows(1)[0][0].item(), 0.0, 1))
+            after.append(("temperature", stage.rows(B)[0][b].item(), 0.0, 1))
         else:
             return None
     if len(after) > 4:

@@ -112,18 +112,48 @@ def test_other_chains_take_the_general_route(stages, backend):
                               if chain._plan.mode == "fused" else None) is None
 
 
-def test_batches_and_bitmasks_take_the_general_route(backend):
+def test_bitmasks_take_the_general_route(backend):
     stages = [fs.Penalties(1.1), fs.TopK(20), fs.Temperature(0.8)]
     chain = fs.SamplerChain(stages, seed=3, backend=backend)
-    chain.sample(_rows(0, 2))
-    assert chain._row_prog is None   # never built: no one-row call yet
     words = np.zeros((1, (V + 31) // 32), np.int32)
     words[0, :4] = -1                # tokens 0..127 allowed
     ref = fs.SamplerChain(stages, seed=3, backend="numpy")
-    chain.reset()
     row = _rows(5, 1)[0]
     assert chain.sample(row, bitmask=words) == ref.sample(row, bitmask=words) < 128
-    assert chain._row_prog is None
+    assert chain._row_prog == {}     # never built: the bitmask call went the general way
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_batches_with_per_row_parameters_and_histories(backend, flat):
+    B = 5
+    rng = np.random.default_rng(7)
+    stages = [fs.Penalties(rng.uniform(1.0, 1.4, B), last_n=np.array([8, 64, -1, 16, 64])),
+              fs.DRY(rng.uniform(0.3, 1.2, B), 1.75, np.array([1, 2, 2, 3, 2]),
+                     last_n=np.array([32, 256, -1, 64, 128])),
+              fs.MinP(rng.uniform(0.01, 0.1, B)), fs.XTC(0.7, rng.uniform(0.05, 0.2, B)),
+              fs.Temperature(rng.uniform(0.5, 1.2, B))]
+    got, want = (fs.SamplerChain(stages, seed=np.arange(B, dtype=np.uint64), backend=b)
+                 for b in (backend, "numpy"))
+    prompts = [workloads.natural_history(50 + 40 * b, V, b) for b in range(B)]
+    for chain in (got, want):
+        chain.load_states([{"history": h} for h in prompts])
+    for step in range(6):
+        x = _rows(step, B, flat=flat)
+        a, b = got.sample(x), want.sample(x)
+        np.testing.assert_array_equal(a, b)
+        got.accept(a)
+        want.accept(b)
+    assert list(got._row_prog) == [(B, V)]   # the batch ran through chain_rows
+
+
+def test_a_bad_row_in_a_batch_sends_the_batch_the_general_way(backend):
+    stages = [fs.Penalties(1.2), fs.TopK(8), fs.XTC(1.0, 0.05)]
+    x = _rows(3, 3)
+    x[1, 5] = np.nan
+    got = fs.SamplerChain(stages, seed=4, backend=backend, on_invalid="flag").sample(x)
+    want = fs.SamplerChain(stages, seed=4, backend="numpy", on_invalid="flag").sample(x)
+    np.testing.assert_array_equal(got, want)
+    assert got[1] == -1 and (got[[0, 2]] >= 0).all()
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

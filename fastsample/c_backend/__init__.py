@@ -26,7 +26,7 @@ _HOME = {
         "top_k", "top_p", "min_p", "temperature",
     )},
     "verify_rows": "verify",
-    "chain_program": "chain_row", "chain_row": "chain_row",
+    "chain_program": "chain_row", "chain_row": "chain_row", "chain_rows": "chain_row",
     **{name: "constraints" for name in (
         "apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
     )},
@@ -43,7 +43,7 @@ __all__ = [  # noqa: RUF022 - grouped like _HOME
     "logit_bias", "penalties", "dry", "dry_penalty", "top_n_sigma", "typical", "xtc", "top_k", "top_p", "min_p", "temperature",
     "epsilon", "eta", "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing",
     "mirostat", "mirostat_v2", "adaptive_p", "no_repeat_ngram", "verify_rows",
-    "chain_program", "chain_row",
+    "chain_program", "chain_row", "chain_rows",
     "apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
 ]
 

@@ -14,11 +14,11 @@ import threading
 
 import numpy as np
 
-from ._util import buf, ffi, lib, workspace
+from ._util import buf, ffi, lib, over_rows, workspace
 from .core import _canonical_bytes, _level
 from .stages import _breaker_table
 
-__all__ = ["chain_program", "chain_row"]
+__all__ = ["chain_program", "chain_row", "chain_rows"]
 
 _AFTER = {"xtc": lib.FS_CHAIN_XTC, "temperature": lib.FS_CHAIN_TEMPERATURE}
 _TLS = threading.local()
@@ -93,3 +93,19 @@ def chain_row(row, history, prog, seed, position, *, isa=None):
     if rc == lib.FS_CHAIN_FALLBACK:
         return -2
     raise ValueError(f"chain_row (C backend): error {rc}")
+
+
+def chain_rows(rows, histories, progs, seed, position):
+    """``chain_row`` of every row of ``rows`` (float32 (B, V), C-contiguous) with its
+    own history window and program (per-row parameters), rows split over the thread
+    pool (C releases the GIL). int32 (B,): the tokens, -2 where the general route must
+    decide."""
+    B = rows.shape[0]
+    out = np.empty(B, np.int32)
+
+    def run(a, b):
+        for r in range(a, b):
+            out[r] = chain_row(rows[r], histories[r], progs[r], int(seed[r]), int(position[r]))
+
+    over_rows(B, run)
+    return out

@@ -12,7 +12,9 @@ saves is the Python glue between them. Returns -2 when the general route must de
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -25,7 +27,7 @@ from .stage_common import STREAM_XTC
 from .transforms import _temperature_row
 from .truncations import _xtc_row
 
-__all__ = ["chain_program", "chain_row"]
+__all__ = ["chain_program", "chain_row", "chain_rows"]
 
 _NJ = dict(cache=True, nogil=True, error_model="numpy")
 _XTC, _TEMPERATURE = 1, 2
@@ -137,3 +139,35 @@ def chain_row(row, history, prog, seed, position):
         work = _TLS.work = np.empty(V, np.float32)
     return int(_chain_row_kernel(row, work[:V], history, prog.f, prog.i, prog.brk,
                                  np.uint64(seed), np.uint64(position)))
+
+
+_THREADS = max(1, os.cpu_count() or 1)
+_POOL: list = []   # made on the first batch
+
+
+def chain_rows(rows, histories, progs, seed, position):
+    """``chain_row`` of every row of ``rows`` (float32 (B, V), C-contiguous) with its
+    own history window and program (per-row parameters), rows split over a thread pool
+    (the kernel releases the GIL). int32 (B,): the tokens, -2 where the general route
+    must decide."""
+    B = rows.shape[0]
+    out = np.empty(B, np.int32)
+
+    def run(a, b):
+        for r in range(a, b):
+            out[r] = chain_row(rows[r], histories[r], progs[r], int(seed[r]), int(position[r]))
+
+    n = min(_THREADS, B)
+    if n <= 1:
+        run(0, B)
+        return out
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(_THREADS, thread_name_prefix="fastsample-numba-rows"))
+    edges = [B * i // n for i in range(n + 1)]
+    futures = [_POOL[0].submit(run, edges[i], edges[i + 1]) for i in range(1, n)]
+    try:
+        run(edges[0], edges[1])
+    finally:
+        for f in futures:
+            f.result()
+    return out

@@ -27,7 +27,7 @@ _HOME = {
         "apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
     )},
     "verify_rows": "verify",
-    "chain_program": "chain_row", "chain_row": "chain_row",
+    "chain_program": "chain_row", "chain_row": "chain_row", "chain_rows": "chain_row",
     **{name: "stages" for name in (
         "logit_bias", "penalties", "dry", "dry_penalty", "no_repeat_ngram", "top_n_sigma",
         "top_k", "typical", "top_p", "min_p", "xtc", "epsilon", "eta", "top_a", "p_less",
