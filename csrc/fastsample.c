@@ -52,58 +52,8 @@ typedef struct {
 
 #include "fs_select.inc"
 
-#define FS_ISA 0
-#define FS_FN(name) name##_base
-#include "fs_simd.inc"
-#include "fs_mass.inc"
-#include "fs_bitmask.inc"
-#include "fs_canonical.inc"
-#include "fs_rows.inc"
-#include "fs_topk.inc"
-#undef FS_FN
-#undef FS_ISA
-
-#if FS_X86
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
-#endif
-#define FS_ISA 1
-#define FS_FN(name) name##_avx2
-#include "fs_simd.inc"
-#include "fs_mass.inc"
-#include "fs_bitmask.inc"
-#include "fs_canonical.inc"
-#include "fs_rows.inc"
-#include "fs_topk.inc"
-#undef FS_FN
-#undef FS_ISA
-#if defined(__clang__)
-#pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
-#else
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt")
-#endif
-#define FS_ISA 2
-#define FS_FN(name) name##_avx512
-#include "fs_simd.inc"
-#include "fs_mass.inc"
-#include "fs_bitmask.inc"
-#include "fs_canonical.inc"
-#include "fs_rows.inc"
-#include "fs_topk.inc"
-#undef FS_FN
-#undef FS_ISA
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif
+#define FS_ISA_UNIT "fs_core_unit.inc"
+#include "fs_isa_levels.inc"
 
 /* ------------------------------------------------------------------ dispatch */
 

@@ -18,43 +18,8 @@
 #endif
 
 #define FS_MASK_ONLY /* fs_bitmask.inc: the masked copy only, not the fused kernels' gather */
-#define FS_ISA 0
-#define FS_FN(name) name##_base
-#include "fs_bitmask.inc"
-#undef FS_FN
-#undef FS_ISA
-
-#if FS_X86
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
-#endif
-#define FS_ISA 1
-#define FS_FN(name) name##_avx2
-#include "fs_bitmask.inc"
-#undef FS_FN
-#undef FS_ISA
-#if defined(__clang__)
-#pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
-#else
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt")
-#endif
-#define FS_ISA 2
-#define FS_FN(name) name##_avx512
-#include "fs_bitmask.inc"
-#undef FS_FN
-#undef FS_ISA
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif
+#define FS_ISA_UNIT "fs_bitmask.inc"
+#include "fs_isa_levels.inc"
 
 static float fs_mask_row(int isa, const float *l, const uint32_t *words, int64_t n, float *v) {
     int bad;

@@ -32,45 +32,10 @@
 /* fs_simd.inc's weights take temperatures through this (fs_select.inc's, not used here) */
 static inline float fs_temp(float x, double t) { return fs_sat_f32((double)x / t); }
 
-#define FS_ISA 0
-#define FS_FN(name) name##_base
-#include "fs_simd.inc"
-#include "fs_logprobs.inc"
-#undef FS_FN
-#undef FS_ISA
+#define FS_ISA_UNIT "fs_logprobs_unit.inc"
+#include "fs_isa_levels.inc"
 
 #if FS_X86
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
-#endif
-#define FS_ISA 1
-#define FS_FN(name) name##_avx2
-#include "fs_simd.inc"
-#include "fs_logprobs.inc"
-#undef FS_FN
-#undef FS_ISA
-#if defined(__clang__)
-#pragma clang attribute pop
-#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt"))), apply_to = function)
-#else
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,popcnt")
-#endif
-#define FS_ISA 2
-#define FS_FN(name) name##_avx512
-#include "fs_simd.inc"
-#include "fs_logprobs.inc"
-#undef FS_FN
-#undef FS_ISA
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
 #define FSL_PASS(isa, ...)                                                         \
     ((isa) == FS_ISA_AVX512 ? lse_rank_avx512(__VA_ARGS__)                          \
      : (isa) == FS_ISA_AVX2 ? lse_rank_avx2(__VA_ARGS__) : lse_rank_base(__VA_ARGS__))

@@ -695,12 +695,9 @@ class SamplerChain:
                                       bitmask_rows)
         if self._row_prog is not False and ctx.bitmask is None and ctx.B:
             tokens = self._row_step(x, ctx)   # a common chain's step in one call per row
-            if tokens is None:
-                pass
-            elif ctx.B == 1:
-                if tokens != -2:
-                    return tokens if one_d else np.array([tokens], np.int32)
-            elif not (tokens == -2).any():
+            if ctx.B == 1 and tokens is not None and tokens != -2:
+                return tokens if one_d else np.array([tokens], np.int32)
+            if ctx.B > 1 and tokens is not None and not (tokens == -2).any():
                 return tokens
         mode = self._plan.mode
         if mode == "fused":

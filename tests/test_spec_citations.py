@@ -3,8 +3,8 @@
 Code, comments, tests, docs and CLI help cite the contract as "spec §N" or
 "spec §N.M" (several at once: "spec §8 and §12", "spec §4, §4.1, §5"). This test reads
 every tracked text file, collects those citations and checks that docs/spec.md has a
-heading with each number; it also checks that no upper-case citation of the old
-SPEC.md is left, and that a file which cites the spec names docs/spec.md somewhere
+heading with each number; it also checks that no citation in the old upper-case form
+is left, and that a file which cites the spec names docs/spec.md somewhere
 (so a reader knows where "spec" lives; a page in docs/ may link to it instead).
 ``test_check_fails_*`` show that the checks can fail, on a small tree in tmp_path.
 """
@@ -105,7 +105,7 @@ def problems(root, files, spec=SPEC, self_path=None):
 
 
 def test_spec_has_every_section_number():
-    # SPEC.md's numbering: 1-12 and 4.1; they must stay stable.
+    # the contract's numbering, 1-12 and 4.1, stays stable: citations rely on it
     have = sections((ROOT / SPEC).read_text(encoding="utf-8"))
     assert have >= {str(n) for n in range(1, 13)} | {"4.1"}, sorted(have)
 

@@ -3,28 +3,25 @@
 ``ffi.from_buffer`` does not check dtype, so every array reaches C through
 ``buf``, which insists on the exact dtype and C-contiguity (convert first with
 ``f32``/``f64``/``i64``/``u64``). cffi releases the GIL around every ``lib`` call,
-so ``over_rows`` spreads row ranges of a batch across a thread pool, and
+so ``over_rows`` (``fastsample/row_threads.py``) spreads row ranges of a batch across
+a thread pool, and
 ``workspace`` gives each thread its own scratch buffers for the kernels.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .._ckernels import ffi, lib  # noqa: F401  (ImportError -> backend unavailable)
+from ..row_threads import over_rows  # noqa: F401  (the wrappers' row splitting)
 
 _CTYPE = {
     np.dtype(np.float32): "float[]", np.dtype(np.float64): "double[]",
     np.dtype(np.int32): "int32_t[]", np.dtype(np.int64): "int64_t[]",
     np.dtype(np.uint64): "uint64_t[]", np.dtype(np.uint8): "uint8_t[]",
 }
-THREADS = max(1, os.cpu_count() or 1)
-_POOL: list = []  # created on the first batched call
 # per-thread workspaces, kept and grown on demand (first-touch pages are slow)
 _TLS = threading.local()
 
@@ -79,26 +76,3 @@ def flat_history(history):
     return i64(tokens), offsets
 
 
-def over_rows(B, run, parallel=True):
-    """Call ``run(start, stop)`` on row ranges covering ``[0, B)``, in parallel.
-
-    ``run`` slices its arrays itself and calls ``lib``; the GIL is released inside
-    the C call, so the ranges run on separate cores: the first on the calling
-    thread, the others on a shared pool. ``parallel=False`` (small work: a thread
-    hand-off would cost more than it saves) runs one range inline.
-    """
-    if B <= 0:
-        return
-    n = min(THREADS, B) if parallel else 1
-    if n == 1:
-        run(0, B)
-        return
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="fastsample-c"))
-    edges = [B * i // n for i in range(n + 1)]
-    futures = [_POOL[0].submit(run, a, b) for a, b in itertools.pairwise(edges[1:])]
-    try:
-        run(edges[0], edges[1])
-    finally:
-        for f in futures:
-            f.result()

@@ -12,12 +12,12 @@ saves is the Python glue between them. Returns -2 when the general route must de
 
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+
+from fastsample.row_threads import over_rows
 
 from ..shared import uniform
 from .canonical import _sample_one, _truncate_one
@@ -141,15 +141,12 @@ def chain_row(row, history, prog, seed, position):
                                  np.uint64(seed), np.uint64(position)))
 
 
-_THREADS = max(1, os.cpu_count() or 1)
-_POOL: list = []   # made on the first batch
-
 
 def chain_rows(rows, histories, progs, seed, position):
     """``chain_row`` of every row of ``rows`` (float32 (B, V), C-contiguous) with its
-    own history window and program (per-row parameters), rows split over a thread pool
-    (the kernel releases the GIL). int32 (B,): the tokens, -2 where the general route
-    must decide."""
+    own history window and program (per-row parameters), rows split over threads by
+    ``over_rows`` (the kernel releases the GIL). int32 (B,): the tokens, -2 where the
+    general route must decide."""
     B = rows.shape[0]
     out = np.empty(B, np.int32)
 
@@ -157,17 +154,5 @@ def chain_rows(rows, histories, progs, seed, position):
         for r in range(a, b):
             out[r] = chain_row(rows[r], histories[r], progs[r], int(seed[r]), int(position[r]))
 
-    n = min(_THREADS, B)
-    if n <= 1:
-        run(0, B)
-        return out
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(_THREADS, thread_name_prefix="fastsample-numba-rows"))
-    edges = [B * i // n for i in range(n + 1)]
-    futures = [_POOL[0].submit(run, edges[i], edges[i + 1]) for i in range(1, n)]
-    try:
-        run(edges[0], edges[1])
-    finally:
-        for f in futures:
-            f.result()
+    over_rows(B, run)
     return out

@@ -24,7 +24,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .simd import _want_512
-from .stage_common import _flat_history, _logits, _out
+from .stage_common import _history_args, _logits, _out
 
 __all__ = [
     "allowed_tokens",
@@ -262,12 +262,10 @@ def bad_words(logits, history, tokens, offsets, out=None):
     """vLLM ``bad_words``: for each sequence ``tokens[offsets[i]:offsets[i + 1]]`` (the
     same for every row, each non-empty), ban its last token when the row's history
     ends with the rest."""
-    x = _logits(logits)
-    B, V = x.shape
-    out, inplace = _out(x, logits, out)
-    if B == 0:
+    x, out, inplace, hist, hoff = _history_args(logits, history, out)
+    if hist is None:
         return out
-    hist, hoff = _flat_history(history, B, V)
+    B = x.shape[0]
     tok = np.ascontiguousarray(tokens, dtype=np.int64)
     off = np.ascontiguousarray(offsets, dtype=np.int64)
     kernel = _bad_words_serial if B == 1 else _bad_words_parallel

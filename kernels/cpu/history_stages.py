@@ -35,7 +35,7 @@ from .stage_common import (
     _check_ids,
     _copy,
     _f64,
-    _flat_history,
+    _history_args,
     _i64,
     _logits,
     _out,
@@ -334,12 +334,10 @@ def logit_bias(logits, ids, values, out=None):
 
 def penalties(logits, history, repeat, frequency, presence, last_n, out=None):
     """Repetition, frequency and presence penalties over the last ``last_n`` tokens."""
-    x = _logits(logits)
-    B, V = x.shape
-    out, inplace = _out(x, logits, out)
-    if B == 0:
+    x, out, inplace, flat, offsets = _history_args(logits, history, out)
+    if flat is None:
         return out
-    flat, offsets = _flat_history(history, B, V)
+    B = x.shape[0]
     kernel = _penalties_serial if B == 1 else _penalties_kernel  # one row: no thread pool
     kernel(x, out, flat, offsets, _f64(repeat, B), _f64(frequency, B), _f64(presence, B),
            _i64(last_n, B), inplace)
@@ -363,12 +361,10 @@ def _table(ids, V):
 
 def dry(logits, history, multiplier, base, allowed_length, last_n, breakers, out=None):
     """DRY penalty of spec §4.1 per row (linear in the history length)."""
-    x = _logits(logits)
-    B, V = x.shape
-    out, inplace = _out(x, logits, out)
-    if B == 0:
+    x, out, inplace, flat, offsets = _history_args(logits, history, out)
+    if flat is None:
         return out
-    flat, offsets = _flat_history(history, B, V)
+    B, V = x.shape
     kernel = _dry_serial if B == 1 else _dry_kernel  # one row: no thread pool
     kernel(x, out, flat, offsets, _f64(multiplier, B), _f64(base, B), _i64(allowed_length, B),
            _i64(last_n, B), _breaker_table(breakers, V), inplace)
@@ -391,12 +387,10 @@ def dry_penalty(history, vocab_size, multiplier, base, allowed_length, breakers,
 
 def no_repeat_ngram(logits, history, n, out=None):
     """Ban every token that would complete an n-gram already in the history (HF)."""
-    x = _logits(logits)
-    B, V = x.shape
-    out, inplace = _out(x, logits, out)
-    if B == 0:
+    x, out, inplace, flat, offsets = _history_args(logits, history, out)
+    if flat is None:
         return out
-    flat, offsets = _flat_history(history, B, V)
+    B = x.shape[0]
     kernel = _ngram_serial if B == 1 else _ngram_kernel  # one row: no thread pool
     kernel(x, out, flat, offsets, _i64(n, B), inplace)
     return out

@@ -471,3 +471,14 @@ def _flat_history(history, B, V):
     flat = np.ascontiguousarray(flat, dtype=np.int64)
     _check_ids(flat, V, "history")
     return flat, offsets
+
+
+def _history_args(logits, history, out):
+    """The start of a history stage's wrapper: ``(x, out, inplace, flat, offsets)``,
+    ``flat`` None when there are no rows (nothing to run)."""
+    x = _logits(logits)
+    B, V = x.shape
+    out, inplace = _out(x, logits, out)
+    if B == 0:
+        return x, out, inplace, None, None
+    return (x, out, inplace, *_flat_history(history, B, V))

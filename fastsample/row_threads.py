@@ -1,0 +1,42 @@
+"""Rows of a batch split over threads: ``over_rows``.
+
+Kernels that release the GIL (every C call through cffi, numba's ``nogil`` kernels)
+run row ranges of a batch on separate cores this way: the first range on the calling
+thread, the others on one shared pool, made on the first batched call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["THREADS", "over_rows"]
+
+THREADS = max(1, os.cpu_count() or 1)
+_POOL: list = []  # created on the first batched call
+
+
+def over_rows(B, run, parallel=True):
+    """Call ``run(start, stop)`` on row ranges covering ``[0, B)``, in parallel.
+
+    ``run`` slices its arrays itself and calls a kernel that releases the GIL, so the
+    ranges run on separate cores: the first on the calling thread, the others on a
+    shared pool. ``parallel=False`` (small work: a thread
+    hand-off would cost more than it saves) runs one range inline.
+    """
+    if B <= 0:
+        return
+    n = min(THREADS, B) if parallel else 1
+    if n == 1:
+        run(0, B)
+        return
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="fastsample-rows"))
+    edges = [B * i // n for i in range(n + 1)]
+    futures = [_POOL[0].submit(run, a, b) for a, b in itertools.pairwise(edges[1:])]
+    try:
+        run(edges[0], edges[1])
+    finally:
+        for f in futures:
+            f.result()
