@@ -134,6 +134,8 @@ _NBINS_MASS = 2048            # mass histogram of a whole row (flat rows)
 _SORT_CAP = 4096              # candidates sorted directly up to this count
 _TOPP_CANDS = 640             # tokens a whole-row top-p (p <= 0.95) aims to leave above F
 _STASH = 2048                 # per-row buffer of truncate_canonical (B > 1)
+_NO_WORDS = np.zeros((1, 1), np.uint32)   # truncate_canonical without a bitmask
+_NO_WORK = np.zeros((1, 1), np.float32)
 _STREAM_DRAW = 0
 _CH = 32                      # chunk (4 words of a block's byte mask) visited when set
 
@@ -1132,40 +1134,12 @@ def sample_canonical(logits, top_k, top_p, min_p, temperature, min_keep,
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _truncate_rows(logits, top_k, top_p, min_p, min_keep, bmaxs, thr, cnt, bad, sids,
-                   svals):
+def _truncate_rows(logits, bitmask, rows, work, top_k, top_p, min_p, min_keep, bmaxs, thr, cnt,
+                   bad, sids, svals):
     """Pass 1 over the rows: each row's threshold, its set's size, and the set itself
-    in its stash row when it fits (else pass 2 gathers it again at the threshold)."""
-    cap = sids.shape[1]
-    for b in prange(logits.shape[0]):
-        row = logits[b]
-        bmax = bmaxs[b]
-        invalid, T, cL, cvals, cids = _row_threshold(row, bmax, top_k[b], top_p[b],
-                                                     min_p[b], min_keep[b])
-        bad[b] = invalid
-        thr[b] = T
-        c = 0
-        if not invalid:
-            if cL <= T:
-                vals, ids = _select_ge(cvals, cids, T)
-                c = ids.shape[0]
-                if c <= cap:
-                    sids[b, :c] = ids
-                    svals[b, :c] = vals
-            else:
-                c = _count_ge(row, bmax, T)
-                if c <= cap:
-                    vals, ids = _gather(row, bmax, T)
-                    sids[b, :c] = ids
-                    svals[b, :c] = vals
-        cnt[b] = c
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _truncate_rows_masked(logits, bitmask, rows, work, top_k, top_p, min_p, min_keep, bmaxs,
-                          thr, cnt, bad, sids, svals):
-    """``_truncate_rows`` under a packed bitmask: a constrained row's first pass writes
-    its masked row into ``work[b]``, which its later passes read."""
+    in its stash row when it fits (else pass 2 gathers it again at the threshold). A
+    row with a bitmask row (``rows[b] >= 0``) writes its masked row into ``work[b]`` in
+    its first pass, and its later passes read that."""
     cap = sids.shape[1]
     for b in prange(logits.shape[0]):
         bmax = bmaxs[b]
@@ -1198,8 +1172,9 @@ def _truncate_rows_masked(logits, bitmask, rows, work, top_k, top_p, min_p, min_
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _truncate_fill_masked(logits, rows, work, bmaxs, thr, cnt, sids, svals, offsets, ids, vals):
-    """``_truncate_fill`` reading a constrained row's masked copy in ``work``."""
+def _truncate_fill(logits, rows, work, bmaxs, thr, cnt, sids, svals, offsets, ids, vals):
+    """Pass 2: every row's set into its slice of the concatenated output (a row too big
+    for its stash gathered again, from its masked copy in ``work`` if it has one)."""
     cap = sids.shape[1]
     for b in prange(logits.shape[0]):
         c = cnt[b]
@@ -1210,22 +1185,6 @@ def _truncate_fill_masked(logits, rows, work, bmaxs, thr, cnt, sids, svals, offs
         else:
             row = work[b] if rows[b] >= 0 else logits[b]
             gv, gi = _gather(row, bmaxs[b], thr[b])
-            ids[o:o + c] = gi
-            vals[o:o + c] = gv
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _truncate_fill(logits, bmaxs, thr, cnt, sids, svals, offsets, ids, vals):
-    """Pass 2: every row's set into its slice of the concatenated output."""
-    cap = sids.shape[1]
-    for b in prange(logits.shape[0]):
-        c = cnt[b]
-        o = offsets[b]
-        if c <= cap:
-            ids[o:o + c] = sids[b, :c]
-            vals[o:o + c] = svals[b, :c]
-        else:
-            gv, gi = _gather(logits[b], bmaxs[b], thr[b])
             ids[o:o + c] = gi
             vals[o:o + c] = gv
 
@@ -1293,23 +1252,18 @@ def truncate_canonical(logits, top_k, top_p, min_p, min_keep, bitmask=None, bitm
     cap = min(V, _STASH)
     sids = np.empty((B, cap), np.int32)
     svals = np.empty((B, cap), np.float32)
-    masked = bitmask is not None
-    if masked:   # the constrained rows' masked copies, written by their first pass
+    if bitmask is not None:   # constrained rows: masked copies, written by their first pass
         work = np.empty((B, V), np.float32)
         rows = np.ascontiguousarray(bitmask_rows, dtype=np.int64)
-    if B and masked:
-        _truncate_rows_masked(logits, bitmask, rows, work, top_k, top_p, min_p, min_keep,
-                              bmaxs, thr, cnt, bad, sids, svals)
-    elif B:
-        _truncate_rows(logits, top_k, top_p, min_p, min_keep, bmaxs, thr, cnt, bad, sids,
-                       svals)
+    else:                     # no row constrained: the same kernels, never reading these
+        bitmask, work, rows = _NO_WORDS, _NO_WORK, np.full(B, -1, np.int64)
+    if B:
+        _truncate_rows(logits, bitmask, rows, work, top_k, top_p, min_p, min_keep, bmaxs, thr,
+                       cnt, bad, sids, svals)
     offsets = np.zeros(B + 1, np.int64)
     np.cumsum(cnt, out=offsets[1:])
     ids = np.empty(offsets[-1], np.int32)
     vals = np.empty(offsets[-1], np.float32)
-    if B and masked:
-        _truncate_fill_masked(logits, rows, work, bmaxs, thr, cnt, sids, svals, offsets, ids,
-                              vals)
-    elif B:
-        _truncate_fill(logits, bmaxs, thr, cnt, sids, svals, offsets, ids, vals)
+    if B:
+        _truncate_fill(logits, rows, work, bmaxs, thr, cnt, sids, svals, offsets, ids, vals)
     return ids, vals, offsets, bad
