@@ -8,8 +8,9 @@
 #include "fastsample.h"
 #include "stages.h"
 
-/* Whether an id the edits touch (every token of the history window) holds NaN or +inf
- * in the input: an edit could overwrite it and hide an invalid row. */
+/* Whether a token of hist[0, n) holds NaN or +inf in the input: an edit there could
+ * overwrite it and hide an invalid row. Only the ids an edit writes need the check:
+ * everywhere else the kernel's own first pass still sees the input's value. */
 static int hides_bad_value(const float *row, int64_t V, const int64_t *hist, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         int64_t t = hist[i];
@@ -34,25 +35,28 @@ int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist
     if (!row || !p || !work || V < 1 || vlen < V || nhist < 0 || (nhist > 0 && !hist) ||
         p->n_after < 0 || p->n_after > 4)
         return FS_CHAIN_E_SIZE;
-    int edits = p->penalties || p->dry;
-    if (edits && hides_bad_value(row, V, hist, nhist))
-        return FS_CHAIN_FALLBACK;
     const float *x = row;
     int64_t offsets[2] = {0, nhist};
     int rc;
     if (p->penalties) {  /* copies the row into work, then edits the window's tokens */
+        int64_t w = p->penalty_last_n < 0 || p->penalty_last_n > nhist ? nhist : p->penalty_last_n;
+        if (hides_bad_value(row, V, hist + (nhist - w), w))
+            return FS_CHAIN_FALLBACK;
         rc = fs_penalties(row, work, 1, V, hist, nhist, offsets, &p->repeat, &p->frequency,
                           &p->presence, &p->penalty_last_n, counts, vlen);
         if (rc)
             return rc;
         x = work;
     }
-    if (p->dry) {
-        rc = fs_dry(x, work, 1, V, hist, nhist, offsets, &p->dry_multiplier, &p->dry_base,
-                    &p->dry_allowed_length, &p->dry_last_n, is_breaker, breaker_len, z, z_len,
-                    best, vlen);
+    if (p->dry) {  /* the ids it writes are the followers it penalises: checked there */
+        uint8_t saw_inf = 0;
+        rc = fs_dry_flagged(x, work, 1, V, hist, nhist, offsets, &p->dry_multiplier,
+                            &p->dry_base, &p->dry_allowed_length, &p->dry_last_n, is_breaker,
+                            breaker_len, z, z_len, best, vlen, &saw_inf);
         if (rc)
             return rc;
+        if (saw_inf)
+            return FS_CHAIN_FALLBACK;
         x = work;
     }
     if (p->fused) {

@@ -11,7 +11,7 @@
  *
  * Returns FS_CHAIN_OK with *token the drawn id, or FS_CHAIN_FALLBACK (*token = -2)
  * when the general route must decide: the row is invalid or the edits emptied it, or
- * an id the edits touch held NaN/+inf in the input (an edit could hide it). Other
+ * an id the edits write held NaN/+inf in the input (an edit could hide it). Other
  * codes: a bad size (FS_CHAIN_E_SIZE) or a kernel's own error code.
  */
 #ifndef FS_CHAIN_H

@@ -235,12 +235,52 @@ static double dry_amount(int64_t length, double multiplier, double base, int64_t
     return multiplier * pow(base, expo);
 }
 
-/* docs/spec.md §4.1 repeat lengths of the window hist[start, end) (tokens already checked):
- * leaves best[t] = L(t) for every token t with L(t) >= allowed, and best[t] = -1
- * for every other token that follows a position of the window; returns whether
- * any length was recorded. z holds n = end - start entries. */
-static int dry_lengths(const int64_t *hist, int64_t start, int64_t end, int64_t allowed,
-                       const uint8_t *brk, int32_t *z, int32_t *best) {
+/* z[j] (1 <= j < n) = 1 + the repeat length of follower hist[end - j] at rev offset
+ * j, min(Z(j), rep_limit), when that is >= allowed and the follower is not a breaker,
+ * else 0 (Z over the reversed window rev[i] = hist[end - 1 - i], fsc_z_reversed).
+ * Z(j) > 0 only where hist[end - 1 - j] equals the last token, so with allowed >= 1
+ * the lengths come from those few positions, each match extended directly; a window
+ * whose matches would cost more than n comparisons in all (long periodic runs) takes
+ * the linear Z route instead, so a call is O(n) on any history. */
+static void dry_follower_lengths(const int64_t *hist, int64_t end, int64_t n, int64_t allowed,
+                                 int64_t rep_limit, const uint8_t *brk, int32_t *z) {
+    const int64_t last = end - 1, tok = hist[last];
+    z[0] = 0;
+    if (allowed >= 1) {
+        int64_t budget = n;
+        int64_t j = 1;
+        for (; j < n; j++) {
+            int32_t length = 0;
+            if (hist[last - j] == tok) {
+                const int64_t cap = rep_limit < n - j ? rep_limit : n - j;
+                int64_t k = 1;
+                while (k < cap && hist[last - k] == hist[last - j - k])
+                    k++;
+                budget -= k;
+                if (budget < 0)
+                    break;
+                if (k >= allowed && !brk[hist[end - j]])
+                    length = (int32_t)(k + 1);
+            }
+            z[j] = length;
+        }
+        if (j == n)
+            return;
+    }
+    fsc_z_reversed(hist, end, n, z);
+    z[0] = 0;
+    for (int64_t j = 1; j < n; j++) {
+        int64_t length = z[j] < rep_limit ? z[j] : rep_limit;
+        z[j] = length >= allowed && !brk[hist[end - j]] ? (int32_t)(length + 1) : 0;
+    }
+}
+
+/* docs/spec.md §4.1 repeat lengths of the window hist[start, end) (tokens already
+ * checked): the number c of distinct tokens t with L(t) >= allowed, listed in z[0, c)
+ * (first seen from the end of the window), with best[t] = L(t); no other entry of best
+ * is read or written. z holds n = end - start entries. */
+static int64_t dry_lengths(const int64_t *hist, int64_t start, int64_t end, int64_t allowed,
+                           const uint8_t *brk, int32_t *z, int32_t *best) {
     int64_t n = end - start;
     if (n < 2 || brk[hist[end - 1]])
         return 0;
@@ -252,20 +292,23 @@ static int dry_lengths(const int64_t *hist, int64_t start, int64_t end, int64_t 
             break;
         }
     }
-    fsc_z_reversed(hist, end, n, z);
-    /* rev[j - 1] = hist[end - j] followed the earlier copy that ends at rev[j] */
+    dry_follower_lengths(hist, end, n, allowed, rep_limit, brk, z);
     for (int64_t j = 1; j < n; j++)
-        best[hist[end - j]] = -1;
-    int any = 0;
+        if (z[j] > 0)
+            best[hist[end - j]] = -1;
+    /* the list overwrites z behind the reading position (c < j) */
+    int64_t c = 0;
     for (int64_t j = 1; j < n; j++) {
-        int64_t length = z[j] < rep_limit ? z[j] : rep_limit;
+        int32_t length = z[j] - 1;
+        if (length < 0)
+            continue;
         int64_t t = hist[end - j];
-        if (length >= allowed && !brk[t] && best[t] < length) {
-            best[t] = (int32_t)length;
-            any = 1;
-        }
+        if (best[t] < 0)
+            z[c++] = (int32_t)t;
+        if (best[t] < length)
+            best[t] = length;
     }
-    return any;
+    return c;
 }
 
 static int dry_check(int64_t V, const uint8_t *is_breaker, int64_t breaker_len, int32_t *best,
@@ -280,6 +323,17 @@ int fs_dry(const float *logits, float *out, int64_t B, int64_t V,
            const double *multiplier, const double *base, const int64_t *allowed_length,
            const int64_t *last_n, const uint8_t *is_breaker, int64_t breaker_len,
            int32_t *z, int64_t z_len, int32_t *best, int64_t best_len) {
+    return fs_dry_flagged(logits, out, B, V, hist, nhist, offsets, multiplier, base,
+                          allowed_length, last_n, is_breaker, breaker_len, z, z_len, best,
+                          best_len, NULL);
+}
+
+int fs_dry_flagged(const float *logits, float *out, int64_t B, int64_t V,
+                   const int64_t *hist, int64_t nhist, const int64_t *offsets,
+                   const double *multiplier, const double *base, const int64_t *allowed_length,
+                   const int64_t *last_n, const uint8_t *is_breaker, int64_t breaker_len,
+                   int32_t *z, int64_t z_len, int32_t *best, int64_t best_len,
+                   uint8_t *saw_inf) {
     int rc = fsc_check_hist_block(logits, out, B, V, hist, nhist, offsets);
     if (rc || B == 0)
         return rc;
@@ -300,16 +354,14 @@ int fs_dry(const float *logits, float *out, int64_t B, int64_t V,
             return FS_STAGE_E_SIZE;
         if ((rc = fsc_check_tokens(hist, start, end, V)))
             return rc;
-        if (!dry_lengths(hist, start, end, allowed_length[b], is_breaker, z, best))
-            continue;
-        for (int64_t j = 1; j < end - start; j++) {
-            int64_t t = hist[end - j];
-            if (best[t] < 0)
-                continue;
+        int64_t c = dry_lengths(hist, start, end, allowed_length[b], is_breaker, z, best);
+        for (int64_t j = 0; j < c; j++) {
+            int64_t t = z[j];
             double x = (double)row[t];
+            if (x == INFINITY && saw_inf)
+                saw_inf[b] = 1;
             if (x > -INFINITY)
                 o[t] = fs_sat_f32(x - dry_amount(best[t], multiplier[b], base[b], allowed_length[b]));
-            best[t] = -1;  /* applied once */
         }
     }
     return FS_STAGE_OK;
@@ -365,29 +417,18 @@ int fs_dry_penalty(const int64_t *hist, int64_t nhist, int64_t V, double multipl
         return FS_STAGE_E_SIZE;
     if ((rc = fsc_check_tokens(hist, start, end, V)))
         return rc;
-    if (!dry_lengths(hist, start, end, allowed_length, is_breaker, z, best))
+    int64_t c = dry_lengths(hist, start, end, allowed_length, is_breaker, z, best);
+    if (c == 0)
         return FS_STAGE_OK;
-    /* one id per distinct follower token (cap >= min(n - 1, V) is enough); the
-     * lengths wait in z (no longer needed) while best[] marks the ids taken */
-    int64_t c = 0;
-    for (int64_t j = 1; j < end - start; j++) {
-        int64_t t = hist[end - j];
-        if (best[t] < 0)
-            continue;
-        if (c >= cap || !ids || !penalties)
-            return FS_STAGE_E_SIZE;
-        ids[c] = (int32_t)t;
-        z[c] = best[t];
-        best[t] = -1;
-        c++;
-    }
+    /* one id per distinct follower token (cap >= min(n - 1, V) is enough) */
+    if (c > cap || !ids || !penalties)
+        return FS_STAGE_E_SIZE;
     for (int64_t j = 0; j < c; j++)
-        best[ids[j]] = z[j];
+        ids[j] = z[j];
     sort_i32(ids, c);  /* ids ascending, as the reference */
     for (int64_t j = 0; j < c; j++) {
         double a = dry_amount(best[ids[j]], multiplier, base, allowed_length);
         penalties[j] = (float)(a > (double)FLT_MAX ? (double)FLT_MAX : a);
-        best[ids[j]] = -1;
     }
     *count = c;
     return FS_STAGE_OK;

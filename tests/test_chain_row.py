@@ -176,6 +176,25 @@ def test_a_bad_value_where_an_edit_writes_goes_the_general_way(bad, on_invalid, 
     assert outcomes[0] == outcomes[1] and outcomes[0] in ("raised", -1)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("at", [3, 9, 2], ids=["dry-follower", "untouched", "penalty-window"])
+def test_a_bad_value_at_a_history_token_matches_the_general_route(at, bad, backend):
+    """The one-call step checks only the ids its edits write (the penalty window, the
+    followers DRY penalises); a bad value anywhere else in the history is left to the
+    kernel's own check. Every case must end as the general route does."""
+    stages = [fs.Penalties(1.3, last_n=2), fs.DRY(0.8, 1.75, 1, last_n=64), fs.TopK(10),
+              fs.Temperature(0.7)]
+    hist = np.array([1, 2, 3, 9, 1, 2], np.int64)   # DRY penalises 3 (after "1 2")
+    row = _rows(5, 1)[0]
+    row[at] = bad
+    outcomes = []
+    for name in (backend, "numpy"):
+        chain = fs.SamplerChain(stages, seed=1, backend=name, on_invalid="flag")
+        chain.load_states([{"history": hist}])
+        outcomes.append(chain.sample(row))
+    assert outcomes[0] == outcomes[1] == -1
+
+
 def test_an_invalid_row_goes_the_general_way(backend):
     stages = [fs.Penalties(1.1), fs.MinP(0.1), fs.XTC(1.0, 0.05)]
     chain = fs.SamplerChain(stages, seed=1, backend=backend, on_invalid="flag")

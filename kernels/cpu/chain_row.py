@@ -52,20 +52,24 @@ def _hides_bad_value(row, hist):
 
 @numba.njit(**_NJ)
 def _chain_row_kernel(row, work, hist, f, i, brk, seed, position):
+    # A NaN/+inf is checked only where an edit writes (the penalty window, the
+    # followers DRY penalises): everywhere else the kernel's own first pass sees it.
     V = row.shape[0]
-    edits = i[0] != 0 or i[2] != 0
-    if edits and _hides_bad_value(row, hist):
-        return -2
-    offsets = np.array([0, hist.shape[0]], np.int64)
+    n = hist.shape[0]
+    offsets = np.array([0, n], np.int64)
     src = row.reshape(1, V)
     out = work.reshape(1, V)
     x = row
     if i[0] != 0:   # Penalties: copies the row into work, then edits its window
+        w = n if i[1] < 0 or i[1] > n else i[1]
+        if _hides_bad_value(row, hist[n - w:]):
+            return -2
         _penalties_serial(src, out, hist, offsets, f[0:1], f[1:2], f[2:3], i[1:2], False)
         x = work
     if i[2] != 0:   # DRY, in place when Penalties already wrote work
-        _dry_serial(out if i[0] != 0 else src, out, hist, offsets, f[3:4], f[4:5], i[3:4],
-                    i[4:5], brk, i[0] != 0)
+        if _dry_serial(out if i[0] != 0 else src, out, hist, offsets, f[3:4], f[4:5],
+                       i[3:4], i[4:5], brk, i[0] != 0):
+            return -2
         x = work
     if i[5] != 0:   # the rest is fs.sample's fused chain
         return _sample_one(x, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed, position)

@@ -132,8 +132,48 @@ def _z_reversed(hist, start, end):
 
 
 @numba.njit(**_NJ)
+def _follower_lengths(hist, start, end, allowed, rep_limit, brk):
+    """z[j] (1 <= j < n) = 1 + the repeat length min(Z(j), rep_limit) of the follower
+    hist[end - j] when that is >= allowed and the follower is not a breaker, else 0
+    (Z over the reversed window, ``_z_reversed``). Z(j) > 0 only where hist[end-1-j] is
+    the last token, so with allowed >= 1 the lengths come from those few positions,
+    each match extended directly; a window whose matches would cost more than n
+    comparisons in all (long periodic runs) takes the linear Z route: O(n) on any
+    history (csrc/stages.c's dry_follower_lengths)."""
+    n = end - start
+    last = end - 1
+    tok = hist[last]
+    if allowed >= 1:
+        z = np.zeros(n, np.int32)
+        budget = n
+        done = True
+        for j in range(1, n):
+            if hist[last - j] != tok:
+                continue
+            cap = rep_limit if rep_limit < n - j else n - j
+            k = 1
+            while k < cap and hist[last - k] == hist[last - j - k]:
+                k += 1
+            budget -= k
+            if budget < 0:
+                done = False
+                break
+            if k >= allowed and not brk[hist[end - j]]:
+                z[j] = k + 1
+        if done:
+            return z
+    z = _z_reversed(hist, start, end)
+    z[0] = 0
+    for j in range(1, n):
+        length = np.int64(z[j]) if z[j] < rep_limit else rep_limit
+        z[j] = length + 1 if length >= allowed and not brk[hist[end - j]] else 0
+    return z
+
+
+@numba.njit(**_NJ)
 def dry_lengths(hist, start, end, allowed, brk, scratch):
-    """docs/spec.md §4.1 repeat lengths: distinct tokens (history order) with L >= allowed."""
+    """docs/spec.md §4.1 repeat lengths: distinct tokens (first seen from the end of
+    the window) with L >= allowed. ``scratch`` (V,) is read and written only at them."""
     n = end - start
     if n < 2 or brk[hist[end - 1]]:
         return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -142,29 +182,26 @@ def dry_lengths(hist, start, end, allowed, brk, scratch):
         if brk[hist[start + i]]:
             rep_limit = n - 1 - i
             break
-    z = _z_reversed(hist, start, end)
-    # rev[j - 1] = hist[end - j]: the token that followed the earlier copy
-    for j in range(1, n):
-        scratch[hist[end - j]] = -1
+    z = _follower_lengths(hist, start, end, allowed, rep_limit, brk)
     cnt = 0
     for j in range(1, n):
-        length = np.int64(z[j]) if z[j] < rep_limit else rep_limit
-        tok = hist[end - j]
-        if length >= allowed and not brk[tok]:
-            if scratch[tok] < length:
-                if scratch[tok] < 0:
-                    cnt += 1
-                scratch[tok] = length
+        if z[j] > 0:
+            scratch[hist[end - j]] = -1
+    for j in range(1, n):
+        length = np.int64(z[j]) - 1
+        if length < 0:
+            continue
+        t = hist[end - j]
+        if scratch[t] < 0:
+            z[cnt] = t   # the list overwrites z behind the reading position
+            cnt += 1
+        if scratch[t] < length:
+            scratch[t] = length
     toks = np.empty(cnt, np.int64)
     lens = np.empty(cnt, np.int64)
-    c = 0
-    for j in range(1, n):
-        tok = hist[end - j]
-        if scratch[tok] >= 0:
-            toks[c] = tok
-            lens[c] = scratch[tok]
-            scratch[tok] = -1
-            c += 1
+    for c in range(cnt):
+        toks[c] = z[c]
+        lens[c] = scratch[z[c]]
     return toks, lens
 
 
@@ -180,7 +217,8 @@ def _dry_amount(length, multiplier, base, allowed):
 
 @numba.njit(**_NJ)
 def _dry_at(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, inplace, b):
-    """Row b of ``_dry_kernel``."""
+    """Row b of ``_dry_kernel``; True when a token it edits held +inf (the edit would
+    hide an invalid row: the chain's one-call step then hands the row back)."""
     B, V = logits.shape
     row = logits[b]
     o = out[b]
@@ -189,16 +227,19 @@ def _dry_at(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, 
     mult = multiplier[b]
     bs = base[b]
     ln = last_n[b]
+    saw_inf = False
     if not (mult != 0.0 and bs >= 1.0 and ln != 0):
-        return
+        return saw_inf
     start, end = _window(offsets, b, ln)
     scratch = np.empty(V, np.int32)
     toks, lens = dry_lengths(hist, start, end, allowed[b], brk, scratch)
     for j in range(toks.shape[0]):
         t = toks[j]
         x = np.float64(row[t])
+        saw_inf |= x == np.inf
         if x > -np.inf:
             o[t] = _sat(x - _dry_amount(lens[j], mult, bs, allowed[b]))
+    return saw_inf
 
 
 @numba.njit(**_PJ)
@@ -210,9 +251,13 @@ def _dry_kernel(logits, out, hist, offsets, multiplier, base, allowed, last_n, b
 @numba.njit(**_NJ)
 def _dry_serial(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, inplace):
     """``_dry_kernel`` without threads (one row: no thread-pool launch, which a
-    loaded machine can deschedule for milliseconds)."""
+    loaded machine can deschedule for milliseconds); True when an edited token held
+    +inf in some row."""
+    saw_inf = False
     for b in range(logits.shape[0]):
-        _dry_at(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk, inplace, b)
+        saw_inf |= _dry_at(logits, out, hist, offsets, multiplier, base, allowed, last_n, brk,
+                           inplace, b)
+    return saw_inf
 
 
 @numba.njit(**_NJ)
