@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "fastsample.h"
+#include "fs_logprobs.h"
 #include "stages.h"
 
 /* Whether a token of hist[0, n) holds NaN or +inf in the input: an edit there could
@@ -23,12 +24,15 @@ static int hides_bad_value(const float *row, int64_t V, const int64_t *hist, int
     return 0;
 }
 
-int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
-                 const fs_chain_params *p, const uint8_t *is_breaker, int64_t breaker_len,
-                 float *work, int32_t *ids, float *vals, float *tmp, int64_t vlen,
-                 int32_t *counts, int32_t *best, int32_t *z, int64_t z_len,
-                 double *dws, int64_t dws_len, void *ws, size_t ws_bytes, int isa,
-                 int32_t *token) {
+/* fs_chain_row; when the chain is not fused, (*drawn, *ndrawn) is the row of
+ * survivors the draw read (after the stages on them) and *kdrawn the drawn index. */
+static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
+                         const fs_chain_params *p, const uint8_t *is_breaker,
+                         int64_t breaker_len, float *work, int32_t *ids, float *vals,
+                         float *tmp, int64_t vlen, int32_t *counts, int32_t *best, int32_t *z,
+                         int64_t z_len, double *dws, int64_t dws_len, void *ws,
+                         size_t ws_bytes, int isa, int32_t *token, const float **drawn,
+                         int64_t *ndrawn, int32_t *kdrawn) {
     if (!token)
         return FS_CHAIN_E_SIZE;
     *token = -2;
@@ -100,5 +104,88 @@ int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist
     if (k < 0 || k >= n)
         return FS_CHAIN_FALLBACK;  /* every survivor masked by the later stages */
     *token = ids[k];
+    *drawn = cur;
+    *ndrawn = n;
+    *kdrawn = k;
+    return FS_CHAIN_OK;
+}
+
+int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
+                 const fs_chain_params *p, const uint8_t *is_breaker, int64_t breaker_len,
+                 float *work, int32_t *ids, float *vals, float *tmp, int64_t vlen,
+                 int32_t *counts, int32_t *best, int32_t *z, int64_t z_len,
+                 double *dws, int64_t dws_len, void *ws, size_t ws_bytes, int isa,
+                 int32_t *token) {
+    const float *drawn;
+    int64_t ndrawn;
+    int32_t kdrawn;
+    return chain_row_run(row, V, hist, nhist, p, is_breaker, breaker_len, work, ids, vals, tmp,
+                         vlen, counts, best, z, z_len, dws, dws_len, ws, ws_bytes, isa, token,
+                         &drawn, &ndrawn, &kdrawn);
+}
+
+/* The top kk (<= nd) of a short row, descending, ties to the lower index, by insertion:
+ * the survivors are a few dozen values, where fs_topk_checked's block machinery costs
+ * more than the whole selection (about 1 us of a 12 us token). */
+static void small_topk(const float *d, int64_t nd, int64_t kk, float *vals, int32_t *idx) {
+    int64_t c = 0;
+    for (int64_t i = 0; i < nd; i++) {
+        float x = d[i];
+        if (c == kk && !(x > vals[kk - 1]))
+            continue;
+        int64_t j = c < kk ? c++ : kk - 1;
+        for (; j > 0 && x > vals[j - 1]; j--) {
+            vals[j] = vals[j - 1];
+            idx[j] = idx[j - 1];
+        }
+        vals[j] = x;
+        idx[j] = (int32_t)i;
+    }
+}
+
+int fs_chain_row_logprobs(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
+                          const fs_chain_params *p, const uint8_t *is_breaker,
+                          int64_t breaker_len, float *work, int32_t *ids, float *vals,
+                          float *tmp, int64_t vlen, int32_t *counts, int32_t *best,
+                          int32_t *z, int64_t z_len, double *dws, int64_t dws_len, void *ws,
+                          size_t ws_bytes, int isa, int64_t nlp, float *lp, int32_t *rank,
+                          int32_t *top_ids, float *top_lp, int32_t *token) {
+    if (!token)
+        return FS_CHAIN_E_SIZE;
+    *token = -2;
+    if (!p || p->fused || nlp < 0 || !lp || !rank || (nlp > 0 && (!top_ids || !top_lp)) ||
+        !best)
+        return FS_CHAIN_E_SIZE;
+    const float *d = NULL;
+    int64_t nd = 0;
+    int32_t kd = -1;
+    int rc = chain_row_run(row, V, hist, nhist, p, is_breaker, breaker_len, work, ids, vals,
+                           tmp, vlen, counts, best, z, z_len, dws, dws_len, ws, ws_bytes, isa,
+                           token, &d, &nd, &kd);
+    if (rc)
+        return rc;
+    /* the log-probabilities of the survivors' row, as fs_logprobs of a (1, nd) row: its
+     * top kk from fs_topk_checked into work and best (both free once the draw is done;
+     * d is vals or tmp), then the LSE and rank pass; top ids mapped back to token ids */
+    int64_t kk = nlp > 1 ? nlp : 1;
+    if (kk > nd)
+        kk = nd;
+    if (nd * kk <= 16384) {
+        small_topk(d, nd, kk, work, best);
+    } else {
+        if (fs_topk_ws_bytes(nd) > ws_bytes)
+            return FS_CHAIN_E_SIZE;
+        uint8_t invalid = 0;
+        rc = fs_topk_checked(d, 1, nd, kk, work, best, &invalid, ws, ws_bytes, isa);
+        if (rc)
+            return rc;
+    }
+    int64_t tk = kd;
+    rc = fs_logprobs(d, 1, nd, &tk, work, best, kk, nlp, lp, rank, top_ids, top_lp, isa);
+    if (rc)
+        return rc;
+    for (int64_t q = 0; q < nlp; q++)
+        if (top_ids[q] >= 0 && top_ids[q] < nd)
+            top_ids[q] = ids[top_ids[q]];
     return FS_CHAIN_OK;
 }

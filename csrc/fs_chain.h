@@ -50,6 +50,18 @@ int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist
                  int32_t *counts, int32_t *best, int32_t *z, int64_t z_len,
                  double *dws, int64_t dws_len, void *ws, size_t ws_bytes, int isa,
                  int32_t *token);
+/* fs_chain_row of a chain that is not fused (the truncations, the stages on the
+ * survivors, the draw), with docs/spec.md §9's processed log-probabilities of the row
+ * the draw read: lp, rank, and the top nlp (>= 0) ids (token ids) and log-probabilities
+ * (id -1, -inf past the survivors), as fs_logprobs. work and best (>= V entries) hold
+ * its top-k; ws must also fit fs_topk_ws_bytes of the survivors. Same return codes. */
+int fs_chain_row_logprobs(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
+                          const fs_chain_params *p, const uint8_t *is_breaker,
+                          int64_t breaker_len, float *work, int32_t *ids, float *vals,
+                          float *tmp, int64_t vlen, int32_t *counts, int32_t *best,
+                          int32_t *z, int64_t z_len, double *dws, int64_t dws_len, void *ws,
+                          size_t ws_bytes, int isa, int64_t nlp, float *lp, int32_t *rank,
+                          int32_t *top_ids, float *top_lp, int32_t *token);
 /* FS_CDEF_END */
 
 #endif

@@ -24,7 +24,7 @@ import numpy as np
 from . import plan as _plan
 from . import registry as _backends
 from .results import Sampled
-from .validation import as_logits, as_seeds, raise_invalid
+from .validation import as_logits, as_seeds, check_on_invalid, is_u64, raise_invalid
 
 __all__ = ["MODES", "check", "compute", "on_candidates", "result", "sample"]
 
@@ -33,6 +33,8 @@ MODES = ("raw", "processed")
 
 def check(n, mode):
     """``n`` as an int >= 0 and ``mode`` checked; ``ValueError`` naming the bad one."""
+    if type(n) is int and n >= 0 and (mode == "processed" or mode == "raw"):
+        return n   # the per-token path: a plain int and a known mode
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
         raise ValueError(f"logprobs must be an integer >= 0 or None; got {n!r}")  # noqa: TRY004 (as k)
     if n < 0:
@@ -78,6 +80,9 @@ def sample(sample_fn, logits, n, mode, kwargs):
     names = _backends.resolve(backend)
     module = _backends.load(names[0])
     if mode == "processed" and getattr(module, "truncate_canonical", None) is not None:
+        got = _processed_row(module, logits, n, kwargs)
+        if got is not None:
+            return got
         return _processed_candidates(names, module, logits, n, kwargs)
     tokens = np.atleast_1d(sample_fn(logits, **kwargs)).astype(np.int32)
     x, one_d = as_logits(logits)
@@ -176,6 +181,10 @@ def _processed_candidates(names, module, logits, n, kwargs):
     seeds = as_seeds("seed", kwargs.get("seed", 0), B)
     pos = as_seeds("position", kwargs.get("position", 0), B)
     on_invalid = kwargs.get("on_invalid", "raise")
+    if B == 1 and kwargs.get("bitmask") is None and (t_last or (t == 1.0).all()):
+        arrays = _one_call(module, x, n, (k, p, mp, mk), t, seeds, pos)
+        if arrays is not None:
+            return result(arrays[0], arrays[1:], one_d)
     x = _masked(names, x, kwargs)
     if not t_last and (t != 1.0).any():  # Hugging Face's order: temperature first
         bad = _backends.row_check(names)(x)
@@ -196,6 +205,92 @@ def _processed_candidates(names, module, logits, n, kwargs):
     compact[bad] = -1
     tokens = _plan.token_ids(compact, ids, offsets)
     return result(tokens, on_candidates(names, block, compact, ids, offsets, n), one_d)
+
+
+_PROGRAMS = {}   # (backend module, V, parameters) -> its compiled row program
+
+
+def _program(module, V, trunc, t):
+    """The backend's row program of TopK -> TopP -> MinP -> Temperature -> Dist (not
+    fused: the draw reads the survivors' row, which the logprobs then read)."""
+    key = (module.__name__, V, *trunc, t)
+    prog = _PROGRAMS.get(key)
+    if prog is None:
+        if len(_PROGRAMS) >= 32:
+            _PROGRAMS.clear()
+        after = [("temperature", t, 0.0, 1)] if t != 1.0 else []
+        prog = _PROGRAMS[key] = module.chain_program({"truncations": trunc, "after": after}, V)
+    return prog
+
+
+_NO_HISTORY = np.zeros(0, np.int64)
+
+
+_PLAIN = frozenset({int, float})
+_F32 = np.dtype(np.float32)
+_ROW_PARAMS = []   # api._row_params, bound on first use (api imports this module)
+
+
+def _processed_row(module, logits, n, kwargs):
+    """The per-token latency path of processed logprobs: one row, plain scalar
+    parameters, no bitmask, temperature last (or 1), a backend with
+    ``chain_row_logprobs``: one compiled call, no per-row arrays (as ``fs.sample``'s own
+    one-row path). None when any of that does not hold, or the row needs the general
+    route (invalid)."""
+    fn = getattr(module, "chain_row_logprobs", None)
+    kw = kwargs.get
+    seed, position = kw("seed", 0), kw("position", 0)
+    t, k, p, mp, mk = (kw("temperature", 1.0), kw("top_k", 0), kw("top_p", 1.0),
+                       kw("min_p", 0.0), kw("min_keep", 1))
+    if fn is None or kw("bitmask") is not None or not (is_u64(seed) and is_u64(position)) \
+            or not _PLAIN.issuperset((type(t), type(p), type(mp))) \
+            or type(k) is not int or type(mk) is not int:
+        return None
+    if type(logits) is np.ndarray and logits.ndim == 1 and logits.dtype is _F32 \
+            and logits.shape[0] and logits.flags.c_contiguous:
+        row, one_d = logits, True   # used as is (as_logits' own rule), without its checks
+    else:
+        x, one_d = as_logits(logits)
+        if x.shape[0] != 1:
+            return None
+        row = x[0]
+    check_on_invalid(kw("on_invalid", "raise"))
+    if not _ROW_PARAMS:
+        from .api import _row_params
+
+        _ROW_PARAMS.append(_row_params)
+    k, p, mp, t, mk = _ROW_PARAMS[0](t, k, p, mp, mk)
+    if t != 1.0 and not kw("temperature_last", True):
+        return None
+    got = fn(row, _NO_HISTORY, _program(module, row.shape[0], (k, p, mp, mk), t), seed,
+             position, n)
+    if got is None:
+        return None
+    token, lp, rank, top, top_lp = got
+    if one_d:
+        return Sampled(token, lp, rank, top, top_lp)
+    return Sampled(np.array([token], np.int32), np.array([lp], np.float32),
+                   np.array([rank], np.int32), top[None], top_lp[None])
+
+
+def _one_call(module, x, n, trunc, t, seeds, pos):
+    """Token and processed logprobs of a one-row batch in one compiled call (the
+    backend's ``chain_row_logprobs``: the candidates route's kernels, then the logprobs
+    of the survivors' row its draw read) as (B,) arrays; None when the backend has no
+    such call or the row needs the general route. Batches keep the batched route: its
+    kernels spread the rows over threads."""
+    fn = getattr(module, "chain_row_logprobs", None)
+    if fn is None:
+        return None
+    k, p, mp, mk = trunc
+    prog = _program(module, x.shape[1], (int(k[0]), float(p[0]), float(mp[0]), int(mk[0])),
+                    float(t[0]))
+    got = fn(x[0], _NO_HISTORY, prog, int(seeds[0]), int(pos[0]), n)
+    if got is None:
+        return None
+    token, lp, rank, top, top_lp = got
+    return (np.array([token], np.int32), np.array([lp], np.float32),
+            np.array([rank], np.int32), top[None], top_lp[None])
 
 
 def chain_sample(chain, logits, n, mode, kwargs):

@@ -422,3 +422,34 @@ def test_torch_input_gives_sampled_of_tensors():
     assert got.tokens.dtype == torch.int64 and got.top_logprobs.dtype == torch.float32
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g.numpy(), w)
+
+
+@pytest.mark.parametrize("backend", ["numba", "c"])
+@pytest.mark.parametrize("p", [
+    {"top_k": 40, "top_p": 0.9, "min_p": 0.02, "temperature": 0.8, "min_keep": 2},
+    {"top_k": 3, "temperature": 0.0},
+    {"top_p": 0.5, "temperature": 1.0, "temperature_last": False},
+    {"top_k": np.array([4000]), "min_p": np.array([0.3]), "temperature": np.array([1.3])},
+], ids=["plain", "greedy", "hf-order-t1", "arrays"])
+@pytest.mark.parametrize("one_d", [True, False])
+def test_processed_one_row_runs_in_one_call(backend, p, one_d, monkeypatch):
+    """One valid row with temperature last takes the backend's chain_row_logprobs (the
+    stage-by-stage candidates route is never reached) and equals the reference."""
+    from fastsample import plan
+
+    x = llm_like(1, 4000, seed=3)
+    x = x[0] if one_d else x
+    want = fs.sample(x, backend="numpy", seed=4, position=2, logprobs=7,
+                     logprobs_mode="processed", **p)
+
+    def general_route(*args, **kwargs):
+        raise AssertionError("the stage-by-stage route ran")
+
+    monkeypatch.setattr(plan, "truncate", general_route)
+    got = fs.sample(x, backend=backend, seed=4, position=2, logprobs=7,
+                    logprobs_mode="processed", **p)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    assert type(got.tokens) is type(want.tokens) and type(got.rank) is type(want.rank)
+    rows = lambda r: (np.atleast_1d(r.logprob), np.atleast_1d(np.asarray(r.rank, np.int32)),
+                      np.atleast_2d(r.top_ids), np.atleast_2d(r.top_logprobs))
+    _assert_same(rows(got), rows(want))

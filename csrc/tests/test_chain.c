@@ -9,6 +9,7 @@
 
 #include "fastsample.h"
 #include "fs_chain.h"
+#include "fs_logprobs.h"
 #include "stages.h"
 
 #include <math.h>
@@ -52,9 +53,26 @@ static void release(bufs *w) {
     free(w->counts); free(w->best); free(w->z); free(w->dws); free(w->ws);
 }
 
-/* The same step, kernel by kernel: -2 where fs_chain_row falls back. */
+/* The same step, kernel by kernel: -2 where fs_chain_row falls back. Not fused: the
+ * survivors' row the draw read is left in *drawn (c entries), its drawn index in *k. */
+static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, int64_t n,
+                            const fs_chain_params *p, const uint8_t *brk, bufs *w,
+                            const float **drawn, int64_t *nd, int32_t *k);
+
 static int32_t by_pieces(const float *row, int64_t V, const int64_t *hist, int64_t n,
                          const fs_chain_params *p, const uint8_t *brk, bufs *w) {
+    const float *d;
+    int64_t nd;
+    int32_t k;
+    return by_pieces_at(row, V, hist, n, p, brk, w, &d, &nd, &k);
+}
+
+static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, int64_t n,
+                            const fs_chain_params *p, const uint8_t *brk, bufs *w,
+                            const float **drawn, int64_t *nd, int32_t *k) {
+    *drawn = NULL;
+    *nd = 0;
+    *k = -1;
     int64_t offsets[2] = {0, n};
     const float *x = row;
     for (int64_t i = 0; i < n && (p->penalties || p->dry); i++)
@@ -91,6 +109,9 @@ static int32_t by_pieces(const float *row, int64_t V, const int64_t *hist, int64
         float *t = cur; cur = next; next = t;
     }
     CHECK(fs_draw(cur, 1, c, &p->seed, &p->position, &tok, w->ws, w->ws_bytes, 0) == 0);
+    *drawn = cur;
+    *nd = c;
+    *k = tok;
     return tok < 0 ? -2 : w->ids[tok];
 }
 
@@ -153,6 +174,73 @@ static void test_equals_pieces(void) {
     }
 }
 
+/* fs_chain_row_logprobs: the token of fs_chain_row, and fs_logprobs (after
+ * fs_topk_checked) of the survivors' row the draw read, top ids mapped to token ids:
+ * bit-identical, since its short-row top-k must give fs_topk_checked's order. */
+static void test_logprobs_equal_pieces(void) {
+    for (int it = 0; it < 300; it++) {
+        int64_t V = 1 + below(700), n = below(200), nlp = below(4) == 0 ? below(300) : below(25);
+        float *row = malloc(sizeof(float) * (size_t)V);
+        int64_t *hist = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+        uint8_t *brk = calloc((size_t)V, 1);
+        fill_row(row, V, (int)below(NSTYLES));
+        for (int64_t i = 0; i < n; i++) hist[i] = below(1 + below(V));
+        fs_chain_params p = random_program();
+        p.fused = 0;
+        bufs w = alloc(V, n);
+        float *lp = malloc(sizeof(float)), *top_lp = malloc(sizeof(float) * (size_t)(nlp + 1));
+        int32_t *rank = malloc(sizeof(int32_t)), *top = malloc(sizeof(int32_t) * (size_t)(nlp + 1));
+        int32_t got = 7;
+        int rc = fs_chain_row_logprobs(row, V, hist, n, &p, brk, V, w.work, w.ids, w.vals, w.tmp,
+                                       V, w.counts, w.best, w.z, n > 0 ? n : 1, w.dws, w.dws_len,
+                                       w.ws, w.ws_bytes, 0, nlp, lp, rank, top, top_lp, &got);
+        const float *d;
+        int64_t nd;
+        int32_t k;
+        bufs w2 = alloc(V, n);
+        int32_t want = by_pieces_at(row, V, hist, n, &p, brk, &w2, &d, &nd, &k);
+        CHECK(rc == (want == -2 ? FS_CHAIN_FALLBACK : FS_CHAIN_OK), "rc %d want %d", rc, want);
+        CHECK(got == want, "it %d: got %d want %d", it, got, want);
+        if (want >= 0) {
+            int64_t kk = nlp > 1 ? nlp : 1;
+            kk = kk < nd ? kk : nd;
+            float *tv = malloc(sizeof(float) * (size_t)kk), *wlp = malloc(sizeof(float));
+            float *wtop_lp = malloc(sizeof(float) * (size_t)(nlp + 1));
+            int32_t *ti = malloc(sizeof(int32_t) * (size_t)kk), *wrank = malloc(sizeof(int32_t));
+            int32_t *wtop = malloc(sizeof(int32_t) * (size_t)(nlp + 1));
+            uint8_t inv;
+            void *tws = malloc(fs_topk_ws_bytes(nd));
+            CHECK(fs_topk_checked(d, 1, nd, kk, tv, ti, &inv, tws, fs_topk_ws_bytes(nd), 0) == 0);
+            int64_t tk = k;
+            CHECK(fs_logprobs(d, 1, nd, &tk, tv, ti, kk, nlp, wlp, wrank, wtop, wtop_lp, 0) == 0);
+            CHECK(lp[0] == wlp[0] && rank[0] == wrank[0], "it %d: lp %g/%g rank %d/%d", it,
+                  (double)lp[0], (double)wlp[0], rank[0], wrank[0]);
+            for (int64_t q = 0; q < nlp; q++) {
+                int32_t id = wtop[q] >= 0 ? w2.ids[wtop[q]] : -1;
+                CHECK(top[q] == id && (top_lp[q] == wtop_lp[q] || (isnan(top_lp[q]) && isnan(wtop_lp[q]))),
+                      "it %d q %lld: id %d/%d", it, (long long)q, top[q], id);
+            }
+            free(tv); free(wlp); free(wtop_lp); free(ti); free(wrank); free(wtop); free(tws);
+        }
+        release(&w); release(&w2);
+        free(lp); free(top_lp); free(rank); free(top);
+        free(row); free(hist); free(brk);
+    }
+    /* a fused program is a size error: it has no survivors' row */
+    int64_t V = 8;
+    float row[8] = {0};
+    uint8_t brk[8] = {0};
+    fs_chain_params p = random_program();
+    p.fused = 1;
+    bufs w = alloc(V, 1);
+    float lp, tl[2];
+    int32_t rank, ti[2], tok = 3;
+    CHECK(fs_chain_row_logprobs(row, V, NULL, 0, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                                w.counts, w.best, w.z, 1, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                                2, &lp, &rank, ti, tl, &tok) == FS_CHAIN_E_SIZE && tok == -2);
+    release(&w);
+}
+
 static void test_bad_sizes(void) {
     int64_t V = 16, hist[2] = {1, 2};
     float row[16] = {0};
@@ -189,6 +277,7 @@ static void test_bad_sizes(void) {
 
 int main(void) {
     test_equals_pieces();
+    test_logprobs_equal_pieces();
     test_bad_sizes();
     printf("test_chain: %d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;

@@ -27,6 +27,7 @@ _HOME = {
     )},
     "verify_rows": "verify",
     "chain_program": "chain_row", "chain_row": "chain_row", "chain_rows": "chain_row",
+    "chain_row_logprobs": "chain_row",
     **{name: "constraints" for name in (
         "apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
     )},
@@ -43,7 +44,7 @@ __all__ = [  # noqa: RUF022 - grouped like _HOME
     "logit_bias", "penalties", "dry", "dry_penalty", "top_n_sigma", "typical", "xtc", "top_k", "top_p", "min_p", "temperature",
     "epsilon", "eta", "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing",
     "mirostat", "mirostat_v2", "adaptive_p", "no_repeat_ngram", "verify_rows",
-    "chain_program", "chain_row", "chain_rows",
+    "chain_program", "chain_row", "chain_rows", "chain_row_logprobs",
     "apply_token_bitmask", "allowed_tokens", "bad_words", "min_tokens",
 ]
 
@@ -59,6 +60,9 @@ def __getattr__(name):
             raise
         # not written yet: the stage is missing from C (auto falls back to numba)
         raise AttributeError(f"the C backend has no {name!r}") from None
-    fn = getattr(module, name)
-    globals()[name] = fn
-    return fn
+    # Every name of that module at once: importing a submodule binds its own name here
+    # (chain_row the module would shadow chain_row the function).
+    for other, other_home in _HOME.items():
+        if other_home == home and hasattr(module, other):
+            globals()[other] = getattr(module, other)
+    return globals()[name]

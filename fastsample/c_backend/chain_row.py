@@ -18,9 +18,10 @@ from ._util import buf, ffi, lib, over_rows, workspace
 from .core import _canonical_bytes, _level
 from .stages import _breaker_table
 
-__all__ = ["chain_program", "chain_row", "chain_rows"]
+__all__ = ["chain_program", "chain_row", "chain_row_logprobs", "chain_rows"]
 
 _AFTER = {"xtc": lib.FS_CHAIN_XTC, "temperature": lib.FS_CHAIN_TEMPERATURE}
+_F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
 _TLS = threading.local()
 
 
@@ -63,36 +64,76 @@ def chain_program(program, V):
     return _Program(p, _breaker_table(breakers, V), V)
 
 
-def chain_row(row, history, prog, seed, position, *, isa=None):
-    """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
-    C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
-    the token, or -2 for the general route."""
+def _buffers(V):
+    """This thread's buffers for V, looked up once per V (a cffi pointer keeps its
+    array alive, so these stay valid even if the workspace is later grown)."""
+    w = getattr(_TLS, "bufs", None)
+    if w is None or w[0] != V:
+        small = np.zeros(3, np.int32)   # a one-entry z, the token, the rank
+        lp = np.zeros(1, np.float32)
+        w = _TLS.bufs = (V, *(workspace(kind, dtype, V)[0] for kind, dtype in (
+            ("chain_work", np.float32), ("chain_ids", np.int32), ("chain_vals", np.float32),
+            ("chain_tmp", np.float32), ("chain_counts", np.int32), ("chain_best", np.int32))),
+            *workspace("chain_dws", np.float64, lib.fs_stage_dws_len(V)),
+            *workspace("chain_canonical", np.uint8,
+                       max(_canonical_bytes(V), lib.fs_topk_ws_bytes(V))),
+            buf(small), small, buf(lp), lp)
+    return w
+
+
+def _args(row, history, prog, seed, position, isa):
+    """The arguments of fs_chain_row but the token, and this thread's small buffers.
+
+    The per-token path: the row and history pointers skip ``buf``'s dtype lookup when
+    the dtype is the expected one (anything else still goes through ``buf``)."""
     V = prog.V
     if row.shape[0] != V:
         raise ValueError(f"chain_row: row has {row.shape[0]} logits, the program {V}")
     p = prog.params
     p.seed, p.position = seed, position
     n = history.shape[0]
-    w = getattr(_TLS, "bufs", None)
-    if w is None or w[0] != V:   # this thread's buffers for V, looked up once per V
-        # (a cffi pointer keeps its array alive, so these stay valid even if the
-        # workspace is later grown)
-        w = _TLS.bufs = (V, *(workspace(kind, dtype, V)[0] for kind, dtype in (
-            ("chain_work", np.float32), ("chain_ids", np.int32), ("chain_vals", np.float32),
-            ("chain_tmp", np.float32), ("chain_counts", np.int32), ("chain_best", np.int32))),
-            *workspace("chain_dws", np.float64, lib.fs_stage_dws_len(V)),
-            *workspace("chain_canonical", np.uint8, _canonical_bytes(V)),
-            workspace("chain_token", np.int32, 1)[0])
-    _, work, ids, vals, tmp, counts, best, dws, dws_len, ws, size, token = w
-    z, z_len = workspace("z", np.int32, max(n, 1))
-    rc = lib.fs_chain_row(buf(row), V, buf(history), n, p, prog.table_ptr, V, work, ids, vals,
-                          tmp, V, counts, best, z, z_len, dws, dws_len, ws, size, _level(isa),
-                          token)
+    _, work, ids, vals, tmp, counts, best, dws, dws_len, ws, size, sp, small, lpp, lp = \
+        _buffers(V)
+    rp = (ffi.from_buffer("float[]", row, require_writable=False)
+          if row.dtype is _F32 and row.flags.c_contiguous else buf(row))
+    if n:
+        hp = (ffi.from_buffer("int64_t[]", history, require_writable=False)
+              if history.dtype is _I64 and history.flags.c_contiguous else buf(history))
+        z, z_len = workspace("z", np.int32, n)
+    else:
+        hp, z, z_len = ffi.NULL, sp, 1
+    return (rp, V, hp, n, p, prog.table_ptr, V, work, ids, vals, tmp, V, counts, best, z,
+            z_len, dws, dws_len, ws, size, _level(isa)), (sp, small, lpp, lp)
+
+
+def chain_row(row, history, prog, seed, position, *, isa=None):
+    """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
+    C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
+    the token, or -2 for the general route."""
+    args, (sp, small, _, _) = _args(row, history, prog, seed, position, isa)
+    rc = lib.fs_chain_row(*args, sp + 1)
     if rc == lib.FS_CHAIN_OK:
-        return int(token[0])
+        return int(small[1])
     if rc == lib.FS_CHAIN_FALLBACK:
         return -2
     raise ValueError(f"chain_row (C backend): error {rc}")
+
+
+def chain_row_logprobs(row, history, prog, seed, position, n, *, isa=None):
+    """``chain_row`` of a program that is not fused, with the processed log-probabilities
+    of the survivors' row its draw read (docs/spec.md §9): ``(token, logprob, rank,
+    top_ids int32 (n,), top_logprobs float32 (n,))``, or None for the general route."""
+    args, (sp, small, lpp, lp) = _args(row, history, prog, seed, position, isa)
+    top_ids = np.empty(n, np.int32)
+    top_lp = np.empty(n, np.float32)
+    rc = lib.fs_chain_row_logprobs(
+        *args, n, lpp, sp + 2, ffi.from_buffer("int32_t[]", top_ids) if n else ffi.NULL,
+        ffi.from_buffer("float[]", top_lp) if n else ffi.NULL, sp + 1)
+    if rc == lib.FS_CHAIN_OK:
+        return int(small[1]), lp[0], int(small[2]), top_ids, top_lp
+    if rc == lib.FS_CHAIN_FALLBACK:
+        return None
+    raise ValueError(f"chain_row_logprobs (C backend): error {rc}")
 
 
 def chain_rows(rows, histories, progs, seed, position):

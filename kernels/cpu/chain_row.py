@@ -22,12 +22,13 @@ from fastsample.row_threads import over_rows
 from ..shared import uniform
 from .canonical import _sample_one, _truncate_one
 from .draw import draw_row
+from .logprobs import logprobs_row
 from .history_stages import _breaker_table, _dry_serial, _penalties_serial
 from .stage_common import STREAM_XTC
 from .transforms import _temperature_row
 from .truncations import _xtc_row
 
-__all__ = ["chain_program", "chain_row", "chain_rows"]
+__all__ = ["chain_program", "chain_row", "chain_row_logprobs", "chain_rows"]
 
 _NJ = dict(cache=True, nogil=True, error_model="numpy")
 _XTC, _TEMPERATURE = 1, 2
@@ -51,7 +52,9 @@ def _hides_bad_value(row, hist):
 
 
 @numba.njit(**_NJ)
-def _chain_row_kernel(row, work, hist, f, i, brk, seed, position):
+def _chain_row_run(row, work, hist, f, i, brk, seed, position):
+    """``(token, survivors' ids, the row the draw read, its drawn index)``; the last
+    three are empty / -1 when the chain is fused or the token is -2."""
     # A NaN/+inf is checked only where an edit writes (the penalty window, the
     # followers DRY penalises): everywhere else the kernel's own first pass sees it.
     V = row.shape[0]
@@ -63,19 +66,20 @@ def _chain_row_kernel(row, work, hist, f, i, brk, seed, position):
     if i[0] != 0:   # Penalties: copies the row into work, then edits its window
         w = n if i[1] < 0 or i[1] > n else i[1]
         if _hides_bad_value(row, hist[n - w:]):
-            return -2
+            return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
         _penalties_serial(src, out, hist, offsets, f[0:1], f[1:2], f[2:3], i[1:2], False)
         x = work
     if i[2] != 0:   # DRY, in place when Penalties already wrote work
         if _dry_serial(out if i[0] != 0 else src, out, hist, offsets, f[3:4], f[4:5],
                        i[3:4], i[4:5], brk, i[0] != 0):
-            return -2
+            return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
         x = work
     if i[5] != 0:   # the rest is fs.sample's fused chain
-        return _sample_one(x, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed, position)
+        tok = _sample_one(x, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed, position)
+        return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1
     ids, vals, invalid = _truncate_one(x, i[6], f[5], f[6], i[7])
     if invalid or vals.shape[0] == 0:
-        return -2
+        return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
     cur = vals
     for s in range(i[9]):
         nxt = np.empty_like(cur)
@@ -87,8 +91,31 @@ def _chain_row_kernel(row, work, hist, f, i, brk, seed, position):
         cur = nxt
     k = draw_row(cur, uniform(seed, position, 0))
     if k < 0:
-        return -2
-    return ids[k]
+        return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
+    return ids[k], ids, cur, k
+
+
+@numba.njit(**_NJ)
+def _chain_row_kernel(row, work, hist, f, i, brk, seed, position):
+    return _chain_row_run(row, work, hist, f, i, brk, seed, position)[0]
+
+
+@numba.njit(**_NJ)
+def _chain_row_logprobs_kernel(row, work, hist, f, i, brk, seed, position, n, lp, rank,
+                               top_ids, top_lp):
+    """``_chain_row_kernel`` of a chain that is not fused, with the processed
+    log-probabilities of the survivors' row its draw read (logprobs_row), top ids
+    mapped back to token ids."""
+    tok, ids, cur, k = _chain_row_run(row, work, hist, f, i, brk, seed, position)
+    if k < 0:
+        return tok
+    kk = min(max(n, 1), cur.shape[0])
+    logprobs_row(cur, k, n, np.empty(kk, np.float32), np.empty(kk, np.int32), lp, rank,
+                 top_ids, top_lp)
+    for q in range(n):
+        if top_ids[q] >= 0:
+            top_ids[q] = ids[top_ids[q]]
+    return tok
 
 
 class _Program:
@@ -131,6 +158,13 @@ def chain_program(program, V):
 _TLS = threading.local()
 
 
+def _work(V):
+    work = getattr(_TLS, "work", None)
+    if work is None or work.shape[0] < V:   # kept per thread: no (V,) array per token
+        work = _TLS.work = np.empty(V, np.float32)
+    return work[:V]
+
+
 def chain_row(row, history, prog, seed, position):
     """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
     C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
@@ -138,12 +172,29 @@ def chain_row(row, history, prog, seed, position):
     V = prog.V
     if row.shape[0] != V:
         raise ValueError(f"chain_row: row has {row.shape[0]} logits, the program {V}")
-    work = getattr(_TLS, "work", None)
-    if work is None or work.shape[0] < V:   # kept per thread: no (V,) array per token
-        work = _TLS.work = np.empty(V, np.float32)
-    return int(_chain_row_kernel(row, work[:V], history, prog.f, prog.i, prog.brk,
+    return int(_chain_row_kernel(row, _work(V), history, prog.f, prog.i, prog.brk,
                                  np.uint64(seed), np.uint64(position)))
 
+
+def chain_row_logprobs(row, history, prog, seed, position, n):
+    """``chain_row`` of a program that is not fused, with the processed log-probabilities
+    of the survivors' row its draw read (docs/spec.md §9): ``(token, logprob, rank,
+    top_ids int32 (n,), top_logprobs float32 (n,))``, or None for the general route."""
+    V = prog.V
+    if row.shape[0] != V:
+        raise ValueError(f"chain_row: row has {row.shape[0]} logits, the program {V}")
+    if prog.i[5] != 0:
+        raise ValueError("chain_row_logprobs: the program must not be fused")
+    lp = np.empty(1, np.float32)
+    rank = np.empty(1, np.int32)
+    top_ids = np.empty(n, np.int32)
+    top_lp = np.empty(n, np.float32)
+    tok = _chain_row_logprobs_kernel(row, _work(V), history, prog.f, prog.i, prog.brk,
+                                     np.uint64(seed), np.uint64(position), n, lp, rank,
+                                     top_ids, top_lp)
+    if tok == -2:
+        return None
+    return int(tok), lp[0], int(rank[0]), top_ids, top_lp
 
 
 def chain_rows(rows, histories, progs, seed, position):

@@ -28,6 +28,7 @@ _HOME = {
     )},
     "verify_rows": "verify",
     "chain_program": "chain_row", "chain_row": "chain_row", "chain_rows": "chain_row",
+    "chain_row_logprobs": "chain_row",
     **{name: "stages" for name in (
         "logit_bias", "penalties", "dry", "dry_penalty", "no_repeat_ngram", "top_n_sigma",
         "top_k", "typical", "top_p", "min_p", "xtc", "epsilon", "eta", "top_a", "p_less",
