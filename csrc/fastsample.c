@@ -395,6 +395,10 @@ int fs_token_logprob(const float *x, int64_t B, int64_t V, const int64_t *tokens
     return FS_OK;
 }
 
+/* Streaming (non-temporal) output stores of softmax and log-softmax from this many
+ * floats a call (8 MiB): past the caches, where the output would be evicted unread. */
+#define FS_STREAM_MIN ((int64_t)1 << 21)
+
 int fs_softmax_checked(const float *x, int64_t B, int64_t V, const double *temperature,
                        float *out, uint8_t *invalid, int isa) {
     int rc = fs_check_rows(x, B, V, out);
@@ -403,8 +407,10 @@ int fs_softmax_checked(const float *x, int64_t B, int64_t V, const double *tempe
     for (int64_t b = 0; b < B; b++)
         if (!(temperature[b] > 0.0)) return FS_E_PARAM;
     isa = fs_level(isa);
+    /* streaming stores only past the caches (the same values either way) */
+    const int nt = B * V >= FS_STREAM_MIN;
     for (int64_t b = 0; b < B; b++) {
-        int bad = FS_DISPATCH(isa, softmax_row, x + b * V, V, temperature[b], out + b * V);
+        int bad = FS_DISPATCH(isa, softmax_row, x + b * V, V, temperature[b], out + b * V, nt);
         if (invalid) invalid[b] = (uint8_t)bad;
     }
     return FS_OK;
@@ -420,8 +426,10 @@ int fs_log_softmax_checked(const float *x, int64_t B, int64_t V, float *out, uin
     int rc = fs_check_rows(x, B, V, out);
     if (rc) return rc;
     isa = fs_level(isa);
+    /* streaming stores only past the caches: a small output is read back soon */
+    const int nt = B * V >= FS_STREAM_MIN;
     for (int64_t b = 0; b < B; b++) {
-        int bad = FS_DISPATCH(isa, log_softmax_row, x + b * V, V, out + b * V);
+        int bad = FS_DISPATCH(isa, log_softmax_row, x + b * V, V, out + b * V, nt);
         if (invalid) invalid[b] = (uint8_t)bad;
     }
     return FS_OK;
