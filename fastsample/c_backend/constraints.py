@@ -18,6 +18,8 @@ from .core import _PARALLEL_MIN, _canonical_bytes, _check, _from_buffer, _level
 from .stages import _check as _stage_check
 from .stages import _history_rows, _logits, _out
 
+_U32 = np.dtype(np.uint32)
+
 __all__ = [
     "allowed_tokens",
     "apply_token_bitmask",
@@ -69,7 +71,7 @@ def sample_row_masked(row, top_k, top_p, min_p, temperature, min_keep, temperatu
                       seed, position, bitmask, *, isa=None):
     """``core.sample_row`` under the row's packed bitmask words (uint32 1-D)."""
     V = row.shape[0]
-    words = bitmask if bitmask.dtype == np.uint32 and bitmask.flags.c_contiguous \
+    words = bitmask if bitmask.dtype is _U32 and bitmask.flags.c_contiguous \
         else _words(bitmask)
     ws, size = workspace("canonical", np.uint8, _canonical_bytes(V))
     out, _ = workspace("token", np.int32, 1)
