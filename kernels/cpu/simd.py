@@ -7,8 +7,8 @@ in a hot loop) so that LLVM sees straight-line, branch-free code it can vectoris
   masked logits are ``-inf`` and must stay so.
 - Small ``numba.extending.intrinsic`` wrappers around LLVM intrinsics:
   ``maxnum``/``minnum`` (``llvm.maxnum``/``llvm.minnum``: vectorise, unlike numba's
-  ``max`` which lowers to compare+branch), ``fmuladd`` (``llvm.fmuladd``: one FMA
-  where the CPU has it), ``rint``/``floor`` (``llvm.rint``/``llvm.floor``), ``mul_strict`` (an ``fmul`` that
+  ``max`` which lowers to compare+branch), ``fmuladd``/``fmuladd32`` (``llvm.fmuladd``
+  in float64/float32: one FMA where the CPU has it), ``rint``/``floor`` (``llvm.rint``/``llvm.floor``), ``mul_strict`` (an ``fmul`` that
   the fast-math pass leaves without ``reassoc``), ``i64_as_f64``/``f64_as_i64``/
   ``f32_as_u32`` (bit casts).
 - ``row_max(x)``: the largest element of a 1-D float32/float64 array (``-inf`` for an
@@ -66,6 +66,7 @@ __all__ = [
     "f64_as_i64",
     "floor",
     "fmuladd",
+    "fmuladd32",
     "i64_as_f64",
     "maxnum",
     "minnum",
@@ -134,6 +135,22 @@ def fmuladd(typingctx, a, b, c):
         return builder.call(fn, vals)
 
     return f64(a, b, c), codegen
+
+
+@intrinsic
+def fmuladd32(typingctx, a, b, c):
+    """``a * b + c`` in float32 via ``llvm.fmuladd.f32`` (one FMA where the CPU has it;
+    elementwise loops of it vectorise)."""
+    f32 = types.float32
+
+    def codegen(context, builder, signature, args):
+        f = ir.FloatType()
+        vals = [context.cast(builder, v, t, f32) for v, t in zip(args, signature.args)]
+        fn = builder.module.declare_intrinsic(
+            "llvm.fmuladd", [f], ir.FunctionType(f, [f, f, f]))
+        return builder.call(fn, vals)
+
+    return f32(a, b, c), codegen
 
 
 def _unary_f64_intrinsic(name):

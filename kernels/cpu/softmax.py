@@ -1,23 +1,28 @@
 """Softmax and log-softmax: numba CPU kernels.
 
-Per row, vectorised passes:
+Per row:
 
-1. ``m = row_max_nan(row)``: the max, NaN when the row holds one, so the same pass
-   is the row's validity check (``*_checked`` return it; the API reads each row once);
-2. weights ``w = 2**100 exp(l - m)`` stored in the float32 output (the scale keeps
-   every weight that can matter to a float32 probability out of float32's subnormal
-   range: a weight below ``2**-226`` gives a probability that rounds to 0), then
-   summed in float64. At T = 1 the exps are float32 (``_exp_up``: an exact TwoSum
-   split of ``l - m``, Cody-Waite reduction, degree-7 polynomial, 16 lanes at 512
-   bits; relative error ~2e-7); with a temperature, ``exp_f32acc((l - m) / T)`` in
-   float64 (relative error < 3e-10);
-3. softmax: ``out = float32(out * (2**-100 / W))``; log-softmax:
-   ``out = float32((l - m) - log W)`` (the output row held the weights meanwhile).
+1. ``_online_max_sum``: one read of the row, in chunks of 2048 (8 KiB, so each chunk
+   is still in L1 for its second look): the chunk's max by ``row_max_nan`` (NaN when
+   the row holds one, so the same pass is the row's validity check; ``*_checked``
+   return it), then the weights ``w = 2**100 exp(l - mc)`` relative to the running max
+   ``mc`` written to the output row and summed in float64; a new running max rescales
+   the sum by ``exp(old - new)``. The scale keeps every weight that can matter to a
+   float32 probability out of float32's subnormal range (a weight below ``2**-226``
+   gives a probability that rounds to 0). At T = 1 the exps are float32, reduced on
+   the logit itself (``_exp_up_x``: no TwoSum, degree-6 polynomial) when the row max
+   lies in [-559, 709], else on an exact TwoSum split of ``l - m`` (``_exp_up``,
+   degree 7); relative error ~2e-7 either way. With a temperature: one max pass, then
+   ``exp_f32acc((l - m) / T)`` in float64 (relative error < 3e-10);
+2. softmax: each chunk times ``exp(mc - m) / W`` (float32; in float64 for a chunk so
+   far below the max that the float32 scale would be subnormal); log-softmax:
+   ``out = (l - m) - log W`` in float32 (no cancellation: ``l - m <= 0 <= log W``).
 
-Results agree with ``fastsample.reference.softmax``/``log_softmax`` (float64
-exponentials and sums, rounded to float32) within 1e-6 relative (measured 1.5e-7,
-about 1 float32 ulp). Masked logits give exactly 0 (softmax) or ``-inf``
-(log-softmax); a row with no finite logit gives all 0 / all ``-inf``.
+The chunks depend only on the row length, so a row's result does not depend on its
+batch or the thread split. Results agree with ``fastsample.reference.softmax``/
+``log_softmax`` (float64 exponentials and sums, rounded to float32) within 1e-6
+relative (measured 3e-7, a few float32 ulp). Masked logits give exactly 0 (softmax)
+or ``-inf`` (log-softmax); a row with no finite logit gives all 0 / all ``-inf``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from numba import prange
 from numba.core import types
 from numba.extending import intrinsic
 
-from .simd import FASTMATH, _bitcast_intrinsic, exp_f32acc
+from .simd import FASTMATH, _bitcast_intrinsic, exp_f32acc, fmuladd32
 from .validity import row_max_nan
 
 __all__ = [
@@ -51,6 +56,8 @@ _NEG_INF = -np.inf
 _UP = 2.0**100
 _DOWN = 2.0**-100
 _LOG_UP = 100.0 * math.log(2.0)
+_CHUNK = 2048                      # floats (8 KiB): a chunk's weights are summed from L1
+_F32_TINY = float(np.finfo(np.float32).tiny)
 
 _u32_as_f32 = intrinsic(_bitcast_intrinsic(types.uint32, types.float32, ir.FloatType()))
 
@@ -93,11 +100,72 @@ def _exp_up(x, m):
     return p * scale if ok else _F(0.0)
 
 
+# The x-reduced exp: ln 2 in two parts again (k * _C1 exact for |k| < 2**15), and a
+# degree-6 polynomial with p(0) = 1 fitted for relative error on |r| <= 0.354 (2.2e-8).
+_Q = (_F(0.0013841757), _F(0.0083757835), _F(0.041668113), _F(0.16666412),
+      _F(0.49999994), _F(1.0), _F(1.0))
+_Q6, _Q5, _Q4, _Q3, _Q2, _Q1, _Q0 = _Q
+_XM_LO = _F(-559.0)   # row maxima for which every weight that matters has |l| < 709
+_XM_HI = _F(709.0)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _reduce_x(x, k):
+    """``x - k ln 2`` in float32 (x - k * _C1 exact, then the low part, by FMA)."""
+    return fmuladd32(k, -_C2, fmuladd32(k, -_C1, x))
+
+
+@numba.njit(cache=True, nogil=True)
+def _xm_params(m):
+    """``(rint(m / ln 2), rm = _reduce_x(m, km), 1.5 * 2**23 - km)`` for _exp_up_x."""
+    km = (m * _LOG2E32 + _SHIFT32) - _SHIFT32
+    return km, _reduce_x(m, km), _SHIFT32 - km
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _exp_up_x(x, m, km, rm, sk):
+    """``2**100 exp(x - m)`` reduced on x itself (no ``x - m``, so no TwoSum); for a row
+    max ``m`` in [-559, 709], with ``(km, rm, sk) = _xm_params(m)``.
+
+    ``k = rint((x - rm) / ln 2)`` (read off ``t = (x - rm) / ln 2 + sk``); ``r =
+    _reduce_x(x, k) - rm``, so ``x - m = (k - km) ln 2 + r`` with ``|r| <~ ln2 / 2``
+    and ``r = 0`` exactly at ``x = m`` (the max's weight is exactly ``2**100``, which
+    log-softmax near 0 needs); ``e**r`` by a degree-6 polynomial; ``2**(k - km + 100)``
+    in the exponent field. 0 for ``x = -inf`` or ``x - m < -150`` (those lanes compute
+    on ``m`` instead). Relative error ~2e-7, like ``_exp_up``.
+    """
+    ok = x - m >= _D_MIN
+    xs = x if ok else m
+    t = (xs - rm) * _LOG2E32 + sk
+    k = t - sk
+    r = _reduce_x(xs, k) - rm
+    p = fmuladd32(_Q6, r, _Q5)
+    p = fmuladd32(p, r, _Q4)
+    p = fmuladd32(p, r, _Q3)
+    p = fmuladd32(p, r, _Q2)
+    p = fmuladd32(p, r, _Q1)
+    p = fmuladd32(p, r, _Q0)
+    scale = _u32_as_f32(np.uint32((np.int32(k) - np.int32(km) + np.int32(227)) << np.int32(23)))
+    return p * scale if ok else _F(0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _exp_up_x_store(row, m, km, rm, sk, out):
+    """out[i] = _exp_up_x(row[i], ...) (elementwise: vectorised without fast-math)."""
+    for i in range(row.shape[0]):
+        out[i] = _exp_up_x(row[i], m, km, rm, sk)
+
+
 @numba.njit(cache=True, nogil=True)
 def _exp_up_store(row, m, out):
-    """out[i] = _exp_up(row[i], m) (elementwise: vectorised without fast-math)."""
-    for i in range(row.shape[0]):
-        out[i] = _exp_up(row[i], m)
+    """out[i] = 2**100 exp(row[i] - m): ``_exp_up_x`` where m allows, else ``_exp_up``
+    (elementwise: vectorised without fast-math)."""
+    if _XM_LO <= m <= _XM_HI:
+        km, rm, sk = _xm_params(m)
+        _exp_up_x_store(row, m, km, rm, sk, out)
+    else:
+        for i in range(row.shape[0]):
+            out[i] = _exp_up(row[i], m)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -136,40 +204,98 @@ def _fill(out, v):
         out[i] = v
 
 
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _scale_into64(out, scale):
+    """out = float32(out * scale) in float64 (a scale below float32's normal range)."""
+    for i in range(out.shape[0]):
+        out[i] = np.float32(np.float64(out[i]) * scale)
+
+
+@numba.njit(cache=True, nogil=True)
+def _online_max_sum(row, w, mc):
+    """The row's max M and S = sum of ``_exp_up(l, .)`` relative to M (float64) from one
+    read of the row, in chunks of ``_CHUNK``: each chunk's max, then its weights
+    relative to the running max ``mc[c]``, written to ``w`` (the chunk's place in the
+    output row, or a chunk-sized scratch when ``len(w) < len(row)``) while the chunk
+    is in L1 and summed from there; a new running max rescales S by ``exp(old - new)``.
+    M is NaN for a row holding NaN or +inf, -inf when nothing is finite. The chunks
+    depend only on the row length, not on the batch or its thread split."""
+    n = row.shape[0]
+    whole = w.shape[0] == n
+    m = np.float32(_NEG_INF)
+    s = 0.0
+    c = 0
+    for a in range(0, n, _CHUNK):
+        b = min(a + _CHUNK, n)
+        cm = row_max_nan(row[a:b])
+        if not cm < np.inf:  # NaN or +inf
+            return np.float32(np.nan), s
+        if cm > m:
+            if s > 0.0:
+                s *= math.exp(np.float64(m) - np.float64(cm))
+            m = cm
+        mc[c] = m
+        c += 1
+        wc = w[a:b] if whole else w[:b - a]
+        _exp_up_store(row[a:b], m, wc)
+        s += _sum64(wc)
+    return m, s
+
+
 @numba.njit(cache=True, nogil=True)
 def softmax_row(row, inv_t, out):
     """Softmax of one float32 row at temperature ``1 / inv_t`` into ``out`` (float32).
     Returns True for an invalid row (NaN, +inf or nothing finite; out all 0)."""
+    if inv_t == 1.0:
+        n = row.shape[0]
+        mc = np.empty((n + _CHUNK - 1) // _CHUNK, np.float32)
+        m, s = _online_max_sum(row, out, mc)
+        if not (-np.inf < m < np.inf):
+            _fill(out, np.float32(0.0))
+            return True
+        # chunk c holds 2**100 exp(l - mc[c]): scale by exp(mc[c] - m) / S (<= 2**-100,
+        # S holding the max's own 2**100); a scale below float32's normal range (a chunk
+        # far below the max) multiplies in float64 instead
+        for c in range(mc.shape[0]):
+            a = c * _CHUNK
+            b = min(a + _CHUNK, n)
+            sc = (1.0 if mc[c] == m else math.exp(np.float64(mc[c]) - np.float64(m))) / s
+            if sc >= _F32_TINY:
+                _scale_into(out[a:b], sc)
+            else:
+                _scale_into64(out[a:b], sc)
+        return False
     m = row_max_nan(row)
     if not (-np.inf < m < np.inf):
         _fill(out, np.float32(0.0))
         return True
-    if inv_t == 1.0:
-        _exp_up_store(row, m, out)
-        s = _sum64(out) * _DOWN
-    else:
-        s = _softmax_temp(row, np.float64(m), inv_t, out)
+    s = _softmax_temp(row, np.float64(m), inv_t, out)
     _scale_into(out, _DOWN / s)
     return False
 
 
-@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _log_softmax_out(row, mf, lse, out):
+@numba.njit(cache=True, nogil=True)
+def _log_softmax_out(row, m, lse, out):
+    """out = (l - m) - lse in float32, without fast-math (its order matters): l - m
+    rounds once (6e-8 of |l - m|) and so does lse; l - m <= 0 <= lse, so their
+    difference cannot cancel: < 2e-7 relative in all."""
     for i in range(row.shape[0]):
-        out[i] = np.float32((np.float64(row[i]) - mf) - lse)
+        out[i] = (row[i] - m) - lse
 
 
 @numba.njit(cache=True, nogil=True)
 def log_softmax_row(row, out):
-    """Log-softmax of one float32 row into ``out`` (float32), the output row holding
-    the weights first. Returns True for an invalid row (out all ``-inf``)."""
-    m = row_max_nan(row)
+    """Log-softmax of one float32 row into ``out`` (float32), the weights in a
+    chunk-sized scratch (the output row is written once). Returns True for an invalid
+    row (out all ``-inf``)."""
+    n = row.shape[0]
+    mc = np.empty((n + _CHUNK - 1) // _CHUNK, np.float32)
+    m, s = _online_max_sum(row, out, mc)
     if not (-np.inf < m < np.inf):
         _fill(out, np.float32(_NEG_INF))
         return True
-    _exp_up_store(row, m, out)
-    lse = math.log(_sum64(out)) - _LOG_UP
-    _log_softmax_out(row, np.float64(m), lse, out)
+    lse = math.log(s) - _LOG_UP
+    _log_softmax_out(row, m, np.float32(lse), out)
     return False
 
 
