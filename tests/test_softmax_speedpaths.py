@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_fast_core import _per_level, ops  # noqa: F401 (the fixture)
+from test_fast_core import _AtLevel, _per_level
 
 from fastsample import reference as ref
+from fastsample import registry
 from fastsample.workloads import DEFAULT_VOCAB, llm_like
 
 pytestmark = _per_level()
+
+
+@pytest.fixture
+def ops(fast_backend, level):
+    module = registry.load(fast_backend)
+    return module if level is None else _AtLevel(module, level[0])
+
 
 STREAM_ROWS = (1 << 21) // DEFAULT_VOCAB + 1  # a call past the streaming threshold
 

@@ -224,8 +224,7 @@ def _online_max_sum(row, w, mc):
     whole = w.shape[0] == n
     m = np.float32(_NEG_INF)
     s = 0.0
-    c = 0
-    for a in range(0, n, _CHUNK):
+    for c, a in enumerate(range(0, n, _CHUNK)):
         b = min(a + _CHUNK, n)
         cm = row_max_nan(row[a:b])
         if not cm < np.inf:  # NaN or +inf
@@ -235,7 +234,6 @@ def _online_max_sum(row, w, mc):
                 s *= math.exp(np.float64(m) - np.float64(cm))
             m = cm
         mc[c] = m
-        c += 1
         wc = w[a:b] if whole else w[:b - a]
         _exp_up_store(row[a:b], m, wc)
         s += _sum64(wc)
