@@ -396,8 +396,9 @@ int fs_token_logprob(const float *x, int64_t B, int64_t V, const int64_t *tokens
 }
 
 /* Streaming (non-temporal) output stores of softmax and log-softmax from this many
- * floats a call (8 MiB): past the caches, where the output would be evicted unread. */
-#define FS_STREAM_MIN ((int64_t)1 << 21)
+ * floats a call (2 MiB, twice a core's L2): past the caches, where the output would be
+ * evicted unread. */
+#define FS_STREAM_MIN ((int64_t)1 << 19)
 
 int fs_softmax_checked(const float *x, int64_t B, int64_t V, const double *temperature,
                        float *out, uint8_t *invalid, int isa) {

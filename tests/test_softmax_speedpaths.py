@@ -4,7 +4,8 @@ CPU backend and (for C) every instruction-set level this CPU runs.
 At AVX-512 and temperature 1 the C kernels read each row once for its max and the
 sum of its weights (chunks of 2048 with a running max, ``online_max_sum``), reduce the
 exp on x itself when the row max lies in [-559, 709] (else on x - max with a TwoSum),
-and past 2^21 floats a call write the output with streaming stores. These tests reach
+and from 2^19 floats a call write the output with streaming stores (a masked head up
+to the first 64-byte boundary, a masked tail). These tests reach
 each of those routes and their edges: chunk boundaries, a running max that grows in
 every chunk, maxima on both sides of the exp's range, weights that underflow, a max
 whose log-probability is near 0, batches large enough to stream, and the invalid-row
@@ -33,7 +34,7 @@ def ops(fast_backend, level):
     return module if level is None else _AtLevel(module, level[0])
 
 
-STREAM_ROWS = (1 << 21) // DEFAULT_VOCAB + 1  # a call past the streaming threshold
+STREAM_ROWS = (1 << 21) // DEFAULT_VOCAB + 1  # blocks past the streaming threshold
 
 
 def _close_probs(got, want):

@@ -375,6 +375,32 @@ def token_logprob(logits, tokens, *, isa=None):
 # array operations
 
 
+# softmax / log_softmax: rows in blocks of at least this many logits, claimed by the
+# threads one block at a time (a thread slowed by another busy thread on its core, such
+# as an OpenMP pool spinning after its own call, takes fewer blocks); the C kernels
+# stream their stores from 2^19 logits a call, which every such block reaches.
+_SOFTMAX_BLOCK = 1 << 19
+
+
+def _over_row_blocks(B, V, run):
+    """``run(a, b)`` over blocks of rows of a (B, V) batch: one call for a small batch,
+    else blocks of at least ``_SOFTMAX_BLOCK`` logits (and of B / 16 rows) that the
+    threads take in turn. Each row's result does not depend on its block."""
+    if B <= 0:
+        return
+    if B * V < _PARALLEL_MIN:
+        run(0, B)
+        return
+    step = max(-(-_SOFTMAX_BLOCK // V), B // 16, 1)
+    blocks = iter(range(0, B, step))  # next() on it is atomic under the GIL
+
+    def worker(_a, _b):
+        for a in blocks:
+            run(a, min(a + step, B))
+
+    over_rows(-(-B // step), worker)
+
+
 def softmax_checked(x, temperature=1.0, *, isa=None):
     """``softmax`` of (B, V) rows and each row's validity (NaN, +inf or every entry
     ``-inf``) from the kernel's own max pass: ``(out, invalid bool (B,))``; an invalid
@@ -394,7 +420,7 @@ def softmax_checked(x, temperature=1.0, *, isa=None):
         _check(lib.fs_softmax_checked(xp + a * V, b - a, V, tp + a, op + a * V, fp + a, level),
                "softmax")
 
-    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
+    _over_row_blocks(B, V, run)
     return out, invalid.view(bool)
 
 
@@ -421,7 +447,7 @@ def log_softmax_checked(x, *, isa=None):
         _check(lib.fs_log_softmax_checked(xp + a * V, b - a, V, op + a * V, fp + a, level),
                "log_softmax")
 
-    over_rows(B, run, parallel=B * V >= _PARALLEL_MIN)
+    _over_row_blocks(B, V, run)
     return out, invalid.view(bool)
 
 
