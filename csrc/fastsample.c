@@ -343,6 +343,75 @@ int fs_truncate_canonical_row(const float *x, int64_t V, int64_t top_k, double t
     return FS_OK;
 }
 
+int fs_canonical_copy(const float *row, float *work, int64_t V, int *bad, void *ws,
+                      size_t ws_bytes, int isa) {
+    if (!row || !work || !bad || V < 1 || V > INT32_MAX - FS_BS) return FS_E_SIZE;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
+    fs_cws w;
+    fs_canon_layout(V, ws, &w);
+    isa = fs_level(isa);
+    int nan;
+    FS_DISPATCH(isa, pass_max_to, row, work, V, w.bmax, &nan);
+    *bad = nan;  /* +inf or all -inf: the row max says so after the edits */
+    return FS_OK;
+}
+
+/* The checks of the _edited entries and the first pass they finish: the block maxima
+ * of the edited blocks again, and the row max. */
+static int fs_edited_first(const float *work, int64_t V, const int64_t *ids64, int64_t n64,
+                           const int32_t *ids32, int64_t n32, double top_p, double min_p,
+                           void *ws, size_t ws_bytes, int isa, fs_cws *w, float *m32) {
+    if (!work || V < 1 || V > INT32_MAX - FS_BS || n64 < 0 || n32 < 0 || (n64 > 0 && !ids64) ||
+        (n32 > 0 && !ids32))
+        return FS_E_SIZE;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
+    if (top_p != top_p || min_p != min_p) return FS_E_PARAM;
+    fs_canon_layout(V, ws, w);
+    *m32 = FS_DISPATCH(isa, refresh_blocks, work, V, w->bmax, ids64, n64, ids32, n32);
+    return FS_OK;
+}
+
+int fs_sample_canonical_edited(const float *work, int64_t V, const int64_t *ids64, int64_t n64,
+                               const int32_t *ids32, int64_t n32, int bad, int64_t top_k,
+                               double top_p, double min_p, double temperature, int64_t min_keep,
+                               uint64_t seed, uint64_t position, int32_t *out, void *ws,
+                               size_t ws_bytes, int isa) {
+    fs_cws w;
+    float m32;
+    if (!out || temperature != temperature) return out ? FS_E_PARAM : FS_E_SIZE;
+    isa = fs_level(isa);
+    int rc = fs_edited_first(work, V, ids64, n64, ids32, n32, top_p, min_p, ws, ws_bytes, isa,
+                             &w, &m32);
+    if (rc) return rc;
+    double u = fs_uniform(seed, position, 0u, FS_STREAM_DRAW);
+    *out = FS_DISPATCH(isa, sample_row_ready, work, V, m32, bad, top_k, top_p, min_p, min_keep,
+                       temperature, u, &w);
+    return FS_OK;
+}
+
+int fs_truncate_canonical_edited(const float *work, int64_t V, const int64_t *ids64,
+                                 int64_t n64, const int32_t *ids32, int64_t n32, int bad,
+                                 int64_t top_k, double top_p, double min_p, int64_t min_keep,
+                                 int32_t *ids, float *vals, int64_t cap, int64_t *count,
+                                 void *ws, size_t ws_bytes, int isa) {
+    fs_cws w;
+    float m32;
+    if (!count || cap < 0 || (cap > 0 && (!ids || !vals))) return FS_E_SIZE;
+    isa = fs_level(isa);
+    int rc = fs_edited_first(work, V, ids64, n64, ids32, n32, top_p, min_p, ws, ws_bytes, isa,
+                             &w, &m32);
+    if (rc) return rc;
+    int64_t c = FS_DISPATCH(isa, truncate_row_ready, work, V, m32, bad, top_k, top_p, min_p,
+                            min_keep < 1 ? 1 : min_keep, &w);
+    if (c > cap) return FS_E_SIZE;
+    if (c > 0) {
+        memcpy(ids, w.si, (size_t)c * sizeof(int32_t));
+        memcpy(vals, w.sv, (size_t)c * sizeof(float));
+    }
+    *count = c;
+    return FS_OK;
+}
+
 int fs_draw(const float *x, int64_t B, int64_t V, const uint64_t *seed,
             const uint64_t *position, int32_t *out, void *ws, size_t ws_bytes, int isa) {
     int rc = fs_check_rows(x, B, V, out);

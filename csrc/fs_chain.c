@@ -8,6 +8,7 @@
 #include "fastsample.h"
 #include "fs_logprobs.h"
 #include "stages.h"
+#include "stages_extra.h"
 
 /* Whether a token of hist[0, n) holds NaN or +inf in the input: an edit there could
  * overwrite it and hide an invalid row. Only the ids an edit writes need the check:
@@ -24,6 +25,50 @@ static int hides_bad_value(const float *row, int64_t V, const int64_t *hist, int
     return 0;
 }
 
+/* Stage s of the stages on the survivors: its kernel on the (1, n) row cur into next
+ * (fws: float scratch of fws_len >= n, dws: fs_stage_dws_len(n) doubles at least). */
+static int after_stage(const fs_chain_params *p, int s, const float *cur, float *next,
+                       int64_t n, float *fws, int64_t fws_len, double *dws, int64_t dws_len) {
+    const double *a = &p->after_a[s], *b = &p->after_b[s], *c = &p->after_c[s];
+    const int64_t *mk = &p->after_min_keep[s];
+    switch (p->after[s]) {
+    case FS_CHAIN_XTC:
+        return fs_xtc(cur, next, 1, n, a, b, mk, &p->seed, &p->position, fws, fws_len, dws,
+                      dws_len);
+    case FS_CHAIN_TEMPERATURE:
+        return fs_temperature(cur, next, 1, n, a);
+    case FS_CHAIN_TOP_K: {
+        /* k travels as a double (exact below 2^53): clamped, NaN as 0, before the cast */
+        int64_t k = *a >= 9.2e18 ? INT64_MAX : *a <= -9.2e18 ? INT64_MIN : *a == *a ? (int64_t)*a : 0;
+        return fs_top_k(cur, next, 1, n, &k, mk, fws, fws_len, dws, dws_len);
+    }
+    case FS_CHAIN_TOP_P:
+        return fs_top_p(cur, next, 1, n, a, mk, fws, fws_len, dws, dws_len);
+    case FS_CHAIN_MIN_P:
+        return fs_min_p(cur, next, 1, n, a, mk, fws, fws_len, dws, dws_len);
+    case FS_CHAIN_TYPICAL:
+        return fs_typical(cur, next, 1, n, a, mk, fws, fws_len, dws, dws_len);
+    case FS_CHAIN_TOP_N_SIGMA:
+        return fs_top_n_sigma(cur, next, 1, n, a, mk, fws, fws_len, dws, dws_len);
+    case FS_CHAIN_EPSILON:
+        return fs_epsilon(cur, next, 1, n, a, mk, fws, fws_len, dws, dws_len);
+    case FS_CHAIN_ETA:
+        return fs_eta(cur, next, 1, n, a, mk, fws, fws_len, dws, dws_len);
+    case FS_CHAIN_TOP_A:
+        return fs_top_a(cur, next, 1, n, a, mk, fws, fws_len, dws, dws_len);
+    case FS_CHAIN_P_LESS:
+        return fs_p_less(cur, next, 1, n, mk, fws, fws_len, dws, dws_len);
+    case FS_CHAIN_TAIL_FREE:
+        return fs_tail_free(cur, next, 1, n, a, mk, fws, fws_len, dws, dws_len);
+    case FS_CHAIN_DYNAMIC_TEMPERATURE:
+        return fs_dynamic_temperature(cur, next, 1, n, a, b, c, dws, dws_len);
+    case FS_CHAIN_SMOOTHING:
+        return fs_smoothing(cur, next, 1, n, a, b);
+    default:
+        return FS_CHAIN_E_SIZE;
+    }
+}
+
 /* fs_chain_row; when the chain is not fused, (*drawn, *ndrawn) is the row of
  * survivors the draw read (after the stages on them) and *kdrawn the drawn index. */
 static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
@@ -37,16 +82,35 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         return FS_CHAIN_E_SIZE;
     *token = -2;
     if (!row || !p || !work || V < 1 || vlen < V || nhist < 0 || (nhist > 0 && !hist) ||
-        p->n_after < 0 || p->n_after > 4)
+        p->n_after < 0 || p->n_after > FS_CHAIN_MAX_AFTER)
         return FS_CHAIN_E_SIZE;
     const float *x = row;
     int64_t offsets[2] = {0, nhist};
     int rc;
-    if (p->penalties) {  /* copies the row into work, then edits the window's tokens */
-        int64_t w = p->penalty_last_n < 0 || p->penalty_last_n > nhist ? nhist : p->penalty_last_n;
-        if (hides_bad_value(row, V, hist + (nhist - w), w))
+    /* With edits, one pass copies the row into work and takes its block maxima; the
+     * edits rewrite work in place, and the kernel takes the maxima of the blocks they
+     * touched again instead of reading the row once more. Temperature first (HF order)
+     * divides the whole edited row anyway: the plain copy and kernel. */
+    const int ready = (p->penalties || p->dry) &&
+                      !(p->fused && !p->temperature_last && p->temperature != 1.0 &&
+                        p->temperature > 0.0);
+    int bad = 0;
+    int64_t pw = 0, listed = 0;
+    const int64_t *pen_ids = NULL;  /* the ids Penalties writes: the window's tokens */
+    if (p->penalties) {
+        pw = p->penalty_last_n < 0 || p->penalty_last_n > nhist ? nhist : p->penalty_last_n;
+        pen_ids = pw ? hist + (nhist - pw) : NULL;
+        if (hides_bad_value(row, V, pen_ids, pw))
             return FS_CHAIN_FALLBACK;
-        rc = fs_penalties(row, work, 1, V, hist, nhist, offsets, &p->repeat, &p->frequency,
+    }
+    if (ready) {
+        rc = fs_canonical_copy(row, work, V, &bad, ws, ws_bytes, isa);
+        if (rc)
+            return rc;
+        x = work;
+    }
+    if (p->penalties) {  /* into work (a copy of the row first unless ready) */
+        rc = fs_penalties(x, work, 1, V, hist, nhist, offsets, &p->repeat, &p->frequency,
                           &p->presence, &p->penalty_last_n, counts, vlen);
         if (rc)
             return rc;
@@ -56,7 +120,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         uint8_t saw_inf = 0;
         rc = fs_dry_flagged(x, work, 1, V, hist, nhist, offsets, &p->dry_multiplier,
                             &p->dry_base, &p->dry_allowed_length, &p->dry_last_n, is_breaker,
-                            breaker_len, z, z_len, best, vlen, &saw_inf);
+                            breaker_len, z, z_len, best, vlen, &saw_inf, &listed);
         if (rc)
             return rc;
         if (saw_inf)
@@ -64,16 +128,23 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         x = work;
     }
     if (p->fused) {
-        rc = fs_sample_canonical_row(x, V, p->top_k, p->top_p, p->min_p, p->temperature,
-                                     p->min_keep, p->temperature_last, p->seed, p->position,
-                                     token, ws, ws_bytes, isa);
+        rc = ready ? fs_sample_canonical_edited(work, V, pen_ids, pw, z, listed, bad, p->top_k,
+                                                p->top_p, p->min_p, p->temperature,
+                                                p->min_keep, p->seed, p->position, token, ws,
+                                                ws_bytes, isa)
+                   : fs_sample_canonical_row(x, V, p->top_k, p->top_p, p->min_p,
+                                             p->temperature, p->min_keep, p->temperature_last,
+                                             p->seed, p->position, token, ws, ws_bytes, isa);
         if (rc)
             return rc;
         return *token == FS_INVALID_ROW ? FS_CHAIN_FALLBACK : FS_CHAIN_OK;
     }
     int64_t n;
-    rc = fs_truncate_canonical_row(x, V, p->top_k, p->top_p, p->min_p, p->min_keep, ids, vals,
-                                   vlen, &n, ws, ws_bytes, isa);
+    rc = ready ? fs_truncate_canonical_edited(work, V, pen_ids, pw, z, listed, bad, p->top_k,
+                                              p->top_p, p->min_p, p->min_keep, ids, vals, vlen,
+                                              &n, ws, ws_bytes, isa)
+               : fs_truncate_canonical_row(x, V, p->top_k, p->top_p, p->min_p, p->min_keep,
+                                           ids, vals, vlen, &n, ws, ws_bytes, isa);
     if (rc)
         return rc;
     if (n <= 0) {  /* invalid, or (never: cap = V) more survivors than fit */
@@ -83,14 +154,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
     /* the later stages on the survivors as a (1, n) row, as the candidates route */
     float *cur = vals, *next = tmp;
     for (int s = 0; s < p->n_after; s++) {
-        if (p->after[s] == FS_CHAIN_XTC) {
-            rc = fs_xtc(cur, next, 1, n, &p->after_a[s], &p->after_b[s], &p->after_min_keep[s],
-                        &p->seed, &p->position, work, vlen, dws, dws_len);
-        } else if (p->after[s] == FS_CHAIN_TEMPERATURE) {
-            rc = fs_temperature(cur, next, 1, n, &p->after_a[s]);
-        } else {
-            return FS_CHAIN_E_SIZE;
-        }
+        rc = after_stage(p, s, cur, next, n, work, vlen, dws, dws_len);
         if (rc)
             return rc;
         float *t = cur;

@@ -2,7 +2,8 @@
  * path for B = 1, fastsample/plan.py's row program).
  *
  * The chain: [Penalties] [DRY] (each optional, in this order) -> TopK -> TopP -> MinP
- * (one min_keep) -> up to four of XTC / Temperature -> Dist; llama.cpp's default order
+ * (one min_keep) -> up to eight stages on the survivors (a truncation, XTC, a
+ * temperature, smoothing) -> Dist; llama.cpp's default order
  * and docs/spec.md §12's W10a and W10b. It composes the kernels the stage-by-stage route
  * calls (fs_penalties, fs_dry, fs_sample_canonical_row or fs_truncate_canonical_row,
  * fs_xtc, fs_temperature, fs_draw) on the same data in the same order, so its token is
@@ -22,7 +23,14 @@
 
 /* FS_CDEF_BEGIN */
 enum { FS_CHAIN_OK = 0, FS_CHAIN_FALLBACK = 100, FS_CHAIN_E_SIZE = 101 };  /* else a kernel's code */
-enum { FS_CHAIN_XTC = 1, FS_CHAIN_TEMPERATURE = 2 };
+/* the stages a chain may run on the survivors (its kernel on a (1, n) row) */
+enum {
+    FS_CHAIN_XTC = 1, FS_CHAIN_TEMPERATURE = 2, FS_CHAIN_TOP_K = 3, FS_CHAIN_TOP_P = 4,
+    FS_CHAIN_MIN_P = 5, FS_CHAIN_TYPICAL = 6, FS_CHAIN_TOP_N_SIGMA = 7, FS_CHAIN_EPSILON = 8,
+    FS_CHAIN_ETA = 9, FS_CHAIN_TOP_A = 10, FS_CHAIN_P_LESS = 11, FS_CHAIN_TAIL_FREE = 12,
+    FS_CHAIN_DYNAMIC_TEMPERATURE = 13, FS_CHAIN_SMOOTHING = 14
+};
+enum { FS_CHAIN_MAX_AFTER = 8 };
 
 typedef struct {
     int penalties;                     /* Penalties first (0: none) */
@@ -38,9 +46,12 @@ typedef struct {
     double temperature;                /* fused only: its temperature and order */
     int temperature_last;
     int n_after;                       /* not fused: stages on the survivors, in order */
-    int after[4];                      /* FS_CHAIN_XTC or FS_CHAIN_TEMPERATURE */
-    double after_a[4], after_b[4];     /* XTC: probability, threshold; T: t */
-    int64_t after_min_keep[4];         /* XTC's min_keep */
+    int after[8];                      /* FS_CHAIN_XTC, FS_CHAIN_TEMPERATURE, ... */
+    double after_a[8], after_b[8], after_c[8];  /* the stage's parameters, in order
+                                        (TopK's k as a double; XTC: probability,
+                                        threshold; DynamicTemperature: t, range,
+                                        exponent) */
+    int64_t after_min_keep[8];         /* the truncations' min_keep */
     uint64_t seed, position;
 } fs_chain_params;
 

@@ -66,10 +66,12 @@ static inline int fsc_check_hist_block(const float *logits, const float *out, in
 
 static inline int fsc_check_tokens(const int64_t *hist, int64_t start, int64_t end,
                                    int64_t V) {
+    /* one unsigned compare per token and no early exit: the loop vectorises (a
+     * negative token is a huge unsigned one) */
+    uint64_t bad = 0;
     for (int64_t i = start; i < end; i++)
-        if (hist[i] < 0 || hist[i] >= V)
-            return FS_STAGE_E_HISTORY;
-    return FS_STAGE_OK;
+        bad |= (uint64_t)hist[i] >= (uint64_t)V;
+    return bad ? FS_STAGE_E_HISTORY : FS_STAGE_OK;
 }
 
 /* ---------------------------------------------------------------- row helpers */

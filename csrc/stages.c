@@ -235,56 +235,62 @@ static double dry_amount(int64_t length, double multiplier, double base, int64_t
     return multiplier * pow(base, expo);
 }
 
-/* z[j] (1 <= j < n) = 1 + the repeat length of follower hist[end - j] at rev offset
- * j, min(Z(j), rep_limit), when that is >= allowed and the follower is not a breaker,
- * else 0 (Z over the reversed window rev[i] = hist[end - 1 - i], fsc_z_reversed).
- * Z(j) > 0 only where hist[end - 1 - j] equals the last token, so with allowed >= 1
- * the lengths come from those few positions, each match extended directly; a window
- * whose matches would cost more than n comparisons in all (long periodic runs) takes
- * the linear Z route instead, so a call is O(n) on any history. */
-static void dry_follower_lengths(const int64_t *hist, int64_t end, int64_t n, int64_t allowed,
-                                 int64_t rep_limit, const uint8_t *brk, int32_t *z) {
-    const int64_t last = end - 1, tok = hist[last];
-    z[0] = 0;
-    if (allowed >= 1) {
-        int64_t budget = n;
-        int64_t j = 1;
-        for (; j < n; j++) {
-            int32_t length = 0;
-            if (hist[last - j] == tok) {
-                const int64_t cap = rep_limit < n - j ? rep_limit : n - j;
-                int64_t k = 1;
-                while (k < cap && hist[last - k] == hist[last - j - k])
-                    k++;
-                budget -= k;
-                if (budget < 0)
-                    break;
-                if (k >= allowed && !brk[hist[end - j]])
-                    length = (int32_t)(k + 1);
-            }
-            z[j] = length;
-        }
-        if (j == n)
-            return;
-    }
-    fsc_z_reversed(hist, end, n, z);
-    z[0] = 0;
-    for (int64_t j = 1; j < n; j++) {
-        int64_t length = z[j] < rep_limit ? z[j] : rep_limit;
-        z[j] = length >= allowed && !brk[hist[end - j]] ? (int32_t)(length + 1) : 0;
-    }
+/* The repeat length at rev offset j (rev[i] = hist[last - i]; j a position where
+ * rev[j] == rev[0]): how far rev[0..) and rev[j..) agree, stopping at a breaker of the
+ * suffix (rev[rep_limit] is the last breaker, rev[0] never is), i.e. min(Z(j),
+ * rep_limit); *work counts the comparisons. */
+static int64_t dry_match(const int64_t *hist, int64_t last, int64_t n, int64_t j,
+                         const uint8_t *brk, int64_t *work) {
+    int64_t k = 1;
+    while (k < n - j && hist[last - k] == hist[last - j - k] && !brk[hist[last - k]])
+        k++;
+    *work += k;
+    return k;
 }
 
 /* docs/spec.md §4.1 repeat lengths of the window hist[start, end) (tokens already
  * checked): the number c of distinct tokens t with L(t) >= allowed, listed in z[0, c)
  * (first seen from the end of the window), with best[t] = L(t); no other entry of best
- * is read or written. z holds n = end - start entries. */
+ * is read or written. z holds n = end - start entries.
+ *
+ * L(t) is the longest repeat length min(Z(j), rep_limit) over the rev offsets j whose
+ * follower hist[end - j] is t, Z over the reversed window (fsc_z_reversed). Z(j) > 0
+ * only where hist[end - 1 - j] is the last token, so with allowed >= 1 the lengths come
+ * from those few positions, each match extended directly (and again when the list is
+ * made, instead of storing it); a window whose matches would cost more than n
+ * comparisons in all (long periodic runs) takes the linear Z route, so a call is O(n)
+ * on any history. */
 static int64_t dry_lengths(const int64_t *hist, int64_t start, int64_t end, int64_t allowed,
                            const uint8_t *brk, int32_t *z, int32_t *best) {
-    int64_t n = end - start;
-    if (n < 2 || brk[hist[end - 1]])
+    const int64_t n = end - start, last = end - 1;
+    if (n < 2 || brk[hist[last]])
         return 0;
-    /* the matched suffix may not reach back past the last breaker */
+    const int64_t tok = hist[last];
+    int64_t c = 0;
+    if (allowed >= 1) {
+        int64_t work = 0, m = 0, j = 1;
+        for (; j < n && work <= n; j++) {  /* the offsets whose repeat qualifies */
+            if (hist[last - j] != tok)
+                continue;
+            if (dry_match(hist, last, n, j, brk, &work) >= allowed && !brk[hist[end - j]])
+                z[m++] = (int32_t)j;
+        }
+        if (j == n && work <= n) {
+            for (int64_t q = 0; q < m; q++)
+                best[hist[end - z[q]]] = -1;
+            /* the list overwrites z behind the reading position (c <= q) */
+            for (int64_t q = 0; q < m; q++) {
+                int64_t jq = z[q], t = hist[end - jq];
+                int32_t length = (int32_t)dry_match(hist, last, n, jq, brk, &work);
+                if (best[t] < 0)
+                    z[c++] = (int32_t)t;
+                if (best[t] < length)
+                    best[t] = length;
+            }
+            return c;
+        }
+    }
+    /* the linear route: Z over the whole window, capped at the last breaker */
     int64_t rep_limit = n;
     for (int64_t i = n - 1; i >= 0; i--) {
         if (brk[hist[start + i]]) {
@@ -292,13 +298,15 @@ static int64_t dry_lengths(const int64_t *hist, int64_t start, int64_t end, int6
             break;
         }
     }
-    dry_follower_lengths(hist, end, n, allowed, rep_limit, brk, z);
+    fsc_z_reversed(hist, end, n, z);
+    for (int64_t j = 1; j < n; j++) {
+        int64_t length = z[j] < rep_limit ? z[j] : rep_limit;
+        z[j] = length >= allowed && !brk[hist[end - j]] ? (int32_t)(length + 1) : 0;
+    }
     for (int64_t j = 1; j < n; j++)
         if (z[j] > 0)
             best[hist[end - j]] = -1;
-    /* the list overwrites z behind the reading position (c < j) */
-    int64_t c = 0;
-    for (int64_t j = 1; j < n; j++) {
+    for (int64_t j = 1; j < n; j++) {  /* the list overwrites z behind j (c < j) */
         int32_t length = z[j] - 1;
         if (length < 0)
             continue;
@@ -325,7 +333,7 @@ int fs_dry(const float *logits, float *out, int64_t B, int64_t V,
            int32_t *z, int64_t z_len, int32_t *best, int64_t best_len) {
     return fs_dry_flagged(logits, out, B, V, hist, nhist, offsets, multiplier, base,
                           allowed_length, last_n, is_breaker, breaker_len, z, z_len, best,
-                          best_len, NULL);
+                          best_len, NULL, NULL);
 }
 
 int fs_dry_flagged(const float *logits, float *out, int64_t B, int64_t V,
@@ -333,7 +341,9 @@ int fs_dry_flagged(const float *logits, float *out, int64_t B, int64_t V,
                    const double *multiplier, const double *base, const int64_t *allowed_length,
                    const int64_t *last_n, const uint8_t *is_breaker, int64_t breaker_len,
                    int32_t *z, int64_t z_len, int32_t *best, int64_t best_len,
-                   uint8_t *saw_inf) {
+                   uint8_t *saw_inf, int64_t *listed) {
+    if (listed)
+        *listed = 0;
     int rc = fsc_check_hist_block(logits, out, B, V, hist, nhist, offsets);
     if (rc || B == 0)
         return rc;
@@ -346,6 +356,8 @@ int fs_dry_flagged(const float *logits, float *out, int64_t B, int64_t V,
         float *o = out + b * V;
         if (o != row) /* out == logits: edit in place (each token is read before its write) */
             memcpy(o, row, (size_t)V * sizeof(float));
+        if (listed)
+            *listed = 0;
         if (!dry_active(multiplier[b], base[b], last_n[b]))
             continue;
         int64_t start, end;
@@ -355,6 +367,8 @@ int fs_dry_flagged(const float *logits, float *out, int64_t B, int64_t V,
         if ((rc = fsc_check_tokens(hist, start, end, V)))
             return rc;
         int64_t c = dry_lengths(hist, start, end, allowed_length[b], is_breaker, z, best);
+        if (listed)
+            *listed = c;
         for (int64_t j = 0; j < c; j++) {
             int64_t t = z[j];
             double x = (double)row[t];

@@ -47,13 +47,15 @@ int fs_dry(const float *logits, float *out, int64_t B, int64_t V,
            int32_t *z, int64_t z_len, int32_t *best, int64_t best_len);
 
 /* fs_dry, and saw_inf[b] = 1 (when saw_inf is not NULL; other entries untouched) for a
- * row where a token DRY edits held +inf: the edit would hide an invalid row. */
+ * row where a token DRY edits held +inf: the edit would hide an invalid row. listed
+ * (not NULL): the last row's ids that DRY may have rewritten are left in z[0, *listed)
+ * (the chain plan refreshes their blocks' maxima). */
 int fs_dry_flagged(const float *logits, float *out, int64_t B, int64_t V,
                    const int64_t *hist, int64_t nhist, const int64_t *offsets,
                    const double *multiplier, const double *base, const int64_t *allowed_length,
                    const int64_t *last_n, const uint8_t *is_breaker, int64_t breaker_len,
                    int32_t *z, int64_t z_len, int32_t *best, int64_t best_len,
-                   uint8_t *saw_inf);
+                   uint8_t *saw_inf, int64_t *listed);
 
 int fs_dry_penalty(const int64_t *hist, int64_t nhist, int64_t V, double multiplier,
                    double base, int64_t allowed_length, int64_t last_n,

@@ -218,7 +218,7 @@ def _program(module, V, trunc, t):
     if prog is None:
         if len(_PROGRAMS) >= 32:
             _PROGRAMS.clear()
-        after = [("temperature", t, 0.0, 1)] if t != 1.0 else []
+        after = [("temperature", t, 0.0, 0.0, 1)] if t != 1.0 else []
         prog = _PROGRAMS[key] = module.chain_program({"truncations": trunc, "after": after}, V)
     return prog
 

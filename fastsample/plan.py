@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .stages import (DRY, XTC, AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens,
-                     Mirostat, NoRepeatNGram, Penalties, Temperature, TopK, TopP)
+                     Mirostat, NoRepeatNGram, Penalties, Stage, Temperature, TopK, TopP)
 
 __all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES", "row_program"]
 
@@ -152,8 +152,8 @@ def row_program(plan, fused_args=None, B=1, b=0):
     A backend with ``chain_program`` / ``chain_row`` (C) runs the whole per-token step
     of such a chain in one call: ``[Penalties] [DRY]`` (in this order) as the edits,
     then the fused chain (``fused_args``: the chain's ``_fused_args(1, plan.fused)``)
-    or the first truncation followed by XTC / Temperature stages on the survivors
-    (at most four), and Dist. Anything else (LogitBias, another edit or terminal, a
+    or the first truncation followed by up to ``MAX_AFTER`` stages of ``AFTER_OPS``
+    on the survivors, and Dist. Anything else (LogitBias, another edit or terminal, a
     later stage of another kind) is None: the general route. The description holds
     row ``b``'s plain scalars of a batch of ``B`` rows (per-row parameters):
     ``penalties``, ``dry``, ``truncations``, ``fused``, ``after``.
@@ -180,17 +180,29 @@ def row_program(plan, fused_args=None, B=1, b=0):
     program["truncations"] = tuple(a[b].item() for a in plan.truncation_args(B))
     after = []
     for stage in plan.after:
-        if type(stage) is XTC:
-            prob, thr, mk = (a[b].item() for a in stage.rows(B))
-            after.append(("xtc", prob, thr, mk))
-        elif type(stage) is Temperature:
-            after.append(("temperature", stage.rows(B)[0][b].item(), 0.0, 1))
-        else:
+        # XTC rolls with the row's seed and position (the C and numba programs take
+        # them per call); every other stage of AFTER_OPS is Stage.apply's op(x, *rows)
+        if stage.op not in AFTER_OPS or (type(stage).apply is not Stage.apply
+                                         and type(stage) is not XTC):
             return None
-    if len(after) > 4:
+        names = [p.name for p in stage.PARAMS]
+        values = [a[b].item() for a in stage.rows(B)]
+        mk = values.pop(names.index("min_keep")) if "min_keep" in names else 1
+        a, b_, c = (*values, 0.0, 0.0, 0.0)[:3]
+        after.append((stage.op, float(a), float(b_), float(c), int(mk)))
+    if len(after) > MAX_AFTER:
         return None
     program["after"] = tuple(after)
     return program
+
+
+# The stages a row program runs on the survivors (each its backend kernel on the
+# (1, n) row of survivors, as the candidates route applies it): their ops, in the
+# description (op, a, b, c, min_keep) with the stage's parameters a, b, c in order.
+AFTER_OPS = frozenset({"xtc", "temperature", "top_k", "top_p", "min_p", "typical",
+                       "top_n_sigma", "epsilon", "eta", "top_a", "p_less", "tail_free",
+                       "dynamic_temperature", "smoothing"})
+MAX_AFTER = 8
 
 
 def truncate(x, args, module, **masked):

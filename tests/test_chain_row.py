@@ -1,7 +1,7 @@
 """The one-call step of a common chain on one row (``plan.row_program``; ``chain_row``
 of C, ``csrc/fs_chain.c``, and of numba, ``kernels/cpu/chain_row.py``).
 
-A chain ``[Penalties] [DRY] -> truncations -> [XTC / Temperature ...] -> Dist`` at
+A chain ``[Penalties] [DRY] -> truncations -> [stages on the survivors] -> Dist`` at
 B = 1 runs its whole per-token step in one compiled call. Its tokens must be the numpy
 reference chain's, step after step with ``accept`` (each test checks the one-call path
 was taken), and every case it hands back (an invalid row, a NaN or +inf where an edit
@@ -52,12 +52,29 @@ def _random_chain(rng):
     t = float(rng.choice([0.0, 0.7, 1.0, 1.3]))
     if rng.random() < 0.5:   # the fused tail: temperature first or last
         tail = keep + [fs.Temperature(t)] if rng.random() < 0.7 else [fs.Temperature(t)] + keep
-    else:                    # the candidates route: XTC / Temperature after the cuts
-        after = [fs.XTC(float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.02, 0.3)),
-                        min_keep=int(rng.integers(1, 3))), fs.Temperature(t)]
+    else:                    # the candidates route: stages on the survivors
+        after = _after_stages(rng, t)
         rng.shuffle(after)
-        tail = keep + after[:int(rng.integers(1, 3))]
+        tail = keep + after[:int(rng.integers(1, 5))]
     return stages + tail
+
+
+def _after_stages(rng, t):
+    """One of every stage a row program runs on the survivors (plan.AFTER_OPS)."""
+    mk = int(rng.integers(1, 3))
+    return [fs.XTC(float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.02, 0.3)), min_keep=mk),
+            fs.Temperature(t), fs.TopK(int(rng.integers(1, 20)), min_keep=mk),
+            fs.TopP(float(rng.uniform(0.3, 1.0)), min_keep=mk),
+            fs.MinP(float(rng.uniform(0.0, 0.3)), min_keep=mk),
+            fs.Typical(float(rng.uniform(0.3, 1.0)), min_keep=mk),
+            fs.TopNSigma(float(rng.uniform(0.0, 2.0)), min_keep=mk),
+            fs.Epsilon(float(rng.uniform(0.0, 0.05)), min_keep=mk),
+            fs.Eta(float(rng.uniform(0.0, 0.05)), min_keep=mk),
+            fs.TopA(float(rng.uniform(0.0, 0.5)), min_keep=mk), fs.PLess(min_keep=mk),
+            fs.TailFree(float(rng.uniform(0.5, 1.0)), min_keep=mk),
+            fs.DynamicTemperature(float(rng.uniform(0.5, 1.5)), float(rng.uniform(0.0, 0.5)),
+                                  float(rng.uniform(0.5, 2.0))),
+            fs.Smoothing(float(rng.uniform(0.0, 0.5)), float(rng.uniform(1.0, 2.0)))]
 
 
 def _loop(stages, steps, rows, prompt, seed, backend):
@@ -86,6 +103,27 @@ def test_random_chains_match_the_reference(case, backend):
     assert bool(chain._row_prog) == taken, f"the one-call path: {stages}"
 
 
+@pytest.mark.parametrize("case", range(14))
+def test_every_stage_on_the_survivors_matches_the_reference(case, backend):
+    """Each stage of plan.AFTER_OPS, alone and with two others, after a first cut,
+    step by step against the numpy chain (per-row parameters in a batch of 3 too)."""
+    rng = np.random.default_rng(100 + case)
+    pool = _after_stages(rng, float(rng.choice([0.0, 0.7, 1.3])))
+    first = [fs.TopK(int(rng.integers(20, 200))), fs.MinP(0.02), fs.TopP(0.98)][case % 3]
+    for tail in ([pool[case]], [pool[case], *rng.permutation(pool)[:2].tolist()]):
+        stages = [fs.Penalties(1.2, last_n=16), first, *tail]
+        chain, _ = _loop(stages, 6, _rows(case, 4, flat=case % 4 == 0),
+                         workloads.natural_history(100, V, case), seed=case, backend=backend)
+        assert chain._row_prog, f"the one-call path: {stages}"
+    x = _rows(case + 50, 3)
+    stages = [fs.Penalties(1.2, last_n=16), first, pool[case]]
+    got = fs.SamplerChain(stages, seed=3, backend=backend)
+    want = fs.SamplerChain(stages, seed=3, backend="numpy")
+    np.testing.assert_array_equal(got.sample(x, history=x[:, :5].astype(np.int64) % V),
+                                  want.sample(x, history=x[:, :5].astype(np.int64) % V))
+    assert got._row_prog
+
+
 def test_w10_chains_take_the_one_call_path(backend):
     hist = workloads.natural_history(4096, V, 0)
     for stages in ([fs.Penalties(1.1, last_n=64), fs.DRY(0.8, 1.75, 2, last_n=4096),
@@ -100,7 +138,7 @@ def test_w10_chains_take_the_one_call_path(backend):
     [fs.TopK(5), fs.Temperature(0.5)],                          # fs.sample's chain: sample_row
     [fs.LogitBias({1: 2.0}), fs.TopK(5)],                       # LogitBias: not in the program
     [fs.DRY(0.8), fs.Penalties(1.1), fs.TopK(5)],               # DRY before Penalties
-    [fs.Penalties(1.1), fs.TopK(5), fs.Typical(0.9)],           # Typical on the survivors
+    [fs.Penalties(1.1), fs.TopK(5)] + [fs.Temperature(0.9)] * 9,  # more than MAX_AFTER
     [fs.Penalties(1.1), fs.TopK(5), fs.Greedy()],               # another terminal
     [fs.XTC(0.5, 0.1), fs.TopK(5)],                             # stages mode
 ])

@@ -11,6 +11,7 @@
 #include "fs_chain.h"
 #include "fs_logprobs.h"
 #include "stages.h"
+#include "stages_extra.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -44,6 +45,8 @@ static bufs alloc(int64_t V, int64_t nhist) {
     w.dws_len = fs_stage_dws_len(V);
     w.dws = malloc(sizeof(double) * (size_t)w.dws_len);
     w.ws_bytes = fs_canonical_ws_bytes(V);
+    if (fs_topk_ws_bytes(V) > w.ws_bytes)  /* fs_chain_row_logprobs' top-k of the survivors */
+        w.ws_bytes = fs_topk_ws_bytes(V);
     w.ws = malloc(w.ws_bytes);
     return w;
 }
@@ -101,11 +104,30 @@ static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, in
     if (c <= 0) return -2;
     float *cur = w->vals, *next = w->b;
     for (int s = 0; s < p->n_after; s++) {
-        if (p->after[s] == FS_CHAIN_XTC)
-            CHECK(fs_xtc(cur, next, 1, c, &p->after_a[s], &p->after_b[s], &p->after_min_keep[s],
-                         &p->seed, &p->position, w->tmp, V, w->dws, w->dws_len) == 0);
-        else
-            CHECK(fs_temperature(cur, next, 1, c, &p->after_a[s]) == 0);
+        const double *a = &p->after_a[s], *b = &p->after_b[s], *cc = &p->after_c[s];
+        const int64_t *mk = &p->after_min_keep[s];
+        int64_t k = (int64_t)*a;
+        float *f = w->tmp;
+        double *d = w->dws;
+        int64_t fl = V, dl = w->dws_len;
+        int rc = -1;
+        switch (p->after[s]) {
+        case FS_CHAIN_XTC: rc = fs_xtc(cur, next, 1, c, a, b, mk, &p->seed, &p->position, f, fl, d, dl); break;
+        case FS_CHAIN_TEMPERATURE: rc = fs_temperature(cur, next, 1, c, a); break;
+        case FS_CHAIN_TOP_K: rc = fs_top_k(cur, next, 1, c, &k, mk, f, fl, d, dl); break;
+        case FS_CHAIN_TOP_P: rc = fs_top_p(cur, next, 1, c, a, mk, f, fl, d, dl); break;
+        case FS_CHAIN_MIN_P: rc = fs_min_p(cur, next, 1, c, a, mk, f, fl, d, dl); break;
+        case FS_CHAIN_TYPICAL: rc = fs_typical(cur, next, 1, c, a, mk, f, fl, d, dl); break;
+        case FS_CHAIN_TOP_N_SIGMA: rc = fs_top_n_sigma(cur, next, 1, c, a, mk, f, fl, d, dl); break;
+        case FS_CHAIN_EPSILON: rc = fs_epsilon(cur, next, 1, c, a, mk, f, fl, d, dl); break;
+        case FS_CHAIN_ETA: rc = fs_eta(cur, next, 1, c, a, mk, f, fl, d, dl); break;
+        case FS_CHAIN_TOP_A: rc = fs_top_a(cur, next, 1, c, a, mk, f, fl, d, dl); break;
+        case FS_CHAIN_P_LESS: rc = fs_p_less(cur, next, 1, c, mk, f, fl, d, dl); break;
+        case FS_CHAIN_TAIL_FREE: rc = fs_tail_free(cur, next, 1, c, a, mk, f, fl, d, dl); break;
+        case FS_CHAIN_DYNAMIC_TEMPERATURE: rc = fs_dynamic_temperature(cur, next, 1, c, a, b, cc, d, dl); break;
+        case FS_CHAIN_SMOOTHING: rc = fs_smoothing(cur, next, 1, c, a, b); break;
+        }
+        CHECK(rc == 0, "after kind %d rc %d", p->after[s], rc);
         float *t = cur; cur = next; next = t;
     }
     CHECK(fs_draw(cur, 1, c, &p->seed, &p->position, &tok, w->ws, w->ws_bytes, 0) == 0);
@@ -135,11 +157,14 @@ static fs_chain_params random_program(void) {
     p.min_keep = 1 + below(3);
     p.temperature = below(4) == 0 ? 0.0 : 0.5 + uniform01();
     p.temperature_last = (int)below(2);
-    p.n_after = p.fused ? 0 : (int)below(5);
+    p.n_after = p.fused ? 0 : (int)below(FS_CHAIN_MAX_AFTER + 1);
     for (int s = 0; s < p.n_after; s++) {
-        p.after[s] = below(2) ? FS_CHAIN_XTC : FS_CHAIN_TEMPERATURE;
-        p.after_a[s] = p.after[s] == FS_CHAIN_XTC ? uniform01() : 0.3 + uniform01();
+        p.after[s] = 1 + (int)below(FS_CHAIN_SMOOTHING);   /* every kind */
+        p.after_a[s] = p.after[s] == FS_CHAIN_TOP_K ? (double)below(30)
+                       : p.after[s] == FS_CHAIN_EPSILON || p.after[s] == FS_CHAIN_ETA
+                           ? 0.02 * uniform01() : 0.3 + uniform01();
         p.after_b[s] = 0.01 + 0.4 * uniform01();
+        p.after_c[s] = 0.5 + uniform01();
         p.after_min_keep[s] = 1 + below(2);
     }
     p.seed = next_u64();
@@ -257,7 +282,7 @@ static void test_bad_sizes(void) {
     CHECK(fs_chain_row(row, V, NULL, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
                        w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
                        &tok) == FS_CHAIN_E_SIZE);
-    p.n_after = 5;
+    p.n_after = FS_CHAIN_MAX_AFTER + 1;
     CHECK(fs_chain_row(row, V, hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
                        w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
                        &tok) == FS_CHAIN_E_SIZE);
@@ -272,6 +297,22 @@ static void test_bad_sizes(void) {
     CHECK(fs_chain_row(row, V, hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
                        w.counts, w.best, w.z, 1, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
                        &tok) != FS_CHAIN_OK);   /* z shorter than the DRY window */
+    /* the edited-row entries: bad sizes and ids outside [0, V) */
+    int bad = 7;
+    CHECK(fs_canonical_copy(NULL, w.work, V, &bad, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
+    CHECK(fs_canonical_copy(row, w.work, V, &bad, w.ws, 1, 0) == FS_E_WORKSPACE);
+    CHECK(fs_canonical_copy(row, w.work, V, &bad, w.ws, w.ws_bytes, 0) == FS_OK && bad == 0);
+    int64_t far[3] = {-5, 3, 1000};
+    int32_t far32[2] = {-1, 99};
+    CHECK(fs_sample_canonical_edited(w.work, V, far, -1, NULL, 0, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
+                                     &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
+    CHECK(fs_sample_canonical_edited(w.work, V, far, 3, far32, 2, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
+                                     &tok, w.ws, w.ws_bytes, 0) == FS_OK && tok >= 0 && tok < V);
+    int64_t cnt = 9;
+    CHECK(fs_truncate_canonical_edited(w.work, V, far, 3, far32, 2, 0, 3, 1.0, 0.0, 1, w.ids,
+                                       w.vals, 2, &cnt, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
+    CHECK(fs_truncate_canonical_edited(w.work, V, far, 3, far32, 2, 1, 3, 1.0, 0.0, 1, w.ids,
+                                       w.vals, V, &cnt, w.ws, w.ws_bytes, 0) == FS_OK && cnt == -1);
     release(&w);
 }
 

@@ -20,7 +20,9 @@ from .stages import _breaker_table
 
 __all__ = ["chain_program", "chain_row", "chain_row_logprobs", "chain_rows"]
 
-_AFTER = {"xtc": lib.FS_CHAIN_XTC, "temperature": lib.FS_CHAIN_TEMPERATURE}
+_AFTER = {op: getattr(lib, f"FS_CHAIN_{op.upper()}") for op in (
+    "xtc", "temperature", "top_k", "top_p", "min_p", "typical", "top_n_sigma", "epsilon", "eta",
+    "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing")}
 _F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
 _TLS = threading.local()
 
@@ -55,12 +57,13 @@ def chain_program(program, V):
         p.temperature, t_last = fused
         p.temperature_last = 1 if t_last else 0
     after = program.get("after", ())
-    if len(after) > 4:
-        raise ValueError("chain_program: at most 4 stages after the truncations")
+    if len(after) > lib.FS_CHAIN_MAX_AFTER:
+        raise ValueError(f"chain_program: at most {lib.FS_CHAIN_MAX_AFTER} stages after the "
+                         "truncations")
     p.n_after = len(after)
-    for i, (kind, a, b, mk) in enumerate(after):
-        p.after[i] = _AFTER[kind]
-        p.after_a[i], p.after_b[i], p.after_min_keep[i] = a, b, mk
+    for i, (op, a, b, c, mk) in enumerate(after):
+        p.after[i] = _AFTER[op]
+        p.after_a[i], p.after_b[i], p.after_c[i], p.after_min_keep[i] = a, b, c, mk
     return _Program(p, _breaker_table(breakers, V), V)
 
 

@@ -1,10 +1,11 @@
 """The chain plan's per-token path on numba: one call per token for a common chain.
 
 The numba twin of ``csrc/fs_chain.c``: for a chain ``[Penalties] [DRY] -> TopK ->
-TopP -> MinP -> [XTC / Temperature ...] -> Dist`` on one row (``plan.row_program``),
+TopP -> MinP -> [stages on the survivors ...] -> Dist`` on one row (``plan.row_program``),
 ``chain_row`` runs the whole step in one compiled call: the edits into a per-thread
 copy of the row, then fs.sample's fused kernel, or the truncation followed by the
-stages on the survivors and the draw. It composes the row kernels the stage-by-stage
+stages on the survivors (``stages._rows_at``, the row kernels of the stage-by-stage
+route) and the draw. It composes the row kernels the stage-by-stage
 route calls, in its order on the same data, so its token is the chain's; what it
 saves is the Python glue between them. Returns -2 when the general route must decide
 (an invalid or emptied row, a NaN/+inf at an id an edit writes).
@@ -24,19 +25,27 @@ from .canonical import _sample_one, _truncate_one
 from .draw import draw_row
 from .logprobs import logprobs_row
 from .history_stages import _breaker_table, _dry_serial, _penalties_serial
-from .stage_common import STREAM_XTC
-from .transforms import _temperature_row
-from .truncations import _xtc_row
+from .stage_common import (K_DYN_TEMP, K_EPSILON, K_ETA, K_MIN_P, K_P_LESS, K_SMOOTHING,
+                           K_TAIL_FREE, K_TEMPERATURE, K_TOP_A, K_TOP_K, K_TOP_N_SIGMA,
+                           K_TOP_P, K_TYPICAL, K_XTC)
+from .stages import _rows_at
 
 __all__ = ["chain_program", "chain_row", "chain_row_logprobs", "chain_rows"]
 
 _NJ = dict(cache=True, nogil=True, error_model="numpy")
-_XTC, _TEMPERATURE = 1, 2
-_AFTER = {"xtc": _XTC, "temperature": _TEMPERATURE}
-# f64 slots: repeat, frequency, presence, dry multiplier, dry base, top_p, min_p, t, a[4], b[4]
+_MAX_AFTER = 8
+# the stages on the survivors: stages.py's row kernels by kind (plan.AFTER_OPS)
+_AFTER = {"xtc": K_XTC, "temperature": K_TEMPERATURE, "top_k": K_TOP_K, "top_p": K_TOP_P,
+          "min_p": K_MIN_P, "typical": K_TYPICAL, "top_n_sigma": K_TOP_N_SIGMA,
+          "epsilon": K_EPSILON, "eta": K_ETA, "top_a": K_TOP_A, "p_less": K_P_LESS,
+          "tail_free": K_TAIL_FREE, "dynamic_temperature": K_DYN_TEMP, "smoothing": K_SMOOTHING}
+# f64 slots: repeat, frequency, presence, dry multiplier, dry base, top_p, min_p, t,
+#            a[8], b[8], c[8]
 # i64 slots: penalties, penalty last_n, dry, allowed, dry last_n, fused, top_k, min_keep,
-#            t_last, n_after, kind[4], min_keep[4]
-_F, _I = 16, 18
+#            t_last, n_after, kind[8], min_keep[8], k[8] (TopK's k as an integer)
+_FA, _FB, _FC = 8, 16, 24
+_IK, _IM, _II = 10, 18, 26
+_F, _I = 32, 34
 
 
 @numba.njit(**_NJ)
@@ -81,13 +90,12 @@ def _chain_row_run(row, work, hist, f, i, brk, seed, position):
     if invalid or vals.shape[0] == 0:
         return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
     cur = vals
+    sp = np.array([seed, position], np.uint64)   # XTC's roll
     for s in range(i[9]):
         nxt = np.empty_like(cur)
-        if i[10 + s] == _XTC:
-            _xtc_row(cur, nxt, f[8 + s], f[12 + s], i[14 + s],
-                     uniform(seed, position, STREAM_XTC))
-        else:
-            _temperature_row(cur, nxt, f[8 + s])
+        _rows_at(cur.reshape(1, -1), nxt.reshape(1, -1), i[_IK + s], f[_FA + s:_FA + s + 1],
+                 f[_FB + s:_FB + s + 1], f[_FC + s:_FC + s + 1], i[_II + s:_II + s + 1],
+                 i[_IM + s:_IM + s + 1], sp[0:1], sp[1:2], 0)
         cur = nxt
     k = draw_row(cur, uniform(seed, position, 0))
     if k < 0:
@@ -147,11 +155,13 @@ def chain_program(program, V):
         f[7], t_last = fused
         i[8] = 1 if t_last else 0
     after = program.get("after", ())
-    if len(after) > 4:
-        raise ValueError("chain_program: at most 4 stages after the truncations")
+    if len(after) > _MAX_AFTER:
+        raise ValueError(f"chain_program: at most {_MAX_AFTER} stages after the truncations")
     i[9] = len(after)
-    for s, (kind, a, b, mk) in enumerate(after):
-        i[10 + s], f[8 + s], f[12 + s], i[14 + s] = _AFTER[kind], a, b, mk
+    for s, (op, a, b, c, mk) in enumerate(after):
+        i[_IK + s], i[_IM + s] = _AFTER[op], mk
+        f[_FA + s], f[_FB + s], f[_FC + s] = a, b, c
+        i[_II + s] = int(a) if op == "top_k" else 0
     return _Program(f, i, _breaker_table(breakers, V), V)
 
 
