@@ -256,6 +256,17 @@ FSC_PER_ISA(fsc_exp_row, (const float *row, int64_t V, double m, double *w), {
         w[i] = fsc_exp((double)row[i] - m);
 })
 
+/* o[i] = float32(row[i] / t) saturated (fs_sat_f32), -inf kept: Temperature's rule,
+ * branch-free so each copy vectorises (the float64 division per token stays) */
+FSC_PER_ISA(fsc_temp_row, (const float *row, float *o, int64_t V, double t), {
+    for (int64_t i = 0; i < V; i++) {
+        const double y = (double)row[i] / t;
+        const double c = y < -(double)FLT_MAX ? -(double)FLT_MAX
+                                              : (y > (double)FLT_MAX ? (double)FLT_MAX : y);
+        o[i] = row[i] > -INFINITY ? (float)c : -INFINITY;
+    }
+})
+
 /* t[i] = p ln p for p = w[i] / W > 0, else NaN (p ln p is never NaN for p > 0) */
 FSC_PER_ISA(fsc_plogp_row, (const double *w, double W, int64_t V, double *t), {
     for (int64_t i = 0; i < V; i++) {

@@ -669,8 +669,7 @@ int fs_temperature(const float *logits, float *out, int64_t B, int64_t V, const 
                 o[i] = -INFINITY;
             o[best] = row[best];
         } else {
-            for (int64_t i = 0; i < V; i++)
-                o[i] = row[i] > -INFINITY ? fs_sat_f32((double)row[i] / tb) : -INFINITY;
+            FSC_CALL_ISA(fsc_temp_row, row, o, V, tb);
         }
     }
     return FS_STAGE_OK;

@@ -132,76 +132,89 @@ def _z_reversed(hist, start, end):
 
 
 @numba.njit(**_NJ)
-def _follower_lengths(hist, start, end, allowed, rep_limit, brk):
-    """z[j] (1 <= j < n) = 1 + the repeat length min(Z(j), rep_limit) of the follower
-    hist[end - j] when that is >= allowed and the follower is not a breaker, else 0
-    (Z over the reversed window, ``_z_reversed``). Z(j) > 0 only where hist[end-1-j] is
-    the last token, so with allowed >= 1 the lengths come from those few positions,
-    each match extended directly; a window whose matches would cost more than n
-    comparisons in all (long periodic runs) takes the linear Z route: O(n) on any
-    history (csrc/stages.c's dry_follower_lengths)."""
-    n = end - start
-    last = end - 1
-    tok = hist[last]
-    if allowed >= 1:
-        z = np.zeros(n, np.int32)
-        budget = n
-        done = True
-        for j in range(1, n):
-            if hist[last - j] != tok:
-                continue
-            cap = rep_limit if rep_limit < n - j else n - j
-            k = 1
-            while k < cap and hist[last - k] == hist[last - j - k]:
-                k += 1
-            budget -= k
-            if budget < 0:
-                done = False
-                break
-            if k >= allowed and not brk[hist[end - j]]:
-                z[j] = k + 1
-        if done:
-            return z
-    z = _z_reversed(hist, start, end)
-    z[0] = 0
-    for j in range(1, n):
-        length = np.int64(z[j]) if z[j] < rep_limit else rep_limit
-        z[j] = length + 1 if length >= allowed and not brk[hist[end - j]] else 0
-    return z
+def _dry_match(hist, last, n, j, brk):
+    """The repeat length at rev offset j (rev[i] = hist[last - i], rev[j] == rev[0]):
+    how far rev[0..) and rev[j..) agree, stopping at a breaker of the suffix, i.e.
+    min(Z(j), rep_limit) (csrc/stages.c's dry_match)."""
+    k = 1
+    while k < n - j and hist[last - k] == hist[last - j - k] and not brk[hist[last - k]]:
+        k += 1
+    return k
 
 
 @numba.njit(**_NJ)
 def dry_lengths(hist, start, end, allowed, brk, scratch):
     """docs/spec.md §4.1 repeat lengths: distinct tokens (first seen from the end of
-    the window) with L >= allowed. ``scratch`` (V,) is read and written only at them."""
+    the window) with L >= allowed, and their L. ``scratch`` (V,) is read and written
+    only at them.
+
+    L(t) is the longest min(Z(j), rep_limit) over the rev offsets j whose follower
+    hist[end - j] is t. Z(j) > 0 only where hist[end - 1 - j] is the last token, so
+    with allowed >= 1 the lengths come from those few positions, each match extended
+    directly (and again for the list); a window whose matches would cost more than n
+    comparisons (long periodic runs) takes the linear Z route: O(n) on any history
+    (csrc/stages.c's dry_lengths, the same two routes)."""
     n = end - start
-    if n < 2 or brk[hist[end - 1]]:
+    last = end - 1
+    if n < 2 or brk[hist[last]]:
         return np.empty(0, np.int64), np.empty(0, np.int64)
+    tok = hist[last]
+    if allowed >= 1:
+        offs = np.empty(n, np.int64)
+        work = 0
+        m = 0
+        j = 1
+        while j < n and work <= n:
+            if hist[last - j] == tok:
+                k = _dry_match(hist, last, n, j, brk)
+                work += k
+                if k >= allowed and not brk[hist[end - j]]:
+                    offs[m] = j
+                    m += 1
+            j += 1
+        if j == n and work <= n:
+            for q in range(m):
+                scratch[hist[end - offs[q]]] = -1
+            toks = np.empty(m, np.int64)
+            cnt = 0
+            for q in range(m):
+                t = hist[end - offs[q]]
+                length = _dry_match(hist, last, n, offs[q], brk)
+                if scratch[t] < 0:
+                    toks[cnt] = t
+                    cnt += 1
+                if scratch[t] < length:
+                    scratch[t] = length
+            return _listed(toks[:cnt], scratch)
     rep_limit = n
     for i in range(n - 1, -1, -1):
         if brk[hist[start + i]]:
             rep_limit = n - 1 - i
             break
-    z = _follower_lengths(hist, start, end, allowed, rep_limit, brk)
+    z = _z_reversed(hist, start, end)
+    for j in range(1, n):
+        if z[j] >= allowed and rep_limit >= allowed and not brk[hist[end - j]]:
+            scratch[hist[end - j]] = -1
+    toks = np.empty(n, np.int64)
     cnt = 0
     for j in range(1, n):
-        if z[j] > 0:
-            scratch[hist[end - j]] = -1
-    for j in range(1, n):
-        length = np.int64(z[j]) - 1
-        if length < 0:
-            continue
+        length = np.int64(z[j]) if z[j] < rep_limit else rep_limit
         t = hist[end - j]
-        if scratch[t] < 0:
-            z[cnt] = t   # the list overwrites z behind the reading position
-            cnt += 1
-        if scratch[t] < length:
-            scratch[t] = length
-    toks = np.empty(cnt, np.int64)
-    lens = np.empty(cnt, np.int64)
-    for c in range(cnt):
-        toks[c] = z[c]
-        lens[c] = scratch[z[c]]
+        if length >= allowed and not brk[t]:
+            if scratch[t] < 0:
+                toks[cnt] = t
+                cnt += 1
+            if scratch[t] < length:
+                scratch[t] = length
+    return _listed(toks[:cnt], scratch)
+
+
+@numba.njit(**_NJ)
+def _listed(toks, scratch):
+    """``(toks, their lengths)`` from scratch."""
+    lens = np.empty(toks.shape[0], np.int64)
+    for c in range(toks.shape[0]):
+        lens[c] = scratch[toks[c]]
     return toks, lens
 
 
