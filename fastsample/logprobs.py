@@ -94,11 +94,9 @@ def sample(sample_fn, logits, n, mode, kwargs):
 def _gpu_sample(sample_fn, logits, n, mode, kwargs):
     """GPU logits: the tokens of ``fs.sample`` on the device, then the cuda
     ``logprobs`` kernel on the input rows (raw) or on the canonical chain's processed
-    rows (``process_canonical``: the logits its draw used); results stay on the device
-    as the caller's array type (an int token and host scalars for 1-D logits)."""
-    if kwargs.get("bitmask") is not None and mode == "processed":
-        raise _backends.BackendError(
-            "logprobs_mode='processed' with a bitmask is not implemented for GPU arrays yet")
+    rows (``process_canonical`` after the bitmask: the logits its draw used); results
+    stay on the device as the caller's array type (an int token and host scalars for
+    1-D logits)."""
     from . import gpu
 
     if kwargs.get("bitmask") is None:  # fs.sample's device route itself
@@ -108,11 +106,10 @@ def _gpu_sample(sample_fn, logits, n, mode, kwargs):
         tokens = sample_fn(logits, **kwargs)
     ops, x, one_d, stream = gpu._rows(logits, "logits", kwargs.get("backend", "auto"),
                                       kwargs.get("stream"))
-    B = x.shape[0]
-    tok = (np.array([tokens], np.int32) if isinstance(tokens, int)
-           else gpu._view(tokens))
     if mode == "processed":
-        P = gpu._Params(B, stream, lazy=False)
+        if kwargs.get("bitmask") is not None:   # processed rows see the bitmask
+            x = gpu._masked_rows(ops, x, kwargs["bitmask"], kwargs.get("bitmask_rows"), stream)
+        P = gpu._Params(x.shape[0], stream, lazy=False)
         args = (P.get("top_k", kwargs.get("top_k", 0), integer=True),
                 P.get("top_p", kwargs.get("top_p", 1.0)), P.get("min_p", kwargs.get("min_p", 0.0)),
                 P.get("temperature", kwargs.get("temperature", 1.0)),
@@ -120,13 +117,23 @@ def _gpu_sample(sample_fn, logits, n, mode, kwargs):
         k, p, mp, t, mk = args
         x = ops.process_canonical(x, k, p, mp, t, mk, bool(kwargs.get("temperature_last", True)),
                                   stream)
-    arrays = ops.logprobs(x, tok, n, stream)
+    return _gpu_result(ops, x, tokens, n, logits, one_d, stream)
+
+
+def _gpu_result(ops, rows, tokens, n, like, one_d, stream):
+    """``Sampled`` of the device tokens and the cuda ``logprobs`` of the device rows:
+    on the device as ``like``'s array type (an int token and host scalars for 1-D)."""
+    from . import gpu
+
+    tok = (np.array([tokens], np.int32) if isinstance(tokens, int)
+           else gpu._view(tokens))
+    arrays = ops.logprobs(rows, tok, n, stream)
     if one_d:
         lp, rank, top, top_lp = (gpu.to_host(a, stream) for a in arrays)
         return Sampled(int(tokens), lp[0], int(rank[0]), top[0], top_lp[0])
     lp, rank, top, top_lp = arrays
-    return Sampled(tokens, gpu.wrap(lp, logits), gpu.wrap(rank, logits, ops, stream),
-                   gpu.wrap(top, logits, ops, stream), gpu.wrap(top_lp, logits))
+    return Sampled(tokens, gpu.wrap(lp, like), gpu.wrap(rank, like, ops, stream),
+                   gpu.wrap(top, like, ops, stream), gpu.wrap(top_lp, like))
 
 
 def _params(x, kwargs):
@@ -297,8 +304,7 @@ def chain_sample(chain, logits, n, mode, kwargs):
     """``SamplerChain.sample`` with ``logprobs=n``; ``kwargs``: its other arguments."""
     n = check(n, mode)
     if _backends.is_gpu_array(logits):
-        raise _backends.BackendError(
-            "logprobs= is not implemented for GPU arrays yet; pass host logits")
+        return _gpu_chain_sample(chain, logits, n, mode, kwargs)
     names = chain._cpu_names
     if mode == "raw":  # the input row, before any stage (and any bitmask)
         tokens = np.atleast_1d(chain.sample(logits, **_present(kwargs))).astype(np.int32)
@@ -311,6 +317,19 @@ def chain_sample(chain, logits, n, mode, kwargs):
     tokens = np.atleast_1d(chain.sample(logits, **_present(kwargs))).astype(np.int32)
     rows = np.atleast_2d(processed)
     return result(tokens, compute(names, rows, tokens, n), np.ndim(processed) == 1)
+
+
+def _gpu_chain_sample(chain, logits, n, mode, kwargs):
+    """``SamplerChain.sample`` of GPU logits with logprobs: the chain's device tokens,
+    then the cuda ``logprobs`` of the input rows (raw) or of the rows ``process`` gives
+    (processed: the chain's masked logits on the device, taken before ``sample`` as on
+    the host)."""
+    from . import gpu
+
+    rows = chain.process(logits, **_present(kwargs)) if mode == "processed" else logits
+    tokens = chain.sample(logits, **_present(kwargs))
+    ops, x, one_d, stream = gpu._rows(rows, "logits", chain.backend, kwargs.get("stream"))
+    return _gpu_result(ops, x, tokens, n, logits, one_d, stream)
 
 
 def _present(kwargs, *drop):

@@ -83,3 +83,52 @@ def test_sample_on_device(mode):
     ref_one = fs.sample(x[0], logprobs=5, logprobs_mode=mode, backend="numpy", **dict(W1, seed=1))
     assert one.tokens == ref_one.tokens and one.rank == ref_one.rank
     np.testing.assert_array_equal(one.top_ids, ref_one.top_ids)
+
+
+@pytest.mark.parametrize("mode", ["raw", "processed"])
+def test_chain_sample_on_device(mode):
+    """SamplerChain.sample(device logits, logprobs=N): the chain's device tokens, and
+    the logprobs of the input rows (raw) or of what process gives (processed), equal to
+    the numpy chain's on the host, step after step with accept."""
+    import fastsample as fs
+
+    stages = lambda: [fs.Penalties(1.2, last_n=16), fs.DRY(0.8, last_n=64), fs.TopK(30),
+                      fs.TopP(0.9), fs.MinP(0.02), fs.Temperature(0.8)]
+    got = fs.SamplerChain(stages(), seed=[4, 5, 6], backend="cuda")
+    want = fs.SamplerChain(stages(), seed=[4, 5, 6], backend="numpy")
+    hist = [[1, 2, 3, 1, 2], [7, 7, 7], [9]]
+    for chain in (got, want):
+        chain.load_states([{"history": h} for h in hist])
+    for step in range(3):
+        x = llm_like(3, 300, seed=10 + step)
+        g = got.sample(cuda.to_device(x), logprobs=4, logprobs_mode=mode)
+        w = want.sample(x, logprobs=4, logprobs_mode=mode)
+        tokens = g.tokens.copy_to_host()
+        np.testing.assert_array_equal(tokens, w.tokens)
+        _assert_same([a.copy_to_host() for a in g[1:]], w[1:])
+        got.accept(tokens)
+        want.accept(w.tokens)
+    one = fs.SamplerChain(stages(), seed=2, backend="cuda")
+    ref_one = fs.SamplerChain(stages(), seed=2, backend="numpy")
+    x = llm_like(1, 300, seed=3)[0]
+    a = one.sample(cuda.to_device(x), logprobs=3, logprobs_mode=mode)
+    b = ref_one.sample(x, logprobs=3, logprobs_mode=mode)
+    assert a.tokens == b.tokens and a.rank == b.rank
+    np.testing.assert_array_equal(a.top_ids, b.top_ids)
+
+
+@pytest.mark.parametrize("mode", ["raw", "processed"])
+def test_sample_with_bitmask_on_device(mode):
+    """fs.sample(device logits, bitmask=..., logprobs=N): raw ignores the bitmask (the
+    input rows), processed sees it; equal to the numpy reference's host result."""
+    import fastsample as fs
+    from fastsample.workloads import bitmask_allowing
+
+    x = llm_like(3, 300, seed=4)
+    bm = bitmask_allowing(3, 300, 0.2, 1)
+    kw = {"top_k": 20, "min_p": 0.01, "temperature": 0.9, "seed": [3, 4, 5]}
+    got = fs.sample(cuda.to_device(x), bitmask=bm, logprobs=4, logprobs_mode=mode,
+                    backend="cuda", **kw)
+    want = fs.sample(x, bitmask=bm, logprobs=4, logprobs_mode=mode, backend="numpy", **kw)
+    np.testing.assert_array_equal(got.tokens.copy_to_host(), want.tokens)
+    _assert_same([a.copy_to_host() for a in got[1:]], want[1:])
