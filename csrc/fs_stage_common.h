@@ -267,6 +267,44 @@ FSC_PER_ISA(fsc_temp_row, (const float *row, float *o, int64_t V, double t), {
     }
 })
 
+/* The probability-threshold stages' keep pass: out[i] = row[i] where it is finite and
+ * w[i] / W >= thr, else -inf; *nkeep = how many are kept (one division per token, in
+ * vector lanes in the wider copies: the same quotient) */
+FSC_PER_ISA(fsc_keep_p_ge, (const float *row, float *out, const double *w, double W,
+                            double thr, int64_t V, int64_t *nkeep), {
+    int64_t n = 0;
+    for (int64_t i = 0; i < V; i++) {
+        const int keep = (row[i] > -INFINITY) & (w[i] / W >= thr);
+        out[i] = keep ? row[i] : -INFINITY;
+        n += keep;
+    }
+    *nkeep = n;
+})
+
+/* max over i of w[i] / W (w >= 0, finite), or 0 */
+FSC_PER_ISA(fsc_max_p, (const double *w, double W, int64_t V, double *pmax), {
+    double m = 0.0;
+    for (int64_t i = 0; i < V; i++) {
+        const double p = w[i] / W;
+        m = p > m ? p : m;
+    }
+    *pmax = m;
+})
+
+/* t[i] = (w[i] / W)^2 */
+FSC_PER_ISA(fsc_p_squared, (const double *w, double W, int64_t V, double *t), {
+    for (int64_t i = 0; i < V; i++) {
+        const double p = w[i] / W;
+        t[i] = p * p;
+    }
+})
+
+/* d[i] = (d[i] - mean)^2 */
+FSC_PER_ISA(fsc_sq_dev, (double *d, double mean, int64_t n), {
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (d[i] - mean) * (d[i] - mean);
+})
+
 /* t[i] = p ln p for p = w[i] / W > 0, else NaN (p ln p is never NaN for p > 0) */
 FSC_PER_ISA(fsc_plogp_row, (const double *w, double W, int64_t V, double *t), {
     for (int64_t i = 0; i < V; i++) {

@@ -486,8 +486,7 @@ int fs_top_n_sigma(const float *logits, float *out, int64_t B, int64_t V,
             if (row[i] > -INFINITY)
                 dws[c++] = (double)row[i];
         double mean = fsc_pw_sum(dws, c) / (double)c;
-        for (int64_t j = 0; j < c; j++)
-            dws[j] = (dws[j] - mean) * (dws[j] - mean);
+        FSC_CALL_ISA(fsc_sq_dev, dws, mean, c);
         double sigma = sqrt(fsc_pw_sum(dws, c) / (double)c);
         int64_t nk = fsc_keep_ge(row, o, V, fsc_row_max(row, V) - n[b] * sigma);
         fsc_finish(row, o, V, nk, min_keep[b], nfin, fws);

@@ -70,23 +70,15 @@ static void prob_row(const float *row, float *o, int64_t V, int kind, double a,
         double e2 = sqrt(a) * exp(-fsc_entropy(w, W, V, tmp));
         thr = e2 < a ? e2 : a; /* Python's min(a, e2) */
     } else if (kind == K_TOP_A) {
-        double pmax = 0.0;
-        for (int64_t i = 0; i < V; i++)
-            pmax = w[i] / W > pmax ? w[i] / W : pmax;
+        double pmax;
+        FSC_CALL_ISA(fsc_max_p, w, W, V, &pmax);
         thr = a * (pmax * pmax);
     } else {
-        for (int64_t i = 0; i < V; i++) {
-            double p = w[i] / W;
-            tmp[i] = p * p;
-        }
+        FSC_CALL_ISA(fsc_p_squared, w, W, V, tmp);
         thr = fsc_pw_sum(tmp, V) - FSC_MASS_TOL;
     }
-    int64_t nk = 0;
-    for (int64_t i = 0; i < V; i++) {
-        int keep = row[i] > -INFINITY && w[i] / W >= thr;
-        o[i] = keep ? row[i] : -INFINITY;
-        nk += keep;
-    }
+    int64_t nk;
+    FSC_CALL_ISA(fsc_keep_p_ge, row, o, w, W, thr, V, &nk);
     fsc_finish(row, o, V, nk, min_keep, nfin, fws);
 }
 
