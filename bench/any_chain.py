@@ -1,0 +1,96 @@
+"""Issue #13's "any chain" measure: a SamplerChain's step against the passes its stages need.
+
+Each chain runs as an engine step (``chain.sample`` then ``chain.accept``, a 64-token
+history loaded) on four ``llm_like`` rows in turn, V = 128256, and is timed against
+``fs.sample`` on the same rows in the same process: W1 (top_k 40, top_p 0.95, min_p
+0.05, T 0.8) when the chain's first cut is TopK / TopP / MinP, else W5 (temperature 0.8
+only: one exp pass over the row) when a stage needs the whole distribution first. The
+two are timed in alternating rounds; each figure is the median of the per-round
+medians. Target (issue #13): at most 1.3x its baseline on C, 2x on numba.
+
+Usage: ``python bench/any_chain.py [--backends c,numba] [--rounds 3] [--steps 200]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import fastsample as fs
+from fastsample.workloads import GENERATORS, natural_history
+
+V = 128256
+W1 = {"top_k": 40, "top_p": 0.95, "min_p": 0.05, "temperature": 0.8}
+
+
+def chains():
+    """(name, stages, baseline) for the chains measured."""
+    return [
+        ("W1's stages", [fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)], "W1"),
+        ("Penalties + W1's stages", [fs.Penalties(1.1, last_n=64), fs.TopK(40), fs.TopP(0.95),
+                                     fs.MinP(0.05), fs.Temperature(0.8)], "W1"),
+        ("MinP -> XTC -> T", [fs.MinP(0.02), fs.XTC(0.5, 0.1), fs.Temperature(1.0)], "W1"),
+        ("TopK -> TopA -> T", [fs.TopK(40), fs.TopA(0.2), fs.Temperature(0.8)], "W1"),
+        ("TopK -> DynamicTemperature", [fs.TopK(40), fs.DynamicTemperature(0.8, 0.5)], "W1"),
+        ("TopP -> Typical -> T", [fs.TopP(0.95), fs.Typical(0.9), fs.Temperature(0.8)], "W1"),
+        ("T first -> TopK -> MinP", [fs.Temperature(0.8), fs.TopK(40), fs.MinP(0.05)], "W5"),
+        ("Typical -> T", [fs.Typical(0.9), fs.Temperature(0.8)], "W5"),
+        ("TopNSigma -> T", [fs.TopNSigma(1.0), fs.Temperature(0.8)], "W5"),
+        ("Epsilon", [fs.Epsilon(3e-4)], "W5"),
+        ("Eta", [fs.Eta(3e-4)], "W5"),
+        ("TailFree", [fs.TailFree(0.95)], "W5"),
+        ("XTC first", [fs.XTC(0.5, 0.1), fs.Temperature(1.0)], "W5"),
+        ("T -> Mirostat", [fs.Temperature(0.8), fs.Mirostat(5.0, 0.1)], "W5"),
+        ("T -> MirostatV2", [fs.Temperature(0.8), fs.MirostatV2(5.0, 0.1)], "W5"),
+    ]
+
+
+def _median_us(fn, rows, steps):
+    times = []
+    for i in range(steps):
+        row = rows[i % len(rows)]
+        t0 = time.perf_counter()
+        fn(row)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e6
+
+
+def measure(backend, rounds, steps):
+    rows = GENERATORS["llm_like"](4, V, 0)
+    base = {"W1": lambda v: fs.sample(v, backend=backend, **W1),
+            "W5": lambda v: fs.sample(v, backend=backend, temperature=0.8)}
+    out = []
+    for name, stages, ref in chains():
+        chain = fs.SamplerChain(stages, seed=0, backend=backend)
+        chain.load_states([{"history": natural_history(64, V, 1)}])
+
+        def step(v, chain=chain):
+            chain.accept(chain.sample(v))
+
+        step(rows[0])
+        base[ref](rows[0])
+        pairs = [(_median_us(step, rows, steps), _median_us(base[ref], rows, steps))
+                 for _ in range(rounds)]
+        c = float(np.median([p[0] for p in pairs]))
+        b = float(np.median([p[1] for p in pairs]))
+        out.append((name, ref, c, b, c / b))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default="c,numba")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=200)
+    args = ap.parse_args(argv)
+    print("| chain | backend | chain + accept us | baseline | baseline us | ratio |")
+    print("|---|---|---|---|---|---|")
+    for backend in args.backends.split(","):
+        for name, ref, c, b, r in measure(backend, args.rounds, args.steps):
+            print(f"| {name} | {backend} | {c:.1f} | {ref} | {b:.1f} | {r:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
