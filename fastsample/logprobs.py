@@ -11,8 +11,10 @@ row the mode names:
   ``fs.sample`` runs as the chain plan's candidates route (the survivors of TopK ->
   TopP -> MinP, then temperature and the draw on the compacted survivors: the fused
   kernel's tokens, as tests/test_chain_plan.py checks), and the logprobs come from
-  the same compacted block, so the full row is read once more by nobody. Elsewhere
-  (numpy, a backend without it) the processed rows are the stages one at a time.
+  the same compacted block, so the full row is read once more by nobody. One row
+  (temperature last, no bitmask) takes all of that in one compiled call, the
+  backend's ``chain_row_logprobs`` (the per-token path). Elsewhere (numpy, a backend
+  without it) the processed rows are the stages one at a time.
 """
 
 from __future__ import annotations
