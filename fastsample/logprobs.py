@@ -235,9 +235,8 @@ def _program(module, V, trunc, t):
 _NO_HISTORY = np.zeros(0, np.int64)
 
 
-_PLAIN = frozenset({int, float})
 _F32 = np.dtype(np.float32)
-_ROW_PARAMS = []   # api._row_params, bound on first use (api imports this module)
+_API = []   # api's _PLAIN_NUMBER and _row_params, bound on first use (api imports this module)
 
 
 def _processed_row(module, logits, n, kwargs):
@@ -246,13 +245,18 @@ def _processed_row(module, logits, n, kwargs):
     ``chain_row_logprobs``: one compiled call, no per-row arrays (as ``fs.sample``'s own
     one-row path). None when any of that does not hold, or the row needs the general
     route (invalid)."""
+    if not _API:
+        from .api import _PLAIN_NUMBER, _row_params
+
+        _API.extend((_PLAIN_NUMBER, _row_params))
+    plain, row_params = _API
     fn = getattr(module, "chain_row_logprobs", None)
     kw = kwargs.get
     seed, position = kw("seed", 0), kw("position", 0)
     t, k, p, mp, mk = (kw("temperature", 1.0), kw("top_k", 0), kw("top_p", 1.0),
                        kw("min_p", 0.0), kw("min_keep", 1))
     if fn is None or kw("bitmask") is not None or not (is_u64(seed) and is_u64(position)) \
-            or not _PLAIN.issuperset((type(t), type(p), type(mp))) \
+            or not plain.issuperset((type(t), type(p), type(mp))) \
             or type(k) is not int or type(mk) is not int:
         return None
     if type(logits) is np.ndarray and logits.ndim == 1 and logits.dtype is _F32 \
@@ -264,11 +268,7 @@ def _processed_row(module, logits, n, kwargs):
             return None
         row = x[0]
     check_on_invalid(kw("on_invalid", "raise"))
-    if not _ROW_PARAMS:
-        from .api import _row_params
-
-        _ROW_PARAMS.append(_row_params)
-    k, p, mp, t, mk = _ROW_PARAMS[0](t, k, p, mp, mk)
+    k, p, mp, t, mk = row_params(t, k, p, mp, mk)
     if t != 1.0 and not kw("temperature_last", True):
         return None
     got = fn(row, _NO_HISTORY, _program(module, row.shape[0], (k, p, mp, mk), t), seed,

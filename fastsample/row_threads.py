@@ -1,4 +1,5 @@
-"""Rows of a batch split over threads: ``over_rows``.
+"""Rows of a batch split over threads: ``over_rows``, and ``program_rows`` (a
+backend's ``chain_rows``: its one-call step on each row).
 
 Kernels that release the GIL (every C call through cffi, numba's ``nogil`` kernels)
 run row ranges of a batch on separate cores this way: the first range on the calling
@@ -11,7 +12,9 @@ import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["THREADS", "over_rows"]
+import numpy as np
+
+__all__ = ["THREADS", "over_rows", "program_rows"]
 
 THREADS = max(1, os.cpu_count() or 1)
 _POOL: list = []  # created on the first batched call
@@ -40,3 +43,18 @@ def over_rows(B, run, parallel=True):
     finally:
         for f in futures:
             f.result()
+
+
+def program_rows(row_fn, rows, histories, progs, seed, position):
+    """A backend's ``chain_rows``: ``row_fn`` (its ``chain_row``) on every row of
+    ``rows`` with its own history window and program, rows split by ``over_rows`` (the
+    kernels release the GIL). int32 (B,): the tokens, -2 where the general route must
+    decide."""
+    out = np.empty(rows.shape[0], np.int32)
+
+    def run(a, b):
+        for r in range(a, b):
+            out[r] = row_fn(rows[r], histories[r], progs[r], int(seed[r]), int(position[r]))
+
+    over_rows(rows.shape[0], run)
+    return out

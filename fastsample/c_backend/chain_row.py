@@ -14,7 +14,8 @@ import threading
 
 import numpy as np
 
-from ._util import buf, ffi, lib, over_rows, workspace
+from ..row_threads import program_rows
+from ._util import buf, ffi, lib, workspace
 from .core import _canonical_bytes, _level
 from .stages import _breaker_table
 
@@ -141,15 +142,5 @@ def chain_row_logprobs(row, history, prog, seed, position, n, *, isa=None):
 
 def chain_rows(rows, histories, progs, seed, position):
     """``chain_row`` of every row of ``rows`` (float32 (B, V), C-contiguous) with its
-    own history window and program (per-row parameters), rows split over the thread
-    pool (C releases the GIL). int32 (B,): the tokens, -2 where the general route must
-    decide."""
-    B = rows.shape[0]
-    out = np.empty(B, np.int32)
-
-    def run(a, b):
-        for r in range(a, b):
-            out[r] = chain_row(rows[r], histories[r], progs[r], int(seed[r]), int(position[r]))
-
-    over_rows(B, run)
-    return out
+    own history window and program, over threads (``row_threads.program_rows``)."""
+    return program_rows(chain_row, rows, histories, progs, seed, position)

@@ -18,7 +18,7 @@ import threading
 import numba
 import numpy as np
 
-from fastsample.row_threads import over_rows
+from fastsample.row_threads import program_rows
 
 from ..shared import uniform
 from .canonical import _sample_one, _truncate_one
@@ -209,15 +209,5 @@ def chain_row_logprobs(row, history, prog, seed, position, n):
 
 def chain_rows(rows, histories, progs, seed, position):
     """``chain_row`` of every row of ``rows`` (float32 (B, V), C-contiguous) with its
-    own history window and program (per-row parameters), rows split over threads by
-    ``over_rows`` (the kernel releases the GIL). int32 (B,): the tokens, -2 where the
-    general route must decide."""
-    B = rows.shape[0]
-    out = np.empty(B, np.int32)
-
-    def run(a, b):
-        for r in range(a, b):
-            out[r] = chain_row(rows[r], histories[r], progs[r], int(seed[r]), int(position[r]))
-
-    over_rows(B, run)
-    return out
+    own history window and program, over threads (``row_threads.program_rows``)."""
+    return program_rows(chain_row, rows, histories, progs, seed, position)

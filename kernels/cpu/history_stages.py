@@ -151,18 +151,20 @@ def dry_lengths(hist, start, end, allowed, brk, scratch):
     L(t) is the longest min(Z(j), rep_limit) over the rev offsets j whose follower
     hist[end - j] is t. Z(j) > 0 only where hist[end - 1 - j] is the last token, so
     with allowed >= 1 the lengths come from those few positions, each match extended
-    directly (and again for the list); a window whose matches would cost more than n
+    directly; a window whose matches would cost more than n
     comparisons (long periodic runs) takes the linear Z route: O(n) on any history
-    (csrc/stages.c's dry_lengths, the same two routes)."""
+    (csrc/stages.c's dry_lengths, the same two routes). Both list the qualifying
+    offsets for ``_dry_collect``."""
     n = end - start
     last = end - 1
     if n < 2 or brk[hist[last]]:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     tok = hist[last]
+    offs = np.empty(n, np.int64)   # the qualifying rev offsets and their lengths
+    lens = np.empty(n, np.int64)
+    m = 0
     if allowed >= 1:
-        offs = np.empty(n, np.int64)
         work = 0
-        m = 0
         j = 1
         while j < n and work <= n:
             if hist[last - j] == tok:
@@ -170,22 +172,12 @@ def dry_lengths(hist, start, end, allowed, brk, scratch):
                 work += k
                 if k >= allowed and not brk[hist[end - j]]:
                     offs[m] = j
+                    lens[m] = k
                     m += 1
             j += 1
         if j == n and work <= n:
-            for q in range(m):
-                scratch[hist[end - offs[q]]] = -1
-            toks = np.empty(m, np.int64)
-            cnt = 0
-            for q in range(m):
-                t = hist[end - offs[q]]
-                length = _dry_match(hist, last, n, offs[q], brk)
-                if scratch[t] < 0:
-                    toks[cnt] = t
-                    cnt += 1
-                if scratch[t] < length:
-                    scratch[t] = length
-            return _listed(toks[:cnt], scratch)
+            return _dry_collect(hist, end, offs, lens, m, scratch)
+        m = 0
     rep_limit = n
     for i in range(n - 1, -1, -1):
         if brk[hist[start + i]]:
@@ -193,29 +185,33 @@ def dry_lengths(hist, start, end, allowed, brk, scratch):
             break
     z = _z_reversed(hist, start, end)
     for j in range(1, n):
-        if z[j] >= allowed and rep_limit >= allowed and not brk[hist[end - j]]:
-            scratch[hist[end - j]] = -1
-    toks = np.empty(n, np.int64)
-    cnt = 0
-    for j in range(1, n):
         length = np.int64(z[j]) if z[j] < rep_limit else rep_limit
-        t = hist[end - j]
-        if length >= allowed and not brk[t]:
-            if scratch[t] < 0:
-                toks[cnt] = t
-                cnt += 1
-            if scratch[t] < length:
-                scratch[t] = length
-    return _listed(toks[:cnt], scratch)
+        if length >= allowed and not brk[hist[end - j]]:
+            offs[m] = j
+            lens[m] = length
+            m += 1
+    return _dry_collect(hist, end, offs, lens, m, scratch)
 
 
 @numba.njit(**_NJ)
-def _listed(toks, scratch):
-    """``(toks, their lengths)`` from scratch."""
-    lens = np.empty(toks.shape[0], np.int64)
-    for c in range(toks.shape[0]):
-        lens[c] = scratch[toks[c]]
-    return toks, lens
+def _dry_collect(hist, end, offs, lens, m, scratch):
+    """The distinct followers hist[end - offs[q]] (first seen from the end) and the
+    longest of their lengths, ``scratch`` read and written only at them."""
+    for q in range(m):
+        scratch[hist[end - offs[q]]] = -1
+    toks = np.empty(m, np.int64)
+    cnt = 0
+    for q in range(m):
+        t = hist[end - offs[q]]
+        if scratch[t] < 0:
+            toks[cnt] = t
+            cnt += 1
+        if scratch[t] < lens[q]:
+            scratch[t] = lens[q]
+    out = np.empty(cnt, np.int64)
+    for c in range(cnt):
+        out[c] = scratch[toks[c]]
+    return toks[:cnt], out
 
 
 @numba.njit(**_NJ)

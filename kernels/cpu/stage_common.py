@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from .simd import exp64, row_max
+from .topk import _composite, _radix_sort_u64
 
 _NJ = dict(cache=True, nogil=True, error_model="numpy")
 _PJ = dict(cache=True, nogil=True, parallel=True, error_model="numpy")
@@ -334,49 +335,20 @@ def _keep_p_ge(row, out, w, W, thr):
 
 @numba.njit(**_NJ)
 def _desc_order(row, ids, nsel):
-    """ids[:nsel] (ascending) ordered by value descending, ties to the lower id.
-
-    An LSD radix sort of uint64 keys, a descending rank of the float32 value above the
-    id (-0.0 folded onto +0.0, so equal values tie), 8 bits a pass, skipping passes
-    where every key has the same digit: O(n) where a comparison sort of a whole row
-    took milliseconds (csrc/stages_extra.c's sort_desc). The order is the one total
-    order, so it is the stable argsort's.
-    """
-    bits = row.view(np.uint32)
-    keys = np.empty(nsel, np.uint64)
-    sign = np.uint32(0x80000000)
-    for j in range(nsel):
-        u = bits[ids[j]]
-        if u == sign:   # -0.0
-            u = np.uint32(0)
-        u = ~u if u & sign else u | sign   # ascending with the value
-        keys[j] = (np.uint64(~u) << np.uint64(32)) | np.uint64(ids[j])
-    tmp = np.empty(nsel, np.uint64)
-    count = np.empty(256, np.int64)
-    mask = np.uint64(255)
-    src = keys
-    dst = tmp
-    for p in range(8):
-        shift = np.uint64(8 * p)
-        count[:] = 0
-        for j in range(nsel):
-            count[(src[j] >> shift) & mask] += 1
-        if nsel == 0 or count[(src[0] >> shift) & mask] == nsel:
-            continue
-        pos = 0
-        for d in range(256):
-            c = count[d]
-            count[d] = pos
-            pos += c
-        for j in range(nsel):
-            d = (src[j] >> shift) & mask
-            dst[count[d]] = src[j]
-            count[d] += 1
-        src, dst = dst, src
+    """ids[:nsel] (ascending) ordered by value descending, ties to the lower id: the
+    (value descending, id) keys of top-k (``topk._composite``, -0.0 as +0.0) sorted by
+    its LSD radix sort, O(n) where a comparison sort of a whole row took milliseconds.
+    The order is the one total order, so it is the stable argsort's."""
     res = np.empty(nsel, np.int64)
+    if nsel == 0:
+        return res
+    keys = np.empty(nsel, np.uint64)
+    for j in range(nsel):
+        keys[j] = _composite(row[ids[j]], ids[j])
+    srt = _radix_sort_u64(keys, nsel)
     low = np.uint64(0xFFFFFFFF)
     for j in range(nsel):
-        res[j] = np.int64(src[j] & low)
+        res[j] = np.int64(srt[j] & low)
     return res
 
 
