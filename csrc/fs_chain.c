@@ -69,15 +69,16 @@ static int after_stage(const fs_chain_params *p, int s, const float *cur, float 
     }
 }
 
-/* fs_chain_row; when the chain is not fused, (*drawn, *ndrawn) is the row of
- * survivors the draw read (after the stages on them) and *kdrawn the drawn index. */
+/* fs_chain_row; when the chain is not fused and want_row is set, (*drawn, *ndrawn) is
+ * the row of survivors the draw read (after the stages on them) and *kdrawn the drawn
+ * index (without want_row, XTC first may draw over the whole row itself). */
 static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
                          const fs_chain_params *p, const uint8_t *is_breaker,
                          int64_t breaker_len, float *work, int32_t *ids, float *vals,
                          float *tmp, int64_t vlen, int32_t *counts, int32_t *best, int32_t *z,
                          int64_t z_len, double *dws, int64_t dws_len, void *ws,
-                         size_t ws_bytes, int isa, int32_t *token, const float **drawn,
-                         int64_t *ndrawn, int32_t *kdrawn) {
+                         size_t ws_bytes, int isa, int32_t *token, int want_row,
+                         const float **drawn, int64_t *ndrawn, int32_t *kdrawn) {
     if (!token)
         return FS_CHAIN_E_SIZE;
     *token = -2;
@@ -140,11 +141,25 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         return *token == FS_INVALID_ROW ? FS_CHAIN_FALLBACK : FS_CHAIN_OK;
     }
     int64_t n;
-    rc = ready ? fs_truncate_canonical_edited(work, V, pen_ids, pw, z, listed, bad, p->top_k,
-                                              p->top_p, p->min_p, p->min_keep, ids, vals, vlen,
-                                              &n, ws, ws_bytes, isa)
-               : fs_truncate_canonical_row(x, V, p->top_k, p->top_p, p->min_p, p->min_keep,
-                                           ids, vals, vlen, &n, ws, ws_bytes, isa);
+    if (p->first) {  /* a whole-distribution stage first, on the (edited) row */
+        int32_t tok;
+        rc = fs_whole_first_row(x, V, p->first, p->first_a, p->first_b, p->first_min_keep,
+                                p->seed, p->position, p->n_after == 0 && !want_row,
+                                ids, vals, vlen, &n, &tok, ws, ws_bytes, isa);
+        if (rc)
+            return rc;
+        if (n == 0 && tok >= 0) {  /* XTC drew over the whole row */
+            *token = tok;
+            return FS_CHAIN_OK;
+        }
+    } else {
+        rc = ready ? fs_truncate_canonical_edited(work, V, pen_ids, pw, z, listed, bad,
+                                                  p->top_k, p->top_p, p->min_p, p->min_keep,
+                                                  ids, vals, vlen, &n, ws, ws_bytes, isa)
+                   : fs_truncate_canonical_row(x, V, p->top_k, p->top_p, p->min_p,
+                                               p->min_keep, ids, vals, vlen, &n, ws, ws_bytes,
+                                               isa);
+    }
     if (rc)
         return rc;
     if (n <= 0) {  /* invalid, or (never: cap = V) more survivors than fit */
@@ -185,7 +200,7 @@ int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist
     int32_t kdrawn;
     return chain_row_run(row, V, hist, nhist, p, is_breaker, breaker_len, work, ids, vals, tmp,
                          vlen, counts, best, z, z_len, dws, dws_len, ws, ws_bytes, isa, token,
-                         &drawn, &ndrawn, &kdrawn);
+                         0, &drawn, &ndrawn, &kdrawn);
 }
 
 /* The top kk (<= nd) of a short row, descending, ties to the lower index, by insertion:
@@ -225,7 +240,7 @@ int fs_chain_row_logprobs(const float *row, int64_t V, const int64_t *hist, int6
     int32_t kd = -1;
     int rc = chain_row_run(row, V, hist, nhist, p, is_breaker, breaker_len, work, ids, vals,
                            tmp, vlen, counts, best, z, z_len, dws, dws_len, ws, ws_bytes, isa,
-                           token, &d, &nd, &kd);
+                           token, 1, &d, &nd, &kd);
     if (rc)
         return rc;
     /* the log-probabilities of the survivors' row, as fs_logprobs of a (1, nd) row: its

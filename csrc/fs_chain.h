@@ -2,7 +2,8 @@
  * path for B = 1, fastsample/plan.py's row program).
  *
  * The chain: [Penalties] [DRY] (each optional, in this order) -> TopK -> TopP -> MinP
- * (one min_keep) -> up to eight stages on the survivors (a truncation, XTC, a
+ * (one min_keep), or one whole-distribution stage (fs_whole_first_row) -> up to eight
+ * stages on the survivors (a truncation, XTC, a
  * temperature, smoothing) -> Dist; llama.cpp's default order
  * and docs/spec.md §12's W10a and W10b. It composes the kernels the stage-by-stage route
  * calls (fs_penalties, fs_dry, fs_sample_canonical_row or fs_truncate_canonical_row,
@@ -11,8 +12,9 @@
  * a W10 token). Everything but the row and the history is caller-owned workspace.
  *
  * Returns FS_CHAIN_OK with *token the drawn id, or FS_CHAIN_FALLBACK (*token = -2)
- * when the general route must decide: the row is invalid or the edits emptied it, or
- * an id the edits write held NaN/+inf in the input (an edit could hide it). Other
+ * when the general route must decide: the row is invalid or the edits emptied it, an
+ * id the edits write held NaN/+inf in the input (an edit could hide it), or a token of
+ * a whole-distribution first stage lies within rounding of its threshold. Other
  * codes: a bad size (FS_CHAIN_E_SIZE) or a kernel's own error code.
  */
 #ifndef FS_CHAIN_H
@@ -40,6 +42,12 @@ typedef struct {
     double dry_multiplier, dry_base;
     int64_t dry_allowed_length, dry_last_n;
     int fused;                         /* 1: the rest is fs.sample's fused chain */
+    int first;                         /* not fused: 0, the truncations first; else a
+                                        whole-distribution stage first (FS_CHAIN_EPSILON,
+                                        _ETA, _TOP_A, _P_LESS, _TOP_N_SIGMA, _XTC:
+                                        fs_whole_first_row) with these parameters */
+    double first_a, first_b;
+    int64_t first_min_keep;
     int64_t top_k;                     /* the truncations TopK -> TopP -> MinP */
     double top_p, min_p;
     int64_t min_keep;

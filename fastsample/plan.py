@@ -22,6 +22,13 @@ A chain reads as ``[edits] [first truncation] [later stages] terminal``:
   position only; a compact index maps back to its token id. Mirostat v1 is the one
   exception (its rule reads the vocabulary size), and history stages read token ids:
   chains with those after the truncation run as stages.
+- **Whole distribution first**: when what follows the edits starts with Epsilon, Eta,
+  TopA, PLess, TopNSigma or XTC (``FIRST_WHOLE_OPS``) and the rest could run on
+  survivors, a one-row step (``row_program``) runs that stage's kernel for a whole
+  row first (``csrc/fs_whole_first.inc``, ``kernels/cpu/whole_first.py``: one exp
+  pass for its sums, then the kept tokens from the blocks that can hold them) and
+  the rest on its survivors. Other calls (batches without a row program, ``process``)
+  run such chains as stages.
 - **Stages**: anything else runs stage by stage on the working copy, as the
   reference does.
 """
@@ -33,7 +40,7 @@ import numpy as np
 from .stages import (DRY, XTC, AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens,
                      Mirostat, NoRepeatNGram, Penalties, Stage, Temperature, TopK, TopP)
 
-__all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES", "row_program"]
+__all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES", "FIRST_WHOLE_OPS", "row_program"]
 
 EDIT_STAGES = (LogitBias, Penalties, DRY, NoRepeatNGram, AllowedTokens, BadWords, MinTokens)
 HISTORY_STAGES = (Penalties, DRY, NoRepeatNGram, BadWords)
@@ -72,6 +79,9 @@ class Plan:
     after : tuple of Stage
         The non-terminal stages after the edits (stages mode) or after the first
         truncation (candidates mode).
+    first : Stage or None
+        Stages mode: the whole-distribution stage (``FIRST_WHOLE_OPS``) that a row
+        program runs first, when the stages after it could run on its survivors.
     """
 
     def __init__(self, stages, fused_tail, fast=True, can_truncate=True):
@@ -90,6 +100,7 @@ class Plan:
         self.fused = fused_tail(rest + (self.terminal,)) if fast else None
         self.truncation = {}
         self.after = rest
+        self.first = None
         if not fast:  # the reference backend: stage by stage, as written
             self.mode = "stages"
             return
@@ -104,6 +115,9 @@ class Plan:
             self.after = after
         else:
             self.mode = "stages"
+            if (rest and rest[0].op in FIRST_WHOLE_OPS
+                    and all(map(_compact_safe, rest[1:] + (self.terminal,)))):
+                self.first = rest[0]
 
     def window(self, B):
         """How many of each row's latest history tokens the history stages read.
@@ -152,13 +166,17 @@ def row_program(plan, fused_args=None, B=1, b=0):
     A backend with ``chain_program`` / ``chain_row`` (C) runs the whole per-token step
     of such a chain in one call: ``[Penalties] [DRY]`` (in this order) as the edits,
     then the fused chain (``fused_args``: the chain's ``_fused_args(1, plan.fused)``)
-    or the first truncation followed by up to ``MAX_AFTER`` stages of ``AFTER_OPS``
-    on the survivors, and Dist. Anything else (LogitBias, another edit or terminal, a
-    later stage of another kind) is None: the general route. The description holds
-    row ``b``'s plain scalars of a batch of ``B`` rows (per-row parameters):
-    ``penalties``, ``dry``, ``truncations``, ``fused``, ``after``.
+    or the first truncation (or ``plan.first``, a whole-distribution stage) followed
+    by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors, and Dist.
+    Anything else (LogitBias, another edit or terminal, a later stage of another
+    kind) is None: the general route. The description holds row ``b``'s plain
+    scalars of a batch of ``B`` rows (per-row parameters): ``penalties``, ``dry``,
+    ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as an ``after`` entry),
+    ``fused``, ``after``.
     """
-    if plan.mode not in ("fused", "candidates") or type(plan.terminal) is not Dist:
+    first = plan.first if plan.mode == "stages" else None
+    if type(plan.terminal) is not Dist or (plan.mode not in ("fused", "candidates")
+                                           and first is None):
         return None
     if plan.mode == "fused" and not plan.edits:
         return None   # fs.sample's own kernel already is one call (the chain's sample_row)
@@ -177,9 +195,13 @@ def row_program(plan, fused_args=None, B=1, b=0):
         program["truncations"] = (int(k[b]), float(p[b]), float(mp[b]), int(mk[b]))
         program["fused"] = (float(t[b]), bool(t_last))
         return program
-    program["truncations"] = tuple(a[b].item() for a in plan.truncation_args(B))
+    if first is None:
+        program["truncations"] = tuple(a[b].item() for a in plan.truncation_args(B))
+        stages = plan.after
+    else:
+        stages = (first,) + tuple(plan.after[1:])
     after = []
-    for stage in plan.after:
+    for stage in stages:
         # XTC rolls with the row's seed and position (the C and numba programs take
         # them per call); every other stage of AFTER_OPS is Stage.apply's op(x, *rows)
         if stage.op not in AFTER_OPS or (type(stage).apply is not Stage.apply
@@ -190,6 +212,8 @@ def row_program(plan, fused_args=None, B=1, b=0):
         mk = values.pop(names.index("min_keep")) if "min_keep" in names else 1
         a, b_, c = (*values, 0.0, 0.0, 0.0)[:3]
         after.append((stage.op, float(a), float(b_), float(c), int(mk)))
+    if first is not None:
+        program["first"] = after.pop(0)
     if len(after) > MAX_AFTER:
         return None
     program["after"] = tuple(after)
@@ -203,6 +227,9 @@ AFTER_OPS = frozenset({"xtc", "temperature", "top_k", "top_p", "min_p", "typical
                        "top_n_sigma", "epsilon", "eta", "top_a", "p_less", "tail_free",
                        "dynamic_temperature", "smoothing"})
 MAX_AFTER = 8
+# The stages a row program may run first on the whole row (before any truncation), in
+# the same description; their survivors then go to the stages of AFTER_OPS.
+FIRST_WHOLE_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "top_n_sigma", "xtc"})
 
 
 def truncate(x, args, module, **masked):

@@ -3,7 +3,8 @@
  * programs, its token equals the kernels it composes called one by one (fs_penalties,
  * fs_dry, then fs_sample_canonical_row, or fs_truncate_canonical_row + fs_xtc /
  * fs_temperature on the survivors + fs_draw); a NaN/+inf at a history id or an invalid
- * row falls back; bad sizes return their code. Buffers are allocated at exactly their
+ * row falls back; bad sizes return their code. fs_whole_first_row (a whole-distribution
+ * stage first) gives the stage kernel's survivors. Buffers are allocated at exactly their
  * size. Parity with the numpy reference chain is tested in Python
  * (tests/test_chain_row.py). */
 
@@ -316,9 +317,103 @@ static void test_bad_sizes(void) {
     release(&w);
 }
 
+/* fs_whole_first_row against the stage kernel run on the whole row: the same survivors
+ * (ids ascending, values), at every instruction-set level, for every kind, on random
+ * rows of every style (and constant rows, where p sits exactly on round thresholds);
+ * a row within rounding of its threshold is handed back (-3), never decided
+ * differently. XTC with draw: the token of fs_xtc then fs_draw. */
+static void test_whole_first_equals_stage_kernels(void) {
+    static const int kinds[6] = {FS_CHAIN_EPSILON, FS_CHAIN_ETA, FS_CHAIN_TOP_A,
+                                 FS_CHAIN_P_LESS, FS_CHAIN_TOP_N_SIGMA, FS_CHAIN_XTC};
+    int decided = 0;
+    for (int it = 0; it < 600; it++) {
+        int64_t V = 1 + below(it % 3 == 0 ? 3000 : 400);
+        float *row = malloc(sizeof(float) * (size_t)V);
+        if (below(10) == 0) {
+            for (int64_t i = 0; i < V; i++) row[i] = 0.25f;
+        } else {
+            fill_row(row, V, (int)below(NSTYLES));
+        }
+        if (below(30) == 0) row[below(V)] = below(2) ? NAN : INFINITY;
+        const int kind = kinds[below(6)];
+        double a = kind == FS_CHAIN_TOP_N_SIGMA ? 3.0 * uniform01() - 0.5
+                   : kind == FS_CHAIN_XTC ? 1.2 * uniform01()
+                   : kind == FS_CHAIN_TOP_A ? 1.5 * uniform01() : 0.05 * uniform01();
+        if (below(8) == 0) a = 1.0 / (double)V;   /* p == a exactly on a constant row */
+        const double b = 0.6 * uniform01();
+        const int64_t mk = 1 + below(4);
+        const uint64_t seed = next_u64(), pos = next_u64();
+        bufs w = alloc(V, 1);
+        int rc = -1;
+        float *f = w.tmp;
+        double *d = w.dws;
+        int64_t fl = V, dl = w.dws_len;
+        switch (kind) {
+        case FS_CHAIN_EPSILON: rc = fs_epsilon(row, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_ETA: rc = fs_eta(row, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_TOP_A: rc = fs_top_a(row, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_P_LESS: rc = fs_p_less(row, w.a, 1, V, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_TOP_N_SIGMA: rc = fs_top_n_sigma(row, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_XTC: rc = fs_xtc(row, w.a, 1, V, &a, &b, &mk, &seed, &pos, f, fl, d, dl); break;
+        }
+        CHECK(rc == 0, "kind %d rc %d", kind, rc);
+        int invalid = 0;
+        for (int64_t i = 0; i < V; i++) invalid |= isnan(row[i]) || row[i] == INFINITY;
+        for (int isa = 0; isa <= 2; isa++) {
+            for (int draw = 0; draw <= (kind == FS_CHAIN_XTC); draw++) {
+                int64_t cnt = 99;
+                int32_t tok = 99;
+                rc = fs_whole_first_row(row, V, kind, a, b, mk, seed, pos, draw, w.ids, w.vals,
+                                        V, &cnt, &tok, w.ws, w.ws_bytes, isa);
+                CHECK(rc == FS_OK, "rc %d", rc);
+                if (invalid) {
+                    CHECK(cnt == -1, "kind %d: an invalid row gave %lld", kind, (long long)cnt);
+                    continue;
+                }
+                if (cnt == -3) continue;  /* handed back: the stage kernel decides */
+                decided++;
+                if (draw) {
+                    int32_t want;
+                    CHECK(fs_draw(w.a, 1, V, &seed, &pos, &want, w.ws, w.ws_bytes, 0) == 0);
+                    CHECK(cnt == 0 && tok == want, "xtc draw %d want %d", tok, want);
+                    continue;
+                }
+                int64_t c = 0, bad = 0;
+                for (int64_t i = 0; i < V; i++) {
+                    if (w.a[i] == -INFINITY) continue;
+                    bad += c >= cnt || w.ids[c] != i || w.vals[c] != w.a[i];
+                    c++;
+                }
+                CHECK(c == cnt && bad == 0, "kind %d V %lld isa %d: %lld survivors, want %lld",
+                      kind, (long long)V, isa, (long long)cnt, (long long)c);
+            }
+        }
+        release(&w);
+        free(row);
+    }
+    CHECK(decided > 1200, "only %d rows decided without the stage kernels", decided);
+    /* bad sizes and kinds */
+    float row[4] = {0.f, 1.f, 2.f, 3.f};
+    bufs w = alloc(4, 1);
+    int64_t cnt;
+    int32_t tok;
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, 0.1, 0, 1, 1, 2, 0, w.ids, w.vals, 4,
+                             &cnt, &tok, w.ws, 1, 0) == FS_E_WORKSPACE);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_TEMPERATURE, 0.1, 0, 1, 1, 2, 0, w.ids, w.vals,
+                             4, &cnt, &tok, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, NAN, 0, 1, 1, 2, 0, w.ids, w.vals, 4,
+                             &cnt, &tok, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, -1.0, 0, 1, 1, 2, 0, w.ids, w.vals, 3,
+                             &cnt, &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);  /* 4 survive */
+    CHECK(fs_whole_first_row(NULL, 4, FS_CHAIN_EPSILON, 0.1, 0, 1, 1, 2, 0, w.ids, w.vals, 4,
+                             &cnt, &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
+    release(&w);
+}
+
 int main(void) {
     test_equals_pieces();
     test_logprobs_equal_pieces();
+    test_whole_first_equals_stage_kernels();
     test_bad_sizes();
     printf("test_chain: %d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;

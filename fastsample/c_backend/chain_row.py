@@ -3,7 +3,8 @@
 ``chain_program(program, V)`` turns ``plan.row_program``'s description (a dict) into
 the C struct ``fs_chain_params`` once per chain and V; ``chain_row(row, history,
 prog, seed, position)`` then runs the whole step (``csrc/fs_chain.c``): the edits into
-a workspace copy of the row, the truncations, the stages on the survivors and the draw.
+a workspace copy of the row, the truncations (or a whole-distribution stage first), the
+stages on the survivors and the draw.
 Returns the token, or -2 when the general route must decide (an invalid or emptied
 row, or a NaN/+inf at an id the edits touch).
 """
@@ -51,7 +52,12 @@ def chain_program(program, V):
     if dry is not None:
         p.dry = 1
         p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_last_n, breakers = dry
-    p.top_k, p.top_p, p.min_p, p.min_keep = program["truncations"]
+    first = program.get("first")
+    if first is not None:   # a whole-distribution stage first (fs_whole_first_row)
+        op, p.first_a, p.first_b, _, p.first_min_keep = first
+        p.first = _AFTER[op]
+    else:
+        p.top_k, p.top_p, p.min_p, p.min_keep = program["truncations"]
     fused = program.get("fused")
     if fused is not None:
         p.fused = 1

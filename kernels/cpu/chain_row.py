@@ -3,7 +3,8 @@
 The numba twin of ``csrc/fs_chain.c``: for a chain ``[Penalties] [DRY] -> TopK ->
 TopP -> MinP -> [stages on the survivors ...] -> Dist`` on one row (``plan.row_program``),
 ``chain_row`` runs the whole step in one compiled call: the edits into a per-thread
-copy of the row, then fs.sample's fused kernel, or the truncation followed by the
+copy of the row, then fs.sample's fused kernel, or the truncation (or a
+whole-distribution stage first, ``whole_first.whole_first_row``) followed by the
 stages on the survivors (``stages._rows_at``, the row kernels of the stage-by-stage
 route) and the draw. It composes the row kernels the stage-by-stage
 route calls, in its order on the same data, so its token is the chain's; what it
@@ -29,6 +30,7 @@ from .stage_common import (K_DYN_TEMP, K_EPSILON, K_ETA, K_MIN_P, K_P_LESS, K_SM
                            K_TAIL_FREE, K_TEMPERATURE, K_TOP_A, K_TOP_K, K_TOP_N_SIGMA,
                            K_TOP_P, K_TYPICAL, K_XTC)
 from .stages import _rows_at
+from .whole_first import whole_first_row
 
 __all__ = ["chain_program", "chain_row", "chain_row_logprobs", "chain_rows"]
 
@@ -43,9 +45,12 @@ _AFTER = {"xtc": K_XTC, "temperature": K_TEMPERATURE, "top_k": K_TOP_K, "top_p":
 #            a[8], b[8], c[8]
 # i64 slots: penalties, penalty last_n, dry, allowed, dry last_n, fused, top_k, min_keep,
 #            t_last, n_after, kind[8], min_keep[8], k[8] (TopK's k as an integer)
+#            first stage: a, b
+# i64 slots: ..., first stage: present, kind, min_keep
 _FA, _FB, _FC = 8, 16, 24
 _IK, _IM, _II = 10, 18, 26
-_F, _I = 32, 34
+_F1, _I1 = 32, 34
+_F, _I = 34, 37
 
 
 @numba.njit(**_NJ)
@@ -61,9 +66,10 @@ def _hides_bad_value(row, hist):
 
 
 @numba.njit(**_NJ)
-def _chain_row_run(row, work, hist, f, i, brk, seed, position):
+def _chain_row_run(row, work, hist, f, i, brk, seed, position, want_row):
     """``(token, survivors' ids, the row the draw read, its drawn index)``; the last
-    three are empty / -1 when the chain is fused or the token is -2."""
+    three are empty / -1 when the chain is fused, the token is -2, or (without
+    ``want_row``) XTC first drew over the whole row itself."""
     # A NaN/+inf is checked only where an edit writes (the penalty window, the
     # followers DRY penalises): everywhere else the kernel's own first pass sees it.
     V = row.shape[0]
@@ -86,7 +92,15 @@ def _chain_row_run(row, work, hist, f, i, brk, seed, position):
     if i[5] != 0:   # the rest is fs.sample's fused chain
         tok = _sample_one(x, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed, position)
         return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1
-    ids, vals, invalid = _truncate_one(x, i[6], f[5], f[6], i[7])
+    if i[_I1] != 0:   # a whole-distribution stage first; XTC alone may draw itself
+        n_first, ids, vals, tok = whole_first_row(
+            x, i[_I1 + 1], f[_F1], f[_F1 + 1], i[_I1 + 2], uniform(seed, position, 1),
+            i[9] == 0 and not want_row, uniform(seed, position, 0))
+        if n_first == 0 and tok >= 0:
+            return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1
+        invalid = n_first < 0
+    else:
+        ids, vals, invalid = _truncate_one(x, i[6], f[5], f[6], i[7])
     if invalid or vals.shape[0] == 0:
         return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
     cur = vals
@@ -105,7 +119,7 @@ def _chain_row_run(row, work, hist, f, i, brk, seed, position):
 
 @numba.njit(**_NJ)
 def _chain_row_kernel(row, work, hist, f, i, brk, seed, position):
-    return _chain_row_run(row, work, hist, f, i, brk, seed, position)[0]
+    return _chain_row_run(row, work, hist, f, i, brk, seed, position, False)[0]
 
 
 @numba.njit(**_NJ)
@@ -114,7 +128,7 @@ def _chain_row_logprobs_kernel(row, work, hist, f, i, brk, seed, position, n, lp
     """``_chain_row_kernel`` of a chain that is not fused, with the processed
     log-probabilities of the survivors' row its draw read (logprobs_row), top ids
     mapped back to token ids."""
-    tok, ids, cur, k = _chain_row_run(row, work, hist, f, i, brk, seed, position)
+    tok, ids, cur, k = _chain_row_run(row, work, hist, f, i, brk, seed, position, True)
     if k < 0:
         return tok
     kk = min(max(n, 1), cur.shape[0])
@@ -148,7 +162,12 @@ def chain_program(program, V):
     if dry is not None:
         i[2] = 1
         f[3], f[4], i[3], i[4], breakers = dry
-    i[6], f[5], f[6], i[7] = program["truncations"]
+    first = program.get("first")
+    if first is not None:   # a whole-distribution stage first (whole_first_row)
+        op, f[_F1], f[_F1 + 1], _, i[_I1 + 2] = first
+        i[_I1], i[_I1 + 1] = 1, _AFTER[op]
+    else:
+        i[6], f[5], f[6], i[7] = program["truncations"]
     fused = program.get("fused")
     if fused is not None:
         i[5] = 1
