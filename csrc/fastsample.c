@@ -414,24 +414,26 @@ int fs_truncate_canonical_edited(const float *work, int64_t V, const int64_t *id
 }
 
 int fs_whole_first_row(const float *x, int64_t V, int kind, double a, double b,
-                       int64_t min_keep, uint64_t seed, uint64_t position, int draw,
-                       int32_t *ids, float *vals, int64_t cap, int64_t *count, int32_t *token,
-                       void *ws, size_t ws_bytes, int isa) {
-    if (!x || !count || !token || V < 1 || V > INT32_MAX - FS_BS || cap < 0 ||
+                       int64_t min_keep, double temperature, uint64_t seed, uint64_t position,
+                       int draw, int32_t *ids, float *vals, int64_t cap, int64_t *count,
+                       int32_t *token, double *lp, void *ws, size_t ws_bytes, int isa) {
+    if (!x || !count || !token || !lp || V < 1 || V > INT32_MAX - FS_BS || cap < 0 ||
         (cap > 0 && (!ids || !vals)))
         return FS_E_SIZE;
     if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
-    if (a != a || b != b) return FS_E_PARAM;
-    if (kind != FS_CHAIN_EPSILON && kind != FS_CHAIN_ETA && kind != FS_CHAIN_TOP_A &&
-        kind != FS_CHAIN_P_LESS && kind != FS_CHAIN_TOP_N_SIGMA && kind != FS_CHAIN_XTC)
-        return FS_E_PARAM;
+    if (a != a || b != b || !(temperature > 0.0) || temperature == INFINITY) return FS_E_PARAM;
+    const int scaled_ok = kind == FS_CHAIN_EPSILON || kind == FS_CHAIN_ETA ||
+                          kind == FS_CHAIN_TOP_A || kind == FS_CHAIN_P_LESS ||
+                          kind == FS_CHAIN_MIROSTAT || kind == FS_CHAIN_MIROSTAT_V2;
+    if (!scaled_ok && kind != FS_CHAIN_TOP_N_SIGMA && kind != FS_CHAIN_XTC) return FS_E_PARAM;
+    if (!scaled_ok && temperature != 1.0) return FS_E_PARAM;
     fs_cws w;
     fs_canon_layout(V, ws, &w);
     isa = fs_level(isa);
     const double u_xtc = fs_uniform(seed, position, 0u, FS_STREAM_XTC);
     const double u = fs_uniform(seed, position, 0u, FS_STREAM_DRAW);
-    int64_t c = FS_DISPATCH(isa, whole_first_row, x, V, kind, a, b, min_keep, u_xtc, draw, u,
-                            token, &w);
+    int64_t c = FS_DISPATCH(isa, whole_first_row, x, V, kind, a, b, min_keep, temperature,
+                            u_xtc, draw, u, token, lp, &w);
     if (c > cap) return FS_E_SIZE;
     if (c > 0) {
         memcpy(ids, w.si, (size_t)c * sizeof(int32_t));

@@ -136,14 +136,18 @@ int fs_truncate_canonical_edited(const float *work, int64_t V, const int64_t *id
 /* A whole-distribution stage first (csrc/fs_whole_first.inc), the chain plan's first cut
  * for chains that start with one: kind is fs_chain.h's FS_CHAIN_EPSILON, _ETA, _TOP_A,
  * _P_LESS, _TOP_N_SIGMA or _XTC, (a, b) its parameters (XTC: probability, threshold),
- * min_keep its floor. *count = its survivors (ids ascending, values; more than cap is
- * FS_E_SIZE), -1 for an invalid row, -3 when a token lies within rounding of the
- * threshold (run the stage kernels). XTC with draw != 0: the token of the draw over the
- * survivors in *token and *count = 0. Workspace: fs_canonical_ws_bytes(V). */
+ * min_keep its floor; or the terminal FS_CHAIN_MIROSTAT (a = mu, b = m) or
+ * FS_CHAIN_MIROSTAT_V2 (a = mu). temperature: a Temperature before it (1: none; > 0;
+ * not before TopNSigma or XTC). *count = its survivors (ids ascending, values after
+ * the temperature; more than cap is FS_E_SIZE), -1 for an invalid row, -3 when a
+ * token lies within rounding of the threshold (run the stage kernels). XTC with
+ * draw != 0, and the Mirostats: the token of the draw over the survivors in *token,
+ * *count = 0 (the Mirostats: *lp = its log-probability among them). Workspace:
+ * fs_canonical_ws_bytes(V). */
 int fs_whole_first_row(const float *x, int64_t V, int kind, double a, double b,
-                       int64_t min_keep, uint64_t seed, uint64_t position, int draw,
-                       int32_t *ids, float *vals, int64_t cap, int64_t *count, int32_t *token,
-                       void *ws, size_t ws_bytes, int isa);
+                       int64_t min_keep, double temperature, uint64_t seed, uint64_t position,
+                       int draw, int32_t *ids, float *vals, int64_t cap, int64_t *count,
+                       int32_t *token, double *lp, void *ws, size_t ws_bytes, int isa);
 /* FS_CDEF_END */
 
 #endif

@@ -73,7 +73,7 @@ static int after_stage(const fs_chain_params *p, int s, const float *cur, float 
  * the row of survivors the draw read (after the stages on them) and *kdrawn the drawn
  * index (without want_row, XTC first may draw over the whole row itself). */
 static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
-                         const fs_chain_params *p, const uint8_t *is_breaker,
+                         fs_chain_params *p, const uint8_t *is_breaker,
                          int64_t breaker_len, float *work, int32_t *ids, float *vals,
                          float *tmp, int64_t vlen, int32_t *counts, int32_t *best, int32_t *z,
                          int64_t z_len, double *dws, int64_t dws_len, void *ws,
@@ -143,12 +143,16 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
     int64_t n;
     if (p->first) {  /* a whole-distribution stage first, on the (edited) row */
         int32_t tok;
+        const int mirostat = p->first == FS_CHAIN_MIROSTAT || p->first == FS_CHAIN_MIROSTAT_V2;
+        if (mirostat && (p->n_after != 0 || want_row))
+            return FS_CHAIN_E_SIZE;  /* a terminal: nothing after it, no row to hand out */
         rc = fs_whole_first_row(x, V, p->first, p->first_a, p->first_b, p->first_min_keep,
-                                p->seed, p->position, p->n_after == 0 && !want_row,
-                                ids, vals, vlen, &n, &tok, ws, ws_bytes, isa);
+                                p->first_temperature, p->seed, p->position,
+                                p->n_after == 0 && !want_row, ids, vals, vlen, &n, &tok,
+                                &p->first_lp, ws, ws_bytes, isa);
         if (rc)
             return rc;
-        if (n == 0 && tok >= 0) {  /* XTC drew over the whole row */
+        if (n == 0 && tok >= 0) {  /* XTC or a Mirostat drew over its survivors */
             *token = tok;
             return FS_CHAIN_OK;
         }
@@ -190,7 +194,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
 }
 
 int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
-                 const fs_chain_params *p, const uint8_t *is_breaker, int64_t breaker_len,
+                 fs_chain_params *p, const uint8_t *is_breaker, int64_t breaker_len,
                  float *work, int32_t *ids, float *vals, float *tmp, int64_t vlen,
                  int32_t *counts, int32_t *best, int32_t *z, int64_t z_len,
                  double *dws, int64_t dws_len, void *ws, size_t ws_bytes, int isa,
@@ -223,7 +227,7 @@ static void small_topk(const float *d, int64_t nd, int64_t kk, float *vals, int3
 }
 
 int fs_chain_row_logprobs(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
-                          const fs_chain_params *p, const uint8_t *is_breaker,
+                          fs_chain_params *p, const uint8_t *is_breaker,
                           int64_t breaker_len, float *work, int32_t *ids, float *vals,
                           float *tmp, int64_t vlen, int32_t *counts, int32_t *best,
                           int32_t *z, int64_t z_len, double *dws, int64_t dws_len, void *ws,

@@ -14,7 +14,8 @@
  * Returns FS_CHAIN_OK with *token the drawn id, or FS_CHAIN_FALLBACK (*token = -2)
  * when the general route must decide: the row is invalid or the edits emptied it, an
  * id the edits write held NaN/+inf in the input (an edit could hide it), or a token of
- * a whole-distribution first stage lies within rounding of its threshold. Other
+ * a whole-distribution first stage lies within rounding of its threshold. p is read,
+ * except first_lp, which a Mirostat first writes. Other
  * codes: a bad size (FS_CHAIN_E_SIZE) or a kernel's own error code.
  */
 #ifndef FS_CHAIN_H
@@ -32,6 +33,8 @@ enum {
     FS_CHAIN_ETA = 9, FS_CHAIN_TOP_A = 10, FS_CHAIN_P_LESS = 11, FS_CHAIN_TAIL_FREE = 12,
     FS_CHAIN_DYNAMIC_TEMPERATURE = 13, FS_CHAIN_SMOOTHING = 14
 };
+/* terminals a chain may run first (fs_whole_first_row, on the whole row) */
+enum { FS_CHAIN_MIROSTAT = 15, FS_CHAIN_MIROSTAT_V2 = 16 };
 enum { FS_CHAIN_MAX_AFTER = 8 };
 
 typedef struct {
@@ -45,9 +48,15 @@ typedef struct {
     int first;                         /* not fused: 0, the truncations first; else a
                                         whole-distribution stage first (FS_CHAIN_EPSILON,
                                         _ETA, _TOP_A, _P_LESS, _TOP_N_SIGMA, _XTC:
-                                        fs_whole_first_row) with these parameters */
+                                        fs_whole_first_row) with these parameters;
+                                        also a Mirostat terminal */
     double first_a, first_b;
     int64_t first_min_keep;
+    double first_temperature;          /* a Temperature before it (1: none; > 0) */
+    double first_lp;                   /* out, the Mirostats (FS_CHAIN_MIROSTAT, _V2 as
+                                        first, then nothing: their a is mu, set per
+                                        call): the drawn token's log-probability among
+                                        the kept tokens, for the mu update */
     int64_t top_k;                     /* the truncations TopK -> TopP -> MinP */
     double top_p, min_p;
     int64_t min_keep;
@@ -64,7 +73,7 @@ typedef struct {
 } fs_chain_params;
 
 int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
-                 const fs_chain_params *p, const uint8_t *is_breaker, int64_t breaker_len,
+                 fs_chain_params *p, const uint8_t *is_breaker, int64_t breaker_len,
                  float *work, int32_t *ids, float *vals, float *tmp, int64_t vlen,
                  int32_t *counts, int32_t *best, int32_t *z, int64_t z_len,
                  double *dws, int64_t dws_len, void *ws, size_t ws_bytes, int isa,
@@ -75,7 +84,7 @@ int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist
  * (id -1, -inf past the survivors), as fs_logprobs. work and best (>= V entries) hold
  * its top-k; ws must also fit fs_topk_ws_bytes of the survivors. Same return codes. */
 int fs_chain_row_logprobs(const float *row, int64_t V, const int64_t *hist, int64_t nhist,
-                          const fs_chain_params *p, const uint8_t *is_breaker,
+                          fs_chain_params *p, const uint8_t *is_breaker,
                           int64_t breaker_len, float *work, int32_t *ids, float *vals,
                           float *tmp, int64_t vlen, int32_t *counts, int32_t *best,
                           int32_t *z, int64_t z_len, double *dws, int64_t dws_len, void *ws,

@@ -218,6 +218,7 @@ class SamplerChain:
         a batch, -2 for a row the general route must decide (an invalid or emptied
         row, a NaN/+inf where an edit writes); None when the chain has no such step."""
         B, V = ctx.B, ctx.V
+        mirostat = self._plan.first is not None and self._plan.first is self._plan.terminal
         progs = self._row_prog.get((B, V))
         if progs is None:
             fused = (self._fused_args(B, self._plan.fused) if self._plan.mode == "fused"
@@ -231,6 +232,8 @@ class SamplerChain:
             progs = self._row_prog[(B, V)] = [self._module.chain_program(p, V)
                                               for p in programs]
         hist = ctx.history
+        if mirostat:
+            return self._mirostat_step(x, ctx, progs)
         if B == 1:
             h = hist[0] if hist else _NO_HISTORY
             return self._module.chain_row(x[0], np.ascontiguousarray(h, np.int64), progs[0],
@@ -238,6 +241,27 @@ class SamplerChain:
         hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
                  else [_NO_HISTORY] * B)
         return self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position)
+
+    def _mirostat_step(self, x, ctx, progs):
+        """``_row_step`` of a Mirostat terminal: each row's mu in, the drawn tokens'
+        log-probabilities among the kept out, then the terminal's mu update (none when
+        a row goes the general route: that route updates every row). Batches take
+        this path too, so a row's mu never depends on the batch it is in."""
+        state = self._state[-1]
+        hist = ctx.history
+        if ctx.B == 1:
+            h = np.ascontiguousarray(hist[0] if hist else _NO_HISTORY, np.int64)
+            tok, lp = self._module.chain_row(x[0], h, progs[0], int(ctx.seed[0]),
+                                             int(ctx.position[0]), float(state["mu"][0]))
+            tokens, lps = np.array([tok], np.int32), np.array([lp])
+        else:
+            hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
+                     else [_NO_HISTORY] * ctx.B)
+            tokens, lps = self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position,
+                                                  mus=state["mu"])
+        if not (tokens == -2).any():
+            self._plan.terminal.update(state, ctx.B, tokens >= 0, lps)
+        return int(tokens[0]) if ctx.B == 1 else tokens
 
     def _check_ops(self, names):
         for stage in self.stages:

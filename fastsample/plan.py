@@ -23,12 +23,14 @@ A chain reads as ``[edits] [first truncation] [later stages] terminal``:
   exception (its rule reads the vocabulary size), and history stages read token ids:
   chains with those after the truncation run as stages.
 - **Whole distribution first**: when what follows the edits starts with Epsilon, Eta,
-  TopA, PLess, TopNSigma or XTC (``FIRST_WHOLE_OPS``) and the rest could run on
-  survivors, a one-row step (``row_program``) runs that stage's kernel for a whole
-  row first (``csrc/fs_whole_first.inc``, ``kernels/cpu/whole_first.py``: one exp
-  pass for its sums, then the kept tokens from the blocks that can hold them) and
-  the rest on its survivors. Other calls (batches without a row program, ``process``)
-  run such chains as stages.
+  TopA, PLess, TopNSigma or XTC (``FIRST_WHOLE_OPS``; the first four may come after
+  a Temperature) and the rest could run on survivors, or is a Mirostat / MirostatV2
+  terminal after at most a Temperature, a one-row step (``row_program``) runs that
+  stage's kernel for a whole row first (``csrc/fs_whole_first.inc``,
+  ``kernels/cpu/whole_first.py``: one exp pass for its sums, then the kept tokens
+  from the blocks that can hold them; the Mirostats draw there and return the
+  drawn token's log-probability for the mu update) and the rest on its survivors.
+  Other calls (batches without a row program, ``process``) run such chains as stages.
 - **Stages**: anything else runs stage by stage on the working copy, as the
   reference does.
 """
@@ -38,9 +40,11 @@ from __future__ import annotations
 import numpy as np
 
 from .stages import (DRY, XTC, AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens,
-                     Mirostat, NoRepeatNGram, Penalties, Stage, Temperature, TopK, TopP)
+                     Mirostat, MirostatV2, NoRepeatNGram, Penalties, Stage, Temperature, TopK,
+                     TopP)
 
-__all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES", "FIRST_WHOLE_OPS", "row_program"]
+__all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES", "FIRST_WHOLE_OPS", "TEMPERATURE_FIRST_OPS",
+           "row_program"]
 
 EDIT_STAGES = (LogitBias, Penalties, DRY, NoRepeatNGram, AllowedTokens, BadWords, MinTokens)
 HISTORY_STAGES = (Penalties, DRY, NoRepeatNGram, BadWords)
@@ -81,7 +85,10 @@ class Plan:
         truncation (candidates mode).
     first : Stage or None
         Stages mode: the whole-distribution stage (``FIRST_WHOLE_OPS``) that a row
-        program runs first, when the stages after it could run on its survivors.
+        program runs first, when the stages after it (``first_after``) could run on
+        its survivors; or a Mirostat / MirostatV2 terminal with no stage before it.
+    first_temperature : Temperature or None
+        A Temperature right before ``first`` (``TEMPERATURE_FIRST_OPS`` only).
     """
 
     def __init__(self, stages, fused_tail, fast=True, can_truncate=True):
@@ -101,6 +108,8 @@ class Plan:
         self.truncation = {}
         self.after = rest
         self.first = None
+        self.first_temperature = None
+        self.first_after = ()
         if not fast:  # the reference backend: stage by stage, as written
             self.mode = "stages"
             return
@@ -115,9 +124,22 @@ class Plan:
             self.after = after
         else:
             self.mode = "stages"
-            if (rest and rest[0].op in FIRST_WHOLE_OPS
-                    and all(map(_compact_safe, rest[1:] + (self.terminal,)))):
-                self.first = rest[0]
+            self._plan_first(rest)
+
+    def _plan_first(self, rest):
+        """``first``: a whole-distribution stage (or a Mirostat terminal) that a row
+        program runs on the whole row, after an optional Temperature."""
+        lead = rest[:1] if rest and isinstance(rest[0], Temperature) else ()
+        tail = rest[len(lead):]
+        if isinstance(self.terminal, (Mirostat, MirostatV2)):
+            if not tail:
+                self.first = self.terminal
+        elif (tail and tail[0].op in FIRST_WHOLE_OPS
+                and (not lead or tail[0].op in TEMPERATURE_FIRST_OPS)
+                and all(map(_compact_safe, tail[1:] + (self.terminal,)))):
+            self.first, self.first_after = tail[0], tail[1:]
+        if self.first is not None and lead:
+            self.first_temperature = lead[0]
 
     def window(self, B):
         """How many of each row's latest history tokens the history stages read.
@@ -171,12 +193,14 @@ def row_program(plan, fused_args=None, B=1, b=0):
     Anything else (LogitBias, another edit or terminal, a later stage of another
     kind) is None: the general route. The description holds row ``b``'s plain
     scalars of a batch of ``B`` rows (per-row parameters): ``penalties``, ``dry``,
-    ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as an ``after`` entry),
+    ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as an ``after`` entry;
+    a Mirostat's mu is 0 there, the caller passes the row's), ``first_temperature``,
     ``fused``, ``after``.
     """
     first = plan.first if plan.mode == "stages" else None
-    if type(plan.terminal) is not Dist or (plan.mode not in ("fused", "candidates")
-                                           and first is None):
+    mirostat = first is plan.terminal
+    if (type(plan.terminal) is not Dist and not mirostat) or (
+            plan.mode not in ("fused", "candidates") and first is None):
         return None
     if plan.mode == "fused" and not plan.edits:
         return None   # fs.sample's own kernel already is one call (the chain's sample_row)
@@ -195,11 +219,21 @@ def row_program(plan, fused_args=None, B=1, b=0):
         program["truncations"] = (int(k[b]), float(p[b]), float(mp[b]), int(mk[b]))
         program["fused"] = (float(t[b]), bool(t_last))
         return program
+    if plan.first_temperature is not None:
+        t = float(plan.first_temperature.rows(B)[0][b])
+        if not 0.0 < t < np.inf:
+            return None   # greedy first: the general route
+        program["first_temperature"] = t
+    if mirostat:   # mu is the row's state: the caller passes it on every call
+        m = float(first.rows(B)[2][b]) if isinstance(first, Mirostat) else 0.0
+        program["first"] = (first.op, 0.0, m, 0.0, 1)
+        program["after"] = ()
+        return program
     if first is None:
         program["truncations"] = tuple(a[b].item() for a in plan.truncation_args(B))
         stages = plan.after
     else:
-        stages = (first,) + tuple(plan.after[1:])
+        stages = (first,) + tuple(plan.first_after)
     after = []
     for stage in stages:
         # XTC rolls with the row's seed and position (the C and numba programs take
@@ -230,6 +264,10 @@ MAX_AFTER = 8
 # The stages a row program may run first on the whole row (before any truncation), in
 # the same description; their survivors then go to the stages of AFTER_OPS.
 FIRST_WHOLE_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "top_n_sigma", "xtc"})
+# Those a Temperature may come before (on the whole row, inside the same passes), and
+# the Mirostat terminals, which a row program runs first too.
+TEMPERATURE_FIRST_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "mirostat",
+                                   "mirostat_v2"})
 
 
 def truncate(x, args, module, **masked):

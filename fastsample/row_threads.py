@@ -45,16 +45,22 @@ def over_rows(B, run, parallel=True):
             f.result()
 
 
-def program_rows(row_fn, rows, histories, progs, seed, position):
+def program_rows(row_fn, rows, histories, progs, seed, position, mus=None):
     """A backend's ``chain_rows``: ``row_fn`` (its ``chain_row``) on every row of
     ``rows`` with its own history window and program, rows split by ``over_rows`` (the
     kernels release the GIL). int32 (B,): the tokens, -2 where the general route must
-    decide."""
+    decide. ``mus`` (a Mirostat program: each row's mu): also float64 (B,), each drawn
+    token's log-probability among the kept tokens."""
     out = np.empty(rows.shape[0], np.int32)
+    lps = np.full(rows.shape[0], np.nan)
 
     def run(a, b):
         for r in range(a, b):
-            out[r] = row_fn(rows[r], histories[r], progs[r], int(seed[r]), int(position[r]))
+            args = (rows[r], histories[r], progs[r], int(seed[r]), int(position[r]))
+            if mus is None:
+                out[r] = row_fn(*args)
+            else:
+                out[r], lps[r] = row_fn(*args, float(mus[r]))
 
     over_rows(rows.shape[0], run)
-    return out
+    return out if mus is None else (out, lps)

@@ -650,11 +650,15 @@ class _MirostatBase(Terminal):
     def sample(self, ops, logits, ctx, state):
         kept = self.process(ops, logits, ctx, state)
         tokens = ops.draw(kept, ctx.seed, ctx.position)
-        tau, eta = self.rows(ctx.B)[:2]
-        drawn = tokens >= 0
-        surprise = -ops.token_logprob(kept, tokens) / math.log(2.0)
-        state["mu"] = np.where(drawn, state["mu"] - eta * (surprise - tau), state["mu"])
+        self.update(state, ctx.B, tokens >= 0, ops.token_logprob(kept, tokens))
         return tokens
+
+    def update(self, state, B, drawn, logprob):
+        """mu -= eta * (surprise - tau) where a token was drawn; surprise = -log2 of its
+        probability among the kept tokens (``logprob``, natural log)."""
+        tau, eta = self.rows(B)[:2]
+        surprise = -logprob / math.log(2.0)
+        state["mu"] = np.where(drawn, state["mu"] - eta * (surprise - tau), state["mu"])
 
 
 class Mirostat(_MirostatBase):

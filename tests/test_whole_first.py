@@ -2,11 +2,14 @@
 ``fs_whole_first_row`` of C, ``csrc/fs_whole_first.inc``, and ``whole_first_row`` of
 numba, ``kernels/cpu/whole_first.py``).
 
-A chain ``[Penalties] [DRY] -> Epsilon / Eta / TopA / PLess / TopNSigma / XTC ->
-[stages on the survivors] -> Dist`` runs its step in one compiled call. Its tokens
-must be the numpy reference chain's, step after step with ``accept``, on rows of every
-style (smooth, flat, ties, partly masked, one token left, constant, huge), with every
-min_keep; the call must decide on its own on ordinary rows (no hand-back), and a row
+A chain ``[Penalties] [DRY] [Temperature] -> Epsilon / Eta / TopA / PLess / TopNSigma /
+XTC -> [stages on the survivors] -> Dist`` (no Temperature before TopNSigma or XTC),
+or ``[edits] [Temperature] -> Mirostat / MirostatV2``, runs its step in one compiled
+call. Its tokens must be the numpy reference chain's, step after step with
+``accept``, on rows of every style (smooth, flat, ties, partly masked, one token
+left, constant, huge), with every min_keep; the Mirostats' mu must follow the
+reference's within 1e-9 (its update reads a log-probability summed in another
+order); the call must decide on its own on ordinary rows (no hand-back), and a row
 with a token exactly on its threshold must be handed to the general route, which
 decides as the reference does.
 """
@@ -90,8 +93,12 @@ def test_each_first_stage_matches_the_reference(which, style, backend):
     rng = np.random.default_rng(which * 10 + STYLES.index(style))
     stage = _first_stages(rng)[which]
     rows = _rows(which, 4, style)
-    for stages in ([stage], [stage, fs.Temperature(0.7)],
-                   [fs.Penalties(1.3, 0.1, 0.1, 16), stage, fs.TopK(8), fs.Temperature(1.2)]):
+    chains = [[stage], [stage, fs.Temperature(0.7)],
+              [fs.Penalties(1.3, 0.1, 0.1, 16), stage, fs.TopK(8), fs.Temperature(1.2)]]
+    if stage.op in fsplan.TEMPERATURE_FIRST_OPS:
+        chains += [[fs.Temperature(0.6), stage], [fs.DRY(0.8), fs.Temperature(1.7), stage,
+                                                  fs.MinP(0.05)]]
+    for stages in chains:
         chain = _loop(stages, 8, rows, seed=which, backend=backend,
                       prompt=workloads.natural_history(40, V, which))
         assert chain._plan.first is stage and chain._row_prog, stages
@@ -163,3 +170,59 @@ def test_xtc_draws_over_the_whole_row_itself(backend):
     rows = _rows(8, 3, "llm")
     chain = _loop([fs.XTC(0.5, 0.05)], 60, rows, seed=11, backend=backend)
     assert chain._row_prog
+
+
+def _mirostat_loop(stages, steps, rows, seed, backend, swap_at=None):
+    """``_loop`` for a Mirostat terminal: tokens equal and mu within 1e-9, step by
+    step; at ``swap_at`` both chains' states go through state_of / load_states."""
+    got, want = (fs.SamplerChain(stages, seed=seed, backend=b) for b in (backend, "numpy"))
+    for i in range(steps):
+        if i == swap_at:
+            for chain in (got, want):
+                chain.load_states(chain.state_of())
+        row = rows[i % len(rows)]
+        a, b = got.sample(row), want.sample(row)
+        assert a == b, (i, stages)
+        got.accept(np.array([a]))
+        want.accept(np.array([b]))
+        np.testing.assert_allclose(got._state[-1]["mu"], want._state[-1]["mu"], rtol=1e-9,
+                                   atol=1e-9)
+    return got
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("v2", [False, True])
+def test_mirostat_terminals_match_the_reference(v2, style, backend):
+    rows = _rows(20 + STYLES.index(style), 4, style)
+    term = fs.MirostatV2(4.0, 0.2) if v2 else fs.Mirostat(5.0, 0.1, m=int(20 + 80 * v2))
+    for stages in ([term], [fs.Temperature(0.8), term],
+                   [fs.Penalties(1.2, last_n=8), fs.Temperature(1.4), term]):
+        chain = _mirostat_loop(stages, 25, rows, seed=5, backend=backend, swap_at=12)
+        assert chain._plan.first is term and chain._row_prog, stages
+
+
+def test_mirostat_batches_match_the_reference(backend):
+    """A batch takes the one-call step row by row (per-row parameters too), with the
+    reference's tokens and mu; a row's mu does not depend on the batch it is in."""
+    x = _rows(30, 3, "llm")
+    stages = [fs.Temperature(0.9), fs.Mirostat(tau=[4.0, 5.0, 6.0], eta=0.2)]
+    got, want = (fs.SamplerChain(stages, seed=[2, 3, 4], backend=b)
+                 for b in (backend, "numpy"))
+    solo = fs.SamplerChain([fs.Temperature(0.9), fs.Mirostat(tau=6.0, eta=0.2)], seed=4,
+                           backend=backend)
+    for _ in range(12):
+        a, b, c = got.sample(x), want.sample(x), solo.sample(x[2])
+        np.testing.assert_array_equal(a, b)
+        assert c == a[2]
+        got.accept(a)
+        want.accept(b)
+        solo.accept(np.array([c]))
+        np.testing.assert_allclose(got._state[-1]["mu"], want._state[-1]["mu"], rtol=1e-9)
+        assert solo._state[-1]["mu"][0] == got._state[-1]["mu"][2]
+    assert got._row_prog
+
+
+def test_a_greedy_temperature_first_takes_the_general_route(backend):
+    chain = _loop([fs.Temperature(0.0), fs.Epsilon(1e-3)], 3, _rows(2, 2, "llm"), seed=1,
+                  backend=backend)
+    assert chain._row_prog is False

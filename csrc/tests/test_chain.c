@@ -317,16 +317,19 @@ static void test_bad_sizes(void) {
     release(&w);
 }
 
-/* fs_whole_first_row against the stage kernel run on the whole row: the same survivors
- * (ids ascending, values), at every instruction-set level, for every kind, on random
- * rows of every style (and constant rows, where p sits exactly on round thresholds);
- * a row within rounding of its threshold is handed back (-3), never decided
- * differently. XTC with draw: the token of fs_xtc then fs_draw. */
+/* fs_whole_first_row against the stage kernels run on the whole row (after
+ * fs_temperature when a temperature comes first): the same survivors (ids ascending,
+ * values), at every instruction-set level, for every kind, on random rows of every
+ * style (and constant rows, where p sits exactly on round thresholds); a row within
+ * rounding of its threshold is handed back (-3), never decided differently. XTC with
+ * draw and the Mirostats: the token of fs_draw over the stage's output, and (the
+ * Mirostats) its log-probability there within 1e-12. */
 static void test_whole_first_equals_stage_kernels(void) {
-    static const int kinds[6] = {FS_CHAIN_EPSILON, FS_CHAIN_ETA, FS_CHAIN_TOP_A,
-                                 FS_CHAIN_P_LESS, FS_CHAIN_TOP_N_SIGMA, FS_CHAIN_XTC};
-    int decided = 0;
-    for (int it = 0; it < 600; it++) {
+    static const int kinds[8] = {FS_CHAIN_EPSILON, FS_CHAIN_ETA, FS_CHAIN_TOP_A,
+                                 FS_CHAIN_P_LESS, FS_CHAIN_TOP_N_SIGMA, FS_CHAIN_XTC,
+                                 FS_CHAIN_MIROSTAT, FS_CHAIN_MIROSTAT_V2};
+    int decided = 0, runs = 0;
+    for (int it = 0; it < 800; it++) {
         int64_t V = 1 + below(it % 3 == 0 ? 3000 : 400);
         float *row = malloc(sizeof(float) * (size_t)V);
         if (below(10) == 0) {
@@ -335,36 +338,49 @@ static void test_whole_first_equals_stage_kernels(void) {
             fill_row(row, V, (int)below(NSTYLES));
         }
         if (below(30) == 0) row[below(V)] = below(2) ? NAN : INFINITY;
-        const int kind = kinds[below(6)];
+        const int kind = kinds[below(8)];
+        const int miro = kind == FS_CHAIN_MIROSTAT || kind == FS_CHAIN_MIROSTAT_V2;
         double a = kind == FS_CHAIN_TOP_N_SIGMA ? 3.0 * uniform01() - 0.5
                    : kind == FS_CHAIN_XTC ? 1.2 * uniform01()
-                   : kind == FS_CHAIN_TOP_A ? 1.5 * uniform01() : 0.05 * uniform01();
-        if (below(8) == 0) a = 1.0 / (double)V;   /* p == a exactly on a constant row */
-        const double b = 0.6 * uniform01();
-        const int64_t mk = 1 + below(4);
+                   : kind == FS_CHAIN_TOP_A ? 1.5 * uniform01()
+                   : miro ? 12.0 * uniform01() : 0.05 * uniform01();
+        if (!miro && below(8) == 0) a = 1.0 / (double)V;  /* p == a on a constant row */
+        const double b = kind == FS_CHAIN_MIROSTAT ? (double)(1 + below(150)) : 0.6 * uniform01();
+        const int64_t mk = miro ? 1 : 1 + below(4), m64 = (int64_t)b;
+        const double t = (kind == FS_CHAIN_TOP_N_SIGMA || kind == FS_CHAIN_XTC || below(2))
+                             ? 1.0 : 0.3 + 1.5 * uniform01();
         const uint64_t seed = next_u64(), pos = next_u64();
         bufs w = alloc(V, 1);
-        int rc = -1;
-        float *f = w.tmp;
+        int rc = 0;
+        float *f = w.tmp, *in = row;
         double *d = w.dws;
         int64_t fl = V, dl = w.dws_len;
-        switch (kind) {
-        case FS_CHAIN_EPSILON: rc = fs_epsilon(row, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
-        case FS_CHAIN_ETA: rc = fs_eta(row, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
-        case FS_CHAIN_TOP_A: rc = fs_top_a(row, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
-        case FS_CHAIN_P_LESS: rc = fs_p_less(row, w.a, 1, V, &mk, f, fl, d, dl); break;
-        case FS_CHAIN_TOP_N_SIGMA: rc = fs_top_n_sigma(row, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
-        case FS_CHAIN_XTC: rc = fs_xtc(row, w.a, 1, V, &a, &b, &mk, &seed, &pos, f, fl, d, dl); break;
+        if (t != 1.0) {
+            CHECK(fs_temperature(row, w.b, 1, V, &t) == 0);
+            in = w.b;
         }
-        CHECK(rc == 0, "kind %d rc %d", kind, rc);
+        switch (kind) {
+        case FS_CHAIN_EPSILON: rc = fs_epsilon(in, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_ETA: rc = fs_eta(in, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_TOP_A: rc = fs_top_a(in, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_P_LESS: rc = fs_p_less(in, w.a, 1, V, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_TOP_N_SIGMA: rc = fs_top_n_sigma(in, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_XTC: rc = fs_xtc(in, w.a, 1, V, &a, &b, &mk, &seed, &pos, f, fl, d, dl); break;
+        case FS_CHAIN_MIROSTAT: rc = fs_mirostat(in, w.a, 1, V, &a, &m64, f, fl, d, dl); break;
+        case FS_CHAIN_MIROSTAT_V2: rc = fs_mirostat_v2(in, w.a, 1, V, &a, d, dl); break;
+        }
         int invalid = 0;
         for (int64_t i = 0; i < V; i++) invalid |= isnan(row[i]) || row[i] == INFINITY;
+        CHECK(invalid || rc == 0, "kind %d rc %d", kind, rc);
         for (int isa = 0; isa <= 2; isa++) {
-            for (int draw = 0; draw <= (kind == FS_CHAIN_XTC); draw++) {
+            for (int draw = 0; draw <= (kind == FS_CHAIN_XTC || miro); draw++) {
+                if (miro && !draw) continue;
                 int64_t cnt = 99;
                 int32_t tok = 99;
-                rc = fs_whole_first_row(row, V, kind, a, b, mk, seed, pos, draw, w.ids, w.vals,
-                                        V, &cnt, &tok, w.ws, w.ws_bytes, isa);
+                double lp = 0.0;
+                runs++;
+                rc = fs_whole_first_row(row, V, kind, a, b, mk, t, seed, pos, draw, w.ids, w.vals,
+                                        V, &cnt, &tok, &lp, w.ws, w.ws_bytes, isa);
                 CHECK(rc == FS_OK, "rc %d", rc);
                 if (invalid) {
                     CHECK(cnt == -1, "kind %d: an invalid row gave %lld", kind, (long long)cnt);
@@ -375,7 +391,13 @@ static void test_whole_first_equals_stage_kernels(void) {
                 if (draw) {
                     int32_t want;
                     CHECK(fs_draw(w.a, 1, V, &seed, &pos, &want, w.ws, w.ws_bytes, 0) == 0);
-                    CHECK(cnt == 0 && tok == want, "xtc draw %d want %d", tok, want);
+                    CHECK(cnt == 0 && tok == want, "kind %d draw %d want %d", kind, tok, want);
+                    if (miro && tok == want) {
+                        const int64_t t64 = want;
+                        double wl;
+                        CHECK(fs_token_logprob(w.a, 1, V, &t64, &wl, 0) == 0);
+                        CHECK(fabs(lp - wl) <= 1e-12 * (1.0 + fabs(wl)), "lp %g want %g", lp, wl);
+                    }
                     continue;
                 }
                 int64_t c = 0, bad = 0;
@@ -391,22 +413,28 @@ static void test_whole_first_equals_stage_kernels(void) {
         release(&w);
         free(row);
     }
-    CHECK(decided > 1200, "only %d rows decided without the stage kernels", decided);
-    /* bad sizes and kinds */
+    CHECK(decided > runs * 8 / 10, "only %d of %d rows decided without the stage kernels",
+          decided, runs);
+    /* bad sizes, kinds and temperatures */
     float row[4] = {0.f, 1.f, 2.f, 3.f};
     bufs w = alloc(4, 1);
     int64_t cnt;
     int32_t tok;
-    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, 0.1, 0, 1, 1, 2, 0, w.ids, w.vals, 4,
-                             &cnt, &tok, w.ws, 1, 0) == FS_E_WORKSPACE);
-    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_TEMPERATURE, 0.1, 0, 1, 1, 2, 0, w.ids, w.vals,
-                             4, &cnt, &tok, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
-    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, NAN, 0, 1, 1, 2, 0, w.ids, w.vals, 4,
-                             &cnt, &tok, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
-    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, -1.0, 0, 1, 1, 2, 0, w.ids, w.vals, 3,
-                             &cnt, &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);  /* 4 survive */
-    CHECK(fs_whole_first_row(NULL, 4, FS_CHAIN_EPSILON, 0.1, 0, 1, 1, 2, 0, w.ids, w.vals, 4,
-                             &cnt, &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
+    double lp;
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, 0.1, 0, 1, 1.0, 1, 2, 0, w.ids, w.vals,
+                             4, &cnt, &tok, &lp, w.ws, 1, 0) == FS_E_WORKSPACE);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_TEMPERATURE, 0.1, 0, 1, 1.0, 1, 2, 0, w.ids,
+                             w.vals, 4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, NAN, 0, 1, 1.0, 1, 2, 0, w.ids, w.vals,
+                             4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, 0.1, 0, 1, 0.0, 1, 2, 0, w.ids, w.vals,
+                             4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_XTC, 0.1, 0.1, 1, 0.5, 1, 2, 0, w.ids, w.vals,
+                             4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, -1.0, 0, 1, 1.0, 1, 2, 0, w.ids, w.vals,
+                             3, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_SIZE);  /* 4 survive */
+    CHECK(fs_whole_first_row(NULL, 4, FS_CHAIN_EPSILON, 0.1, 0, 1, 1.0, 1, 2, 0, w.ids, w.vals,
+                             4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
     release(&w);
 }
 

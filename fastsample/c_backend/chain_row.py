@@ -25,6 +25,7 @@ __all__ = ["chain_program", "chain_row", "chain_row_logprobs", "chain_rows"]
 _AFTER = {op: getattr(lib, f"FS_CHAIN_{op.upper()}") for op in (
     "xtc", "temperature", "top_k", "top_p", "min_p", "typical", "top_n_sigma", "epsilon", "eta",
     "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing")}
+_FIRST = {**_AFTER, "mirostat": lib.FS_CHAIN_MIROSTAT, "mirostat_v2": lib.FS_CHAIN_MIROSTAT_V2}
 _F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
 _TLS = threading.local()
 
@@ -53,9 +54,10 @@ def chain_program(program, V):
         p.dry = 1
         p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_last_n, breakers = dry
     first = program.get("first")
+    p.first_temperature = program.get("first_temperature", 1.0)
     if first is not None:   # a whole-distribution stage first (fs_whole_first_row)
         op, p.first_a, p.first_b, _, p.first_min_keep = first
-        p.first = _AFTER[op]
+        p.first = _FIRST[op]
     else:
         p.top_k, p.top_p, p.min_p, p.min_keep = program["truncations"]
     fused = program.get("fused")
@@ -116,16 +118,20 @@ def _args(row, history, prog, seed, position, isa):
             z_len, dws, dws_len, ws, size, _level(isa)), (sp, small, lpp, lp)
 
 
-def chain_row(row, history, prog, seed, position, *, isa=None):
+def chain_row(row, history, prog, seed, position, mu=None, *, isa=None):
     """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
     C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
-    the token, or -2 for the general route."""
+    the token, or -2 for the general route. A Mirostat program takes the row's
+    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``."""
+    if mu is not None:
+        prog.params.first_a = mu
     args, (sp, small, _, _) = _args(row, history, prog, seed, position, isa)
     rc = lib.fs_chain_row(*args, sp + 1)
     if rc == lib.FS_CHAIN_OK:
-        return int(small[1])
+        tok = int(small[1])
+        return tok if mu is None else (tok, float(prog.params.first_lp))
     if rc == lib.FS_CHAIN_FALLBACK:
-        return -2
+        return -2 if mu is None else (-2, np.nan)
     raise ValueError(f"chain_row (C backend): error {rc}")
 
 
@@ -146,7 +152,8 @@ def chain_row_logprobs(row, history, prog, seed, position, n, *, isa=None):
     raise ValueError(f"chain_row_logprobs (C backend): error {rc}")
 
 
-def chain_rows(rows, histories, progs, seed, position):
+def chain_rows(rows, histories, progs, seed, position, mus=None):
     """``chain_row`` of every row of ``rows`` (float32 (B, V), C-contiguous) with its
-    own history window and program, over threads (``row_threads.program_rows``)."""
-    return program_rows(chain_row, rows, histories, progs, seed, position)
+    own history window and program, over threads (``row_threads.program_rows``; a
+    Mirostat program: with each row's ``mu``, and the log-probabilities back)."""
+    return program_rows(chain_row, rows, histories, progs, seed, position, mus)

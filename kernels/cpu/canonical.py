@@ -775,10 +775,16 @@ def _block_sums(v, bmax, T, mw, t, w, use_w, bs):
 @numba.njit(cache=True, nogil=True)
 def _draw_blocked(v, bmax, T, mw, t, u, w, use_w):
     """Spec §5 over the tokens v >= T of the whole row, block by block."""
+    bs = np.empty(bmax.shape[0], np.float64)
+    W = _block_sums(v, bmax, T, mw, t, w, use_w, bs)
+    return _walk_blocks(v, bmax, T, mw, t, u, w, use_w, bs, W)
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_blocks(v, bmax, T, mw, t, u, w, use_w, bs, W):
+    """``_draw_blocked``'s walk, given its block sums ``bs`` and their total ``W``."""
     n = v.shape[0]
     nb = bmax.shape[0]
-    bs = np.empty(nb, np.float64)
-    W = _block_sums(v, bmax, T, mw, t, w, use_w, bs)
     target = u * W
     run = 0.0
     for j in range(nb):

@@ -26,9 +26,9 @@ from .canonical import _sample_one, _truncate_one
 from .draw import draw_row
 from .logprobs import logprobs_row
 from .history_stages import _breaker_table, _dry_serial, _penalties_serial
-from .stage_common import (K_DYN_TEMP, K_EPSILON, K_ETA, K_MIN_P, K_P_LESS, K_SMOOTHING,
-                           K_TAIL_FREE, K_TEMPERATURE, K_TOP_A, K_TOP_K, K_TOP_N_SIGMA,
-                           K_TOP_P, K_TYPICAL, K_XTC)
+from .stage_common import (K_DYN_TEMP, K_EPSILON, K_ETA, K_MIN_P, K_MIROSTAT, K_MIROSTAT_V2,
+                           K_P_LESS, K_SMOOTHING, K_TAIL_FREE, K_TEMPERATURE, K_TOP_A, K_TOP_K,
+                           K_TOP_N_SIGMA, K_TOP_P, K_TYPICAL, K_XTC)
 from .stages import _rows_at
 from .whole_first import whole_first_row
 
@@ -41,16 +41,17 @@ _AFTER = {"xtc": K_XTC, "temperature": K_TEMPERATURE, "top_k": K_TOP_K, "top_p":
           "min_p": K_MIN_P, "typical": K_TYPICAL, "top_n_sigma": K_TOP_N_SIGMA,
           "epsilon": K_EPSILON, "eta": K_ETA, "top_a": K_TOP_A, "p_less": K_P_LESS,
           "tail_free": K_TAIL_FREE, "dynamic_temperature": K_DYN_TEMP, "smoothing": K_SMOOTHING}
+_FIRST = {**_AFTER, "mirostat": K_MIROSTAT, "mirostat_v2": K_MIROSTAT_V2}
 # f64 slots: repeat, frequency, presence, dry multiplier, dry base, top_p, min_p, t,
 #            a[8], b[8], c[8]
 # i64 slots: penalties, penalty last_n, dry, allowed, dry last_n, fused, top_k, min_keep,
 #            t_last, n_after, kind[8], min_keep[8], k[8] (TopK's k as an integer)
-#            first stage: a, b
+#            first stage: a, b, its leading temperature, the Mirostats' log-probability out
 # i64 slots: ..., first stage: present, kind, min_keep
 _FA, _FB, _FC = 8, 16, 24
 _IK, _IM, _II = 10, 18, 26
 _F1, _I1 = 32, 34
-_F, _I = 34, 37
+_F, _I = 36, 37
 
 
 @numba.njit(**_NJ)
@@ -92,10 +93,11 @@ def _chain_row_run(row, work, hist, f, i, brk, seed, position, want_row):
     if i[5] != 0:   # the rest is fs.sample's fused chain
         tok = _sample_one(x, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed, position)
         return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1
-    if i[_I1] != 0:   # a whole-distribution stage first; XTC alone may draw itself
-        n_first, ids, vals, tok = whole_first_row(
-            x, i[_I1 + 1], f[_F1], f[_F1 + 1], i[_I1 + 2], uniform(seed, position, 1),
-            i[9] == 0 and not want_row, uniform(seed, position, 0))
+    if i[_I1] != 0:   # a whole-distribution stage first; XTC alone, a Mirostat draw
+        n_first, ids, vals, tok, lp = whole_first_row(
+            x, i[_I1 + 1], f[_F1], f[_F1 + 1], i[_I1 + 2], f[_F1 + 2],
+            uniform(seed, position, 1), i[9] == 0 and not want_row, uniform(seed, position, 0))
+        f[_F1 + 3] = lp
         if n_first == 0 and tok >= 0:
             return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1
         invalid = n_first < 0
@@ -163,9 +165,10 @@ def chain_program(program, V):
         i[2] = 1
         f[3], f[4], i[3], i[4], breakers = dry
     first = program.get("first")
+    f[_F1 + 2] = program.get("first_temperature", 1.0)
     if first is not None:   # a whole-distribution stage first (whole_first_row)
         op, f[_F1], f[_F1 + 1], _, i[_I1 + 2] = first
-        i[_I1], i[_I1 + 1] = 1, _AFTER[op]
+        i[_I1], i[_I1 + 1] = 1, _FIRST[op]
     else:
         i[6], f[5], f[6], i[7] = program["truncations"]
     fused = program.get("fused")
@@ -194,15 +197,19 @@ def _work(V):
     return work[:V]
 
 
-def chain_row(row, history, prog, seed, position):
+def chain_row(row, history, prog, seed, position, mu=None):
     """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
     C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
-    the token, or -2 for the general route."""
+    the token, or -2 for the general route. A Mirostat program takes the row's
+    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``."""
     V = prog.V
     if row.shape[0] != V:
         raise ValueError(f"chain_row: row has {row.shape[0]} logits, the program {V}")
-    return int(_chain_row_kernel(row, _work(V), history, prog.f, prog.i, prog.brk,
-                                 np.uint64(seed), np.uint64(position)))
+    if mu is not None:
+        prog.f[_F1] = mu
+    tok = int(_chain_row_kernel(row, _work(V), history, prog.f, prog.i, prog.brk,
+                                np.uint64(seed), np.uint64(position)))
+    return tok if mu is None else (tok, float(prog.f[_F1 + 3]))
 
 
 def chain_row_logprobs(row, history, prog, seed, position, n):
@@ -226,7 +233,8 @@ def chain_row_logprobs(row, history, prog, seed, position, n):
     return int(tok), lp[0], int(rank[0]), top_ids, top_lp
 
 
-def chain_rows(rows, histories, progs, seed, position):
+def chain_rows(rows, histories, progs, seed, position, mus=None):
     """``chain_row`` of every row of ``rows`` (float32 (B, V), C-contiguous) with its
-    own history window and program, over threads (``row_threads.program_rows``)."""
-    return program_rows(chain_row, rows, histories, progs, seed, position)
+    own history window and program, over threads (``row_threads.program_rows``; a
+    Mirostat program: with each row's ``mu``, and the log-probabilities back)."""
+    return program_rows(chain_row, rows, histories, progs, seed, position, mus)

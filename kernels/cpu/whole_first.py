@@ -1,11 +1,14 @@
 """A whole-distribution stage first (numba CPU backend): the twin of
 ``csrc/fs_whole_first.inc``.
 
-``whole_first_row(v, kind, a, b, mk, u_xtc, draw, u) -> (count, ids, vals, token)``
-gives the survivors (ids ascending, values) of Epsilon, Eta, TopA, PLess, TopNSigma
-or XTC (``stage_common``'s ``K_*`` kinds) on one whole row, without writing the row
-and without sorting it; ``chain_row`` runs the later stages of a chain on them, as
-after TopK/TopP/MinP. For XTC with nothing after it (``draw``), it draws too.
+``whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u) -> (count, ids, vals, token,
+logprob)`` gives the survivors (ids ascending, values) of Epsilon, Eta, TopA, PLess,
+TopNSigma or XTC (``stage_common``'s ``K_*`` kinds) on one whole row, after a first
+Temperature ``t`` (1: none), without writing the row and without sorting it;
+``chain_row`` runs the later stages of a chain on them, as after TopK/TopP/MinP. For
+XTC with nothing after it (``draw``), and for the Mirostat terminals, it draws too
+(the Mirostats: with the drawn token's log-probability among the kept tokens, for
+the mu update).
 
 What it computes (docs/spec.md §4): each of these stages keeps a set decided by a few
 sums over the row (the softmax normaliser ``Z = sum exp(l - M)``; for Eta also
@@ -35,10 +38,12 @@ import math
 import numba
 import numpy as np
 
-from .canonical import (_BS, _NEG, _TOL, _block_sums, _draw_blocked, _f32_ceil, _gather,
-                        _invalid, _kth, _pass_max)
+from .canonical import (_BS, _NEG, _TOL, _block_sums, _draw_blocked, _f32_ceil, _f32_floor,
+                        _gather, _hit_blocks, _invalid, _kth, _pass_max, _temp,
+                        _walk_blocks)
 from .simd import FASTMATH, exp64_neg, exp_store_sum
-from .stage_common import K_EPSILON, K_ETA, K_P_LESS, K_TOP_A, K_TOP_N_SIGMA, K_XTC
+from .stage_common import (K_EPSILON, K_ETA, K_MIROSTAT, K_MIROSTAT_V2, K_P_LESS, K_TOP_A,
+                           K_TOP_N_SIGMA, K_XTC)
 
 __all__ = ["UNDECIDED", "whole_first_row"]
 
@@ -82,15 +87,44 @@ def _moments(v):
     return mu, _sq_dev(v, mu) / c
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _f(x, t):
+    """f(x) = float32(x / t), Temperature's rule (t == 1: x); monotone for t > 0."""
+    return x if t == 1.0 else _temp(x, t)
+
+
+@numba.njit(cache=True, nogil=True)
+def _raw_level(Lf, t):
+    """A level in the input's units below which no x has f(x) >= Lf."""
+    return Lf if t == 1.0 else t * (Lf - abs(Lf) * 1.2e-7) - 1e-300
+
+
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _exp_moments(v, M, w):
-    """(Z, S1, S2): ``w`` = exp(v - M) (stored), Z = sum w, S1 = sum w y, S2 = sum w**2,
-    y = max(v - M, -1000) (-inf weighs 0 and adds 0 to S1, no 0 * -inf)."""
-    Z = exp_store_sum(v, 0, v.shape[0], M, w)
+def _exp_store(v, M, t, w):
+    """w = exp(f(v) - M) (0 for -inf); returns their sum."""
+    n8 = 0
+    z = 0.0
+    if t == 1.0:   # the 8-lane pass takes a multiple of 8 entries; the tail below
+        n8 = v.shape[0] // 8 * 8
+        z = exp_store_sum(v, 0, n8, M, w) if n8 else 0.0
+    for i in range(n8, v.shape[0]):
+        x = v[i]
+        e = exp64_neg(np.float64(_temp(x, t)) - M) if x > -np.inf else 0.0
+        w[i] = e
+        z += e
+    return z
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _exp_moments(v, M, t, w):
+    """(Z, S1, S2): ``w`` = exp(f(v) - M) (stored), Z = sum w, S1 = sum w y,
+    S2 = sum w**2, y = max(f(v) - M, -1000) (-inf weighs 0 and adds 0 to S1)."""
+    Z = _exp_store(v, M, t, w)
     s1 = 0.0
     s2 = 0.0
     for i in range(v.shape[0]):
-        y = max(np.float64(v[i]) - M, -1000.0)
+        x = v[i]
+        y = max(np.float64(_f(x, t)) - M, -1000.0) if x > -np.inf else -1000.0
         e = w[i]
         s1 += e * y
         s2 += e * e
@@ -98,50 +132,55 @@ def _exp_moments(v, M, w):
 
 
 @numba.njit(**_NJ)
-def _keep_p(vals, ids, M, Z, q, band):
-    """Compact the entries with p = exp(x - M) / Z >= q to the front; their count, or
-    UNDECIDED when some p lies within ``band`` of q."""
+def _keep_p(vals, ids, M, Z, t, q, band):
+    """Compact the entries with p = exp(f(x) - M) / Z >= q to the front (values become
+    f(x)); their count, or UNDECIDED when some p lies within ``band`` of q."""
     k = 0
     for a in range(vals.shape[0]):
-        d = exp64_neg(np.float64(vals[a]) - M) / Z - q
+        y = _f(vals[a], t)
+        d = exp64_neg(np.float64(y) - M) / Z - q
         if -band <= d <= band:
             return UNDECIDED
-        vals[k] = vals[a]
+        vals[k] = y
         ids[k] = ids[a]
         k += 1 if d > 0.0 else 0
     return k
 
 
 @numba.njit(**_NJ)
-def _all_finite(v, bmax):
+def _all_finite(v, bmax, t):
+    """(count, ids, values f(x)) of every finite token."""
     vals, ids = _gather(v, bmax, _NEG)
+    if t != 1.0:
+        for a in range(vals.shape[0]):
+            vals[a] = _temp(vals[a], t)
     return vals.shape[0], ids, vals
 
 
 @numba.njit(**_NJ)
-def _prob_cut(v, bmax, M, Z, q, band, mk):
+def _prob_cut(v, bmax, M, Z, t, q, band, mk):
     """(count, ids, vals) of the tokens with p >= q, with the min_keep floor."""
     if not q > 0.0:   # every finite p >= 0 >= q
-        return _all_finite(v, bmax)
-    L = max(M + math.log(q * Z) - _MARGIN, _NEG)
+        return _all_finite(v, bmax, t)
+    L = max(_raw_level(M + math.log(q * Z) - _MARGIN, t), _NEG)
     vals, ids = _gather(v, bmax, L)
-    k = _keep_p(vals, ids, M, Z, q, band)
+    k = _keep_p(vals, ids, M, Z, t, q, band)
     if k == UNDECIDED or k >= mk:
         return k, ids[:max(k, 0)], vals[:max(k, 0)]
-    G = _kth(v, bmax, mk)[0]
+    G = _kth(v, bmax, mk)[0]   # G(mk) of f(v) is f(G(mk) of v)
     if G <= _NEG:
-        return _all_finite(v, bmax)
-    G32 = _f32_ceil(G)
-    vals, ids = _gather(v, bmax, min(L, G))
+        return _all_finite(v, bmax, t)
+    Gf = _f(np.float32(G), t)
+    vals, ids = _gather(v, bmax, max(min(L, _raw_level(np.float64(Gf), t)), _NEG))
     k = 0
     for a in range(vals.shape[0]):
-        x = vals[a]
-        d = exp64_neg(np.float64(x) - M) / Z - q
-        if x < G32 and -band <= d <= band:
+        y = _f(vals[a], t)
+        d = exp64_neg(np.float64(y) - M) / Z - q
+        if y < Gf and -band <= d <= band:
             return UNDECIDED, ids[:0], vals[:0]
-        vals[k] = x
+        vals[k] = y
         ids[k] = ids[a]
-        k += 1 if x >= G32 or d > 0.0 else 0
+        k += 1 if y >= Gf or d > 0.0 else 0
     return k, ids[:k], vals[:k]
 
 
@@ -150,7 +189,7 @@ def _xtc_removed(v, bmax, M, Z, thr):
     """XTC fired: (count, ids ascending) of the tokens it removes; count UNDECIDED when
     a p lies within the band of the threshold."""
     vals, ids = _gather(v, bmax, max(M + math.log(thr * Z) - _MARGIN, _NEG))
-    c = _keep_p(vals, ids, M, Z, thr, _BAND * thr)
+    c = _keep_p(vals, ids, M, Z, 1.0, thr, _BAND * thr)
     if c < 2:
         return (UNDECIDED if c == UNDECIDED else 0), ids[:0]
     smallest = vals[0]
@@ -218,21 +257,206 @@ def _draw_except(v, bmax, M, rm, u):
 
 
 @numba.njit(**_NJ)
-def whole_first_row(v, kind, a, b, mk, u_xtc, draw, u):
-    """``(count, ids, vals, token)``: the survivors of the stage ``kind`` on the row
-    ``v`` (count -1: an invalid row; UNDECIDED: see the module docstring); XTC with
-    ``draw``: the token drawn over them, count 0."""
+def _draw_kept(vals, ids, M, u):
+    """Spec §5 over the kept (values f(x), max M): (token, its log-probability among
+    them)."""
+    c = vals.shape[0]
+    W = 0.0
+    for a in range(c):
+        W += exp64_neg(np.float64(vals[a]) - M)
+    target = u * W
+    run = 0.0
+    k = c - 1   # rounding left every running sum <= target: the last one
+    for a in range(c):
+        run += exp64_neg(np.float64(vals[a]) - M)
+        if run > target:
+            k = a
+            break
+    return ids[k], (np.float64(vals[k]) - M) - math.log(W)
+
+
+@numba.njit(**_NJ)
+def _mirostat_k(d, top, M, mu, vocab):
+    """Mirostat v1's k (reference._mirostat_k) from the top values of f(v), descending:
+    0 keeps every token; -1 (undecided) when k is within rounding of an integer >= 2
+    or a weight near underflow could make the reference's probabilities 0."""
+    if top <= 0:
+        return 1
+    num = 0.0
+    den = 0.0
+    wp = exp64_neg(np.float64(d[0]) - M)
+    for i in range(top):
+        wn = exp64_neg(np.float64(d[i + 1]) - M)
+        if wn < 1e-290:
+            return -1
+        ti = math.log((i + 2.0) / (i + 1.0))
+        num += ti * math.log(wp / wn)
+        den += ti * ti
+        wp = wn
+    s = num / den
+    e = s - 1.0
+    k = ((e * 2.0 ** mu) / (1.0 - np.float64(vocab) ** (-e))) ** (1.0 / s)
+    if not k == k or k > vocab + 1.0:
+        return 0
+    if k < 1.999999:   # max(int(k), 1): no integer crossing below 2
+        return 1
+    if abs(k - np.rint(k)) <= 1e-9 * k:
+        return -1
+    return int(k)
+
+
+@numba.njit(**_NJ)
+def _key(x):
+    b = np.array([x], np.float32).view(np.uint32)[0]
+    return ~b if b & np.uint32(0x80000000) else b | np.uint32(0x80000000)
+
+
+@numba.njit(**_NJ)
+def _unkey(k):
+    b = k & np.uint32(0x7FFFFFFF) if k & np.uint32(0x80000000) else ~k
+    return np.array([b], np.uint32).view(np.float32)[0]
+
+
+@numba.njit(**_NJ)
+def _first_raw(lo, hi, t, Lf):
+    """The smallest float32 x in [lo, hi] with f(x) >= Lf, given f(hi) >= Lf."""
+    a = _key(np.float32(lo))
+    b = _key(np.float32(hi))
+    while a < b:
+        c = a + (b - a) // np.uint32(2)
+        if _f(_unkey(c), t) >= Lf:
+            b = c
+        else:
+            a = c + np.uint32(1)
+    return _unkey(b)
+
+
+@numba.njit(**_NJ)
+def _any_in(v, bmax, lo, hi):
+    """Whether some token of ``v`` lies in [lo, hi] (over the blocks reaching lo)."""
+    n = v.shape[0]
+    for j in range(bmax.shape[0]):
+        if bmax[j] >= lo:
+            for i in range(j * _BS, min(j * _BS + _BS, n)):
+                if lo <= v[i] <= hi:
+                    return True
+    return False
+
+
+@numba.njit(**_NJ)
+def _draw_from(v, bmax, x0, M, t, u, w, use_w):
+    """The draw over the kept tokens {v >= x0} (weights exp(f(v) - M)): (token, its
+    log-probability among them). Few kept: gathered; many: the blocked draw."""
+    n = v.shape[0]
+    if _hit_blocks(bmax, x0) * _BS * 4 <= n:
+        vals, ids = _gather(v, bmax, np.float64(x0))
+        for a in range(vals.shape[0]):
+            vals[a] = _f(vals[a], t)
+        return _draw_kept(vals, ids, M, u)
+    bs = np.empty(bmax.shape[0], np.float64)
+    W = _block_sums(v, bmax, np.float64(x0), M, t, w, use_w, bs)
+    tok = _walk_blocks(v, bmax, np.float64(x0), M, t, u, w, use_w, bs, W)
+    if tok < 0:
+        return tok, np.nan
+    return tok, (np.float64(_f(v[tok], t)) - M) - math.log(W)
+
+
+@numba.njit(**_NJ)
+def _mirostat(v, bmax, m32, t, mu, m, u):
+    """Mirostat v1 (mu, m): the top k of f(v) (TopK rule), drawn: (undecided, token,
+    logprob)."""
+    m = max(m, 1)
+    G, _, srt, _, _ = _kth(v, bmax, m)
+    if G <= _NEG:   # fewer than m finite: all of them, sorted
+        srt = np.sort(_gather(v, bmax, _NEG)[0])
+        top = srt.shape[0] - 1
+    else:
+        top = m - 1
+    cnt = srt.shape[0]
+    d = np.empty(top + 1, np.float32)
+    for i in range(top + 1):
+        d[i] = _f(srt[cnt - 1 - i], t)
+    M = np.float64(d[0])
+    k = _mirostat_k(d, top, M, mu, v.shape[0])
+    if k < 0:
+        return True, -1, np.nan
+    Gk = _NEG if k == 0 else _kth(v, bmax, k)[0]
+    x0 = np.float32(-3.4028234663852886e38)
+    if Gk > _NEG:
+        Gf = _f(np.float32(Gk), t)
+        x0 = np.float32(Gk) if t == 1.0 else _first_raw(
+            _f32_ceil(max(_raw_level(np.float64(Gf), t), _NEG)), np.float32(Gk), t, Gf)
+    tok, lp = _draw_from(v, bmax, x0, M, t, u, np.empty(0, np.float64), False)
+    return False, tok, lp
+
+
+@numba.njit(**_NJ)
+def _mirostat_v2(v, bmax, m32, M, t, mu, u):
+    """Mirostat v2 (mu): keep d(y) = ((y - M) - ln Z) + mu ln 2 > 0, y = f(x) (at
+    least the max and its ties), drawn: (undecided, token, logprob). d is monotone in
+    y, hence in x: the kept set is {x >= x0}."""
+    w = np.empty(v.shape[0], np.float64)
+    Z = _exp_store(v, M, t, w)
+    lz = math.log(Z)
+    bound = -mu * 0.6931471805599453
+    thr = M + lz + bound
+    band = _BAND * (abs(bound) + abs(lz) + abs(M) + 1.0)
+    a = _key(_f32_floor(thr - _MARGIN))
+    b = _key(_f32_ceil(thr + _MARGIN))
+    while a < b:
+        c = a + (b - a) // np.uint32(2)
+        if ((np.float64(_unkey(c)) - M) - lz) - bound > 0.0:
+            b = c
+        else:
+            a = c + np.uint32(1)
+    y0 = _unkey(b)
+    if np.float64(y0) > M:
+        y0 = np.float32(M)   # none kept: the max and its ties
+    c = _key(_f32_floor(thr - 2.0 * band))
+    hi = _key(_f32_ceil(thr + 2.0 * band))
+    while c <= hi:   # the band: the float32 values y it holds, and any token on them
+        y = _unkey(c)
+        d = ((np.float64(y) - M) - lz) - bound
+        if -band <= d <= band and np.float64(y) <= M:
+            yd = np.float64(y)
+            rlo = y if t == 1.0 else _f32_ceil(max(_raw_level(yd, t), _NEG))
+            rhi = y if t == 1.0 else _f32_floor(t * (yd + abs(yd) * 1.2e-7) + 1e-300)
+            if _any_in(v, bmax, rlo, rhi):
+                return True, -1, np.nan
+        if c == np.uint32(0xFFFFFFFF):
+            break
+        c += np.uint32(1)
+    x0 = y0 if t == 1.0 else _first_raw(_f32_ceil(max(_raw_level(np.float64(y0), t), _NEG)),
+                                        m32, t, y0)
+    tok, lp = _draw_from(v, bmax, x0, M, t, u, w, True)
+    return False, tok, lp
+
+
+@numba.njit(**_NJ)
+def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
+    """``(count, ids, vals, token, logprob)``: the survivors of the stage ``kind`` on
+    the row ``v`` after a first Temperature ``t`` (1: none; > 0; not before TopNSigma
+    or XTC), values after it (count -1: an invalid row; UNDECIDED: see the module
+    docstring); XTC with ``draw``, and the Mirostats (a = mu, b = m): the token drawn
+    over them, count 0, and (the Mirostats) its log-probability among them."""
     e32 = np.empty(0, np.float32)
     ei = np.empty(0, np.int32)
     mk = max(mk, 1)
     bmax = np.empty((v.shape[0] + _BS - 1) // _BS, np.float32)
-    M = _pass_max(v, bmax)
-    if _invalid(M):
-        return -1, ei, e32, -1
+    m32 = _pass_max(v, bmax)
+    if _invalid(m32):
+        return -1, ei, e32, -1, np.nan
+    M = np.float64(_f(np.float32(m32), t))
+    if kind == K_MIROSTAT or kind == K_MIROSTAT_V2:
+        if kind == K_MIROSTAT:
+            und, tok, lp = _mirostat(v, bmax, np.float32(m32), t, a, int(min(b, 9e18)), u)
+        else:
+            und, tok, lp = _mirostat_v2(v, bmax, np.float32(m32), M, t, a, u)
+        return (UNDECIDED if und else 0), ei, e32, tok, lp
     if kind == K_TOP_N_SIGMA:
         if not a > 0.0:
-            c, ids, vals = _all_finite(v, bmax)
-            return c, ids, vals, -1
+            c, ids, vals = _all_finite(v, bmax, 1.0)
+            return c, ids, vals, -1, np.nan
         mu, var = _moments(v)
         sd = math.sqrt(var)
         T = M - a * sd
@@ -240,15 +464,16 @@ def whole_first_row(v, kind, a, b, mk, u_xtc, draw, u):
         vals, ids = _gather(v, bmax, max(T - band, _NEG))
         k = 0
         for q in range(vals.shape[0]):
-            d = np.float64(vals[q]) - T
-            if -band <= d <= band:
-                return UNDECIDED, ei, e32, -1
-            vals[k] = vals[q]
+            x = vals[q]
+            d = np.float64(x) - T
+            if x != m32 and -band <= d <= band:
+                return UNDECIDED, ei, e32, -1, np.nan
+            vals[k] = x
             ids[k] = ids[q]
-            k += 1 if d > 0.0 else 0
+            k += 1 if x == m32 or d > 0.0 else 0   # the max is kept in every rounding
         if k < mk:   # the floor (min_keep above the kept count): the stage kernel
-            return UNDECIDED, ei, e32, -1
-        return k, ids[:k], vals[:k], -1
+            return UNDECIDED, ei, e32, -1, np.nan
+        return k, ids[:k], vals[:k], -1, np.nan
     if kind == K_XTC:
         nr = 0
         rm = ei
@@ -257,14 +482,14 @@ def whole_first_row(v, kind, a, b, mk, u_xtc, draw, u):
             Z = _block_sums(v, bmax, _NEG, M, 1.0, bs, False, bs)
             nr, rm = _xtc_removed(v, bmax, M, Z, b)
             if nr == UNDECIDED:
-                return UNDECIDED, ei, e32, -1
+                return UNDECIDED, ei, e32, -1, np.nan
         if nr > 0 and mk > 1:
-            return UNDECIDED, ei, e32, -1
+            return UNDECIDED, ei, e32, -1, np.nan
         if draw:
             if nr == 0:   # the whole row: the W5 draw
                 tok = _draw_blocked(v, bmax, _NEG, M, 1.0, u, np.empty(0, np.float64), False)
-                return 0, ei, e32, tok
-            return 0, ei, e32, _draw_except(v, bmax, M, rm, u)
+                return 0, ei, e32, tok, np.nan
+            return 0, ei, e32, _draw_except(v, bmax, M, rm, u), np.nan
         vals, ids = _gather(v, bmax, _NEG)
         k = 0
         q = 0
@@ -274,17 +499,17 @@ def whole_first_row(v, kind, a, b, mk, u_xtc, draw, u):
             vals[k] = vals[i]
             ids[k] = ids[i]
             k += 0 if (q < nr and rm[q] == ids[i]) else 1
-        return k, ids[:k], vals[:k], -1
+        return k, ids[:k], vals[:k], -1, np.nan
     # the probability thresholds
     if (kind == K_EPSILON or kind == K_ETA or kind == K_TOP_A) and not a > 0.0:
-        c, ids, vals = _all_finite(v, bmax)
-        return c, ids, vals, -1
+        c, ids, vals = _all_finite(v, bmax, t)
+        return c, ids, vals, -1, np.nan
     extra = 0.0
     if kind == K_ETA or kind == K_P_LESS:
-        Z, S1, S2 = _exp_moments(v, M, np.empty(v.shape[0], np.float64))
+        Z, S1, S2 = _exp_moments(v, M, t, np.empty(v.shape[0], np.float64))
     else:
         bs = np.empty(bmax.shape[0], np.float64)
-        Z = _block_sums(v, bmax, _NEG, M, 1.0, bs, False, bs)
+        Z = _block_sums(v, bmax, _NEG, M, t, bs, False, bs)
         S1 = 0.0
         S2 = 0.0
     if kind == K_EPSILON:
@@ -300,6 +525,6 @@ def whole_first_row(v, kind, a, b, mk, u_xtc, draw, u):
         q = s - _TOL
         extra = s   # the subtraction keeps s's absolute rounding
     else:
-        return UNDECIDED, ei, e32, -1
-    c, ids, vals = _prob_cut(v, bmax, M, Z, q, _BAND * (abs(q) + extra), mk)
-    return c, ids, vals, -1
+        return UNDECIDED, ei, e32, -1, np.nan
+    c, ids, vals = _prob_cut(v, bmax, M, Z, t, q, _BAND * (abs(q) + extra), mk)
+    return c, ids, vals, -1, np.nan
