@@ -39,6 +39,10 @@ typedef struct {
     int32_t *ci, *ci2, *si;
     double *w, *hist, *bs;
     uint32_t *keys, *cnt;      /* radix select */
+    /* The overlay of an edited row (fs_canonical_overlay): block j reads alt (the
+     * edited copy, same offsets) where alt_blk[j], else the input row; alt NULL: none. */
+    const float *alt;
+    uint8_t *alt_blk;
 } fs_cws;
 
 /* Top-k workspace of one row: candidates (cv, ci) hold cap entries plus FS_SLACK. */
@@ -132,6 +136,8 @@ static size_t fs_canon_layout(int64_t V, void *base, fs_cws *o) {
     w.bs = (double *)fs_take(&p, nb * 8);
     w.keys = (uint32_t *)fs_take(&p, c * 4);
     w.cnt = (uint32_t *)fs_take(&p, 1024 * 4);
+    w.alt_blk = (uint8_t *)fs_take(&p, nb);
+    w.alt = NULL;
     if (o) *o = w;
     return (size_t)(p - start) + FS_ALIGN;
 }
@@ -357,40 +363,94 @@ int fs_canonical_copy(const float *row, float *work, int64_t V, int *bad, void *
     return FS_OK;
 }
 
+int fs_canonical_overlay(const float *row, float *work, int64_t V, const int64_t *ids,
+                         int64_t nids, int *bad, void *ws, size_t ws_bytes, int isa) {
+    if (!row || !work || !bad || V < 1 || V > INT32_MAX - FS_BS || nids < 0 ||
+        (nids > 0 && !ids))
+        return FS_E_SIZE;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
+    fs_cws w;
+    fs_canon_layout(V, ws, &w);
+    isa = fs_level(isa);
+    int nan;
+    FS_DISPATCH(isa, pass_max, row, V, w.bmax, &nan);
+    *bad = nan;
+    memset(w.alt_blk, 0, FS_NBLOCKS(V));
+    for (int64_t q = 0; q < nids; q++) {  /* copy each block an edit may touch, once */
+        const int64_t t = ids[q];
+        if (t < 0 || t >= V || w.alt_blk[t / FS_BS]) continue;
+        const int64_t s = t / FS_BS * FS_BS, e = s + FS_BS < V ? s + FS_BS : V;
+        memcpy(work + s, row + s, (size_t)(e - s) * sizeof(float));
+        w.alt_blk[t / FS_BS] = 1;
+    }
+    return FS_OK;
+}
+
 /* The checks of the _edited entries and the first pass they finish: the block maxima
- * of the edited blocks again, and the row max. */
-static int fs_edited_first(const float *work, int64_t V, const int64_t *ids64, int64_t n64,
-                           const int32_t *ids32, int64_t n32, double top_p, double min_p,
-                           void *ws, size_t ws_bytes, int isa, fs_cws *w, float *m32) {
+ * of the edited blocks again, and the row max. row (not NULL): work holds only the
+ * blocks fs_canonical_overlay copied; the overlay is set up in *w. */
+static int fs_edited_first(const float *work, const float *row, int64_t V, const int64_t *ids64,
+                           int64_t n64, const int32_t *ids32, int64_t n32, double top_p,
+                           double min_p, void *ws, size_t ws_bytes, int isa, fs_cws *w,
+                           float *m32) {
     if (!work || V < 1 || V > INT32_MAX - FS_BS || n64 < 0 || n32 < 0 || (n64 > 0 && !ids64) ||
         (n32 > 0 && !ids32))
         return FS_E_SIZE;
     if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
     if (top_p != top_p || min_p != min_p) return FS_E_PARAM;
     fs_canon_layout(V, ws, w);
+    if (row) {
+        /* an id outside the copied blocks would be read from work uncopied: never
+         * for the chain's edits (they write the history it copied); be safe */
+        for (int64_t q = 0; q < n64; q++)
+            if (ids64[q] >= 0 && ids64[q] < V && !w->alt_blk[ids64[q] / FS_BS]) return FS_E_PARAM;
+        for (int64_t q = 0; q < n32; q++)
+            if (ids32[q] >= 0 && ids32[q] < V && !w->alt_blk[ids32[q] / FS_BS]) return FS_E_PARAM;
+        w->alt = work;
+    }
     *m32 = FS_DISPATCH(isa, refresh_blocks, work, V, w->bmax, ids64, n64, ids32, n32);
     return FS_OK;
 }
 
-int fs_sample_canonical_edited(const float *work, int64_t V, const int64_t *ids64, int64_t n64,
-                               const int32_t *ids32, int64_t n32, int bad, int64_t top_k,
-                               double top_p, double min_p, double temperature, int64_t min_keep,
-                               uint64_t seed, uint64_t position, int32_t *out, void *ws,
-                               size_t ws_bytes, int isa) {
+/* The overlay's way out: the blocks it did not copy go to work too, and the overlay
+ * is dropped (a pass that reads every token: a whole-row top-p, greedy). */
+static void fs_densify(const float *row, float *work, int64_t V, fs_cws *w) {
+    const int64_t nb = (int64_t)FS_NBLOCKS(V);
+    for (int64_t j = 0; j < nb; j++) {
+        if (w->alt_blk[j]) continue;
+        const int64_t s = j * FS_BS, e = s + FS_BS < V ? s + FS_BS : V;
+        memcpy(work + s, row + s, (size_t)(e - s) * sizeof(float));
+    }
+    w->alt = NULL;
+}
+
+int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
+                               int64_t n64, const int32_t *ids32, int64_t n32, int bad,
+                               int64_t top_k, double top_p, double min_p, double temperature,
+                               int64_t min_keep, uint64_t seed, uint64_t position, int32_t *out,
+                               void *ws, size_t ws_bytes, int isa) {
     fs_cws w;
     float m32;
     if (!out || temperature != temperature) return out ? FS_E_PARAM : FS_E_SIZE;
     isa = fs_level(isa);
-    int rc = fs_edited_first(work, V, ids64, n64, ids32, n32, top_p, min_p, ws, ws_bytes, isa,
-                             &w, &m32);
+    int rc = fs_edited_first(work, row, V, ids64, n64, ids32, n32, top_p, min_p, ws, ws_bytes,
+                             isa, &w, &m32);
     if (rc) return rc;
     double u = fs_uniform(seed, position, 0u, FS_STREAM_DRAW);
-    *out = FS_DISPATCH(isa, sample_row_ready, work, V, m32, bad, top_k, top_p, min_p, min_keep,
-                       temperature, u, &w);
+    int32_t tok = FS_NEED_DENSE;
+    if (w.alt && temperature > 0.0)
+        tok = FS_DISPATCH(isa, sample_row_ready, row, V, m32, bad, top_k, top_p, min_p,
+                          min_keep, temperature, u, &w);
+    if (tok == FS_NEED_DENSE) {
+        if (w.alt) fs_densify(row, work, V, &w);
+        tok = FS_DISPATCH(isa, sample_row_ready, work, V, m32, bad, top_k, top_p, min_p,
+                          min_keep, temperature, u, &w);
+    }
+    *out = tok;
     return FS_OK;
 }
 
-int fs_truncate_canonical_edited(const float *work, int64_t V, const int64_t *ids64,
+int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
                                  int64_t n64, const int32_t *ids32, int64_t n32, int bad,
                                  int64_t top_k, double top_p, double min_p, int64_t min_keep,
                                  int32_t *ids, float *vals, int64_t cap, int64_t *count,
@@ -399,11 +459,19 @@ int fs_truncate_canonical_edited(const float *work, int64_t V, const int64_t *id
     float m32;
     if (!count || cap < 0 || (cap > 0 && (!ids || !vals))) return FS_E_SIZE;
     isa = fs_level(isa);
-    int rc = fs_edited_first(work, V, ids64, n64, ids32, n32, top_p, min_p, ws, ws_bytes, isa,
-                             &w, &m32);
+    int rc = fs_edited_first(work, row, V, ids64, n64, ids32, n32, top_p, min_p, ws, ws_bytes,
+                             isa, &w, &m32);
     if (rc) return rc;
-    int64_t c = FS_DISPATCH(isa, truncate_row_ready, work, V, m32, bad, top_k, top_p, min_p,
-                            min_keep < 1 ? 1 : min_keep, &w);
+    if (min_keep < 1) min_keep = 1;
+    int64_t c = FS_NEED_DENSE;
+    if (w.alt)
+        c = FS_DISPATCH(isa, truncate_row_ready, row, V, m32, bad, top_k, top_p, min_p,
+                        min_keep, &w);
+    if (c == FS_NEED_DENSE) {
+        if (w.alt) fs_densify(row, work, V, &w);
+        c = FS_DISPATCH(isa, truncate_row_ready, work, V, m32, bad, top_k, top_p, min_p,
+                        min_keep, &w);
+    }
     if (c > cap) return FS_E_SIZE;
     if (c > 0) {
         memcpy(ids, w.si, (size_t)c * sizeof(int32_t));

@@ -88,10 +88,11 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
     const float *x = row;
     int64_t offsets[2] = {0, nhist};
     int rc;
-    /* With edits, one pass copies the row into work and takes its block maxima; the
-     * edits rewrite work in place, and the kernel takes the maxima of the blocks they
-     * touched again instead of reading the row once more. Temperature first (HF order)
-     * divides the whole edited row anyway: the plain copy and kernel. */
+    /* With edits, one pass takes the row's block maxima and only the blocks holding the
+     * edits' windows are copied into work (the overlay); the edits rewrite work in
+     * place, the kernel takes the maxima of the blocks they touched again and reads
+     * each block from work or the row. Temperature first (HF order) divides the whole
+     * edited row anyway: the plain copy and kernel. */
     const int ready = (p->penalties || p->dry) &&
                       !(p->fused && !p->temperature_last && p->temperature != 1.0 &&
                         p->temperature > 0.0);
@@ -104,8 +105,18 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         if (hides_bad_value(row, V, pen_ids, pw))
             return FS_CHAIN_FALLBACK;
     }
-    if (ready) {
+    if (ready && p->first) {  /* a whole-distribution stage reads every token: a copy */
         rc = fs_canonical_copy(row, work, V, &bad, ws, ws_bytes, isa);
+        if (rc)
+            return rc;
+        x = work;
+    } else if (ready) {  /* the overlay: only the blocks of the edits' windows are copied */
+        int64_t dw = 0;
+        if (p->dry)
+            dw = p->dry_last_n < 0 || p->dry_last_n > nhist ? nhist : p->dry_last_n;
+        const int64_t ew = pw > dw ? pw : dw;  /* both windows end the history */
+        rc = fs_canonical_overlay(row, work, V, hist + (nhist - ew), ew, &bad, ws, ws_bytes,
+                                  isa);
         if (rc)
             return rc;
         x = work;
@@ -129,7 +140,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         x = work;
     }
     if (p->fused) {
-        rc = ready ? fs_sample_canonical_edited(work, V, pen_ids, pw, z, listed, bad, p->top_k,
+        rc = ready ? fs_sample_canonical_edited(work, row, V, pen_ids, pw, z, listed, bad, p->top_k,
                                                 p->top_p, p->min_p, p->temperature,
                                                 p->min_keep, p->seed, p->position, token, ws,
                                                 ws_bytes, isa)
@@ -157,7 +168,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
             return FS_CHAIN_OK;
         }
     } else {
-        rc = ready ? fs_truncate_canonical_edited(work, V, pen_ids, pw, z, listed, bad,
+        rc = ready ? fs_truncate_canonical_edited(work, row, V, pen_ids, pw, z, listed, bad,
                                                   p->top_k, p->top_p, p->min_p, p->min_keep,
                                                   ids, vals, vlen, &n, ws, ws_bytes, isa)
                    : fs_truncate_canonical_row(x, V, p->top_k, p->top_p, p->min_p,
