@@ -38,7 +38,8 @@ import math
 import numba
 import numpy as np
 
-from .canonical import (_BS, _NEG, _TOL, _block_sums, _draw_blocked, _f32_ceil, _f32_floor,
+from .canonical import (_BS, _NEG, _TOL, _apply_temperature, _block_sums, _draw_blocked,
+                        _f32_ceil, _f32_floor,
                         _gather, _hit_blocks, _invalid, _kth, _pass_max, _temp,
                         _walk_blocks)
 from .simd import FASTMATH, exp64_neg, exp_store_sum
@@ -100,31 +101,27 @@ def _raw_level(Lf, t):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _exp_store(v, M, t, w):
-    """w = exp(f(v) - M) (0 for -inf); returns their sum."""
-    n8 = 0
-    z = 0.0
-    if t == 1.0:   # the 8-lane pass takes a multiple of 8 entries; the tail below
-        n8 = v.shape[0] // 8 * 8
-        z = exp_store_sum(v, 0, n8, M, w) if n8 else 0.0
+def _exp_store(v, M, w):
+    """w = exp(v - M) (0 for -inf); returns their sum."""
+    n8 = v.shape[0] // 8 * 8   # the 8-lane pass takes a multiple of 8 entries
+    z = exp_store_sum(v, 0, n8, M, w) if n8 else 0.0
     for i in range(n8, v.shape[0]):
         x = v[i]
-        e = exp64_neg(np.float64(_temp(x, t)) - M) if x > -np.inf else 0.0
+        e = exp64_neg(np.float64(x) - M) if x > -np.inf else 0.0
         w[i] = e
         z += e
     return z
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _exp_moments(v, M, t, w):
-    """(Z, S1, S2): ``w`` = exp(f(v) - M) (stored), Z = sum w, S1 = sum w y,
-    S2 = sum w**2, y = max(f(v) - M, -1000) (-inf weighs 0 and adds 0 to S1)."""
-    Z = _exp_store(v, M, t, w)
+def _exp_moments(v, M, w):
+    """(Z, S1, S2): ``w`` = exp(v - M) (stored), Z = sum w, S1 = sum w y,
+    S2 = sum w**2, y = max(v - M, -1000) (-inf weighs 0 and adds 0 to S1)."""
+    Z = _exp_store(v, M, w)
     s1 = 0.0
     s2 = 0.0
     for i in range(v.shape[0]):
-        x = v[i]
-        y = max(np.float64(_f(x, t)) - M, -1000.0) if x > -np.inf else -1000.0
+        y = max(np.float64(v[i]) - M, -1000.0)
         e = w[i]
         s1 += e * y
         s2 += e * e
@@ -362,7 +359,7 @@ def _draw_from(v, bmax, x0, M, t, u, w, use_w):
 
 
 @numba.njit(**_NJ)
-def _mirostat(v, bmax, m32, t, mu, m, u):
+def _mirostat(v, bmax, t, mu, m, u):
     """Mirostat v1 (mu, m): the top k of f(v) (TopK rule), drawn: (undecided, token,
     logprob)."""
     m = max(m, 1)
@@ -391,12 +388,12 @@ def _mirostat(v, bmax, m32, t, mu, m, u):
 
 
 @numba.njit(**_NJ)
-def _mirostat_v2(v, bmax, m32, M, t, mu, u):
-    """Mirostat v2 (mu): keep d(y) = ((y - M) - ln Z) + mu ln 2 > 0, y = f(x) (at
-    least the max and its ties), drawn: (undecided, token, logprob). d is monotone in
-    y, hence in x: the kept set is {x >= x0}."""
+def _mirostat_v2(v, bmax, M, mu, u):
+    """Mirostat v2 (mu) on a row (its temperature already applied): keep
+    d(x) = ((x - M) - ln Z) + mu ln 2 > 0 (at least the max and its ties), drawn:
+    (undecided, token, logprob). d is monotone in x: the kept set is {x >= x0}."""
     w = np.empty(v.shape[0], np.float64)
-    Z = _exp_store(v, M, t, w)
+    Z = _exp_store(v, M, w)
     lz = math.log(Z)
     bound = -mu * 0.6931471805599453
     thr = M + lz + bound
@@ -418,17 +415,12 @@ def _mirostat_v2(v, bmax, m32, M, t, mu, u):
         y = _unkey(c)
         d = ((np.float64(y) - M) - lz) - bound
         if -band <= d <= band and np.float64(y) <= M:
-            yd = np.float64(y)
-            rlo = y if t == 1.0 else _f32_ceil(max(_raw_level(yd, t), _NEG))
-            rhi = y if t == 1.0 else _f32_floor(t * (yd + abs(yd) * 1.2e-7) + 1e-300)
-            if _any_in(v, bmax, rlo, rhi):
+            if _any_in(v, bmax, y, y):
                 return True, -1, np.nan
         if c == np.uint32(0xFFFFFFFF):
             break
         c += np.uint32(1)
-    x0 = y0 if t == 1.0 else _first_raw(_f32_ceil(max(_raw_level(np.float64(y0), t), _NEG)),
-                                        m32, t, y0)
-    tok, lp = _draw_from(v, bmax, x0, M, t, u, w, True)
+    tok, lp = _draw_from(v, bmax, y0, M, 1.0, u, w, True)
     return False, tok, lp
 
 
@@ -446,12 +438,20 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
     m32 = _pass_max(v, bmax)
     if _invalid(m32):
         return -1, ei, e32, -1, np.nan
+    if t != 1.0 and kind != K_MIROSTAT:
+        # the exp passes take the transformed row (one vectorised division pass) rather
+        # than a division per token inside a scalar exp loop
+        y = np.empty(v.shape[0], np.float32)
+        _apply_temperature(v, t, y)
+        v = y
+        t = 1.0
+        m32 = _pass_max(v, bmax)
     M = np.float64(_f(np.float32(m32), t))
     if kind == K_MIROSTAT or kind == K_MIROSTAT_V2:
         if kind == K_MIROSTAT:
-            und, tok, lp = _mirostat(v, bmax, np.float32(m32), t, a, int(min(b, 9e18)), u)
+            und, tok, lp = _mirostat(v, bmax, t, a, int(min(b, 9e18)), u)
         else:
-            und, tok, lp = _mirostat_v2(v, bmax, np.float32(m32), M, t, a, u)
+            und, tok, lp = _mirostat_v2(v, bmax, M, a, u)
         return (UNDECIDED if und else 0), ei, e32, tok, lp
     if kind == K_TOP_N_SIGMA:
         if not a > 0.0:
@@ -506,7 +506,7 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
         return c, ids, vals, -1, np.nan
     extra = 0.0
     if kind == K_ETA or kind == K_P_LESS:
-        Z, S1, S2 = _exp_moments(v, M, t, np.empty(v.shape[0], np.float64))
+        Z, S1, S2 = _exp_moments(v, M, np.empty(v.shape[0], np.float64))
     else:
         bs = np.empty(bmax.shape[0], np.float64)
         Z = _block_sums(v, bmax, _NEG, M, t, bs, False, bs)
