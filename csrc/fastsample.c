@@ -372,17 +372,30 @@ int fs_canonical_overlay(const float *row, float *work, int64_t V, const int64_t
     fs_cws w;
     fs_canon_layout(V, ws, &w);
     isa = fs_level(isa);
-    int nan;
-    FS_DISPATCH(isa, pass_max, row, V, w.bmax, &nan);
-    *bad = nan;
-    memset(w.alt_blk, 0, FS_NBLOCKS(V));
-    for (int64_t q = 0; q < nids; q++) {  /* copy each block an edit may touch, once */
+    const int64_t nb = (int64_t)FS_NBLOCKS(V);
+    int64_t cnt = 0;
+    memset(w.alt_blk, 0, (size_t)nb);
+    for (int64_t q = 0; q < nids; q++) {  /* the blocks an edit may touch */
         const int64_t t = ids[q];
         if (t < 0 || t >= V || w.alt_blk[t / FS_BS]) continue;
-        const int64_t s = t / FS_BS * FS_BS, e = s + FS_BS < V ? s + FS_BS : V;
-        memcpy(work + s, row + s, (size_t)(e - s) * sizeof(float));
         w.alt_blk[t / FS_BS] = 1;
+        cnt++;
     }
+    int nan;
+    if (cnt * 2 > nb) {
+        /* most of the row (a long DRY window): one pass that copies it all beats a max
+         * pass and then copies of most blocks (a second read of the row) */
+        FS_DISPATCH(isa, pass_max_to, row, work, V, w.bmax, &nan);
+        memset(w.alt_blk, 1, (size_t)nb);
+    } else {
+        FS_DISPATCH(isa, pass_max, row, V, w.bmax, &nan);
+        for (int64_t j = 0; j < nb; j++) {
+            if (!w.alt_blk[j]) continue;
+            const int64_t s = j * FS_BS, e = s + FS_BS < V ? s + FS_BS : V;
+            memcpy(work + s, row + s, (size_t)(e - s) * sizeof(float));
+        }
+    }
+    *bad = nan;
     return FS_OK;
 }
 

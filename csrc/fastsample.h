@@ -117,7 +117,7 @@ int fs_topk_checked(const float *x, int64_t B, int64_t V, int64_t k, float *valu
  * fs_canonical_copy copies row into work in the pass that takes its block maxima (into
  * ws; *bad: the row holds a NaN); or fs_canonical_overlay takes the block maxima of row
  * and copies into work (same offsets) only the blocks that hold one of ids (the ids the
- * edits may write). The caller then edits work in place at some ids (inside those
+ * edits may write; when those are most blocks, it copies the whole row in that pass). The caller then edits work in place at some ids (inside those
  * blocks) and hands them (ids64 and ids32, duplicates and ids outside [0, V) allowed)
  * with the same ws to fs_sample_canonical_edited (the chain with temperature last, or
  * 1, or greedy) or fs_truncate_canonical_edited (the survivors, *count = -1 for an
