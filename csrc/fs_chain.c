@@ -92,8 +92,9 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
      * edits' windows are copied into work (the overlay); the edits rewrite work in
      * place, the kernel takes the maxima of the blocks they touched again and reads
      * each block from work or the row. Temperature first (HF order) divides the whole
-     * edited row anyway: the plain copy and kernel. */
-    const int ready = (p->penalties || p->dry) &&
+     * edited row anyway, and a whole-distribution stage first reads every token: there
+     * the first edit's kernel copies the row and the stage's own first pass follows. */
+    const int ready = (p->penalties || p->dry) && !p->first &&
                       !(p->fused && !p->temperature_last && p->temperature != 1.0 &&
                         p->temperature > 0.0);
     int bad = 0;
@@ -105,12 +106,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         if (hides_bad_value(row, V, pen_ids, pw))
             return FS_CHAIN_FALLBACK;
     }
-    if (ready && p->first) {  /* a whole-distribution stage reads every token: a copy */
-        rc = fs_canonical_copy(row, work, V, &bad, ws, ws_bytes, isa);
-        if (rc)
-            return rc;
-        x = work;
-    } else if (ready) {  /* the overlay: only the blocks of the edits' windows are copied */
+    if (ready) {  /* the overlay: only the blocks of the edits' windows are copied */
         int64_t dw = 0;
         if (p->dry)
             dw = p->dry_last_n < 0 || p->dry_last_n > nhist ? nhist : p->dry_last_n;

@@ -24,11 +24,10 @@ from fastsample import plan as fsplan
 from fastsample import registry, workloads
 
 
-@pytest.fixture(params=["c", "numba"])
-def backend(request):
-    if not fs.backends()[request.param]:
-        pytest.skip(fs.backends()[request.param].reason)
-    return request.param
+@pytest.fixture
+def backend(fast_backend):
+    """The compiled CPU backends only (conftest's fast_backend)."""
+    return fast_backend
 
 
 V = 3000

@@ -27,7 +27,7 @@ Same decisions as the stage kernels: the sums are taken in another order than th
 reference's pairwise sums, so a token's p (or l) within a relative ``_BAND`` of the
 threshold makes the row undecided (``UNDECIDED``): the chain then runs the stage
 kernels. The draw's weights are ``exp(l - M)`` with ``M`` the input's max: the
-SPEC's weights up to a common factor, so the token differs only by float64
+weights of spec §5 up to a common factor, so the token differs only by float64
 rounding, as between any two backends (spec §5).
 """
 
@@ -43,6 +43,7 @@ from .canonical import (_BS, _NEG, _TOL, _apply_temperature, _block_sums, _draw_
                         _gather, _hit_blocks, _invalid, _kth, _pass_max, _temp,
                         _walk_blocks)
 from .simd import FASTMATH, exp64_neg, exp_store_sum
+from .topk import _desc_key, _key_value
 from .stage_common import (K_EPSILON, K_ETA, K_MIROSTAT, K_MIROSTAT_V2, K_P_LESS, K_TOP_A,
                            K_TOP_N_SIGMA, K_XTC)
 
@@ -129,55 +130,51 @@ def _exp_moments(v, M, w):
 
 
 @numba.njit(**_NJ)
-def _keep_p(vals, ids, M, Z, t, q, band):
-    """Compact the entries with p = exp(f(x) - M) / Z >= q to the front (values become
-    f(x)); their count, or UNDECIDED when some p lies within ``band`` of q."""
+def _keep_p(vals, ids, M, Z, q, band):
+    """Compact the entries with p = exp(x - M) / Z >= q to the front; their count, or
+    UNDECIDED when some p lies within ``band`` of q."""
     k = 0
     for a in range(vals.shape[0]):
-        y = _f(vals[a], t)
-        d = exp64_neg(np.float64(y) - M) / Z - q
+        d = exp64_neg(np.float64(vals[a]) - M) / Z - q
         if -band <= d <= band:
             return UNDECIDED
-        vals[k] = y
+        vals[k] = vals[a]
         ids[k] = ids[a]
         k += 1 if d > 0.0 else 0
     return k
 
 
 @numba.njit(**_NJ)
-def _all_finite(v, bmax, t):
-    """(count, ids, values f(x)) of every finite token."""
+def _all_finite(v, bmax):
+    """(count, ids, values) of every finite token."""
     vals, ids = _gather(v, bmax, _NEG)
-    if t != 1.0:
-        for a in range(vals.shape[0]):
-            vals[a] = _temp(vals[a], t)
     return vals.shape[0], ids, vals
 
 
 @numba.njit(**_NJ)
-def _prob_cut(v, bmax, M, Z, t, q, band, mk):
+def _prob_cut(v, bmax, M, Z, q, band, mk):
     """(count, ids, vals) of the tokens with p >= q, with the min_keep floor."""
     if not q > 0.0:   # every finite p >= 0 >= q
-        return _all_finite(v, bmax, t)
-    L = max(_raw_level(M + math.log(q * Z) - _MARGIN, t), _NEG)
+        return _all_finite(v, bmax)
+    L = max(M + math.log(q * Z) - _MARGIN, _NEG)
     vals, ids = _gather(v, bmax, L)
-    k = _keep_p(vals, ids, M, Z, t, q, band)
+    k = _keep_p(vals, ids, M, Z, q, band)
     if k == UNDECIDED or k >= mk:
         return k, ids[:max(k, 0)], vals[:max(k, 0)]
-    G = _kth(v, bmax, mk)[0]   # G(mk) of f(v) is f(G(mk) of v)
+    G = _kth(v, bmax, mk)[0]
     if G <= _NEG:
-        return _all_finite(v, bmax, t)
-    Gf = _f(np.float32(G), t)
-    vals, ids = _gather(v, bmax, max(min(L, _raw_level(np.float64(Gf), t)), _NEG))
+        return _all_finite(v, bmax)
+    G32 = _f32_ceil(G)
+    vals, ids = _gather(v, bmax, min(L, G))
     k = 0
     for a in range(vals.shape[0]):
-        y = _f(vals[a], t)
-        d = exp64_neg(np.float64(y) - M) / Z - q
-        if y < Gf and -band <= d <= band:
+        x = vals[a]
+        d = exp64_neg(np.float64(x) - M) / Z - q
+        if x < G32 and -band <= d <= band:
             return UNDECIDED, ids[:0], vals[:0]
-        vals[k] = y
+        vals[k] = x
         ids[k] = ids[a]
-        k += 1 if y >= Gf or d > 0.0 else 0
+        k += 1 if x >= G32 or d > 0.0 else 0
     return k, ids[:k], vals[:k]
 
 
@@ -186,7 +183,7 @@ def _xtc_removed(v, bmax, M, Z, thr):
     """XTC fired: (count, ids ascending) of the tokens it removes; count UNDECIDED when
     a p lies within the band of the threshold."""
     vals, ids = _gather(v, bmax, max(M + math.log(thr * Z) - _MARGIN, _NEG))
-    c = _keep_p(vals, ids, M, Z, 1.0, thr, _BAND * thr)
+    c = _keep_p(vals, ids, M, Z, thr, _BAND * thr)
     if c < 2:
         return (UNDECIDED if c == UNDECIDED else 0), ids[:0]
     smallest = vals[0]
@@ -302,16 +299,18 @@ def _mirostat_k(d, top, M, mu, vocab):
     return int(k)
 
 
-@numba.njit(**_NJ)
+_ONES = np.uint32(0xFFFFFFFF)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _key(x):
-    b = np.array([x], np.float32).view(np.uint32)[0]
-    return ~b if b & np.uint32(0x80000000) else b | np.uint32(0x80000000)
+    """Ascending uint32 key of a float32 (topk's descending key, complemented)."""
+    return np.uint32(_ONES - _desc_key(x))
 
 
-@numba.njit(**_NJ)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _unkey(k):
-    b = k & np.uint32(0x7FFFFFFF) if k & np.uint32(0x80000000) else ~k
-    return np.array([b], np.uint32).view(np.float32)[0]
+    return _key_value(np.uint32(_ONES - k))
 
 
 @numba.njit(**_NJ)
@@ -455,7 +454,7 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
         return (UNDECIDED if und else 0), ei, e32, tok, lp
     if kind == K_TOP_N_SIGMA:
         if not a > 0.0:
-            c, ids, vals = _all_finite(v, bmax, 1.0)
+            c, ids, vals = _all_finite(v, bmax)
             return c, ids, vals, -1, np.nan
         mu, var = _moments(v)
         sd = math.sqrt(var)
@@ -502,7 +501,7 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
         return k, ids[:k], vals[:k], -1, np.nan
     # the probability thresholds
     if (kind == K_EPSILON or kind == K_ETA or kind == K_TOP_A) and not a > 0.0:
-        c, ids, vals = _all_finite(v, bmax, t)
+        c, ids, vals = _all_finite(v, bmax)
         return c, ids, vals, -1, np.nan
     extra = 0.0
     if kind == K_ETA or kind == K_P_LESS:
@@ -526,5 +525,5 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
         extra = s   # the subtraction keeps s's absolute rounding
     else:
         return UNDECIDED, ei, e32, -1, np.nan
-    c, ids, vals = _prob_cut(v, bmax, M, Z, t, q, _BAND * (abs(q) + extra), mk)
+    c, ids, vals = _prob_cut(v, bmax, M, Z, q, _BAND * (abs(q) + extra), mk)
     return c, ids, vals, -1, np.nan
