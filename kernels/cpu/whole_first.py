@@ -38,12 +38,11 @@ import math
 import numba
 import numpy as np
 
-from .canonical import (_BS, _NEG, _TOL, _apply_temperature, _block_sums, _draw_blocked,
-                        _f32_ceil, _f32_floor,
-                        _gather, _hit_blocks, _invalid, _kth, _pass_max, _temp,
-                        _walk_blocks)
+from .canonical import (_BS, _NEG, _TOL, _apply_temperature, _block_kth, _block_sums,
+                        _draw_blocked, _f32_ceil, _f32_floor, _gather, _hit_blocks, _invalid,
+                        _kth, _pass_max, _temp, _walk_blocks)
 from .simd import FASTMATH, exp64_neg, exp_store_sum
-from .topk import _desc_key, _key_value
+from .topk import _desc_key, _key_value, _select_key
 from .stage_common import (K_EPSILON, K_ETA, K_MIROSTAT, K_MIROSTAT_V2, K_P_LESS, K_TOP_A,
                            K_TOP_N_SIGMA, K_XTC)
 
@@ -358,6 +357,31 @@ def _draw_from(v, bmax, x0, M, t, u, w, use_w):
 
 
 @numba.njit(**_NJ)
+def _kth_value(v, bmax, j):
+    """The j-th largest finite value (``_NEG`` when fewer are finite), by top-k's radix
+    select (``topk._select_key``) among the tokens above the block bound: canonical's
+    ``_kth`` also sorts them, milliseconds when Mirostat's k is thousands."""
+    if j >= v.shape[0]:
+        return _NEG
+    vals, _ = _gather(v, bmax, _block_kth(bmax, j))
+    c = vals.shape[0]
+    if c < j:
+        return _NEG
+    keys = np.empty(c, np.uint32)
+    for i in range(c):
+        keys[i] = _desc_key(vals[i])
+    kmin = keys.min()
+    kmax = keys.max()
+    t = _key_value(_select_key(keys, c, j, kmin, kmax, 1)[0])
+    G = np.float32(np.inf)   # t bounds the j-th largest from below; the value itself:
+    for i in range(c):
+        x = vals[i]
+        if t <= x < G:
+            G = x
+    return np.float64(G)
+
+
+@numba.njit(**_NJ)
 def _mirostat(v, bmax, t, mu, m, u):
     """Mirostat v1 (mu, m): the top k of f(v) (TopK rule), drawn: (undecided, token,
     logprob)."""
@@ -376,7 +400,7 @@ def _mirostat(v, bmax, t, mu, m, u):
     k = _mirostat_k(d, top, M, mu, v.shape[0])
     if k < 0:
         return True, -1, np.nan
-    Gk = _NEG if k == 0 else _kth(v, bmax, k)[0]
+    Gk = _NEG if k == 0 else _kth_value(v, bmax, k)
     x0 = np.float32(-3.4028234663852886e38)
     if Gk > _NEG:
         Gf = _f(np.float32(Gk), t)
