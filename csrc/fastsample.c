@@ -506,7 +506,9 @@ int fs_whole_first_row(const float *x, int64_t V, int kind, double a, double b,
     const int scaled_ok = kind == FS_CHAIN_EPSILON || kind == FS_CHAIN_ETA ||
                           kind == FS_CHAIN_TOP_A || kind == FS_CHAIN_P_LESS ||
                           kind == FS_CHAIN_MIROSTAT || kind == FS_CHAIN_MIROSTAT_V2;
-    if (!scaled_ok && kind != FS_CHAIN_TOP_N_SIGMA && kind != FS_CHAIN_XTC) return FS_E_PARAM;
+    if (!scaled_ok && kind != FS_CHAIN_TOP_N_SIGMA && kind != FS_CHAIN_XTC &&
+        kind != FS_CHAIN_TYPICAL)
+        return FS_E_PARAM;
     if (!scaled_ok && temperature != 1.0) return FS_E_PARAM;
     fs_cws w;
     fs_canon_layout(V, ws, &w);

@@ -263,7 +263,8 @@ AFTER_OPS = frozenset({"xtc", "temperature", "top_k", "top_p", "min_p", "typical
 MAX_AFTER = 8
 # The stages a row program may run first on the whole row (before any truncation), in
 # the same description; their survivors then go to the stages of AFTER_OPS.
-FIRST_WHOLE_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "top_n_sigma", "xtc"})
+FIRST_WHOLE_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "top_n_sigma", "xtc",
+                             "typical"})
 # Those a Temperature may come before (on the whole row, inside the same passes), and
 # the Mirostat terminals, which a row program runs first too.
 TEMPERATURE_FIRST_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "mirostat",

@@ -58,7 +58,8 @@ def _first_stages(rng):
             fs.Eta(float(rng.uniform(1e-4, 0.05)), min_keep=mk),
             fs.TopA(float(rng.uniform(0.05, 1.0)), min_keep=mk), fs.PLess(min_keep=mk),
             fs.TopNSigma(float(rng.uniform(0.3, 3.0)), min_keep=mk),
-            fs.XTC(float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.02, 0.3)), min_keep=mk)]
+            fs.XTC(float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.02, 0.3)), min_keep=mk),
+            fs.Typical(float(rng.choice([0.3, 0.9, 0.99, rng.uniform(0.05, 1.0)])), min_keep=mk)]
 
 
 def _loop(stages, steps, rows, seed, backend, prompt=None):
@@ -87,7 +88,7 @@ def _handed_back(backend, stages, row, seed=0, position=0):
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("which", range(6))
+@pytest.mark.parametrize("which", range(7))
 def test_each_first_stage_matches_the_reference(which, style, backend):
     rng = np.random.default_rng(which * 10 + STYLES.index(style))
     stage = _first_stages(rng)[which]
@@ -103,7 +104,7 @@ def test_each_first_stage_matches_the_reference(which, style, backend):
         assert chain._plan.first is stage and chain._row_prog, stages
 
 
-@pytest.mark.parametrize("case", range(30))
+@pytest.mark.parametrize("case", range(35))
 def test_random_chains_with_a_whole_distribution_stage_first(case, backend):
     rng = np.random.default_rng(1000 + case)
     stages = []
@@ -111,7 +112,7 @@ def test_random_chains_with_a_whole_distribution_stage_first(case, backend):
         stages.append(fs.Penalties(float(rng.uniform(1.0, 1.5)), last_n=int(rng.choice([-1, 32]))))
     if rng.random() < 0.4:
         stages.append(fs.DRY(float(rng.uniform(0.2, 1.5)), 1.75, 2, 256))
-    stages.append(_first_stages(rng)[case % 6])
+    stages.append(_first_stages(rng)[case % 7])
     after = [fs.Temperature(float(rng.choice([0.0, 0.7, 1.3]))), fs.TopK(int(rng.integers(1, 30))),
              fs.MinP(float(rng.uniform(0.0, 0.2))), fs.Typical(float(rng.uniform(0.3, 1.0))),
              fs.XTC(0.7, 0.1), fs.Smoothing(0.3, 1.5)]
@@ -123,12 +124,12 @@ def test_random_chains_with_a_whole_distribution_stage_first(case, backend):
     assert chain._row_prog, stages
 
 
-@pytest.mark.parametrize("which", range(6))
+@pytest.mark.parametrize("which", range(8))
 def test_ordinary_rows_are_decided_in_the_call(which, backend):
     """No hand-back on llm_like and flat rows at V = 128256: the fast path holds on
     every row, not on the benchmark's alone (min_keep 1)."""
     stage = [fs.Epsilon(3e-4), fs.Eta(3e-4), fs.TopA(0.2), fs.PLess(), fs.TopNSigma(1.0),
-             fs.XTC(1.0, 0.05)][which]
+             fs.XTC(1.0, 0.05), fs.Typical(0.9), fs.Typical(0.99)][which]
     for gen in (workloads.llm_like, workloads.flat):
         x = gen(6, 128256, which)
         for b in range(x.shape[0]):
@@ -136,13 +137,19 @@ def test_ordinary_rows_are_decided_in_the_call(which, backend):
 
 
 def test_a_token_on_the_threshold_is_handed_back(backend):
-    """p exactly equal to the threshold (a constant row: every p = 1/n) and a logit
-    exactly at max - n * sigma: the call hands the row back, and the chain's token is
-    still the reference's."""
+    """p exactly equal to the threshold (a constant row: every p = 1/n), a logit
+    exactly at max - n * sigma and a typical prefix whose mass is exactly the target:
+    the call hands the row back, and the chain's token is still the reference's."""
     n = 512
     const = np.full(n, 0.25, np.float32)
     two = np.where(np.arange(n) % 2 == 0, 0.0, 2.0).astype(np.float32)  # mean 1, sigma 1
-    for stages, row in (([fs.Epsilon(1.0 / n)], const), ([fs.TopNSigma(2.0)], two)):
+    # Typical: three tokens at the max hold exactly the target mass (ordered first: the
+    # fourth lies farther from the mean logit)
+    typ = np.array([0.0, 0.0, -1.0, 0.0], np.float32)
+    probs = np.exp(typ.astype(np.float64)) / np.exp(typ.astype(np.float64)).sum()
+    p3 = float(np.cumsum(probs[[0, 1, 3]])[-1]) + 1e-6
+    for stages, row in (([fs.Epsilon(1.0 / n)], const), ([fs.TopNSigma(2.0)], two),
+                        ([fs.Typical(p3)], typ)):
         assert _handed_back(backend, stages, row)
         _loop(stages, 5, row[None, :], seed=4, backend=backend)
 

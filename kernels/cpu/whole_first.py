@@ -38,13 +38,14 @@ import math
 import numba
 import numpy as np
 
-from .canonical import (_BS, _NEG, _TOL, _apply_temperature, _block_kth, _block_sums,
-                        _draw_blocked, _f32_ceil, _f32_floor, _gather, _hit_blocks, _invalid,
-                        _kth, _pass_max, _temp, _walk_blocks)
-from .simd import FASTMATH, exp64_neg, exp_store_sum
+from .canonical import (_BS, _NBINS_MASS, _NEG, _TOL, _apply_temperature, _block_kth,
+                        _block_sums, _draw_blocked, _f32_ceil, _f32_floor, _gather, _hit_blocks,
+                        _invalid, _kth, _mass_hist, _mbin, _min_finite, _pass_max, _temp,
+                        _walk_blocks)
+from .simd import FASTMATH, exp64_neg, exp_store_sum, mul_strict
 from .topk import _desc_key, _key_value, _select_key
 from .stage_common import (K_EPSILON, K_ETA, K_MIROSTAT, K_MIROSTAT_V2, K_P_LESS, K_TOP_A,
-                           K_TOP_N_SIGMA, K_XTC)
+                           K_TOP_N_SIGMA, K_TYPICAL, K_XTC)
 
 __all__ = ["UNDECIDED", "whole_first_row"]
 
@@ -447,6 +448,246 @@ def _mirostat_v2(v, bmax, M, mu, u):
     return False, tok, lp
 
 
+_TY_FULL = -4   # the partial histogram's tail reaches the cut: redo it whole
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ty_edge(b, far, c, m, inv):
+    """The least (far: the greatest) distance from c of bin b's values (widened by 1%
+    of a bin, far above the rounding of either side)."""
+    lo = m - (b + 1.01) * inv
+    hi = m - (b - 0.01) * inv
+    if lo >= c:
+        return hi - c if far else lo - c
+    if hi <= c:
+        return c - lo if far else c - hi
+    return max(hi - c, c - lo) if far else 0.0
+
+
+@numba.njit(**_NJ)
+def _ty_walk(h, bu, bl, far, c, m, inv, tw, bw):
+    """The bins in ascending near (far False) or far order: [0, bu] above c (the key
+    falls with b), (bu, bl) straddling c, [bl, nbins) below. far: the first key whose
+    running mass (it included) reaches tw; near: the last key whose running mass before
+    it stays below tw (both by a margin bw: a mass within the band of the target is
+    left to the window's tokens)."""
+    nbins = h.shape[0]
+    s0 = bu + 1
+    ns = min(bl - bu - 1, 2)
+    if ns == 2 and _ty_edge(s0 + 1, far, c, m, inv) < _ty_edge(s0, far, c, m, inv):
+        order = (s0 + 1, s0)
+    else:
+        order = (s0, s0 + 1)
+    u = bu
+    lb = bl
+    q = 0
+    cum = 0.0
+    key = -1.0
+    while True:
+        ku = _ty_edge(u, far, c, m, inv) if u >= 0 else np.inf
+        kl = _ty_edge(lb, far, c, m, inv) if lb < nbins else np.inf
+        ks = _ty_edge(order[q], far, c, m, inv) if q < ns else np.inf
+        if q < ns and ks <= ku and ks <= kl:
+            b = order[q]
+            k = ks
+            q += 1
+        elif u >= 0 and ku <= kl:
+            b = u
+            k = ku
+            u -= 1
+        elif lb < nbins:
+            b = lb
+            k = kl
+            lb += 1
+        else:
+            return np.inf if far else key
+        if not far:
+            if not cum < tw - bw:
+                return key
+            key = k
+        cum += h[b]
+        if far and cum >= tw + bw:
+            return k
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ty_score(x, m, lz, H):
+    return abs(-((np.float64(x) - m) - lz) - H)
+
+
+@numba.njit(**_NJ)
+def _ty_decide(v, bmax, m, scale, qlim, hist, Z, S1, target, mk):
+    """Typical's survivors from the mass histogram ``hist`` (``_mass_hist``'s bins at
+    ``scale``; tokens with q >= qlim are past it): (count, ids, vals), count UNDECIDED
+    or _TY_FULL."""
+    e32 = np.empty(0, np.float32)
+    ei = np.empty(0, np.int32)
+    nbn = hist.shape[0]
+    lz = math.log(Z)
+    H = lz - S1 / Z
+    c = m + S1 / Z
+    inv = 1.0 / scale   # bin edges: any rounding of them is in the 1%
+    band = _BAND * (2.0 * abs(m) + abs(lz) + abs(H) + 1.0)
+    qc = (m - c) * scale   # c's place in bins; then exact by the edges
+    bu = int(min(max(qc - 2.0, -1.0), nbn - 1.0))
+    while bu >= 0 and not m - (bu + 1.01) * inv >= c:
+        bu -= 1
+    while bu + 1 < nbn and m - (bu + 1 + 1.01) * inv >= c:
+        bu += 1
+    bl = int(min(qc + 2.0, nbn))
+    while bl < nbn and not m - (bl - 0.01) * inv <= c:
+        bl += 1
+    while bl - 1 >= 0 and m - (bl - 1 - 0.01) * inv <= c:
+        bl -= 1
+    tw = target * Z
+    bw = _BAND * Z   # the mass band (the score's is band)
+    d_hi = _ty_walk(hist, bu, bl, True, c, m, inv, tw, bw)
+    d_lo = _ty_walk(hist, bu, bl, False, c, m, inv, tw, bw)
+    if qlim < np.inf and not c - (m - (qlim - 0.01) * inv) >= d_hi:
+        return _TY_FULL, ei, e32
+    if not d_hi < np.inf or not d_lo < d_hi or d_hi > 700.0:
+        return UNDECIDED, ei, e32
+    # the inside (class 1) and window (2) bins: [b0, b1] around c; the inside's mass
+    b0 = bu + 1
+    b1 = bl - 1
+    while b0 > 0 and _ty_edge(b0 - 1, False, c, m, inv) < d_hi:
+        b0 -= 1
+    while b1 + 1 < nbn and _ty_edge(b1 + 1, False, c, m, inv) < d_hi:
+        b1 += 1
+    if b1 < b0:
+        return UNDECIDED, ei, e32
+    cls = np.zeros(nbn, np.uint8)
+    inside = 0.0
+    for b in range(b0, b1 + 1):
+        cls[b] = 1 if _ty_edge(b, True, c, m, inv) <= d_lo else 2
+        if cls[b] == 1:
+            inside += hist[b]
+    # the window's tokens (the exact bin test), above c and below c
+    lo32 = _f32_ceil(m - (b1 + 1.01) * inv)
+    hi32 = _f32_floor(m - (b0 - 0.01) * inv)
+    gv, gi = _gather(v, bmax, lo32)
+    up = np.empty(gv.shape[0], np.float32)
+    dn = np.empty(gv.shape[0], np.float32)
+    nu = 0
+    nl = 0
+    last = np.float64(nbn - 1)
+    for a in range(gv.shape[0]):
+        x = gv[a]
+        if x > hi32 or not mul_strict(m - np.float64(x), scale) < qlim:
+            continue
+        if cls[_mbin(np.float64(x), m, scale, last)] == 2:
+            if np.float64(x) > c:
+                up[nu] = x
+                nu += 1
+            else:
+                dn[nl] = x
+                nl += 1
+    up = np.sort(up[:nu])
+    dn = np.sort(dn[:nl])
+    # merge by score (up ascending, dn descending) from the inside's mass to the
+    # first token reaching the target
+    iu = 0
+    il = nl - 1
+    cw = inside
+    s_last = -1.0
+    x_last = np.float32(0.0)
+    while iu < nu or il >= 0:
+        su = _ty_score(up[iu], m, lz, H) if iu < nu else np.inf
+        sl = _ty_score(dn[il], m, lz, H) if il >= 0 else np.inf
+        if su <= sl:
+            x = up[iu]
+            iu += 1
+        else:
+            x = dn[il]
+            il -= 1
+        cw += exp64_neg(np.float64(x) - m)
+        if -bw <= cw - tw <= bw:
+            return UNDECIDED, ei, e32
+        if cw > tw:
+            s_last = min(su, sl)
+            x_last = x
+            break
+    if s_last < 0.0:
+        return UNDECIDED, ei, e32
+    # no other value's score within the band of the last's
+    for arr, k in ((up, nu), (dn, nl)):
+        for a in range(k):
+            d = _ty_score(arr[a], m, lz, H) - s_last
+            if arr[a] != x_last and -band <= d <= band:
+                return UNDECIDED, ei, e32
+    # the survivors: score <= the last's, an interval [xlo, xhi] of values; its ends by
+    # bisection on the float32 keys between the window's outer edges and c
+    cl = _f32_floor(c)
+    ch = _f32_ceil(c)
+    if _ty_score(cl, m, lz, H) > s_last or _ty_score(ch, m, lz, H) > s_last or \
+            not (lo32 <= cl and ch <= hi32):
+        return UNDECIDED, ei, e32
+    ka = _key(lo32)
+    kb = _key(cl)
+    while ka < kb:
+        kc = ka + (kb - ka) // np.uint32(2)
+        if _ty_score(_unkey(kc), m, lz, H) <= s_last:
+            kb = kc
+        else:
+            ka = kc + np.uint32(1)
+    xlo = _unkey(kb)
+    ka = _key(ch)
+    kb = _key(hi32)
+    while ka < kb:
+        kc = kb - (kb - ka) // np.uint32(2)
+        if _ty_score(_unkey(kc), m, lz, H) <= s_last:
+            ka = kc
+        else:
+            kb = kc - np.uint32(1)
+    xhi = _unkey(ka)
+    r = 0
+    for a in range(gv.shape[0]):   # gv (>= lo32 <= xlo), ids ascending
+        x = gv[a]
+        gv[r] = x
+        gi[r] = gi[a]
+        r += 1 if (x >= xlo and x <= xhi) else 0
+    if r < mk:   # the floor (rare): the stage kernel
+        return UNDECIDED, ei, e32
+    return r, gi[:r], gv[:r]
+
+
+@numba.njit(**_NJ)
+def _typical(v, bmax, m32, p, mk):
+    """Typical (p) on the row: csrc/fs_whole_first.inc's wf_typical. The histogram
+    covers [m - depth, m] (top-p's depth: the tokens below hold under 1 - target of
+    the mass); when the cut reaches past it, it is redone over the whole range from
+    the stored weights."""
+    m = np.float64(m32)
+    target = p - _TOL
+    if p >= 1.0:
+        return _all_finite(v, bmax)
+    lower = _min_finite(v)
+    if not m > lower:   # every score equal
+        return _all_finite(v, bmax)
+    ei = np.empty(0, np.int32)
+    e32 = np.empty(0, np.float32)
+    if not target > 0.0:   # the least score's ties: the stage kernel
+        return UNDECIDED, ei, e32
+    n = v.shape[0]
+    wb = 0.0
+    for j in range(bmax.shape[0]):
+        wb += exp64_neg(np.float64(bmax[j]) - m)
+    depth = math.log(max(n - 1, 1) / ((1.0 - target) * wb)) + 0.01
+    rng = m - lower
+    w = np.empty(n, np.float64)
+    Z, S1, _ = _exp_moments(v, m, w)
+    if rng > depth and depth > 0.0:
+        scale = _NBINS_MASS / depth
+        c, ids, vals = _ty_decide(v, bmax, m, scale, np.float64(_NBINS_MASS),
+                                  _mass_hist(v, w, m, scale), Z, S1, target, mk)
+        if c != _TY_FULL:
+            return c, ids, vals
+    scale = (_NBINS_MASS - 0.5) / rng   # every finite token in a bin
+    c, ids, vals = _ty_decide(v, bmax, m, scale, np.inf, _mass_hist(v, w, m, scale), Z, S1,
+                              target, mk)
+    return (UNDECIDED if c == _TY_FULL else c), ids, vals
+
+
 @numba.njit(**_NJ)
 def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
     """``(count, ids, vals, token, logprob)``: the survivors of the stage ``kind`` on
@@ -476,6 +717,9 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
         else:
             und, tok, lp = _mirostat_v2(v, bmax, M, a, u)
         return (UNDECIDED if und else 0), ei, e32, tok, lp
+    if kind == K_TYPICAL:
+        c, ids, vals = _typical(v, bmax, m32, a, mk)
+        return c, ids, vals, -1, np.nan
     if kind == K_TOP_N_SIGMA:
         if not a > 0.0:
             c, ids, vals = _all_finite(v, bmax)
