@@ -507,7 +507,7 @@ int fs_whole_first_row(const float *x, int64_t V, int kind, double a, double b,
                           kind == FS_CHAIN_TOP_A || kind == FS_CHAIN_P_LESS ||
                           kind == FS_CHAIN_MIROSTAT || kind == FS_CHAIN_MIROSTAT_V2;
     if (!scaled_ok && kind != FS_CHAIN_TOP_N_SIGMA && kind != FS_CHAIN_XTC &&
-        kind != FS_CHAIN_TYPICAL)
+        kind != FS_CHAIN_TYPICAL && kind != FS_CHAIN_TAIL_FREE)
         return FS_E_PARAM;
     if (!scaled_ok && temperature != 1.0) return FS_E_PARAM;
     fs_cws w;

@@ -264,7 +264,7 @@ MAX_AFTER = 8
 # The stages a row program may run first on the whole row (before any truncation), in
 # the same description; their survivors then go to the stages of AFTER_OPS.
 FIRST_WHOLE_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "top_n_sigma", "xtc",
-                             "typical"})
+                             "typical", "tail_free"})
 # Those a Temperature may come before (on the whole row, inside the same passes), and
 # the Mirostat terminals, which a row program runs first too.
 TEMPERATURE_FIRST_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "mirostat",

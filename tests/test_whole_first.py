@@ -3,7 +3,8 @@
 numba, ``kernels/cpu/whole_first.py``).
 
 A chain ``[Penalties] [DRY] [Temperature] -> Epsilon / Eta / TopA / PLess / TopNSigma /
-XTC -> [stages on the survivors] -> Dist`` (no Temperature before TopNSigma or XTC),
+XTC / Typical / TailFree -> [stages on the survivors] -> Dist`` (a Temperature only
+before the first four),
 or ``[edits] [Temperature] -> Mirostat / MirostatV2``, runs its step in one compiled
 call. Its tokens must be the numpy reference chain's, step after step with
 ``accept``, on rows of every style (smooth, flat, ties, partly masked, one token
@@ -59,7 +60,9 @@ def _first_stages(rng):
             fs.TopA(float(rng.uniform(0.05, 1.0)), min_keep=mk), fs.PLess(min_keep=mk),
             fs.TopNSigma(float(rng.uniform(0.3, 3.0)), min_keep=mk),
             fs.XTC(float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.02, 0.3)), min_keep=mk),
-            fs.Typical(float(rng.choice([0.3, 0.9, 0.99, rng.uniform(0.05, 1.0)])), min_keep=mk)]
+            fs.Typical(float(rng.choice([0.3, 0.9, 0.99, rng.uniform(0.05, 1.0)])), min_keep=mk),
+            fs.TailFree(float(rng.choice([0.3, 0.9, 0.95, 0.99, rng.uniform(0.0, 1.0)])),
+                        min_keep=mk)]
 
 
 def _loop(stages, steps, rows, seed, backend, prompt=None):
@@ -88,7 +91,7 @@ def _handed_back(backend, stages, row, seed=0, position=0):
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("which", range(7))
+@pytest.mark.parametrize("which", range(8))
 def test_each_first_stage_matches_the_reference(which, style, backend):
     rng = np.random.default_rng(which * 10 + STYLES.index(style))
     stage = _first_stages(rng)[which]
@@ -104,7 +107,7 @@ def test_each_first_stage_matches_the_reference(which, style, backend):
         assert chain._plan.first is stage and chain._row_prog, stages
 
 
-@pytest.mark.parametrize("case", range(35))
+@pytest.mark.parametrize("case", range(40))
 def test_random_chains_with_a_whole_distribution_stage_first(case, backend):
     rng = np.random.default_rng(1000 + case)
     stages = []
@@ -112,7 +115,7 @@ def test_random_chains_with_a_whole_distribution_stage_first(case, backend):
         stages.append(fs.Penalties(float(rng.uniform(1.0, 1.5)), last_n=int(rng.choice([-1, 32]))))
     if rng.random() < 0.4:
         stages.append(fs.DRY(float(rng.uniform(0.2, 1.5)), 1.75, 2, 256))
-    stages.append(_first_stages(rng)[case % 7])
+    stages.append(_first_stages(rng)[case % 8])
     after = [fs.Temperature(float(rng.choice([0.0, 0.7, 1.3]))), fs.TopK(int(rng.integers(1, 30))),
              fs.MinP(float(rng.uniform(0.0, 0.2))), fs.Typical(float(rng.uniform(0.3, 1.0))),
              fs.XTC(0.7, 0.1), fs.Smoothing(0.3, 1.5)]
@@ -124,12 +127,13 @@ def test_random_chains_with_a_whole_distribution_stage_first(case, backend):
     assert chain._row_prog, stages
 
 
-@pytest.mark.parametrize("which", range(8))
+@pytest.mark.parametrize("which", range(10))
 def test_ordinary_rows_are_decided_in_the_call(which, backend):
     """No hand-back on llm_like and flat rows at V = 128256: the fast path holds on
     every row, not on the benchmark's alone (min_keep 1)."""
     stage = [fs.Epsilon(3e-4), fs.Eta(3e-4), fs.TopA(0.2), fs.PLess(), fs.TopNSigma(1.0),
-             fs.XTC(1.0, 0.05), fs.Typical(0.9), fs.Typical(0.99)][which]
+             fs.XTC(1.0, 0.05), fs.Typical(0.9), fs.Typical(0.99), fs.TailFree(0.95),
+             fs.TailFree(0.5)][which]
     for gen in (workloads.llm_like, workloads.flat):
         x = gen(6, 128256, which)
         for b in range(x.shape[0]):
@@ -138,8 +142,9 @@ def test_ordinary_rows_are_decided_in_the_call(which, backend):
 
 def test_a_token_on_the_threshold_is_handed_back(backend):
     """p exactly equal to the threshold (a constant row: every p = 1/n), a logit
-    exactly at max - n * sigma and a typical prefix whose mass is exactly the target:
-    the call hands the row back, and the chain's token is still the reference's."""
+    exactly at max - n * sigma, a typical prefix whose mass is exactly the target and
+    a tail-free cdf exactly z: the call hands the row back, and the chain's token is
+    still the reference's."""
     n = 512
     const = np.full(n, 0.25, np.float32)
     two = np.where(np.arange(n) % 2 == 0, 0.0, 2.0).astype(np.float32)  # mean 1, sigma 1
@@ -148,8 +153,13 @@ def test_a_token_on_the_threshold_is_handed_back(backend):
     typ = np.array([0.0, 0.0, -1.0, 0.0], np.float32)
     probs = np.exp(typ.astype(np.float64)) / np.exp(typ.astype(np.float64)).sum()
     p3 = float(np.cumsum(probs[[0, 1, 3]])[-1]) + 1e-6
+    # TailFree: z exactly the reference's fourth cdf value
+    tf = workloads.llm_like(1, 64, 5)[0]
+    order = np.argsort(-tf, kind="stable")
+    d = np.abs(np.diff(np.exp(tf[order].astype(np.float64) - tf.max()), n=2))
+    z4 = float(np.cumsum(d / d.sum())[3])
     for stages, row in (([fs.Epsilon(1.0 / n)], const), ([fs.TopNSigma(2.0)], two),
-                        ([fs.Typical(p3)], typ)):
+                        ([fs.Typical(p3)], typ), ([fs.TailFree(z4)], tf)):
         assert _handed_back(backend, stages, row)
         _loop(stages, 5, row[None, :], seed=4, backend=backend)
 

@@ -43,9 +43,9 @@ from .canonical import (_BS, _NBINS_MASS, _NEG, _TOL, _apply_temperature, _block
                         _invalid, _kth, _mass_hist, _mbin, _min_finite, _pass_max, _temp,
                         _walk_blocks)
 from .simd import FASTMATH, exp64_neg, exp_store_sum, mul_strict
-from .topk import _desc_key, _key_value, _select_key
+from .topk import _composite, _desc_key, _key_value, _radix_sort_u64, _select_key
 from .stage_common import (K_EPSILON, K_ETA, K_MIROSTAT, K_MIROSTAT_V2, K_P_LESS, K_TOP_A,
-                           K_TOP_N_SIGMA, K_TYPICAL, K_XTC)
+                           K_TAIL_FREE, K_TOP_N_SIGMA, K_TYPICAL, K_XTC)
 
 __all__ = ["UNDECIDED", "whole_first_row"]
 
@@ -689,6 +689,93 @@ def _typical(v, bmax, m32, p, mk):
 
 
 @numba.njit(**_NJ)
+def _tf_cut(sd, partial, Z, M, z):
+    """TailFree's K (the count of cdf <= z) from the sorted head ``sd`` (descending), or
+    -1 when the head does not settle it: csrc/fs_whole_first.inc's tf_cut."""
+    H = sd.shape[0]
+    w = np.empty(H, np.float64)
+    for i in range(H):
+        w[i] = exp64_neg(np.float64(sd[i]) - M) / Z
+    T = 0.0
+    for i in range(H - 2):
+        T += abs((w[i + 2] - w[i + 1]) - (w[i + 1] - w[i]))   # np.diff twice
+    unc = (2.0 * w[H - 2] if H >= 2 else np.inf) if partial else 0.0
+    if not T > 0.0:
+        if partial or z < 0.0:
+            return -1
+        return H - 2 if H >= 2 else 0   # sum(d) = 0: every cdf is 0
+    band = _BAND + 64.0 * 2.220446049250313e-16 / T
+    sure = (z - band) * T
+    maybe = (z + band) * (T + unc)
+    C = 0.0
+    klo = 0
+    khi = 0
+    for i in range(H - 2):
+        C += abs((w[i + 2] - w[i + 1]) - (w[i + 1] - w[i]))
+        klo += 1 if C <= sure else 0
+        khi += 1 if C <= maybe else 0
+        if C > maybe:
+            break
+    if klo != khi or (partial and klo >= H - 2):
+        return -1
+    return klo
+
+
+@numba.njit(**_NJ)
+def _tail_free(v, bmax, m32, z, mk):
+    """TailFree (z) on the row: csrc/fs_whole_first.inc's wf_tail_free. The head
+    (p >= 1e-4, then 1e-7, then every token) sorted by (value descending, id
+    ascending), its d's settle the cut when the tail's bound 2 p_{H-2} on the rest of
+    sum(d) cannot move it."""
+    ei = np.empty(0, np.int32)
+    e32 = np.empty(0, np.float32)
+    if z >= 1.0:
+        return _all_finite(v, bmax)
+    M = np.float64(m32)
+    bs = np.empty(bmax.shape[0], np.float64)
+    Z = _block_sums(v, bmax, _NEG, M, 1.0, bs, False, bs)
+    lower = _min_finite(v)
+    K = -1
+    srt = np.empty(0, np.uint64)
+    sd = e32
+    for t in range(3):
+        L = _f32_ceil(M + math.log((1e-4 if t == 0 else 1e-7) * Z)) if t < 2 else _NEG
+        partial = L > lower
+        if t < 2 and not partial:
+            continue   # the head would be the whole row
+        vals, ids = _gather(v, bmax, L)
+        H = vals.shape[0]
+        if H == 0 or (t < 2 and H > 65536):
+            continue
+        keys = np.empty(H, np.uint64)
+        for a in range(H):
+            keys[a] = _composite(vals[a], ids[a])
+        srt = _radix_sort_u64(keys, H)
+        sd = np.empty(H, np.float32)
+        for a in range(H):
+            sd[a] = _key_value(np.uint32(srt[a] >> np.uint64(32)))
+        K = _tf_cut(sd, partial, Z, M, z)
+        if K >= 0:
+            break
+    if K < 0:
+        return UNDECIDED, ei, e32
+    keep = K + 1
+    if keep < mk:   # the floor: every token >= the mk-th largest
+        if mk > sd.shape[0]:
+            return UNDECIDED, ei, e32
+        vals, ids = _gather(v, bmax, sd[mk - 1])
+        return vals.shape[0], ids, vals
+    kid = np.empty(keep, np.int32)
+    for a in range(keep):
+        kid[a] = np.int32(srt[a] & np.uint64(0xFFFFFFFF))
+    kid = np.sort(kid)
+    kv = np.empty(keep, np.float32)
+    for a in range(keep):
+        kv[a] = v[kid[a]]
+    return keep, kid, kv
+
+
+@numba.njit(**_NJ)
 def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
     """``(count, ids, vals, token, logprob)``: the survivors of the stage ``kind`` on
     the row ``v`` after a first Temperature ``t`` (1: none; > 0; not before TopNSigma
@@ -717,8 +804,11 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
         else:
             und, tok, lp = _mirostat_v2(v, bmax, M, a, u)
         return (UNDECIDED if und else 0), ei, e32, tok, lp
-    if kind == K_TYPICAL:
-        c, ids, vals = _typical(v, bmax, m32, a, mk)
+    if kind == K_TYPICAL or kind == K_TAIL_FREE:
+        if kind == K_TYPICAL:
+            c, ids, vals = _typical(v, bmax, m32, a, mk)
+        else:
+            c, ids, vals = _tail_free(v, bmax, m32, a, mk)
         return c, ids, vals, -1, np.nan
     if kind == K_TOP_N_SIGMA:
         if not a > 0.0:
