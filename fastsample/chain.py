@@ -123,6 +123,9 @@ class SamplerChain:
         # programs, built on the first call of that shape; False where the backend or
         # the chain has none.
         self._row_prog = {} if hasattr(module, "chain_row") else False
+        # One row of numpy float32 logits with the chain's own history: (V, program,
+        # window) once the one-call step ran for that V (``_one_row``).
+        self._one = None
         self.reset()
 
     #: What the request asked of the call (a ``fastsample.requests.Request``) for a
@@ -236,11 +239,29 @@ class SamplerChain:
             return self._mirostat_step(x, ctx, progs)
         if B == 1:
             h = hist[0] if hist else _NO_HISTORY
+            self._one = (V, progs[0], self._plan.window(1))
             return self._module.chain_row(x[0], np.ascontiguousarray(h, np.int64), progs[0],
                                           int(ctx.seed[0]), int(ctx.position[0]))
         hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
                  else [_NO_HISTORY] * B)
         return self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position)
+
+    def _one_row(self, logits):
+        """``sample``'s engine-loop step without ``_prepare``: one row of float32 numpy
+        logits of the V the program was built for, the chain's own history (every
+        token already checked against V) and position. The token, or None when the
+        general path must run (another shape, or the one-call step handed back)."""
+        V, prog, window = self._one
+        if not (logits.ndim == 1 and logits.shape[0] == V and logits.dtype == np.float32
+                and self._B == 1 and self._checked_V == V and not self._unchecked
+                and logits.flags.c_contiguous):
+            return None
+        n = int(self._hlen[0])
+        h = (self._hist[0, :n] if window is None
+             else self._hist[0, max(n - window, 0):n] if window else _NO_HISTORY)
+        tok = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
+                                     int(self.positions[0]))
+        return None if tok == -2 else tok
 
     def _mirostat_step(self, x, ctx, progs):
         """``_row_step`` of a Mirostat terminal: each row's mu in, the drawn tokens'
@@ -715,6 +736,11 @@ class SamplerChain:
 
             return gpu.chain_sample(self, logits, history, history_len, position, stream,
                                     bitmask=bitmask, bitmask_rows=bitmask_rows)
+        if (self._one is not None and type(logits) is np.ndarray and history is None and
+                history_len is None and position is None and bitmask is None):
+            tok = self._one_row(logits)   # the engine loop's common step, checked once
+            if tok is not None:
+                return tok
         x, one_d, ctx = self._prepare(logits, history, history_len, position, bitmask,
                                       bitmask_rows)
         if self._row_prog is not False and ctx.bitmask is None and ctx.B:

@@ -139,7 +139,7 @@ def test_w10_chains_take_the_one_call_path(backend):
     [fs.DRY(0.8), fs.Penalties(1.1), fs.TopK(5)],               # DRY before Penalties
     [fs.Penalties(1.1), fs.TopK(5)] + [fs.Temperature(0.9)] * 9,  # more than MAX_AFTER
     [fs.Penalties(1.1), fs.TopK(5), fs.Greedy()],               # another terminal
-    [fs.Typical(0.9), fs.TopK(5)],                              # stages mode, not first
+    [fs.Temperature(0.8), fs.Typical(0.9), fs.TopK(5)],         # T before Typical
 ])
 def test_other_chains_take_the_general_route(stages, backend):
     chain, _ = _loop(stages, 3, _rows(1, 3), workloads.natural_history(50, V, 1), seed=2,
@@ -256,3 +256,31 @@ def test_explicit_history_and_positions(backend):
         want = fs.SamplerChain(stages, seed=11, backend="numpy").sample(
             row, history=hist[:300 + i], position=i * 7)
         assert got == want
+
+
+def test_the_one_row_step_keeps_the_general_checks(backend):
+    """After the one-row step has run (``SamplerChain._one_row``: no ``_prepare``), a
+    loaded history with a token outside [0, V) is still an error (so is a history
+    that a smaller V makes out of range), float64 and strided logits still give the
+    reference's token,
+    and an explicit history or position takes the general path with the same result."""
+    stages = [fs.Penalties(1.2, last_n=16), fs.TopK(20), fs.Temperature(0.8)]
+    rows = _rows(4, 3)
+    chain, _ = _loop(stages, 4, rows, workloads.natural_history(30, V, 2), seed=5,
+                     backend=backend)
+    assert chain._one is not None and chain._one[0] == V
+    want = fs.SamplerChain(stages, seed=5, backend="numpy")
+    want.load_states(chain.state_of())
+    for x in (rows[0].astype(np.float64), np.repeat(rows[1], 2)[::2]):
+        assert chain.sample(x) == want.sample(x)
+    h = workloads.natural_history(20, V, 3)
+    assert chain.sample(rows[2], history=h, position=7) == want.sample(rows[2], history=h,
+                                                                       position=7)
+    small = workloads.llm_like(1, 500, 1)[0]
+    with pytest.raises(ValueError, match="outside"):   # another V: the history is checked
+        chain.sample(small)
+    with pytest.raises(ValueError, match="outside"):
+        bad = fs.SamplerChain(stages, seed=5, backend=backend)
+        bad.sample(rows[0])
+        bad.load_states([{"history": np.array([1, V + 3])}])
+        bad.sample(rows[0])

@@ -724,7 +724,7 @@ def _tf_cut(sd, partial, Z, M, z):
 @numba.njit(**_NJ)
 def _tail_free(v, bmax, m32, z, mk):
     """TailFree (z) on the row: csrc/fs_whole_first.inc's wf_tail_free. The head
-    (p >= 1e-4, then 1e-7, then every token) sorted by (value descending, id
+    (p >= 1e-4, 1e-5, 1e-6, 1e-7, then every token) sorted by (value descending, id
     ascending), its d's settle the cut when the tail's bound 2 p_{H-2} on the rest of
     sum(d) cannot move it."""
     ei = np.empty(0, np.int32)
@@ -738,14 +738,15 @@ def _tail_free(v, bmax, m32, z, mk):
     K = -1
     srt = np.empty(0, np.uint64)
     sd = e32
-    for t in range(3):
-        L = _f32_ceil(M + math.log((1e-4 if t == 0 else 1e-7) * Z)) if t < 2 else _NEG
+    for t in range(5):
+        whole = t == 4
+        L = _NEG if whole else _f32_ceil(M + math.log(10.0 ** (-4 - t) * Z))
         partial = L > lower
-        if t < 2 and not partial:
+        if not whole and not partial:
             continue   # the head would be the whole row
         vals, ids = _gather(v, bmax, L)
         H = vals.shape[0]
-        if H == 0 or (t < 2 and H > 65536):
+        if H == 0 or (not whole and H > 65536):
             continue
         keys = np.empty(H, np.uint64)
         for a in range(H):
