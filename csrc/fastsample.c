@@ -496,13 +496,15 @@ int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const
 
 int fs_whole_first_row(const float *x, int64_t V, int kind, double a, double b,
                        int64_t min_keep, double temperature, uint64_t seed, uint64_t position,
-                       int draw, int32_t *ids, float *vals, int64_t cap, int64_t *count,
+                       double draw, int32_t *ids, float *vals, int64_t cap, int64_t *count,
                        int32_t *token, double *lp, void *ws, size_t ws_bytes, int isa) {
     if (!x || !count || !token || !lp || V < 1 || V > INT32_MAX - FS_BS || cap < 0 ||
         (cap > 0 && (!ids || !vals)))
         return FS_E_SIZE;
     if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
-    if (a != a || b != b || !(temperature > 0.0) || temperature == INFINITY) return FS_E_PARAM;
+    if (a != a || b != b || !(temperature > 0.0) || temperature == INFINITY ||
+        !(draw >= 0.0) || draw == INFINITY)
+        return FS_E_PARAM;
     const int scaled_ok = kind == FS_CHAIN_EPSILON || kind == FS_CHAIN_ETA ||
                           kind == FS_CHAIN_TOP_A || kind == FS_CHAIN_P_LESS ||
                           kind == FS_CHAIN_MIROSTAT || kind == FS_CHAIN_MIROSTAT_V2;

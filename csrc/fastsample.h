@@ -147,13 +147,15 @@ int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const
  * FS_CHAIN_MIROSTAT_V2 (a = mu). temperature: a Temperature before it (1: none; > 0;
  * not before TopNSigma or XTC). *count = its survivors (ids ascending, values after
  * the temperature; more than cap is FS_E_SIZE), -1 for an invalid row, -3 when a
- * token lies within rounding of the threshold (run the stage kernels). XTC with
- * draw != 0, and the Mirostats: the token of the draw over the survivors in *token,
+ * token lies within rounding of the threshold (run the stage kernels). draw: 0 when
+ * stages follow, else the temperature of the draw that follows (1: none). XTC with
+ * draw 1, a probability threshold with draw (when it can decide without the
+ * survivors), and the Mirostats: the token of the draw over the survivors in *token,
  * *count = 0 (the Mirostats: *lp = its log-probability among them). Workspace:
  * fs_canonical_ws_bytes(V). */
 int fs_whole_first_row(const float *x, int64_t V, int kind, double a, double b,
                        int64_t min_keep, double temperature, uint64_t seed, uint64_t position,
-                       int draw, int32_t *ids, float *vals, int64_t cap, int64_t *count,
+                       double draw, int32_t *ids, float *vals, int64_t cap, int64_t *count,
                        int32_t *token, double *lp, void *ws, size_t ws_bytes, int isa);
 /* FS_CDEF_END */
 

@@ -153,9 +153,16 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         const int mirostat = p->first == FS_CHAIN_MIROSTAT || p->first == FS_CHAIN_MIROSTAT_V2;
         if (mirostat && (p->n_after != 0 || want_row))
             return FS_CHAIN_E_SIZE;  /* a terminal: nothing after it, no row to hand out */
+        /* the draw in the call when nothing follows, or only a Temperature (> 0) */
+        double draw = 0.0;
+        if (!want_row && p->n_after == 0)
+            draw = 1.0;
+        else if (!want_row && p->n_after == 1 && p->after[0] == FS_CHAIN_TEMPERATURE &&
+                 p->after_a[0] > 0.0 && p->after_a[0] < INFINITY)
+            draw = p->after_a[0];
         rc = fs_whole_first_row(x, V, p->first, p->first_a, p->first_b, p->first_min_keep,
-                                p->first_temperature, p->seed, p->position,
-                                p->n_after == 0 && !want_row, ids, vals, vlen, &n, &tok,
+                                p->first_temperature, p->seed, p->position, draw, ids, vals,
+                                vlen, &n, &tok,
                                 &p->first_lp, ws, ws_bytes, isa);
         if (rc)
             return rc;

@@ -94,9 +94,15 @@ def _chain_row_run(row, work, hist, f, i, brk, seed, position, want_row):
         tok = _sample_one(x, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed, position)
         return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1
     if i[_I1] != 0:   # a whole-distribution stage first; XTC alone, a Mirostat draw
+        # the draw in the call when nothing follows, or only a Temperature (> 0)
+        draw = 0.0
+        if not want_row and i[9] == 0:
+            draw = 1.0
+        elif not want_row and i[9] == 1 and i[_IK] == K_TEMPERATURE and 0.0 < f[_FA] < np.inf:
+            draw = f[_FA]
         n_first, ids, vals, tok, lp = whole_first_row(
             x, i[_I1 + 1], f[_F1], f[_F1 + 1], i[_I1 + 2], f[_F1 + 2],
-            uniform(seed, position, 1), i[9] == 0 and not want_row, uniform(seed, position, 0))
+            uniform(seed, position, 1), draw, uniform(seed, position, 0))
         f[_F1 + 3] = lp
         if n_first == 0 and tok >= 0:
             return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1

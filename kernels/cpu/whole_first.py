@@ -134,7 +134,15 @@ def _keep_p(vals, ids, M, Z, q, band):
     """Compact the entries with p = exp(x - M) / Z >= q to the front; their count, or
     UNDECIDED when some p lies within ``band`` of q."""
     k = 0
+    # x >= sure: p >= q e^(1e-6), far past the band (no exp for the bulk of a flat
+    # row's survivors)
+    sure = M + math.log(q * Z) + _MARGIN if q > 0.0 else -np.inf
     for a in range(vals.shape[0]):
+        if np.float64(vals[a]) >= sure:
+            vals[k] = vals[a]
+            ids[k] = ids[a]
+            k += 1
+            continue
         d = exp64_neg(np.float64(vals[a]) - M) / Z - q
         if -band <= d <= band:
             return UNDECIDED
@@ -333,9 +341,11 @@ def _any_in(v, bmax, lo, hi):
     n = v.shape[0]
     for j in range(bmax.shape[0]):
         if bmax[j] >= lo:
-            for i in range(j * _BS, min(j * _BS + _BS, n)):
-                if lo <= v[i] <= hi:
-                    return True
+            c = 0
+            for i in range(j * _BS, min(j * _BS + _BS, n)):   # a count: vectorises
+                c += (v[i] >= lo) & (v[i] <= hi)
+            if c:
+                return True
     return False
 
 
@@ -355,6 +365,36 @@ def _draw_from(v, bmax, x0, M, t, u, w, use_w):
     if tok < 0:
         return tok, np.nan
     return tok, (np.float64(_f(v[tok], t)) - M) - math.log(W)
+
+
+@numba.njit(**_NJ)
+def _prob_draw(v, bmax, M, Z, q, td, u, w):
+    """A probability threshold with nothing after it but a Temperature ``td`` (1:
+    none) and min_keep 1: (undecided, token), the draw over {p >= q} straight from the
+    row (td = 1: with the stored weights ``w``), no gather; undecided when a token lies
+    within _MARGIN nats of the level (its exact p decides: the caller gathers) or the
+    level is above the max (the floor keeps it)."""
+    x0 = _NEG
+    if q > 0.0:
+        Lq = M + math.log(q * Z)
+        hi = _f32_ceil(Lq + _MARGIN)
+        lo = _f32_ceil(Lq - _MARGIN)
+        if not np.float64(hi) <= M:
+            return True, -1
+        if lo < hi and _any_in(v, bmax, lo, np.nextafter(hi, np.float32(-np.inf))):
+            return True, -1
+        x0 = np.float64(hi)
+    if td != 1.0:   # the Temperature after it, on the kept
+        M2 = np.float64(_temp(np.float32(M), td))
+        many = _hit_blocks(bmax, x0) * _BS * 4 > v.shape[0]   # _draw_from's blocked draw
+        if many:   # its weights first, in two vector passes
+            y = np.empty(v.shape[0], np.float32)
+            _apply_temperature(v, td, y)
+            _exp_store(y, M2, w)
+        tok, _ = _draw_from(v, bmax, x0, M2, td, u, w, many)
+    else:
+        tok, _ = _draw_from(v, bmax, x0, M, 1.0, u, w, True)
+    return tok < 0, tok
 
 
 @numba.njit(**_NJ)
@@ -781,7 +821,9 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
     """``(count, ids, vals, token, logprob)``: the survivors of the stage ``kind`` on
     the row ``v`` after a first Temperature ``t`` (1: none; > 0; not before TopNSigma
     or XTC), values after it (count -1: an invalid row; UNDECIDED: see the module
-    docstring); XTC with ``draw``, and the Mirostats (a = mu, b = m): the token drawn
+    docstring). ``draw``: 0 when stages follow, else the temperature of the draw that
+    follows (1: none). XTC with draw 1, a probability threshold with draw (when it can
+    decide without the survivors), and the Mirostats (a = mu, b = m): the token drawn
     over them, count 0, and (the Mirostats) its log-probability among them."""
     e32 = np.empty(0, np.float32)
     ei = np.empty(0, np.int32)
@@ -790,6 +832,7 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
     m32 = _pass_max(v, bmax)
     if _invalid(m32):
         return -1, ei, e32, -1, np.nan
+    t0 = t
     if t != 1.0 and kind != K_MIROSTAT:
         # the exp passes take the transformed row (one vectorised division pass) rather
         # than a division per token inside a scalar exp loop
@@ -843,7 +886,7 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
                 return UNDECIDED, ei, e32, -1, np.nan
         if nr > 0 and mk > 1:
             return UNDECIDED, ei, e32, -1, np.nan
-        if draw:
+        if draw == 1.0:
             if nr == 0:   # the whole row: the W5 draw
                 tok = _draw_blocked(v, bmax, _NEG, M, 1.0, u, np.empty(0, np.float64), False)
                 return 0, ei, e32, tok, np.nan
@@ -863,8 +906,15 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
         c, ids, vals = _all_finite(v, bmax)
         return c, ids, vals, -1, np.nan
     extra = 0.0
+    # nothing after it (but a Temperature, on a stage after none): the draw on the row
+    direct = draw > 0.0 and mk <= 1 and (draw == 1.0 or t0 == 1.0)
+    w = np.empty(v.shape[0], np.float64)
     if kind == K_ETA or kind == K_P_LESS:
-        Z, S1, S2 = _exp_moments(v, M, np.empty(v.shape[0], np.float64))
+        Z, S1, S2 = _exp_moments(v, M, w)
+    elif direct:
+        Z = _exp_store(v, M, w)
+        S1 = 0.0
+        S2 = 0.0
     else:
         bs = np.empty(bmax.shape[0], np.float64)
         Z = _block_sums(v, bmax, _NEG, M, t, bs, False, bs)
@@ -884,5 +934,9 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
         extra = s   # the subtraction keeps s's absolute rounding
     else:
         return UNDECIDED, ei, e32, -1, np.nan
+    if direct:
+        und, tok = _prob_draw(v, bmax, M, Z, q, draw, u, w)
+        if not und:
+            return 0, ei, e32, tok, np.nan
     c, ids, vals = _prob_cut(v, bmax, M, Z, q, _BAND * (abs(q) + extra), mk)
     return c, ids, vals, -1, np.nan
