@@ -505,13 +505,11 @@ int fs_whole_first_row(const float *x, int64_t V, int kind, double a, double b,
     if (a != a || b != b || !(temperature > 0.0) || temperature == INFINITY ||
         !(draw >= 0.0) || draw == INFINITY)
         return FS_E_PARAM;
-    const int scaled_ok = kind == FS_CHAIN_EPSILON || kind == FS_CHAIN_ETA ||
-                          kind == FS_CHAIN_TOP_A || kind == FS_CHAIN_P_LESS ||
-                          kind == FS_CHAIN_MIROSTAT || kind == FS_CHAIN_MIROSTAT_V2;
-    if (!scaled_ok && kind != FS_CHAIN_TOP_N_SIGMA && kind != FS_CHAIN_XTC &&
-        kind != FS_CHAIN_TYPICAL && kind != FS_CHAIN_TAIL_FREE)
+    if (kind != FS_CHAIN_EPSILON && kind != FS_CHAIN_ETA && kind != FS_CHAIN_TOP_A &&
+        kind != FS_CHAIN_P_LESS && kind != FS_CHAIN_MIROSTAT && kind != FS_CHAIN_MIROSTAT_V2 &&
+        kind != FS_CHAIN_TOP_N_SIGMA && kind != FS_CHAIN_XTC && kind != FS_CHAIN_TYPICAL &&
+        kind != FS_CHAIN_TAIL_FREE)
         return FS_E_PARAM;
-    if (!scaled_ok && temperature != 1.0) return FS_E_PARAM;
     fs_cws w;
     fs_canon_layout(V, ws, &w);
     isa = fs_level(isa);

@@ -142,10 +142,10 @@ int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const
                                  void *ws, size_t ws_bytes, int isa);
 /* A whole-distribution stage first (csrc/fs_whole_first.inc), the chain plan's first cut
  * for chains that start with one: kind is fs_chain.h's FS_CHAIN_EPSILON, _ETA, _TOP_A,
- * _P_LESS, _TOP_N_SIGMA or _XTC, (a, b) its parameters (XTC: probability, threshold),
- * min_keep its floor; or the terminal FS_CHAIN_MIROSTAT (a = mu, b = m) or
- * FS_CHAIN_MIROSTAT_V2 (a = mu). temperature: a Temperature before it (1: none; > 0;
- * not before TopNSigma or XTC). *count = its survivors (ids ascending, values after
+ * _P_LESS, _TOP_N_SIGMA, _XTC, _TYPICAL or _TAIL_FREE, (a, b) its parameters (XTC:
+ * probability, threshold), min_keep its floor; or the terminal FS_CHAIN_MIROSTAT
+ * (a = mu, b = m) or FS_CHAIN_MIROSTAT_V2 (a = mu). temperature: a Temperature before
+ * it (1: none; > 0). *count = its survivors (ids ascending, values after
  * the temperature; more than cap is FS_E_SIZE), -1 for an invalid row, -3 when a
  * token lies within rounding of the threshold (run the stage kernels). draw: 0 when
  * stages follow, else the temperature of the draw that follows (1: none). XTC with

@@ -265,10 +265,10 @@ MAX_AFTER = 8
 # the same description; their survivors then go to the stages of AFTER_OPS.
 FIRST_WHOLE_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "top_n_sigma", "xtc",
                              "typical", "tail_free"})
-# Those a Temperature may come before (on the whole row, inside the same passes), and
-# the Mirostat terminals, which a row program runs first too.
-TEMPERATURE_FIRST_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "mirostat",
-                                   "mirostat_v2"})
+# Those a Temperature may come before (on the whole row: inside the same passes, or,
+# for the rules without a temperature inside, one vector pass first), and the Mirostat
+# terminals, which a row program runs first too.
+TEMPERATURE_FIRST_OPS = FIRST_WHOLE_OPS | {"mirostat", "mirostat_v2"}
 
 
 def truncate(x, args, module, **masked):

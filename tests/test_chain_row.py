@@ -139,7 +139,7 @@ def test_w10_chains_take_the_one_call_path(backend):
     [fs.DRY(0.8), fs.Penalties(1.1), fs.TopK(5)],               # DRY before Penalties
     [fs.Penalties(1.1), fs.TopK(5)] + [fs.Temperature(0.9)] * 9,  # more than MAX_AFTER
     [fs.Penalties(1.1), fs.TopK(5), fs.Greedy()],               # another terminal
-    [fs.Temperature(0.8), fs.Typical(0.9), fs.TopK(5)],         # T before Typical
+    [fs.DynamicTemperature(0.8, 0.5), fs.TopK(5)],              # a transform of the row first
 ])
 def test_other_chains_take_the_general_route(stages, backend):
     chain, _ = _loop(stages, 3, _rows(1, 3), workloads.natural_history(50, V, 1), seed=2,
