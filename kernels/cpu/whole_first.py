@@ -43,7 +43,7 @@ from .canonical import (_BS, _NBINS_MASS, _NEG, _TOL, _apply_temperature, _block
                         _invalid, _kth, _mass_hist, _mbin, _min_finite, _pass_max, _temp,
                         _walk_blocks)
 from .simd import FASTMATH, exp64_neg, exp_store_sum, mul_strict
-from .topk import _composite, _desc_key, _key_value, _radix_sort_u64, _select_key
+from .topk import _desc_key, _key_value, _select_key
 from .stage_common import (K_EPSILON, K_ETA, K_MIROSTAT, K_MIROSTAT_V2, K_P_LESS, K_TOP_A,
                            K_TAIL_FREE, K_TOP_N_SIGMA, K_TYPICAL, K_XTC)
 
@@ -764,8 +764,8 @@ def _tf_cut(sd, partial, Z, M, z):
 @numba.njit(**_NJ)
 def _tail_free(v, bmax, m32, z, mk):
     """TailFree (z) on the row: csrc/fs_whole_first.inc's wf_tail_free. The head
-    (p >= 1e-4, 1e-5, 1e-6, 1e-7, then every token) sorted by (value descending, id
-    ascending), its d's settle the cut when the tail's bound 2 p_{H-2} on the rest of
+    (p >= 1e-4, 1e-5, 1e-6, 1e-7, then every token) sorted by value descending (the
+    cut value's ties kept in id order, as the reference's positions), its d's settle the cut when the tail's bound 2 p_{H-2} on the rest of
     sum(d) cannot move it."""
     ei = np.empty(0, np.int32)
     e32 = np.empty(0, np.float32)
@@ -776,7 +776,6 @@ def _tail_free(v, bmax, m32, z, mk):
     Z = _block_sums(v, bmax, _NEG, M, 1.0, bs, False, bs)
     lower = _min_finite(v)
     K = -1
-    srt = np.empty(0, np.uint64)
     sd = e32
     for t in range(5):
         whole = t == 4
@@ -788,13 +787,13 @@ def _tail_free(v, bmax, m32, z, mk):
         H = vals.shape[0]
         if H == 0 or (not whole and H > 65536):
             continue
-        keys = np.empty(H, np.uint64)
+        keys = np.empty(H, np.uint32)
         for a in range(H):
-            keys[a] = _composite(vals[a], ids[a])
-        srt = _radix_sort_u64(keys, H)
+            keys[a] = _desc_key(vals[a])
+        keys = _radix_u32(keys)
         sd = np.empty(H, np.float32)
         for a in range(H):
-            sd[a] = _key_value(np.uint32(srt[a] >> np.uint64(32)))
+            sd[a] = _key_value(keys[a])
         K = _tf_cut(sd, partial, Z, M, z)
         if K >= 0:
             break
@@ -806,14 +805,59 @@ def _tail_free(v, bmax, m32, z, mk):
             return UNDECIDED, ei, e32
         vals, ids = _gather(v, bmax, sd[mk - 1])
         return vals.shape[0], ids, vals
-    kid = np.empty(keep, np.int32)
-    for a in range(keep):
-        kid[a] = np.int32(srt[a] & np.uint64(0xFFFFFFFF))
-    kid = np.sort(kid)
-    kv = np.empty(keep, np.float32)
-    for a in range(keep):
-        kv[a] = v[kid[a]]
-    return keep, kid, kv
+    # the first keep in (value descending, id ascending) order: every token above the
+    # cut value and its first ties by id
+    xk = sd[keep - 1]
+    above = 0
+    while sd[above] > xk:
+        above += 1
+    ties = keep - above
+    vals, ids = _gather(v, bmax, xk)
+    r = 0
+    for a in range(vals.shape[0]):   # ids ascending
+        x = vals[a]
+        vals[r] = x
+        ids[r] = ids[a]
+        if x > xk:
+            r += 1
+        elif ties > 0:
+            r += 1
+            ties -= 1
+    return r, ids[:r], vals[:r]
+
+
+@numba.njit(**_NJ)
+def _radix_u32(keys):
+    """keys (uint32) sorted ascending: LSD radix, 11-bit digits over the bits in which
+    they differ (csrc's fs_radix_u32)."""
+    n = keys.shape[0]
+    lo = np.uint32(0xFFFFFFFF)
+    hi = np.uint32(0)
+    for i in range(n):
+        lo &= keys[i]
+        hi |= keys[i]
+    diff = lo ^ hi
+    src = keys
+    dst = np.empty(n, np.uint32)
+    cnt = np.empty(2048, np.int64)
+    for shift in range(0, 32, 11):
+        sh = np.uint32(shift)
+        if (diff >> sh) & np.uint32(0x7FF) == 0:
+            continue
+        cnt[:] = 0
+        for i in range(n):
+            cnt[(src[i] >> sh) & np.uint32(0x7FF)] += 1
+        total = 0
+        for d in range(2048):
+            c = cnt[d]
+            cnt[d] = total
+            total += c
+        for i in range(n):
+            d = (src[i] >> sh) & np.uint32(0x7FF)
+            dst[cnt[d]] = src[i]
+            cnt[d] += 1
+        src, dst = dst, src
+    return src
 
 
 @numba.njit(**_NJ)
