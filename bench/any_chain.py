@@ -9,7 +9,10 @@ when the first cut is TopP alone: its mass needs the exp pass over the row), els
 two are timed in alternating rounds; each figure is the median of the per-round
 medians. Target (issue #13): at most 1.3x its baseline on C, 2x on numba.
 
-Usage: ``python bench/any_chain.py [--backends c,numba] [--rounds 3] [--steps 200]``
+``--spread``: per-row ratios instead (each chain against its baseline on the same row,
+over 16 llm_like rows and 4 flat rows): the median and the worst row.
+
+Usage: ``python bench/any_chain.py [--backends c,numba] [--rounds 3] [--steps 200] [--spread]``
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ def chains():
         ("Epsilon", [fs.Epsilon(3e-4)], "W5"),
         ("Eta", [fs.Eta(3e-4)], "W5"),
         ("TailFree", [fs.TailFree(0.95)], "W5"),
+        ("T -> Typical", [fs.Temperature(0.8), fs.Typical(0.9)], "W5"),
+        ("T -> TailFree -> MinP", [fs.Temperature(0.8), fs.TailFree(0.95), fs.MinP(0.02)],
+         "W5"),
+        ("XTC -> Smoothing", [fs.XTC(0.5, 0.1), fs.Smoothing(0.3, 1.5)], "W5"),
         ("XTC first", [fs.XTC(0.5, 0.1), fs.Temperature(1.0)], "W5"),
         ("T -> Mirostat", [fs.Temperature(0.8), fs.Mirostat(5.0, 0.1)], "W5"),
         ("T -> MirostatV2", [fs.Temperature(0.8), fs.MirostatV2(5.0, 0.1)], "W5"),
@@ -86,12 +93,53 @@ def measure(backend, rounds, steps):
     return out
 
 
+def spread(backend, steps=25):
+    """Per-row ratios: each chain's step on one row against its baseline on the same row
+    (each the smaller of two medians of ``steps`` calls), over 16 llm_like rows (seed
+    100) and 4 flat rows (seed 7): (name, baseline, llm median, llm max, flat max)."""
+    rows = list(GENERATORS["llm_like"](16, V, 100)) + list(GENERATORS["flat"](4, V, 7))
+    base = {"W1": lambda v: fs.sample(v, backend=backend, **W1),
+            "W3": lambda v: fs.sample(v, backend=backend, top_p=0.95, temperature=0.8),
+            "W5": lambda v: fs.sample(v, backend=backend, temperature=0.8)}
+
+    def best(fn, row):
+        return min(_median_us(fn, [row], steps) for _ in range(2))
+
+    out = []
+    for name, stages, ref in chains():
+        ratios = []
+        for i, row in enumerate(rows):
+            chain = fs.SamplerChain(stages, seed=i, backend=backend)
+            chain.load_states([{"history": natural_history(64, V, 1)}])
+
+            def step(v, chain=chain):
+                chain.accept(chain.sample(v))
+
+            step(row)
+            base[ref](row)
+            ratios.append(best(step, row) / best(base[ref], row))
+        q = np.array(ratios)
+        out.append((name, ref, float(np.median(q[:16])), float(q[:16].max()),
+                    float(q[16:].max())))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="c,numba")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--spread", action="store_true",
+                    help="per-row ratios over 16 llm_like and 4 flat rows instead")
     args = ap.parse_args(argv)
+    if args.spread:
+        print("| chain | backend | baseline | llm rows median | llm rows max | flat rows max |")
+        print("|---|---|---|---|---|---|")
+        for backend in args.backends.split(","):
+            for name, ref, med, mx, fmx in spread(backend):
+                print(f"| {name} | {backend} | {ref} | {med:.2f}x | {mx:.2f}x | {fmx:.2f}x |",
+                      flush=True)
+        return
     print("| chain | backend | chain + accept us | baseline | baseline us | ratio |")
     print("|---|---|---|---|---|---|")
     for backend in args.backends.split(","):

@@ -23,13 +23,14 @@ A chain reads as ``[edits] [first truncation] [later stages] terminal``:
   exception (its rule reads the vocabulary size), and history stages read token ids:
   chains with those after the truncation run as stages.
 - **Whole distribution first**: when what follows the edits starts with Epsilon, Eta,
-  TopA, PLess, TopNSigma or XTC (``FIRST_WHOLE_OPS``; the first four may come after
-  a Temperature) and the rest could run on survivors, or is a Mirostat / MirostatV2
-  terminal after at most a Temperature, a one-row step (``row_program``) runs that
-  stage's kernel for a whole row first (``csrc/fs_whole_first.inc``,
+  TopA, PLess, TopNSigma, XTC, Typical or TailFree (``FIRST_WHOLE_OPS``, each also
+  after a Temperature) and the rest could run on survivors, or is a Mirostat /
+  MirostatV2 terminal after at most a Temperature, a one-row step (``row_program``)
+  runs that stage's kernel for a whole row first (``csrc/fs_whole_first.inc``,
   ``kernels/cpu/whole_first.py``: one exp pass for its sums, then the kept tokens
-  from the blocks that can hold them; the Mirostats draw there and return the
-  drawn token's log-probability for the mu update) and the rest on its survivors.
+  from the blocks that can hold them; Typical's window of a mass histogram, TailFree's
+  sorted head; the Mirostats draw there and return the drawn token's
+  log-probability for the mu update) and the rest on its survivors.
   Other calls (batches without a row program, ``process``) run such chains as stages.
 - **Stages**: anything else runs stage by stage on the working copy, as the
   reference does.

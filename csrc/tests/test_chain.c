@@ -382,9 +382,10 @@ static void test_bad_sizes(void) {
  * draw and the Mirostats: the token of fs_draw over the stage's output, and (the
  * Mirostats) its log-probability there within 1e-12. */
 static void test_whole_first_equals_stage_kernels(void) {
-    static const int kinds[8] = {FS_CHAIN_EPSILON, FS_CHAIN_ETA, FS_CHAIN_TOP_A,
-                                 FS_CHAIN_P_LESS, FS_CHAIN_TOP_N_SIGMA, FS_CHAIN_XTC,
-                                 FS_CHAIN_MIROSTAT, FS_CHAIN_MIROSTAT_V2};
+    static const int kinds[10] = {FS_CHAIN_EPSILON, FS_CHAIN_ETA, FS_CHAIN_TOP_A,
+                                  FS_CHAIN_P_LESS, FS_CHAIN_TOP_N_SIGMA, FS_CHAIN_XTC,
+                                  FS_CHAIN_MIROSTAT, FS_CHAIN_MIROSTAT_V2, FS_CHAIN_TYPICAL,
+                                  FS_CHAIN_TAIL_FREE};
     int decided = 0, runs = 0;
     for (int it = 0; it < 800; it++) {
         int64_t V = 1 + below(it % 3 == 0 ? 3000 : 400);
@@ -395,17 +396,20 @@ static void test_whole_first_equals_stage_kernels(void) {
             fill_row(row, V, (int)below(NSTYLES));
         }
         if (below(30) == 0) row[below(V)] = below(2) ? NAN : INFINITY;
-        const int kind = kinds[below(8)];
+        const int kind = kinds[below(10)];
         const int miro = kind == FS_CHAIN_MIROSTAT || kind == FS_CHAIN_MIROSTAT_V2;
+        const int cdf = kind == FS_CHAIN_TYPICAL || kind == FS_CHAIN_TAIL_FREE;
+        const int thr = kind == FS_CHAIN_EPSILON || kind == FS_CHAIN_ETA ||
+                        kind == FS_CHAIN_TOP_A || kind == FS_CHAIN_P_LESS;
         double a = kind == FS_CHAIN_TOP_N_SIGMA ? 3.0 * uniform01() - 0.5
                    : kind == FS_CHAIN_XTC ? 1.2 * uniform01()
                    : kind == FS_CHAIN_TOP_A ? 1.5 * uniform01()
+                   : cdf ? 1.1 * uniform01()
                    : miro ? 12.0 * uniform01() : 0.05 * uniform01();
-        if (!miro && below(8) == 0) a = 1.0 / (double)V;  /* p == a on a constant row */
+        if (!miro && !cdf && below(8) == 0) a = 1.0 / (double)V;  /* p == a on a constant row */
         const double b = kind == FS_CHAIN_MIROSTAT ? (double)(1 + below(150)) : 0.6 * uniform01();
         const int64_t mk = miro ? 1 : 1 + below(4), m64 = (int64_t)b;
-        const double t = (kind == FS_CHAIN_TOP_N_SIGMA || kind == FS_CHAIN_XTC || below(2))
-                             ? 1.0 : 0.3 + 1.5 * uniform01();
+        const double t = below(2) ? 1.0 : 0.3 + 1.5 * uniform01();
         const uint64_t seed = next_u64(), pos = next_u64();
         bufs w = alloc(V, 1);
         int rc = 0;
@@ -425,12 +429,14 @@ static void test_whole_first_equals_stage_kernels(void) {
         case FS_CHAIN_XTC: rc = fs_xtc(in, w.a, 1, V, &a, &b, &mk, &seed, &pos, f, fl, d, dl); break;
         case FS_CHAIN_MIROSTAT: rc = fs_mirostat(in, w.a, 1, V, &a, &m64, f, fl, d, dl); break;
         case FS_CHAIN_MIROSTAT_V2: rc = fs_mirostat_v2(in, w.a, 1, V, &a, d, dl); break;
+        case FS_CHAIN_TYPICAL: rc = fs_typical(in, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
+        case FS_CHAIN_TAIL_FREE: rc = fs_tail_free(in, w.a, 1, V, &a, &mk, f, fl, d, dl); break;
         }
         int invalid = 0;
         for (int64_t i = 0; i < V; i++) invalid |= isnan(row[i]) || row[i] == INFINITY;
         CHECK(invalid || rc == 0, "kind %d rc %d", kind, rc);
         for (int isa = 0; isa <= 2; isa++) {
-            for (int draw = 0; draw <= (kind == FS_CHAIN_XTC || miro); draw++) {
+            for (int draw = 0; draw <= (kind == FS_CHAIN_XTC || miro || thr); draw++) {
                 if (miro && !draw) continue;
                 int64_t cnt = 99;
                 int32_t tok = 99;
@@ -445,7 +451,7 @@ static void test_whole_first_equals_stage_kernels(void) {
                 }
                 if (cnt == -3) continue;  /* handed back: the stage kernel decides */
                 decided++;
-                if (draw) {
+                if (draw && cnt == 0) {  /* drawn in the call (a threshold: when it could) */
                     int32_t want;
                     CHECK(fs_draw(w.a, 1, V, &seed, &pos, &want, w.ws, w.ws_bytes, 0) == 0);
                     CHECK(cnt == 0 && tok == want, "kind %d draw %d want %d", kind, tok, want);
@@ -486,8 +492,16 @@ static void test_whole_first_equals_stage_kernels(void) {
                              4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
     CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, 0.1, 0, 1, 0.0, 1, 2, 0, w.ids, w.vals,
                              4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_XTC, 0.1, 0.1, 1, 1.0, 1, 2, -1.0, w.ids,
+                             w.vals, 4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
+    /* every kind takes a temperature before it (the rules without one inside: on the
+     * transformed row) */
     CHECK(fs_whole_first_row(row, 4, FS_CHAIN_XTC, 0.1, 0.1, 1, 0.5, 1, 2, 0, w.ids, w.vals,
-                             4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_PARAM);
+                             4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_OK && cnt == 4 &&
+          w.vals[3] == 6.0f);
+    CHECK(fs_whole_first_row(row, 4, FS_CHAIN_TAIL_FREE, 0.5, 0, 1, 0.5, 1, 2, 0, w.ids,
+                             w.vals, 4, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_OK &&
+          cnt >= 1 && w.ids[cnt - 1] == 3);
     CHECK(fs_whole_first_row(row, 4, FS_CHAIN_EPSILON, -1.0, 0, 1, 1.0, 1, 2, 0, w.ids, w.vals,
                              3, &cnt, &tok, &lp, w.ws, w.ws_bytes, 0) == FS_E_SIZE);  /* 4 survive */
     CHECK(fs_whole_first_row(NULL, 4, FS_CHAIN_EPSILON, 0.1, 0, 1, 1.0, 1, 2, 0, w.ids, w.vals,

@@ -3,32 +3,36 @@
 
 ``whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u) -> (count, ids, vals, token,
 logprob)`` gives the survivors (ids ascending, values) of Epsilon, Eta, TopA, PLess,
-TopNSigma or XTC (``stage_common``'s ``K_*`` kinds) on one whole row, after a first
-Temperature ``t`` (1: none), without writing the row and without sorting it;
-``chain_row`` runs the later stages of a chain on them, as after TopK/TopP/MinP. For
-XTC with nothing after it (``draw``), and for the Mirostat terminals, it draws too
-(the Mirostats: with the drawn token's log-probability among the kept tokens, for
-the mu update).
+TopNSigma, XTC, Typical or TailFree (``stage_common``'s ``K_*`` kinds) on one whole
+row, after a first Temperature ``t`` (1: none), without writing the row and without
+sorting it (TailFree sorts its head); ``chain_row`` runs the later stages of a chain
+on them, as after TopK/TopP/MinP. For XTC or a probability threshold with nothing
+after it (``draw``), and for the Mirostat terminals, it draws too (the Mirostats:
+with the drawn token's log-probability among the kept tokens, for the mu update).
 
 What it computes (docs/spec.md §4): each of these stages keeps a set decided by a few
-sums over the row (the softmax normaliser ``Z = sum exp(l - M)``; for Eta also
-``S1 = sum w (l - M)``, the entropy being ``H = ln Z - S1 / Z``; for PLess
+sums over the row (the softmax normaliser ``Z = sum exp(l - M)``; for Eta and Typical
+also ``S1 = sum w (l - M)``, the entropy being ``H = ln Z - S1 / Z``; for PLess
 ``S2 = sum w**2``; for TopNSigma the mean and population variance) and one
-threshold on p (or on l).
+threshold on p (or on l; Typical: on the distance from the p-weighted mean logit;
+TailFree: a cdf of the sorted p's second differences).
 
 Why it is fast: the first pass is the canonical kernel's (row max, block maxima);
 the exp pass sums the weights block by block (8 float64 lanes), and TopNSigma needs
 no exp at all. ``p >= q`` iff ``l - M >= ln(q Z)``, so the kept tokens are gathered
-from the blocks whose max reaches that level, and only they get their p computed.
-XTC removes a few top tokens from the whole row: the draw walks the exp pass's
-block sums less the removed weights, with no second exp pass.
+from the blocks whose max reaches that level, and only those near it get their p
+computed. XTC removes a few top tokens from the whole row: the draw walks the exp
+pass's block sums less the removed weights, with no second exp pass. Typical sorts
+only the tokens of a window of mass-histogram bins; TailFree's cut is settled by a
+sorted head (``_typical``, ``_tail_free``).
 
 Same decisions as the stage kernels: the sums are taken in another order than the
-reference's pairwise sums, so a token's p (or l) within a relative ``_BAND`` of the
-threshold makes the row undecided (``UNDECIDED``): the chain then runs the stage
-kernels. The draw's weights are ``exp(l - M)`` with ``M`` the input's max: the
-weights of spec §5 up to a common factor, so the token differs only by float64
-rounding, as between any two backends (spec §5).
+reference's pairwise sums, so a decision within a relative ``_BAND`` (a token's p, l
+or score against its threshold, a running mass or cdf against its target) makes the
+row undecided (``UNDECIDED``): the chain then runs the stage kernels. The draw's
+weights are ``exp(l - M)`` with ``M`` the input's max: the weights of spec §5 up to a
+common factor, so the token differs only by float64 rounding, as between any two
+backends (spec §5).
 """
 
 from __future__ import annotations
@@ -863,8 +867,7 @@ def _radix_u32(keys):
 @numba.njit(**_NJ)
 def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
     """``(count, ids, vals, token, logprob)``: the survivors of the stage ``kind`` on
-    the row ``v`` after a first Temperature ``t`` (1: none; > 0; not before TopNSigma
-    or XTC), values after it (count -1: an invalid row; UNDECIDED: see the module
+    the row ``v`` after a first Temperature ``t`` (1: none; > 0), values after it (count -1: an invalid row; UNDECIDED: see the module
     docstring). ``draw``: 0 when stages follow, else the temperature of the draw that
     follows (1: none). XTC with draw 1, a probability threshold with draw (when it can
     decide without the survivors), and the Mirostats (a = mu, b = m): the token drawn
