@@ -123,8 +123,8 @@ class SamplerChain:
         # programs, built on the first call of that shape; False where the backend or
         # the chain has none.
         self._row_prog = {} if hasattr(module, "chain_row") else False
-        # One row of numpy float32 logits with the chain's own history: (V, program,
-        # window) once the one-call step ran for that V (``_one_row``).
+        # One row of numpy float32 logits with the chain's own history: (V, program)
+        # once the one-call step ran for that V (``_one_row``).
         self._one = None
         self.reset()
 
@@ -239,7 +239,7 @@ class SamplerChain:
             return self._mirostat_step(x, ctx, progs)
         if B == 1:
             h = hist[0] if hist else _NO_HISTORY
-            self._one = (V, progs[0], self._plan.window(1))
+            self._one = (V, progs[0])
             return self._module.chain_row(x[0], np.ascontiguousarray(h, np.int64), progs[0],
                                           int(ctx.seed[0]), int(ctx.position[0]))
         hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
@@ -251,12 +251,13 @@ class SamplerChain:
         logits of the V the program was built for, the chain's own history (every
         token already checked against V) and position. The token, or None when the
         general path must run (another shape, or the one-call step handed back)."""
-        V, prog, window = self._one
+        V, prog = self._one
         if not (logits.ndim == 1 and logits.shape[0] == V and logits.dtype == np.float32
                 and self._B == 1 and self._checked_V == V and not self._unchecked
                 and logits.flags.c_contiguous):
             return None
         n = int(self._hlen[0])
+        window = self._plan.window(1)   # cached by the plan
         h = (self._hist[0, :n] if window is None
              else self._hist[0, max(n - window, 0):n] if window else _NO_HISTORY)
         tok = self._module.chain_row(logits, h, prog, int(self._seeds[0]),

@@ -265,6 +265,25 @@ def _composite(v, i):
     return (np.uint64(_desc_key(v)) << np.uint64(32)) | np.uint64(i)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _radix_pass(src, dst, sh, mask, count):
+    """One stable LSD pass: src's keys into dst by the digit (key >> sh) & mask
+    (``count``: mask + 1 counters); keys of any unsigned width."""
+    count[:] = 0
+    for i in range(src.shape[0]):
+        count[(src[i] >> sh) & mask] += 1
+    total = 0
+    for d in range(count.shape[0]):
+        c = count[d]
+        count[d] = total
+        total += c
+    for i in range(src.shape[0]):
+        key = src[i]
+        d = (key >> sh) & mask
+        dst[count[d]] = key
+        count[d] += 1
+
+
 @numba.njit(cache=True, nogil=True)
 def _radix_sort_u64(keys, m):
     """Sort keys[:m] (uint64, distinct) ascending; returns the sorted array (LSD radix,
@@ -285,25 +304,35 @@ def _radix_sort_u64(keys, m):
     dst = np.empty(m, np.uint64)
     count = np.empty(256, np.int64)
     for shift in range(0, nbits, 8):
-        sh = np.uint64(shift)
-        for d in range(256):
-            count[d] = 0
-        for i in range(m):
-            count[(src[i] >> sh) & np.uint64(0xFF)] += 1
-        total = 0
-        for d in range(256):
-            c = count[d]
-            count[d] = total
-            total += c
-        for i in range(m):
-            key = src[i]
-            d = (key >> sh) & np.uint64(0xFF)
-            j = count[d]
-            dst[j] = key
-            count[d] = j + 1
+        _radix_pass(src, dst, np.uint64(shift), np.uint64(0xFF), count)
         src, dst = dst, src
     for i in range(m):
         src[i] += lo
+    return src
+
+
+@numba.njit(cache=True, nogil=True)
+def _radix_u32(keys):
+    """keys (uint32) sorted ascending: LSD radix, 11-bit digits over the bits in which
+    they differ (csrc's fs_radix_u32). ``_radix_sort_u64`` for 32-bit keys takes up to
+    four 8-bit passes over twice the bytes: 1.2-1.9x slower on a flat row's 128k
+    values (TailFree's whole-row sort)."""
+    n = keys.shape[0]
+    lo = np.uint32(0xFFFFFFFF)
+    hi = np.uint32(0)
+    for i in range(n):
+        lo &= keys[i]
+        hi |= keys[i]
+    diff = lo ^ hi
+    src = keys
+    dst = np.empty(n, np.uint32)
+    cnt = np.empty(2048, np.int64)
+    for shift in range(0, 32, 11):
+        sh = np.uint32(shift)
+        if (diff >> sh) & np.uint32(0x7FF) == 0:
+            continue
+        _radix_pass(src, dst, sh, np.uint32(0x7FF), cnt)
+        src, dst = dst, src
     return src
 
 

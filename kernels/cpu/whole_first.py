@@ -47,7 +47,7 @@ from .canonical import (_BS, _NBINS_MASS, _NEG, _TOL, _apply_temperature, _block
                         _invalid, _kth, _mass_hist, _mbin, _min_finite, _pass_max, _temp,
                         _walk_blocks)
 from .simd import FASTMATH, exp64_neg, exp_store_sum, mul_strict
-from .topk import _desc_key, _key_value, _select_key
+from .topk import _desc_key, _key_value, _radix_u32, _select_key
 from .stage_common import (K_EPSILON, K_ETA, K_MIROSTAT, K_MIROSTAT_V2, K_P_LESS, K_TOP_A,
                            K_TAIL_FREE, K_TOP_N_SIGMA, K_TYPICAL, K_XTC)
 
@@ -768,8 +768,9 @@ def _tf_cut(sd, partial, Z, M, z):
 @numba.njit(**_NJ)
 def _tail_free(v, bmax, m32, z, mk):
     """TailFree (z) on the row: csrc/fs_whole_first.inc's wf_tail_free. The head
-    (p >= 1e-4, 1e-5, 1e-6, 1e-7, then every token) sorted by value descending (the
-    cut value's ties kept in id order, as the reference's positions), its d's settle the cut when the tail's bound 2 p_{H-2} on the rest of
+    (p >= 1e-4, 1e-5, 1e-6, 1e-7, then every token) sorted by value descending
+    (topk's ``_radix_u32``; the cut value's ties kept in id order, as the reference's
+    positions), its d's settle the cut when the tail's bound 2 p_{H-2} on the rest of
     sum(d) cannot move it."""
     ei = np.empty(0, np.int32)
     e32 = np.empty(0, np.float32)
@@ -828,40 +829,6 @@ def _tail_free(v, bmax, m32, z, mk):
             r += 1
             ties -= 1
     return r, ids[:r], vals[:r]
-
-
-@numba.njit(**_NJ)
-def _radix_u32(keys):
-    """keys (uint32) sorted ascending: LSD radix, 11-bit digits over the bits in which
-    they differ (csrc's fs_radix_u32)."""
-    n = keys.shape[0]
-    lo = np.uint32(0xFFFFFFFF)
-    hi = np.uint32(0)
-    for i in range(n):
-        lo &= keys[i]
-        hi |= keys[i]
-    diff = lo ^ hi
-    src = keys
-    dst = np.empty(n, np.uint32)
-    cnt = np.empty(2048, np.int64)
-    for shift in range(0, 32, 11):
-        sh = np.uint32(shift)
-        if (diff >> sh) & np.uint32(0x7FF) == 0:
-            continue
-        cnt[:] = 0
-        for i in range(n):
-            cnt[(src[i] >> sh) & np.uint32(0x7FF)] += 1
-        total = 0
-        for d in range(2048):
-            c = cnt[d]
-            cnt[d] = total
-            total += c
-        for i in range(n):
-            d = (src[i] >> sh) & np.uint32(0x7FF)
-            dst[cnt[d]] = src[i]
-            cnt[d] += 1
-        src, dst = dst, src
-    return src
 
 
 @numba.njit(**_NJ)
@@ -955,8 +922,9 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
     extra = 0.0
     # nothing after it (but a Temperature, on a stage after none): the draw on the row
     direct = draw > 0.0 and mk <= 1 and (draw == 1.0 or t0 == 1.0)
-    w = np.empty(v.shape[0], np.float64)
-    if kind == K_ETA or kind == K_P_LESS:
+    moments = kind == K_ETA or kind == K_P_LESS
+    w = np.empty(v.shape[0] if moments or direct else 0, np.float64)   # stored weights
+    if moments:
         Z, S1, S2 = _exp_moments(v, M, w)
     elif direct:
         Z = _exp_store(v, M, w)
