@@ -253,22 +253,13 @@ int fs_smoothing(const float *logits, float *out, int64_t B, int64_t V,
         const float *row = logits + b * V;
         float *o = out + b * V;
         const double f = factor[b];
-        if (f <= 0 || fsc_count_finite(row, V) == 0) {
+        const double top = fsc_row_max(row, V); /* -inf: no finite logit */
+        if (f <= 0 || top == -INFINITY) {
             copy_row(row, o, V);
             continue;
         }
-        const double top = fsc_row_max(row, V);
         const double k = (3.0 - curve[b]) / 2.0, s = (curve[b] - 1.0) / 2.0;
-        for (int64_t i = 0; i < V; i++) {
-            double x = (double)row[i];
-            if (x > -INFINITY) {
-                double d = x - top;
-                double d2 = d * d; /* d**3 as d2 * d: within an ulp of numpy's pow */
-                o[i] = fs_sat_f32(top - k * f * d2 + s * f * (d2 * d));
-            } else {
-                o[i] = -INFINITY;
-            }
-        }
+        FSC_CALL_ISA(fsc_smooth_row, row, o, V, top, k * f, s * f);
     }
     return FS_STAGE_OK;
 }

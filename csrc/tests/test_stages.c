@@ -602,6 +602,46 @@ static int same_rows(const double *v, const double *w, const double *u, const do
     return !memcmp(v, w, (size_t)V * sizeof(double)) && !memcmp(u, t, (size_t)V * sizeof(double));
 }
 
+/* Smoothing's row loop: every copy gives the scalar rule bit for bit (saturation,
+ * -inf and NaN to -inf included) */
+static void test_smooth_rows(void) {
+    for (int rep = 0; rep < 200; rep++) {
+        int64_t V = 1 + below(rep < 100 ? 40 : 3000);
+        float *row = malloc((size_t)V * sizeof(float)), *o = malloc((size_t)V * sizeof(float));
+        float *want = malloc((size_t)V * sizeof(float));
+        for (int64_t i = 0; i < V; i++) {
+            double r = uniform01();
+            row[i] = r < 0.1 ? -INFINITY : r < 0.12 ? NAN : (float)(40.0 * uniform01() - 30.0);
+        }
+        const double top = 10.0, kf = uniform01() < 0.1 ? 1e36 : 2.0 * uniform01() - 0.5,
+                     sf = 2.0 * uniform01() - 1.0;
+        for (int64_t i = 0; i < V; i++) {
+            const double d = (double)row[i] - top;
+            want[i] = row[i] > -INFINITY ? fs_sat_f32(top - kf * (d * d) + sf * ((d * d) * d))
+                                         : -INFINITY;
+        }
+        fsc_smooth_row_base(row, o, V, top, kf, sf);
+        CHECK(!memcmp(o, want, (size_t)V * sizeof(float)), "base smooth row (V = %lld)",
+              (long long)V);
+#ifdef FSC_X86
+        const int isa = fs_cpu_isa();
+        if (isa >= FS_ISA_AVX2) {
+            fsc_smooth_row_avx2(row, o, V, top, kf, sf);
+            CHECK(!memcmp(o, want, (size_t)V * sizeof(float)), "avx2 smooth row (V = %lld)",
+                  (long long)V);
+        }
+        if (isa >= FS_ISA_AVX512) {
+            fsc_smooth_row_avx512(row, o, V, top, kf, sf);
+            CHECK(!memcmp(o, want, (size_t)V * sizeof(float)), "avx512 smooth row (V = %lld)",
+                  (long long)V);
+        }
+#endif
+        free(row);
+        free(o);
+        free(want);
+    }
+}
+
 static void test_exp_log_rows(void) {
     const int isa = fs_cpu_isa();
     for (int rep = 0; rep < 200; rep++) { /* every vector tail length, then longer rows */
@@ -615,30 +655,37 @@ static void test_exp_log_rows(void) {
         }
         const double m = uniform01() < 0.5 ? 0.0 : 3.5, W = 1.0 + 10.0 * uniform01();
         int same = 1;
+        int64_t marks, nan = 0, vm;
         fsc_exp_row_base(row, V, m, w);
-        fsc_plogp_row_base(w, W, V, t);
+        fsc_plogp_row_base(w, W, V, t, &marks);
         for (int64_t i = 0; i < V; i++) {
             double e = fsc_exp((double)row[i] - m), p = w[i] / W;
             double pl = p > 0.0 ? p * fsc_log(p) : NAN;
             same &= !memcmp(&w[i], &e, sizeof e) && !memcmp(&t[i], &pl, sizeof pl);
+            nan += pl != pl;
         }
         CHECK(same, "base row loops differ from scalar fsc_exp / fsc_log (V = %lld)",
               (long long)V);
+        CHECK(marks == nan, "base plogp counts %lld NaN marks, not %lld", (long long)marks,
+              (long long)nan);
 #ifdef FSC_X86
         if (isa >= FS_ISA_AVX2) {
             fsc_exp_row_avx2(row, V, m, v);
-            fsc_plogp_row_avx2(w, W, V, u);
-            CHECK(same_rows(v, w, u, t, V), "avx2 row loops differ (V = %lld)", (long long)V);
+            fsc_plogp_row_avx2(w, W, V, u, &vm);
+            CHECK(same_rows(v, w, u, t, V) && vm == nan, "avx2 row loops differ (V = %lld)",
+                  (long long)V);
         }
         if (isa >= FS_ISA_AVX512) {
             fsc_exp_row_avx512(row, V, m, v);
-            fsc_plogp_row_avx512(w, W, V, u);
-            CHECK(same_rows(v, w, u, t, V), "avx512 row loops differ (V = %lld)", (long long)V);
+            fsc_plogp_row_avx512(w, W, V, u, &vm);
+            CHECK(same_rows(v, w, u, t, V) && vm == nan, "avx512 row loops differ (V = %lld)",
+                  (long long)V);
         }
 #endif
         FSC_CALL_ISA(fsc_exp_row, row, V, m, v); /* the dispatched copies */
-        FSC_CALL_ISA(fsc_plogp_row, w, W, V, u);
-        CHECK(same_rows(v, w, u, t, V), "dispatched row loops differ (V = %lld)", (long long)V);
+        FSC_CALL_ISA(fsc_plogp_row, w, W, V, u, &vm);
+        CHECK(same_rows(v, w, u, t, V) && vm == nan, "dispatched row loops differ (V = %lld)",
+              (long long)V);
         free(row);
         free(w);
         free(v);
@@ -657,6 +704,7 @@ int main(void) {
     test_bad_input();
     test_exp_log_scalar();
     test_exp_log_rows();
+    test_smooth_rows();
     printf("test_stages: %d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }
