@@ -55,8 +55,17 @@ def chains():
          "W5"),
         ("XTC -> Smoothing", [fs.XTC(0.5, 0.1), fs.Smoothing(0.3, 1.5)], "W5"),
         ("XTC first", [fs.XTC(0.5, 0.1), fs.Temperature(1.0)], "W5"),
+        ("T -> XTC -> Smoothing", [fs.Temperature(0.8), fs.XTC(0.5, 0.1),
+                                   fs.Smoothing(0.3, 1.5)], "W5"),
+        ("Smoothing first", [fs.Smoothing(0.3, 1.5)], "W5"),
+        ("DynamicTemperature first", [fs.DynamicTemperature(0.8, 0.5)], "W5"),
         ("T -> Mirostat", [fs.Temperature(0.8), fs.Mirostat(5.0, 0.1)], "W5"),
         ("T -> MirostatV2", [fs.Temperature(0.8), fs.MirostatV2(5.0, 0.1)], "W5"),
+        ("TopK -> Mirostat", [fs.TopK(40), fs.Mirostat(5.0, 0.1)], "W1"),
+        ("MinP -> T -> MirostatV2", [fs.MinP(0.05), fs.Temperature(0.8),
+                                     fs.MirostatV2(5.0, 0.1)], "W1"),
+        ("Penalties + Typical -> MirostatV2", [fs.Penalties(1.1, last_n=64), fs.Typical(0.9),
+                                               fs.MirostatV2(5.0, 0.1)], "W5"),
     ]
 
 

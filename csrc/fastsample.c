@@ -515,13 +515,53 @@ int fs_whole_first_row(const float *x, int64_t V, int kind, double a, double b,
     isa = fs_level(isa);
     const double u_xtc = fs_uniform(seed, position, 0u, FS_STREAM_XTC);
     const double u = fs_uniform(seed, position, 0u, FS_STREAM_DRAW);
-    int64_t c = FS_DISPATCH(isa, whole_first_row, x, V, kind, a, b, min_keep, temperature,
+    int64_t c = FS_DISPATCH(isa, whole_first_row, x, V, V, kind, a, b, min_keep, temperature,
                             u_xtc, draw, u, token, lp, &w);
     if (c > cap) return FS_E_SIZE;
     if (c > 0) {
         memcpy(ids, w.si, (size_t)c * sizeof(int32_t));
         memcpy(vals, w.sv, (size_t)c * sizeof(float));
     }
+    *count = c;
+    return FS_OK;
+}
+
+int fs_mirostat_row(const float *x, int64_t n, int64_t vocab, int kind, double mu, double m,
+                    uint64_t seed, uint64_t position, int32_t *token, double *lp, void *ws,
+                    size_t ws_bytes, int isa) {
+    if (!x || !token || !lp || n < 1 || n > INT32_MAX - FS_BS || vocab < n) return FS_E_SIZE;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(n)) return FS_E_WORKSPACE;
+    if (mu != mu || m != m) return FS_E_PARAM;
+    if (kind != FS_CHAIN_MIROSTAT && kind != FS_CHAIN_MIROSTAT_V2) return FS_E_PARAM;
+    fs_cws w;
+    fs_canon_layout(n, ws, &w);
+    const double u = fs_uniform(seed, position, 0u, FS_STREAM_DRAW);
+    int32_t tok = -1;
+    *lp = NAN;
+    const int64_t c = FS_DISPATCH(fs_level(isa), whole_first_row, x, n, vocab, kind, mu, m, 1,
+                                  1.0, 0.0, 1.0, u, &tok, lp, &w);
+    *token = c == 0 && tok >= 0 ? tok : c == FS_WF_UNDECIDED ? FS_WF_UNDECIDED : -1;
+    return FS_OK;
+}
+
+int fs_xtc_removed_row(const float *x, int64_t V, double probability, double threshold,
+                       double temperature, uint64_t seed, uint64_t position, float *tout,
+                       int32_t *removed, int64_t cap, int64_t *count, void *ws,
+                       size_t ws_bytes, int isa) {
+    if (!x || !count || V < 1 || V > INT32_MAX - FS_BS || cap < 0 || (cap > 0 && !removed) ||
+        (temperature != 1.0 && !tout))
+        return FS_E_SIZE;
+    if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
+    if (probability != probability || threshold != threshold || !(temperature > 0.0) ||
+        temperature == INFINITY)
+        return FS_E_PARAM;
+    fs_cws w;
+    fs_canon_layout(V, ws, &w);
+    const double u_xtc = fs_uniform(seed, position, 0u, FS_STREAM_XTC);
+    int64_t c = FS_DISPATCH(fs_level(isa), xtc_removed_row, x, V, probability, threshold,
+                            temperature, u_xtc, tout, &w);
+    if (c > cap) return FS_E_SIZE;
+    if (c > 0) memcpy(removed, w.ci, (size_t)c * sizeof(int32_t));
     *count = c;
     return FS_OK;
 }

@@ -157,6 +157,26 @@ int fs_whole_first_row(const float *x, int64_t V, int kind, double a, double b,
                        int64_t min_keep, double temperature, uint64_t seed, uint64_t position,
                        double draw, int32_t *ids, float *vals, int64_t cap, int64_t *count,
                        int32_t *token, double *lp, void *ws, size_t ws_bytes, int isa);
+/* A Mirostat terminal (kind FS_CHAIN_MIROSTAT: mu, m; FS_CHAIN_MIROSTAT_V2: mu) on a row
+ * x of n tokens, the survivors of a chain's stages over a vocabulary of vocab >= n
+ * tokens (Mirostat v1's Zipf k reads it): *token the drawn index into x and *lp its
+ * log-probability among the kept (for the mu update); *token -1 for an invalid row
+ * (NaN, +inf, every logit -inf), -3 when the k lies within rounding of an integer
+ * (run the stage kernel). Workspace: fs_canonical_ws_bytes(n). */
+int fs_mirostat_row(const float *x, int64_t n, int64_t vocab, int kind, double mu, double m,
+                    uint64_t seed, uint64_t position, int32_t *token, double *lp, void *ws,
+                    size_t ws_bytes, int isa);
+/* XTC first with stages after it, on one row after a first Temperature (1: none; > 0,
+ * then the transformed row is written to tout, V floats): the ids it removes
+ * (ascending) into removed[0..*count), cap entries at most; *count 0 when it does not
+ * fire or removes nothing, -1 for an invalid row (NaN, +inf, every logit -inf; tout
+ * not written), -3 when a p lies within rounding of the threshold (run the stage
+ * kernel). The survivors are every other finite token: the caller reads the row (or
+ * tout) itself, no gather. Workspace: fs_canonical_ws_bytes(V). */
+int fs_xtc_removed_row(const float *x, int64_t V, double probability, double threshold,
+                       double temperature, uint64_t seed, uint64_t position, float *tout,
+                       int32_t *removed, int64_t cap, int64_t *count, void *ws,
+                       size_t ws_bytes, int isa);
 /* FS_CDEF_END */
 
 #endif

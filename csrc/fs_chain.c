@@ -4,6 +4,7 @@
 #include "fs_chain.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "fastsample.h"
 #include "fs_logprobs.h"
@@ -25,14 +26,72 @@ static int hides_bad_value(const float *row, int64_t V, const int64_t *hist, int
     return 0;
 }
 
+/* after_stage left cur as it was (next not written): XTC that did not fire */
+#define FS_CHAIN_SAME (-1000)
+/* A whole-distribution stage on at least this many survivors runs as it does first
+ * (fs_whole_first_row: one float exp pass, no sort; XTC: fs_xtc_removed_row, the ids
+ * it removes) instead of its stage kernel (a float64 exp pass; Typical, TailFree: an
+ * argsort of the survivors): a first cut that keeps most of a flat row leaves ~V */
+#define FS_CHAIN_LONG 2048
+
+/* after_stage of a whole-distribution stage on a long row: fs_whole_first_row's
+ * survivors (ids into rm, values into fws) written back as a row of n, -inf elsewhere;
+ * a decision within rounding hands the row back, as first. */
+static int long_stage(const fs_chain_params *p, int s, const float *cur, float *next,
+                      int64_t n, float *fws, int32_t *rm, void *ws, size_t ws_bytes, int isa) {
+    int64_t cnt;
+    int32_t tok;
+    double lp;
+    int rc = fs_whole_first_row(cur, n, p->after[s], p->after_a[s], p->after_b[s],
+                                p->after_min_keep[s], 1.0, p->seed, p->position, 0.0, rm, fws,
+                                n, &cnt, &tok, &lp, ws, ws_bytes, isa);
+    if (rc)
+        return rc;
+    if (cnt <= 0)
+        return FS_CHAIN_FALLBACK;  /* undecided (or never: invalid) */
+    for (int64_t i = 0; i < n; i++)
+        next[i] = -INFINITY;
+    for (int64_t q = 0; q < cnt; q++)
+        next[rm[q]] = fws[q];
+    return FS_CHAIN_OK;
+}
+
 /* Stage s of the stages on the survivors: its kernel on the (1, n) row cur into next
- * (fws: float scratch of fws_len >= n, dws: fs_stage_dws_len(n) doubles at least). */
+ * (fws: float scratch of fws_len >= n, dws: fs_stage_dws_len(n) doubles at least;
+ * rm: n ids of scratch, or NULL; ws: the canonical workspace of n). Returns
+ * FS_CHAIN_SAME when cur stays the row (next not written), FS_CHAIN_FALLBACK when a
+ * long row's decision lies within rounding of its threshold (FS_CHAIN_LONG). */
 static int after_stage(const fs_chain_params *p, int s, const float *cur, float *next,
-                       int64_t n, float *fws, int64_t fws_len, double *dws, int64_t dws_len) {
+                       int64_t n, float *fws, int64_t fws_len, double *dws, int64_t dws_len,
+                       int32_t *rm, void *ws, size_t ws_bytes, int isa) {
     const double *a = &p->after_a[s], *b = &p->after_b[s], *c = &p->after_c[s];
     const int64_t *mk = &p->after_min_keep[s];
     switch (p->after[s]) {
+    case FS_CHAIN_TYPICAL: case FS_CHAIN_TAIL_FREE: case FS_CHAIN_EPSILON: case FS_CHAIN_ETA:
+    case FS_CHAIN_TOP_A: case FS_CHAIN_P_LESS: case FS_CHAIN_TOP_N_SIGMA:
+        if (rm && n >= FS_CHAIN_LONG)
+            return long_stage(p, s, cur, next, n, fws, rm, ws, ws_bytes, isa);
+        break;
+    default:
+        break;
+    }
+    switch (p->after[s]) {
     case FS_CHAIN_XTC:
+        if (rm && n >= FS_CHAIN_LONG) {
+            int64_t nr;
+            int rc = fs_xtc_removed_row(cur, n, *a, *b, 1.0, p->seed, p->position, NULL, rm, n,
+                                        &nr, ws, ws_bytes, isa);
+            if (rc)
+                return rc;
+            if (nr < 0 || (nr > 0 && *mk > 1))
+                return FS_CHAIN_FALLBACK;  /* undecided, or the floor: the stage kernels */
+            if (nr == 0)
+                return FS_CHAIN_SAME;
+            memcpy(next, cur, (size_t)n * sizeof(float));
+            for (int64_t r = 0; r < nr; r++)
+                next[rm[r]] = -INFINITY;
+            return FS_CHAIN_OK;
+        }
         return fs_xtc(cur, next, 1, n, a, b, mk, &p->seed, &p->position, fws, fws_len, dws,
                       dws_len);
     case FS_CHAIN_TEMPERATURE:
@@ -78,13 +137,18 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
                          float *tmp, int64_t vlen, int32_t *counts, int32_t *best, int32_t *z,
                          int64_t z_len, double *dws, int64_t dws_len, void *ws,
                          size_t ws_bytes, int isa, int32_t *token, int want_row,
-                         const float **drawn, int64_t *ndrawn, int32_t *kdrawn) {
+                         const float **drawn, int64_t *ndrawn, int32_t *kdrawn,
+                         int *whole_row) {
     if (!token)
         return FS_CHAIN_E_SIZE;
     *token = -2;
     if (!row || !p || !work || V < 1 || vlen < V || nhist < 0 || (nhist > 0 && !hist) ||
         p->n_after < 0 || p->n_after > FS_CHAIN_MAX_AFTER)
         return FS_CHAIN_E_SIZE;
+    if (p->terminal && (want_row || p->fused || p->first == FS_CHAIN_MIROSTAT ||
+                        p->first == FS_CHAIN_MIROSTAT_V2 ||
+                        (p->terminal != FS_CHAIN_MIROSTAT && p->terminal != FS_CHAIN_MIROSTAT_V2)))
+        return FS_CHAIN_E_SIZE;  /* a Mirostat terminal: after stages, no row handed out */
     const float *x = row;
     int64_t offsets[2] = {0, nhist};
     int rc;
@@ -148,14 +212,53 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         return *token == FS_INVALID_ROW ? FS_CHAIN_FALLBACK : FS_CHAIN_OK;
     }
     int64_t n;
-    if (p->first) {  /* a whole-distribution stage first, on the (edited) row */
+    /* The survivors are the whole row when no stage first cuts it (FS_CHAIN_WHOLE_ROW),
+     * and for XTC first with stages after it, the whole row less the few ids it removes
+     * (fs_xtc_removed_row; nothing when it does not fire): the stages read x itself, or
+     * a copy with those ids at -inf, and ids are the positions. No gather of ~V
+     * survivors: a masked token is what the stage kernels skip anyway. */
+    int whole = p->first == FS_CHAIN_WHOLE_ROW;
+    if (whole && p->n_after < 1)
+        return FS_CHAIN_E_SIZE;
+    int64_t nr = 0;  /* XTC's removed ids, in ids */
+    if (p->first == FS_CHAIN_XTC && p->n_after > 0) {
+        whole = 1;
+        rc = fs_xtc_removed_row(x, V, p->first_a, p->first_b, p->first_temperature, p->seed,
+                                p->position, vals, ids, vlen, &nr, ws, ws_bytes, isa);
+        if (rc)
+            return rc;
+        if (nr < 0 || (nr > 0 && p->first_min_keep > 1))
+            return FS_CHAIN_FALLBACK;  /* invalid, undecided, or the floor: the stages */
+    } else if (whole) {  /* the stage kernels take any row: an invalid one is the general
+                          * route's */
+        uint8_t invalid;
+        rc = fs_invalid_rows(x, 1, V, &invalid, isa);
+        if (rc)
+            return rc;
+        if (invalid)
+            return FS_CHAIN_FALLBACK;
+    }
+    const float *src = vals;
+    if (whole) {
+        n = V;
+        src = x;
+        if (p->first == FS_CHAIN_XTC && (nr > 0 || p->first_temperature != 1.0)) {
+            if (p->first_temperature == 1.0)  /* else vals already holds the divided row */
+                memcpy(vals, x, (size_t)V * sizeof(float));
+            for (int64_t r = 0; r < nr; r++)
+                vals[ids[r]] = -INFINITY;
+            src = vals;
+        }
+    } else if (p->first) {  /* a whole-distribution stage first, on the (edited) row */
         int32_t tok;
         const int mirostat = p->first == FS_CHAIN_MIROSTAT || p->first == FS_CHAIN_MIROSTAT_V2;
         if (mirostat && (p->n_after != 0 || want_row))
             return FS_CHAIN_E_SIZE;  /* a terminal: nothing after it, no row to hand out */
         /* the draw in the call when nothing follows, or only a Temperature (> 0) */
         double draw = 0.0;
-        if (!want_row && p->n_after == 0)
+        if (!want_row && p->terminal)
+            draw = 0.0;  /* the Mirostat terminal draws */
+        else if (!want_row && p->n_after == 0)
             draw = 1.0;
         else if (!want_row && p->n_after == 1 && p->after[0] == FS_CHAIN_TEMPERATURE &&
                  p->after_a[0] > 0.0 && p->after_a[0] < INFINITY)
@@ -184,23 +287,34 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         *token = -2;
         return FS_CHAIN_FALLBACK;
     }
-    /* the later stages on the survivors as a (1, n) row, as the candidates route */
-    float *cur = vals, *next = tmp;
+    /* the later stages on the survivors as a (1, n) row, as the candidates route; each
+     * writes vals or tmp (whichever it does not read), its float scratch is the third
+     * of work, vals and tmp (work may be x itself, the edited row) */
+    const float *cur = src;
     for (int s = 0; s < p->n_after; s++) {
-        rc = after_stage(p, s, cur, next, n, work, vlen, dws, dws_len);
+        float *next = cur == tmp ? vals : tmp;
+        float *fws = cur != work && next != work ? work : (cur != vals && next != vals ? vals
+                                                                                       : tmp);
+        rc = after_stage(p, s, cur, next, n, fws, vlen, dws, dws_len, best, ws, ws_bytes,
+                         isa);
+        if (rc == FS_CHAIN_SAME)
+            continue;
         if (rc)
             return rc;
-        float *t = cur;
         cur = next;
-        next = t;
     }
     int32_t k;
-    rc = fs_draw(cur, 1, n, &p->seed, &p->position, &k, ws, ws_bytes, isa);
+    if (p->terminal)  /* its mu update reads the drawn token's log-probability */
+        rc = fs_mirostat_row(cur, n, V, p->terminal, p->terminal_mu, p->terminal_m, p->seed,
+                             p->position, &k, &p->first_lp, ws, ws_bytes, isa);
+    else
+        rc = fs_draw(cur, 1, n, &p->seed, &p->position, &k, ws, ws_bytes, isa);
     if (rc)
         return rc;
     if (k < 0 || k >= n)
         return FS_CHAIN_FALLBACK;  /* every survivor masked by the later stages */
-    *token = ids[k];
+    *token = whole ? k : ids[k];
+    *whole_row = whole;
     *drawn = cur;
     *ndrawn = n;
     *kdrawn = k;
@@ -216,9 +330,10 @@ int fs_chain_row(const float *row, int64_t V, const int64_t *hist, int64_t nhist
     const float *drawn;
     int64_t ndrawn;
     int32_t kdrawn;
+    int whole;
     return chain_row_run(row, V, hist, nhist, p, is_breaker, breaker_len, work, ids, vals, tmp,
                          vlen, counts, best, z, z_len, dws, dws_len, ws, ws_bytes, isa, token,
-                         0, &drawn, &ndrawn, &kdrawn);
+                         0, &drawn, &ndrawn, &kdrawn, &whole);
 }
 
 /* The top kk (<= nd) of a short row, descending, ties to the lower index, by insertion:
@@ -256,9 +371,10 @@ int fs_chain_row_logprobs(const float *row, int64_t V, const int64_t *hist, int6
     const float *d = NULL;
     int64_t nd = 0;
     int32_t kd = -1;
+    int whole = 0;
     int rc = chain_row_run(row, V, hist, nhist, p, is_breaker, breaker_len, work, ids, vals,
                            tmp, vlen, counts, best, z, z_len, dws, dws_len, ws, ws_bytes, isa,
-                           token, 1, &d, &nd, &kd);
+                           token, 1, &d, &nd, &kd, &whole);
     if (rc)
         return rc;
     /* the log-probabilities of the survivors' row, as fs_logprobs of a (1, nd) row: its
@@ -281,7 +397,7 @@ int fs_chain_row_logprobs(const float *row, int64_t V, const int64_t *hist, int6
     rc = fs_logprobs(d, 1, nd, &tk, work, best, kk, nlp, lp, rank, top_ids, top_lp, isa);
     if (rc)
         return rc;
-    for (int64_t q = 0; q < nlp; q++)
+    for (int64_t q = 0; q < nlp && !whole; q++)  /* whole: the ids are the positions */
         if (top_ids[q] >= 0 && top_ids[q] < nd)
             top_ids[q] = ids[top_ids[q]];
     return FS_CHAIN_OK;

@@ -2,9 +2,10 @@
  * path for B = 1, fastsample/plan.py's row program).
  *
  * The chain: [Penalties] [DRY] (each optional, in this order) -> TopK -> TopP -> MinP
- * (one min_keep), or one whole-distribution stage (fs_whole_first_row) -> up to eight
- * stages on the survivors (a truncation, XTC, a
- * temperature, smoothing) -> Dist; llama.cpp's default order
+ * (one min_keep), or one whole-distribution stage (fs_whole_first_row), or nothing
+ * (FS_CHAIN_WHOLE_ROW: the stages read the whole row) -> up to eight stages on the
+ * survivors (a truncation, XTC, a temperature, smoothing) -> Dist or a Mirostat
+ * (fs_mirostat_row, told the vocabulary size); llama.cpp's default order
  * and docs/spec.md §12's W10a and W10b. It composes the kernels the stage-by-stage route
  * calls (fs_penalties, fs_dry, fs_sample_canonical_row or fs_truncate_canonical_row,
  * fs_xtc, fs_temperature, fs_draw) on the same data in the same order, so its token is
@@ -35,6 +36,9 @@ enum {
 };
 /* terminals a chain may run first (fs_whole_first_row, on the whole row) */
 enum { FS_CHAIN_MIROSTAT = 15, FS_CHAIN_MIROSTAT_V2 = 16 };
+/* first: no truncation; the stages after run on the whole row (its ids are the
+ * survivors' ids): a transform first (Smoothing, DynamicTemperature, ...) */
+enum { FS_CHAIN_WHOLE_ROW = 17 };
 enum { FS_CHAIN_MAX_AFTER = 8 };
 
 typedef struct {
@@ -56,7 +60,9 @@ typedef struct {
     double first_lp;                   /* out, the Mirostats (FS_CHAIN_MIROSTAT, _V2 as
                                         first, then nothing: their a is mu, set per
                                         call): the drawn token's log-probability among
-                                        the kept tokens, for the mu update */
+                                        the kept tokens, for the mu update;
+                                        FS_CHAIN_WHOLE_ROW: no first stage, the stages
+                                        after (n_after >= 1) read the whole row */
     int64_t top_k;                     /* the truncations TopK -> TopP -> MinP */
     double top_p, min_p;
     int64_t min_keep;
@@ -69,6 +75,11 @@ typedef struct {
                                         threshold; DynamicTemperature: t, range,
                                         exponent) */
     int64_t after_min_keep[8];         /* the truncations' min_keep */
+    int terminal;                      /* 0: Dist; FS_CHAIN_MIROSTAT or _V2: that
+                                        terminal on the survivors (fs_mirostat_row; its
+                                        log-probability out in first_lp); not fused,
+                                        not with a Mirostat first */
+    double terminal_mu, terminal_m;    /* its mu (set per call) and m (v1) */
     uint64_t seed, position;
 } fs_chain_params;
 

@@ -14,8 +14,8 @@ from . import arrays as _arrays
 from . import bitmask as _bitmask
 from . import plan as _plan
 from . import registry as _backends
-from .stages import (AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens, Stage,
-                     Temperature, Terminal, TopK, TopP)
+from .stages import (AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens, Mirostat,
+                     MirostatV2, Stage, Temperature, Terminal, TopK, TopP)
 from .validation import (
     as_history,
     as_logits,
@@ -221,7 +221,7 @@ class SamplerChain:
         a batch, -2 for a row the general route must decide (an invalid or emptied
         row, a NaN/+inf where an edit writes); None when the chain has no such step."""
         B, V = ctx.B, ctx.V
-        mirostat = self._plan.first is not None and self._plan.first is self._plan.terminal
+        mirostat = isinstance(self._plan.terminal, (Mirostat, MirostatV2))   # mu in, lp out
         progs = self._row_prog.get((B, V))
         if progs is None:
             fused = (self._fused_args(B, self._plan.fused) if self._plan.mode == "fused"

@@ -32,6 +32,14 @@ A chain reads as ``[edits] [first truncation] [later stages] terminal``:
   sorted head; the Mirostats draw there and return the drawn token's
   log-probability for the mu update) and the rest on its survivors.
   Other calls (batches without a row program, ``process``) run such chains as stages.
+- **Whole row**: a chain that no stage cuts first (a transform of the whole row first)
+  has a row program too (``WHOLE_ROW_OP``): its stages read the row itself, whose
+  positions are the survivors' ids. XTC first with stages after it does the same, less
+  the few ids it removes.
+- **A Mirostat terminal after other stages**: a row program draws it on the survivors
+  the last stage left, told the vocabulary size (Mirostat v1 reads it), after a first
+  cut (``row_after`` for Mirostat v1, which the general route runs as stages), a
+  whole-distribution stage first, or the whole row.
 - **Stages**: anything else runs stage by stage on the working copy, as the
   reference does.
 """
@@ -90,6 +98,9 @@ class Plan:
         its survivors; or a Mirostat / MirostatV2 terminal with no stage before it.
     first_temperature : Temperature or None
         A Temperature right before ``first`` (``TEMPERATURE_FIRST_OPS`` only).
+    row_after : tuple of Stage
+        Stages mode with a Mirostat v1 terminal after a first truncation (then in
+        ``truncation``): the stages between them, for row programs only.
     """
 
     def __init__(self, stages, fused_tail, fast=True, can_truncate=True):
@@ -119,12 +130,18 @@ class Plan:
             return
         run = _first_truncation(rest) if can_truncate else []
         after = rest[len(run):]
+        self.row_after = ()
         if run and all(map(_compact_safe, after + (self.terminal,))):
             self.mode = "candidates"
             self.truncation = {type(s): s for s in run}
             self.after = after
         else:
             self.mode = "stages"
+            if run and all(map(_compact_safe, after)) and isinstance(self.terminal, Mirostat):
+                # only a row program cuts first here: it tells Mirostat v1 the vocabulary
+                # size, which the general route's compacted survivors would not
+                self.truncation = {type(s): s for s in run}
+                self.row_after = after
             self._plan_first(rest)
 
     def _plan_first(self, rest):
@@ -132,12 +149,14 @@ class Plan:
         program runs on the whole row, after an optional Temperature."""
         lead = rest[:1] if rest and isinstance(rest[0], Temperature) else ()
         tail = rest[len(lead):]
-        if isinstance(self.terminal, (Mirostat, MirostatV2)):
-            if not tail:
-                self.first = self.terminal
+        mirostat = isinstance(self.terminal, (Mirostat, MirostatV2))
+        if mirostat and not tail:
+            self.first = self.terminal
         elif (tail and tail[0].op in FIRST_WHOLE_OPS
                 and (not lead or tail[0].op in TEMPERATURE_FIRST_OPS)
-                and all(map(_compact_safe, tail[1:] + (self.terminal,)))):
+                and all(map(_compact_safe, tail[1:]))
+                and (mirostat or _compact_safe(self.terminal))):
+            # a Mirostat terminal on the survivors: a row program passes the vocabulary
             self.first, self.first_after = tail[0], tail[1:]
         if self.first is not None and lead:
             self.first_temperature = lead[0]
@@ -190,18 +209,27 @@ def row_program(plan, fused_args=None, B=1, b=0):
     of such a chain in one call: ``[Penalties] [DRY]`` (in this order) as the edits,
     then the fused chain (``fused_args``: the chain's ``_fused_args(1, plan.fused)``)
     or the first truncation (or ``plan.first``, a whole-distribution stage) followed
-    by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors, and Dist.
-    Anything else (LogitBias, another edit or terminal, a later stage of another
-    kind) is None: the general route. The description holds row ``b``'s plain
-    scalars of a batch of ``B`` rows (per-row parameters): ``penalties``, ``dry``,
-    ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as an ``after`` entry;
-    a Mirostat's mu is 0 there, the caller passes the row's), ``first_temperature``,
-    ``fused``, ``after``.
+    by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors (or, when no stage
+    cuts the row first, on the whole row: ``first`` is ``WHOLE_ROW_OP``), and Dist or
+    a Mirostat terminal. Anything else (LogitBias, another edit or terminal, a later
+    stage of another kind) is None: the general route. The description holds row
+    ``b``'s plain scalars of a batch of ``B`` rows (per-row parameters):
+    ``penalties``, ``dry``, ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as
+    an ``after`` entry; a Mirostat's mu is 0 there, the caller passes the row's),
+    ``first_temperature``, ``fused``, ``after``, ``terminal`` (``(op, m)`` of a
+    Mirostat after the stages; its mu comes per call too).
     """
     first = plan.first if plan.mode == "stages" else None
     mirostat = first is plan.terminal
-    if (type(plan.terminal) is not Dist and not mirostat) or (
-            plan.mode not in ("fused", "candidates") and first is None):
+    # a Mirostat terminal after the stages (the first cut's survivors or the whole row)
+    terminal = (plan.terminal if isinstance(plan.terminal, (Mirostat, MirostatV2))
+                and not mirostat else None)
+    cut = plan.mode == "candidates" or (plan.mode == "stages" and bool(plan.truncation))
+    # no stage cuts the row first: the stages run on the whole row (WHOLE_ROW_OP)
+    whole = plan.mode == "stages" and first is None and not cut and bool(plan.after)
+    if (type(plan.terminal) is not Dist and not mirostat and terminal is None) or (
+            plan.mode not in ("fused", "candidates") and first is None and not whole
+            and not cut):
         return None
     if plan.mode == "fused" and not plan.edits:
         return None   # fs.sample's own kernel already is one call (the chain's sample_row)
@@ -230,9 +258,14 @@ def row_program(plan, fused_args=None, B=1, b=0):
         program["first"] = (first.op, 0.0, m, 0.0, 1)
         program["after"] = ()
         return program
-    if first is None:
-        program["truncations"] = tuple(a[b].item() for a in plan.truncation_args(B))
+    if terminal is not None:   # mu is the row's state: the caller passes it per call
+        m = float(terminal.rows(B)[2][b]) if isinstance(terminal, Mirostat) else 0.0
+        program["terminal"] = (terminal.op, m)
+    if whole:
         stages = plan.after
+    elif first is None:
+        program["truncations"] = tuple(a[b].item() for a in plan.truncation_args(B))
+        stages = plan.after if plan.mode == "candidates" else plan.row_after
     else:
         stages = (first,) + tuple(plan.first_after)
     after = []
@@ -247,7 +280,9 @@ def row_program(plan, fused_args=None, B=1, b=0):
         mk = values.pop(names.index("min_keep")) if "min_keep" in names else 1
         a, b_, c = (*values, 0.0, 0.0, 0.0)[:3]
         after.append((stage.op, float(a), float(b_), float(c), int(mk)))
-    if first is not None:
+    if whole:
+        program["first"] = (WHOLE_ROW_OP, 0.0, 0.0, 0.0, 1)
+    elif first is not None:
         program["first"] = after.pop(0)
     if len(after) > MAX_AFTER:
         return None
@@ -262,6 +297,10 @@ AFTER_OPS = frozenset({"xtc", "temperature", "top_k", "top_p", "min_p", "typical
                        "top_n_sigma", "epsilon", "eta", "top_a", "p_less", "tail_free",
                        "dynamic_temperature", "smoothing"})
 MAX_AFTER = 8
+# The "first stage" of a chain that no stage cuts first (a transform first: Smoothing,
+# DynamicTemperature, ...): the stages of AFTER_OPS read the whole row, whose
+# positions are the survivors' ids (no gather), then the draw.
+WHOLE_ROW_OP = "whole_row"
 # The stages a row program may run first on the whole row (before any truncation), in
 # the same description; their survivors then go to the stages of AFTER_OPS.
 FIRST_WHOLE_OPS = frozenset({"epsilon", "eta", "top_a", "p_less", "top_n_sigma", "xtc",

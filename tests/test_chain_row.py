@@ -139,7 +139,9 @@ def test_w10_chains_take_the_one_call_path(backend):
     [fs.DRY(0.8), fs.Penalties(1.1), fs.TopK(5)],               # DRY before Penalties
     [fs.Penalties(1.1), fs.TopK(5)] + [fs.Temperature(0.9)] * 9,  # more than MAX_AFTER
     [fs.Penalties(1.1), fs.TopK(5), fs.Greedy()],               # another terminal
-    [fs.DynamicTemperature(0.8, 0.5), fs.TopK(5)],              # a transform of the row first
+    [fs.TopK(40), fs.AdaptiveP(0.5)],                           # a stateful terminal
+    [fs.Temperature(0.0), fs.Typical(0.9)],                     # greedy before a first stage
+    [fs.Smoothing(0.3)] + [fs.Temperature(0.9)] * 8,            # more than MAX_AFTER
 ])
 def test_other_chains_take_the_general_route(stages, backend):
     chain, _ = _loop(stages, 3, _rows(1, 3), workloads.natural_history(50, V, 1), seed=2,
@@ -147,6 +149,128 @@ def test_other_chains_take_the_general_route(stages, backend):
     assert chain._row_prog is False
     assert fsplan.row_program(chain._plan, chain._fused_args(1, chain._plan.fused)
                               if chain._plan.mode == "fused" else None) is None
+
+
+@pytest.mark.parametrize("case", range(20))
+def test_chains_no_stage_cuts_first_run_on_the_whole_row(case, backend):
+    """A transform first (Smoothing, DynamicTemperature, a Temperature before them),
+    or XTC first (after an optional Temperature) with stages after it: the one-call
+    step runs those stages on the whole row (ids are positions, no gather; XTC's
+    removed ids set to -inf), step by step against the numpy chain, and on a batch
+    of 3 rows."""
+    rng = np.random.default_rng(300 + case)
+    t = float(rng.choice([0.7, 1.3]))
+    pool = _after_stages(rng, t)
+    dyn, smooth = pool[12], pool[13]
+    xtc = fs.XTC([0.5, 1.0][case % 2], float(rng.uniform(0.02, 0.2)))   # fires often
+    lead = [[smooth], [dyn], [fs.Temperature(t), smooth], [xtc],
+            [fs.Temperature(t), xtc]][case % 5]
+    stages = ([fs.Penalties(1.2, last_n=16)] if case % 2 else []) + lead + list(
+        rng.permutation(pool)[: int(rng.integers(1, 4))])
+    chain, tokens = _loop(stages, 8, _rows(case, 4, flat=case % 3 == 0),
+                          workloads.natural_history(100, V, case), seed=case, backend=backend)
+    program = fsplan.row_program(chain._plan)
+    assert chain._row_prog and program["first"][0] == ("xtc" if xtc in lead else "whole_row")
+    x = _rows(case + 50, 3)
+    h = x[:, :5].astype(np.int64) % V
+    got = fs.SamplerChain(stages, seed=3, backend=backend).sample(x, history=h)
+    want = fs.SamplerChain(stages, seed=3, backend="numpy").sample(x, history=h)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("probability", [0.0, 1.0], ids=["xtc-idle", "xtc-fires"])
+def test_a_whole_row_program_hands_invalid_rows_back(probability, backend):
+    """The whole-row step checks the row itself (its stages would mask a NaN): an
+    invalid row ends as the general route ends it."""
+    for stages in ([fs.Smoothing(0.3), fs.TopK(10)],
+                   [fs.XTC(probability, 0.05), fs.Smoothing(0.3)],
+                   [fs.Temperature(0.7), fs.XTC(probability, 0.05), fs.MinP(0.01)]):
+        chain = fs.SamplerChain(stages, seed=1, backend=backend, on_invalid="flag")
+        for bad in (np.nan, np.inf):
+            row = _rows(1, 1)[0]
+            row[V - 1] = bad
+            assert chain.sample(row) == -1
+        assert chain.sample(np.full(V, -np.inf, np.float32)) == -1
+        assert chain._row_prog
+        with pytest.raises(ValueError, match="rows \\[0\\]"):
+            fs.SamplerChain(stages, seed=1, backend=backend).sample(row)
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_xtc_after_a_cut_that_keeps_most_of_the_row(case, backend):
+    """W10b's shape on flat rows, where MinP keeps nearly every token: XTC on that many
+    survivors lists the ids it removes instead of running its stage kernel. Thresholds
+    near 1/V make it remove many tokens; min_keep 2 hands a firing row back."""
+    rng = np.random.default_rng(700 + case)
+    xtc = fs.XTC([1.0, 0.5][case % 2], [2e-4, 3.5e-4, 0.1, 1e-3][case % 4],
+                 min_keep=2 if case == 7 else 1)
+    stages = [fs.Penalties(1.05, last_n=64), fs.MinP(float(rng.uniform(0.0, 0.01))), xtc,
+              fs.Temperature(float(rng.choice([1.0, 0.8])))]
+    rows = _rows(case, 4, flat=True)
+    chain, tokens = _loop(stages, 10, rows, workloads.natural_history(200, V, case),
+                          seed=case, backend=backend)
+    assert chain._row_prog and len(set(tokens)) > 1
+
+
+@pytest.mark.parametrize("kind", range(7), ids=["typical", "top_n_sigma", "epsilon", "eta",
+                                                 "top_a", "p_less", "tail_free"])
+def test_a_whole_distribution_stage_on_a_long_row_of_survivors(kind, backend):
+    """Typical, TopNSigma, Epsilon, Eta, TopA, PLess or TailFree after a first cut that
+    keeps most of a flat row (2048 survivors or more) runs as it does first, not as its
+    stage kernel: the same tokens as the numpy chain, step after step, with min_keep
+    1 and 3 and Penalties first."""
+    rng = np.random.default_rng(800 + kind)
+    for mk in (1, 3):
+        stage = [fs.Typical(0.9, min_keep=mk), fs.TopNSigma(1.0, min_keep=mk),
+                 fs.Epsilon(3e-4, min_keep=mk), fs.Eta(3e-4, min_keep=mk),
+                 fs.TopA(0.5, min_keep=mk), fs.PLess(min_keep=mk),
+                 fs.TailFree(0.95, min_keep=mk)][kind]
+        first = [fs.MinP(0.001), fs.TopP(0.999)][mk == 3]
+        stages = [fs.Penalties(1.1, last_n=32), first, stage,
+                  fs.Temperature(float(rng.choice([0.7, 1.0, 1.3])))]
+        chain, tokens = _loop(stages, 8, _rows(kind, 4, flat=True),
+                              workloads.natural_history(100, V, kind), seed=kind + mk,
+                              backend=backend)
+        assert chain._row_prog and len(set(tokens)) > 1
+
+
+@pytest.mark.parametrize("case", range(16))
+def test_a_mirostat_after_stages_matches_the_reference(case, backend):
+    """Mirostat or MirostatV2 as the terminal after a first cut (Mirostat v1's Zipf k
+    is told the vocabulary size, not the survivors' count), after a whole-distribution
+    stage first, or after a transform of the whole row: tokens and each row's mu equal
+    the numpy chain's step after step, across ``state_of`` / ``load_states``, and in a
+    batch of 3 rows with their own mu."""
+    rng = np.random.default_rng(500 + case)
+    pool = _after_stages(rng, float(rng.choice([0.7, 1.3])))
+    lead = [[fs.TopK(int(rng.integers(5, 200)))], [fs.MinP(0.02), fs.TopP(0.9)][:1 + case % 2],
+            [pool[5]], [fs.Temperature(0.8), pool[0]], [pool[13]], [pool[12]]][case % 6]
+    terminal = (fs.Mirostat(float(rng.uniform(2, 6)), 0.1, m=int(rng.integers(2, 120)))
+                if case % 2 else fs.MirostatV2(float(rng.uniform(2, 6)), 0.2))
+    stages = ([fs.Penalties(1.2, last_n=16)] if case % 3 else []) + lead + list(
+        rng.permutation(pool)[: int(rng.integers(0, 3))]) + [terminal]
+    rows = _rows(case, 4, flat=case % 4 == 0)
+    chain, _ = _loop(stages, 6, rows, workloads.natural_history(100, V, case), seed=case,
+                     backend=backend)
+    assert chain._row_prog and fsplan.row_program(chain._plan)["terminal"][0] == terminal.op
+    want = fs.SamplerChain(stages, seed=case, backend="numpy")
+    want.load_states(chain.state_of())
+    for i in range(6):   # picked up from the saved state
+        a, b = chain.sample(rows[i % 4]), want.sample(rows[i % 4])
+        assert a == b, (i, stages)
+        chain.accept(np.array([a]))
+        want.accept(np.array([b]))
+        assert abs(chain.state_of()[0]["mu"] - want.state_of()[0]["mu"]) <= 1e-12
+    x = _rows(case + 50, 3)
+    got = fs.SamplerChain(stages, seed=3, backend=backend)
+    ref = fs.SamplerChain(stages, seed=3, backend="numpy")
+    for c in (got, ref):
+        c.load_states([{"history": x[b, :5].astype(np.int64) % V, "mu": 3.0 + b}
+                       for b in range(3)])
+    for _ in range(3):
+        np.testing.assert_array_equal(got.sample(x), ref.sample(x))
+        np.testing.assert_allclose([s["mu"] for s in got.state_of()],
+                                   [s["mu"] for s in ref.state_of()], rtol=0, atol=1e-12)
 
 
 def test_bitmasks_take_the_general_route(backend):

@@ -120,6 +120,7 @@ static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, in
         case FS_CHAIN_P_LESS: rc = fs_p_less(src, w->work, 1, V, mk, f, fl, d, dl); break;
         case FS_CHAIN_TOP_N_SIGMA: rc = fs_top_n_sigma(src, w->work, 1, V, a, mk, f, fl, d, dl); break;
         case FS_CHAIN_XTC: rc = fs_xtc(src, w->work, 1, V, a, b, mk, &p->seed, &p->position, f, fl, d, dl); break;
+        case FS_CHAIN_WHOLE_ROW: memcpy(w->work, src, sizeof(float) * (size_t)V); rc = 0; break;
         }
         CHECK(rc == 0, "first kind %d rc %d", p->first, rc);
         c = 0;
@@ -199,17 +200,22 @@ static fs_chain_params random_program(void) {
         p.after_min_keep[s] = 1 + below(2);
     }
     p.first_temperature = 1.0;
-    if (!p.fused && below(4) == 0) {  /* a whole-distribution stage first */
-        static const int kinds[6] = {FS_CHAIN_EPSILON, FS_CHAIN_ETA, FS_CHAIN_TOP_A,
-                                     FS_CHAIN_P_LESS, FS_CHAIN_TOP_N_SIGMA, FS_CHAIN_XTC};
-        p.first = kinds[below(6)];
+    if (!p.fused && below(3) == 0) {  /* a whole-distribution stage first, or none */
+        static const int kinds[7] = {FS_CHAIN_EPSILON, FS_CHAIN_ETA, FS_CHAIN_TOP_A,
+                                     FS_CHAIN_P_LESS, FS_CHAIN_TOP_N_SIGMA, FS_CHAIN_XTC,
+                                     FS_CHAIN_WHOLE_ROW};
+        p.first = kinds[below(7)];
         p.first_a = p.first == FS_CHAIN_TOP_N_SIGMA ? 2.0 * uniform01()
                     : p.first == FS_CHAIN_XTC || p.first == FS_CHAIN_TOP_A ? uniform01()
                     : 0.03 * uniform01();
         p.first_b = 0.4 * uniform01();
         p.first_min_keep = 1 + below(3);
-        if (p.first != FS_CHAIN_TOP_N_SIGMA && p.first != FS_CHAIN_XTC && below(2))
+        if (p.first != FS_CHAIN_WHOLE_ROW && below(2))
             p.first_temperature = 0.4 + uniform01();
+        if (p.first == FS_CHAIN_WHOLE_ROW && p.n_after == 0) {  /* it needs a stage */
+            p.n_after = 1;
+            p.after[0] = FS_CHAIN_SMOOTHING;
+        }
     }
     p.seed = next_u64();
     p.position = next_u64();
@@ -249,6 +255,57 @@ static void test_equals_pieces(void) {
         free(row); free(hist); free(brk);
     }
     CHECK(handed_back < 20, "%d rows handed back", handed_back);
+}
+
+/* A whole-distribution stage or XTC after a first cut that keeps every token of a row
+ * of 2048 or more (FS_CHAIN_LONG): fs_whole_first_row's survivors or
+ * fs_xtc_removed_row's removed ids stand in for the stage kernel; the token is the
+ * kernels' one, or the row is handed back (a decision within rounding, XTC's floor). */
+static void test_long_rows_equal_pieces(void) {
+    static const int kinds[8] = {FS_CHAIN_XTC, FS_CHAIN_TYPICAL, FS_CHAIN_TAIL_FREE,
+                                 FS_CHAIN_EPSILON, FS_CHAIN_ETA, FS_CHAIN_TOP_A,
+                                 FS_CHAIN_P_LESS, FS_CHAIN_TOP_N_SIGMA};
+    int handed_back = 0;
+    for (int it = 0; it < 96; it++) {
+        int64_t V = 2048 + below(2000);
+        float *row = malloc(sizeof(float) * (size_t)V);
+        fill_row(row, V, (int)below(NSTYLES));
+        fs_chain_params p;
+        memset(&p, 0, sizeof p);
+        p.top_p = 1.0;   /* the cut keeps every token */
+        p.min_keep = 1;
+        p.first_temperature = 1.0;
+        p.n_after = 1 + (int)below(2);
+        const int kind = kinds[it % 8];
+        p.after[0] = kind;
+        p.after_a[0] = kind == FS_CHAIN_XTC ? 0.5 + 0.5 * uniform01()
+                       : kind == FS_CHAIN_TOP_N_SIGMA ? 2.0 * uniform01()
+                       : kind == FS_CHAIN_EPSILON || kind == FS_CHAIN_ETA ? 1e-3 * uniform01()
+                       : uniform01();
+        p.after_b[0] = kind == FS_CHAIN_XTC ? (below(2) ? 1e-4 : 0.1) * uniform01() : 0.0;
+        p.after_min_keep[0] = 1 + below(3);
+        p.after[1] = FS_CHAIN_TEMPERATURE;
+        p.after_a[1] = 0.5 + uniform01();
+        p.seed = next_u64();
+        p.position = next_u64();
+        bufs w = alloc(V, 1);
+        int32_t want = by_pieces(row, V, NULL, 0, &p, NULL, &w);
+        int32_t got = 7;
+        int rc = fs_chain_row(row, V, NULL, 0, &p, NULL, 0, w.work, w.ids, w.vals, w.tmp, V,
+                              w.counts, w.best, w.z, 1, w.dws, w.dws_len, w.ws, w.ws_bytes,
+                              (int)below(3), &got);
+        if (rc == FS_CHAIN_FALLBACK && want != -2) {
+            handed_back++;
+        } else {
+            CHECK(rc == (want == -2 ? FS_CHAIN_FALLBACK : FS_CHAIN_OK), "rc %d want %d", rc,
+                  want);
+            CHECK(got == want, "long kind %d V %lld: got %d want %d", kind, (long long)V, got,
+                  want);
+        }
+        release(&w);
+        free(row);
+    }
+    CHECK(handed_back < 24, "%d long rows handed back", handed_back);
 }
 
 /* fs_chain_row_logprobs: the token of fs_chain_row, and fs_logprobs (after
@@ -362,10 +419,46 @@ static void test_bad_sizes(void) {
     CHECK(fs_canonical_copy(row, w.work, V, &bad, w.ws, w.ws_bytes, 0) == FS_OK && bad == 0);
     int64_t far[3] = {-5, 3, 1000};
     int32_t far32[2] = {-1, 99};
+    int64_t cnt0 = 0;
     CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, -1, NULL, 0, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
                                      &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
     CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, 3, far32, 2, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
                                      &tok, w.ws, w.ws_bytes, 0) == FS_OK && tok >= 0 && tok < V);
+    /* a Mirostat terminal: not fused, not after a Mirostat first, only the Mirostats;
+     * fs_mirostat_row: vocab >= n, a Mirostat kind */
+    p = random_program();
+    p.fused = 1;
+    p.terminal = FS_CHAIN_MIROSTAT;
+    CHECK(fs_chain_row(row, V, hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                       w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                       &tok) == FS_CHAIN_E_SIZE);
+    p.fused = 0;
+    p.first = FS_CHAIN_MIROSTAT_V2;
+    CHECK(fs_chain_row(row, V, hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                       w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                       &tok) == FS_CHAIN_E_SIZE);
+    p.first = 0;
+    p.terminal = FS_CHAIN_TOP_K;
+    CHECK(fs_chain_row(row, V, hist, 2, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
+                       w.counts, w.best, w.z, 2, w.dws, w.dws_len, w.ws, w.ws_bytes, 0,
+                       &tok) == FS_CHAIN_E_SIZE);
+    double lp;
+    CHECK(fs_mirostat_row(row, V, V - 1, FS_CHAIN_MIROSTAT, 5.0, 10, 1, 2, &tok, &lp, w.ws,
+                          w.ws_bytes, 0) == FS_E_SIZE);
+    CHECK(fs_mirostat_row(row, V, V, FS_CHAIN_TOP_K, 5.0, 10, 1, 2, &tok, &lp, w.ws,
+                          w.ws_bytes, 0) == FS_E_PARAM);
+    CHECK(fs_mirostat_row(row, V, V, FS_CHAIN_MIROSTAT, NAN, 10, 1, 2, &tok, &lp, w.ws,
+                          w.ws_bytes, 0) == FS_E_PARAM);
+    CHECK(fs_mirostat_row(row, V, V, FS_CHAIN_MIROSTAT_V2, 5.0, 0, 1, 2, &tok, &lp, w.ws, 1,
+                          0) == FS_E_WORKSPACE);
+    float inval[4] = {NAN, 0.0f, 1.0f, 2.0f};
+    CHECK(fs_mirostat_row(inval, 4, V, FS_CHAIN_MIROSTAT_V2, 5.0, 0, 1, 2, &tok, &lp, w.ws,
+                          w.ws_bytes, 0) == FS_OK && tok == -1);
+    /* fs_xtc_removed_row: a temperature needs tout */
+    CHECK(fs_xtc_removed_row(row, V, 1.0, 0.1, 0.5, 1, 2, NULL, w.ids, V, &cnt0, w.ws,
+                             w.ws_bytes, 0) == FS_E_SIZE);
+    CHECK(fs_xtc_removed_row(inval, 4, 1.0, 0.1, 1.0, 1, 2, NULL, w.ids, V, &cnt0, w.ws,
+                             w.ws_bytes, 0) == FS_OK && cnt0 == -1);
     int64_t cnt = 9;
     CHECK(fs_truncate_canonical_edited(w.work, NULL, V, far, 3, far32, 2, 0, 3, 1.0, 0.0, 1, w.ids,
                                        w.vals, 2, &cnt, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
@@ -438,6 +531,40 @@ static void test_whole_first_equals_stage_kernels(void) {
         for (int isa = 0; isa <= 2; isa++) {
             for (int draw = 0; draw <= (kind == FS_CHAIN_XTC || miro || thr); draw++) {
                 if (miro && !draw) continue;
+                if (kind == FS_CHAIN_XTC && !draw && !invalid) {
+                    /* fs_xtc_removed_row: the finite tokens fs_xtc masked, and with a
+                     * temperature the divided row, bit for bit */
+                    int64_t nr = 99;
+                    runs++;
+                    CHECK(fs_xtc_removed_row(row, V, a, b, t, seed, pos, w.tmp, w.best, V, &nr,
+                                             w.ws, w.ws_bytes, isa) == FS_OK);
+                    if (nr != -3) {
+                        decided++;
+                        int64_t q = 0, wrong = 0;
+                        for (int64_t i = 0; i < V; i++) {
+                            const int gone = in[i] > -INFINITY && w.a[i] == -INFINITY;
+                            const int listed = q < nr && w.best[q] == i;
+                            q += listed;
+                            wrong += gone != listed && !(mk > 1 && nr > 0);
+                            wrong += t != 1.0 && memcmp(&w.tmp[i], &in[i], sizeof(float));
+                        }
+                        CHECK(nr >= 0 && q == nr && wrong == 0, "xtc removed %lld, %lld wrong",
+                              (long long)nr, (long long)wrong);
+                    }
+                }
+                if (miro && t == 1.0) {  /* fs_mirostat_row on the row: whole_first's draw */
+                    int32_t mt = 99, wt = 98;
+                    double mlp = 0.0, wlp = 1.0;
+                    int64_t wc = 99;
+                    CHECK(fs_mirostat_row(row, V, V, kind, a, b, seed, pos, &mt, &mlp, w.ws,
+                                          w.ws_bytes, isa) == FS_OK);
+                    CHECK(fs_whole_first_row(row, V, kind, a, b, mk, 1.0, seed, pos, 1.0, w.ids,
+                                             w.vals, V, &wc, &wt, &wlp, w.ws, w.ws_bytes,
+                                             isa) == FS_OK);
+                    CHECK(invalid ? mt == -1 : wc == -3 ? mt == -3
+                                             : mt == wt && !memcmp(&mlp, &wlp, sizeof mlp),
+                          "mirostat_row %d want %d", mt, wt);
+                }
                 int64_t cnt = 99;
                 int32_t tok = 99;
                 double lp = 0.0;
@@ -511,6 +638,7 @@ static void test_whole_first_equals_stage_kernels(void) {
 
 int main(void) {
     test_equals_pieces();
+    test_long_rows_equal_pieces();
     test_logprobs_equal_pieces();
     test_whole_first_equals_stage_kernels();
     test_bad_sizes();

@@ -3,8 +3,9 @@
 ``chain_program(program, V)`` turns ``plan.row_program``'s description (a dict) into
 the C struct ``fs_chain_params`` once per chain and V; ``chain_row(row, history,
 prog, seed, position)`` then runs the whole step (``csrc/fs_chain.c``): the edits into
-a workspace copy of the row, the truncations (or a whole-distribution stage first), the
-stages on the survivors and the draw.
+a workspace copy of the row, the truncations (or a whole-distribution stage first, or
+nothing: the stages read the whole row), the stages on the survivors and the draw (or
+a Mirostat terminal).
 Returns the token, or -2 when the general route must decide (an invalid or emptied
 row, or a NaN/+inf at an id the edits touch).
 """
@@ -25,7 +26,8 @@ __all__ = ["chain_program", "chain_row", "chain_row_logprobs", "chain_rows"]
 _AFTER = {op: getattr(lib, f"FS_CHAIN_{op.upper()}") for op in (
     "xtc", "temperature", "top_k", "top_p", "min_p", "typical", "top_n_sigma", "epsilon", "eta",
     "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing")}
-_FIRST = {**_AFTER, "mirostat": lib.FS_CHAIN_MIROSTAT, "mirostat_v2": lib.FS_CHAIN_MIROSTAT_V2}
+_FIRST = {**_AFTER, "mirostat": lib.FS_CHAIN_MIROSTAT, "mirostat_v2": lib.FS_CHAIN_MIROSTAT_V2,
+          "whole_row": lib.FS_CHAIN_WHOLE_ROW}
 _F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
 _TLS = threading.local()
 
@@ -65,6 +67,10 @@ def chain_program(program, V):
         p.fused = 1
         p.temperature, t_last = fused
         p.temperature_last = 1 if t_last else 0
+    terminal = program.get("terminal")
+    if terminal is not None:   # a Mirostat after the stages: its mu is set per call
+        p.terminal = _FIRST[terminal[0]]
+        p.terminal_m = terminal[1]
     after = program.get("after", ())
     if len(after) > lib.FS_CHAIN_MAX_AFTER:
         raise ValueError(f"chain_program: at most {lib.FS_CHAIN_MAX_AFTER} stages after the "
@@ -123,8 +129,11 @@ def chain_row(row, history, prog, seed, position, mu=None, *, isa=None):
     C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
     the token, or -2 for the general route. A Mirostat program takes the row's
     ``mu`` and returns ``(token, log-probability of it among the kept tokens)``."""
-    if mu is not None:
-        prog.params.first_a = mu
+    if mu is not None:   # a Mirostat terminal after stages, or one first
+        if prog.params.terminal:
+            prog.params.terminal_mu = mu
+        else:
+            prog.params.first_a = mu
     args, (sp, small, _, _) = _args(row, history, prog, seed, position, isa)
     rc = lib.fs_chain_row(*args, sp + 1)
     if rc == lib.FS_CHAIN_OK:

@@ -4,9 +4,10 @@ The numba twin of ``csrc/fs_chain.c``: for a chain ``[Penalties] [DRY] -> TopK -
 TopP -> MinP -> [stages on the survivors ...] -> Dist`` on one row (``plan.row_program``),
 ``chain_row`` runs the whole step in one compiled call: the edits into a per-thread
 copy of the row, then fs.sample's fused kernel, or the truncation (or a
-whole-distribution stage first, ``whole_first.whole_first_row``) followed by the
-stages on the survivors (``stages._rows_at``, the row kernels of the stage-by-stage
-route) and the draw. It composes the row kernels the stage-by-stage
+whole-distribution stage first, ``whole_first.whole_first_row``; or nothing: the
+stages read the whole row) followed by the stages on the survivors
+(``stages._rows_at``, the row kernels of the stage-by-stage route) and the draw (or
+a Mirostat terminal, ``whole_first.mirostat_row``). It composes the row kernels the stage-by-stage
 route calls, in its order on the same data, so its token is the chain's; what it
 saves is the Python glue between them. Returns -2 when the general route must decide
 (an invalid or emptied row, a NaN/+inf at an id an edit writes).
@@ -22,7 +23,7 @@ import numpy as np
 from fastsample.row_threads import program_rows
 
 from ..shared import uniform
-from .canonical import _sample_one, _truncate_one
+from .canonical import _BS, _invalid, _pass_max, _sample_one, _truncate_one
 from .draw import draw_row
 from .logprobs import logprobs_row
 from .history_stages import _breaker_table, _dry_serial, _penalties_serial
@@ -30,18 +31,25 @@ from .stage_common import (K_DYN_TEMP, K_EPSILON, K_ETA, K_MIN_P, K_MIROSTAT, K_
                            K_P_LESS, K_SMOOTHING, K_TAIL_FREE, K_TEMPERATURE, K_TOP_A, K_TOP_K,
                            K_TOP_N_SIGMA, K_TOP_P, K_TYPICAL, K_XTC)
 from .stages import _rows_at
-from .whole_first import whole_first_row
+from .whole_first import mirostat_row, whole_first_row, xtc_removed_row
 
 __all__ = ["chain_program", "chain_row", "chain_row_logprobs", "chain_rows"]
 
 _NJ = dict(cache=True, nogil=True, error_model="numpy")
 _MAX_AFTER = 8
+# A whole-distribution stage after the first cut on at least this many survivors (a
+# flat row under MinP or TopP keeps ~V of them) runs as it does first (whole_first;
+# XTC: xtc_removed_row), not as its stage kernel (a float64 exp pass, an argsort)
+_LONG = 2048
 # the stages on the survivors: stages.py's row kernels by kind (plan.AFTER_OPS)
 _AFTER = {"xtc": K_XTC, "temperature": K_TEMPERATURE, "top_k": K_TOP_K, "top_p": K_TOP_P,
           "min_p": K_MIN_P, "typical": K_TYPICAL, "top_n_sigma": K_TOP_N_SIGMA,
           "epsilon": K_EPSILON, "eta": K_ETA, "top_a": K_TOP_A, "p_less": K_P_LESS,
           "tail_free": K_TAIL_FREE, "dynamic_temperature": K_DYN_TEMP, "smoothing": K_SMOOTHING}
-_FIRST = {**_AFTER, "mirostat": K_MIROSTAT, "mirostat_v2": K_MIROSTAT_V2}
+# no stage first: the stages after read the whole row (plan.WHOLE_ROW_OP)
+_K_WHOLE_ROW = -1
+_FIRST = {**_AFTER, "mirostat": K_MIROSTAT, "mirostat_v2": K_MIROSTAT_V2,
+          "whole_row": _K_WHOLE_ROW}
 # f64 slots: repeat, frequency, presence, dry multiplier, dry base, top_p, min_p, t,
 #            a[8], b[8], c[8]
 # i64 slots: penalties, penalty last_n, dry, allowed, dry last_n, fused, top_k, min_keep,
@@ -51,7 +59,9 @@ _FIRST = {**_AFTER, "mirostat": K_MIROSTAT, "mirostat_v2": K_MIROSTAT_V2}
 _FA, _FB, _FC = 8, 16, 24
 _IK, _IM, _II = 10, 18, 26
 _F1, _I1 = 32, 34
-_F, _I = 36, 37
+# a Mirostat terminal after the stages: f64 mu, m; i64 its kind (0: Dist)
+_FT, _IT = 36, 37
+_F, _I = 38, 38
 
 
 @numba.njit(**_NJ)
@@ -93,10 +103,34 @@ def _chain_row_run(row, work, hist, f, i, brk, seed, position, want_row):
     if i[5] != 0:   # the rest is fs.sample's fused chain
         tok = _sample_one(x, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed, position)
         return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1
-    if i[_I1] != 0:   # a whole-distribution stage first; XTC alone, a Mirostat draw
+    # The survivors are the whole row when no stage first cuts it (WHOLE_ROW), and for
+    # XTC first with stages after it, the whole row less the few ids it removes
+    # (xtc_removed_row; nothing when it does not fire): the stages read x itself, or a
+    # copy with those ids at -inf, and ids stay empty (the positions). No gather.
+    whole = i[_I1] != 0 and (i[_I1 + 1] == _K_WHOLE_ROW or (i[_I1 + 1] == K_XTC and i[9] > 0))
+    if whole:
+        vals = x
+        if i[_I1 + 1] == K_XTC:
+            t = f[_F1 + 2]
+            tout = np.empty(V if t != 1.0 else 0, np.float32)
+            nr, rm = xtc_removed_row(x, f[_F1], f[_F1 + 1], t, uniform(seed, position, 1), tout)
+            if nr < 0 or (nr > 0 and i[_I1 + 2] > 1):   # invalid, undecided, the floor
+                return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
+            if t != 1.0 or nr > 0:   # (x itself may be read-only: never written)
+                w = tout if t != 1.0 else x.copy()
+                for r in range(nr):
+                    w[rm[r]] = -np.inf
+                vals = w
+        elif _invalid(_pass_max(x, np.empty((V + _BS - 1) // _BS, np.float32))):
+            return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
+        ids = np.empty(0, np.int32)
+        invalid = False
+    elif i[_I1] != 0:   # a whole-distribution stage first; XTC alone, a Mirostat draw
         # the draw in the call when nothing follows, or only a Temperature (> 0)
         draw = 0.0
-        if not want_row and i[9] == 0:
+        if i[_IT] != 0:
+            draw = 0.0   # the Mirostat terminal draws
+        elif not want_row and i[9] == 0:
             draw = 1.0
         elif not want_row and i[9] == 1 and i[_IK] == K_TEMPERATURE and 0.0 < f[_FA] < np.inf:
             draw = f[_FA]
@@ -114,15 +148,47 @@ def _chain_row_run(row, work, hist, f, i, brk, seed, position, want_row):
     cur = vals
     sp = np.array([seed, position], np.uint64)   # XTC's roll
     for s in range(i[9]):
+        kind = i[_IK + s]
+        if cur.shape[0] >= _LONG and (kind == K_TYPICAL or kind == K_TAIL_FREE
+                                      or kind == K_EPSILON or kind == K_ETA or kind == K_TOP_A
+                                      or kind == K_P_LESS or kind == K_TOP_N_SIGMA):
+            # a whole-distribution stage on a long row of survivors runs as it does first
+            # (one exp pass, no argsort); a decision within rounding hands the row back
+            cnt, wids, wvals, _, _ = whole_first_row(cur, kind, f[_FA + s], f[_FB + s],
+                                                     i[_IM + s], 1.0, 0.0, 0.0, 0.0)
+            if cnt <= 0:
+                return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
+            w = np.full(cur.shape[0], -np.inf, np.float32)
+            for q in range(cnt):
+                w[wids[q]] = wvals[q]
+            cur = w
+            continue
+        if kind == K_XTC and cur.shape[0] >= _LONG:
+            # XTC on a long row of survivors lists the ids it removes (a float exp pass)
+            # rather than running the stage kernel (a float64 exp pass and a row write)
+            nr, rm = xtc_removed_row(cur, f[_FA + s], f[_FB + s], 1.0,
+                                     uniform(seed, position, 1), np.empty(0, np.float32))
+            if nr < 0 or (nr > 0 and i[_IM + s] > 1):   # undecided, the floor
+                return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
+            if nr > 0:
+                w = cur.copy()
+                for r in range(nr):
+                    w[rm[r]] = -np.inf
+                cur = w
+            continue
         nxt = np.empty_like(cur)
         _rows_at(cur.reshape(1, -1), nxt.reshape(1, -1), i[_IK + s], f[_FA + s:_FA + s + 1],
                  f[_FB + s:_FB + s + 1], f[_FC + s:_FC + s + 1], i[_II + s:_II + s + 1],
                  i[_IM + s:_IM + s + 1], sp[0:1], sp[1:2], 0)
         cur = nxt
-    k = draw_row(cur, uniform(seed, position, 0))
+    if i[_IT] != 0:   # its mu update reads the drawn token's log-probability
+        k, lp = mirostat_row(cur, V, i[_IT], f[_FT], f[_FT + 1], uniform(seed, position, 0))
+        f[_F1 + 3] = lp
+    else:
+        k = draw_row(cur, uniform(seed, position, 0))
     if k < 0:
         return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
-    return ids[k], ids, cur, k
+    return (k if whole else ids[k]), ids, cur, k
 
 
 @numba.njit(**_NJ)
@@ -143,7 +209,7 @@ def _chain_row_logprobs_kernel(row, work, hist, f, i, brk, seed, position, n, lp
     logprobs_row(cur, k, n, np.empty(kk, np.float32), np.empty(kk, np.int32), lp, rank,
                  top_ids, top_lp)
     for q in range(n):
-        if top_ids[q] >= 0:
+        if top_ids[q] >= 0 and ids.shape[0] > 0:   # no ids: the whole row's positions
             top_ids[q] = ids[top_ids[q]]
     return tok
 
@@ -177,6 +243,10 @@ def chain_program(program, V):
         i[_I1], i[_I1 + 1] = 1, _FIRST[op]
     else:
         i[6], f[5], f[6], i[7] = program["truncations"]
+    terminal = program.get("terminal")
+    if terminal is not None:   # a Mirostat after the stages: its mu is set per call
+        i[_IT] = _FIRST[terminal[0]]
+        f[_FT + 1] = terminal[1]
     fused = program.get("fused")
     if fused is not None:
         i[5] = 1
@@ -211,8 +281,8 @@ def chain_row(row, history, prog, seed, position, mu=None):
     V = prog.V
     if row.shape[0] != V:
         raise ValueError(f"chain_row: row has {row.shape[0]} logits, the program {V}")
-    if mu is not None:
-        prog.f[_F1] = mu
+    if mu is not None:   # a Mirostat terminal after stages, or one first
+        prog.f[_FT if prog.i[_IT] else _F1] = mu
     tok = int(_chain_row_kernel(row, _work(V), history, prog.f, prog.i, prog.brk,
                                 np.uint64(seed), np.uint64(position)))
     return tok if mu is None else (tok, float(prog.f[_F1 + 3]))

@@ -9,6 +9,9 @@ sorting it (TailFree sorts its head); ``chain_row`` runs the later stages of a c
 on them, as after TopK/TopP/MinP. For XTC or a probability threshold with nothing
 after it (``draw``), and for the Mirostat terminals, it draws too (the Mirostats:
 with the drawn token's log-probability among the kept tokens, for the mu update).
+``xtc_removed_row`` gives only the ids XTC first removes (the stages after it read
+the row itself), and ``mirostat_row`` draws a Mirostat terminal on any chain's
+survivors, told the vocabulary size.
 
 What it computes (docs/spec.md §4): each of these stages keeps a set decided by a few
 sums over the row (the softmax normaliser ``Z = sum exp(l - M)``; for Eta and Typical
@@ -51,7 +54,7 @@ from .topk import _desc_key, _key_value, _radix_u32, _select_key
 from .stage_common import (K_EPSILON, K_ETA, K_MIROSTAT, K_MIROSTAT_V2, K_P_LESS, K_TOP_A,
                            K_TAIL_FREE, K_TOP_N_SIGMA, K_TYPICAL, K_XTC)
 
-__all__ = ["UNDECIDED", "whole_first_row"]
+__all__ = ["UNDECIDED", "mirostat_row", "whole_first_row", "xtc_removed_row"]
 
 UNDECIDED = -3
 _BAND = 1e-12
@@ -206,6 +209,47 @@ def _xtc_removed(v, bmax, M, Z, thr):
         ids[r] = ids[a]
         r += 1 if vals[a] > smallest else 0
     return r, ids[:r]
+
+
+@numba.njit(**_NJ)
+def mirostat_row(v, vocab, kind, mu, m, u):
+    """A Mirostat terminal (``kind`` K_MIROSTAT: mu, m; K_MIROSTAT_V2: mu) on a chain's
+    survivors ``v`` of a vocabulary of ``vocab`` tokens: ``(index drawn, its
+    log-probability among the kept)``; index -1 for an invalid row, UNDECIDED."""
+    bmax = np.empty((v.shape[0] + _BS - 1) // _BS, np.float32)
+    m32 = _pass_max(v, bmax)
+    if _invalid(m32):
+        return -1, np.nan
+    if kind == K_MIROSTAT:
+        und, tok, lp = _mirostat(v, bmax, 1.0, mu, int(min(m, 9e18)), u, vocab)
+    else:
+        und, tok, lp = _mirostat_v2(v, bmax, np.float64(m32), mu, u)
+    return (UNDECIDED if und else tok), lp
+
+
+@numba.njit(**_NJ)
+def xtc_removed_row(v, a, b, t, u_xtc, tout):
+    """XTC first with stages after it (probability ``a``, threshold ``b``), on ``v``
+    after a first Temperature ``t`` (1: none; else the transformed row is written to
+    ``tout``, which the stages then read): ``(count, removed ids ascending)``, count 0
+    when it does not fire, -1 for an invalid row, UNDECIDED. The stages read the row
+    itself, less those ids: no gather of the ~V survivors."""
+    bmax = np.empty((v.shape[0] + _BS - 1) // _BS, np.float32)
+    m32 = _pass_max(v, bmax)
+    if _invalid(m32):
+        return -1, np.empty(0, np.int32)
+    fires = a > 0.0 and b <= 0.5 and u_xtc < a
+    if t != 1.0:
+        _apply_temperature(v, t, tout)
+        v = tout
+        if fires:   # its own block maxima on the transformed row, as whole_first_row
+            m32 = _pass_max(v, bmax)
+    if not fires:
+        return 0, np.empty(0, np.int32)
+    M = np.float64(m32)
+    bs = np.empty(bmax.shape[0], np.float64)
+    Z = _block_sums(v, bmax, _NEG, M, 1.0, bs, False, bs)
+    return _xtc_removed(v, bmax, M, Z, b)
 
 
 @numba.njit(**_NJ)
@@ -427,9 +471,10 @@ def _kth_value(v, bmax, j):
 
 
 @numba.njit(**_NJ)
-def _mirostat(v, bmax, t, mu, m, u):
-    """Mirostat v1 (mu, m): the top k of f(v) (TopK rule), drawn: (undecided, token,
-    logprob)."""
+def _mirostat(v, bmax, t, mu, m, u, vocab):
+    """Mirostat v1 (mu, m) of a vocabulary of ``vocab`` tokens (its Zipf k reads it; ``v``
+    may be a chain's survivors): the top k of f(v) (TopK rule), drawn: (undecided,
+    token, logprob)."""
     m = max(m, 1)
     G, _, srt, _, _ = _kth(v, bmax, m)
     if G <= _NEG:   # fewer than m finite: all of them, sorted
@@ -442,7 +487,7 @@ def _mirostat(v, bmax, t, mu, m, u):
     for i in range(top + 1):
         d[i] = _f(srt[cnt - 1 - i], t)
     M = np.float64(d[0])
-    k = _mirostat_k(d, top, M, mu, v.shape[0])
+    k = _mirostat_k(d, top, M, mu, vocab)
     if k < 0:
         return True, -1, np.nan
     Gk = _NEG if k == 0 else _kth_value(v, bmax, k)
@@ -858,7 +903,7 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
     M = np.float64(_f(np.float32(m32), t))
     if kind == K_MIROSTAT or kind == K_MIROSTAT_V2:
         if kind == K_MIROSTAT:
-            und, tok, lp = _mirostat(v, bmax, t, a, int(min(b, 9e18)), u)
+            und, tok, lp = _mirostat(v, bmax, t, a, int(min(b, 9e18)), u, v.shape[0])
         else:
             und, tok, lp = _mirostat_v2(v, bmax, M, a, u)
         return (UNDECIDED if und else 0), ei, e32, tok, lp
