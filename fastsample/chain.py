@@ -239,7 +239,7 @@ class SamplerChain:
             return self._mirostat_step(x, ctx, progs)
         if B == 1:
             h = hist[0] if hist else _NO_HISTORY
-            self._one = (V, progs[0])
+            self._one = (V, progs[0], None)
             return self._module.chain_row(x[0], np.ascontiguousarray(h, np.int64), progs[0],
                                           int(ctx.seed[0]), int(ctx.position[0]))
         hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
@@ -250,8 +250,10 @@ class SamplerChain:
         """``sample``'s engine-loop step without ``_prepare``: one row of float32 numpy
         logits of the V the program was built for, the chain's own history (every
         token already checked against V) and position. The token, or None when the
-        general path must run (another shape, or the one-call step handed back)."""
-        V, prog = self._one
+        general path must run (another shape, or the one-call step handed back). A
+        Mirostat terminal (``miro``) takes the row's mu and moves it, as
+        ``_mirostat_step`` does."""
+        V, prog, miro = self._one
         if not (logits.ndim == 1 and logits.shape[0] == V and logits.dtype == np.float32
                 and self._B == 1 and self._checked_V == V and not self._unchecked
                 and logits.flags.c_contiguous):
@@ -260,9 +262,17 @@ class SamplerChain:
         window = self._plan.window(1)   # cached by the plan
         h = (self._hist[0, :n] if window is None
              else self._hist[0, max(n - window, 0):n] if window else _NO_HISTORY)
-        tok = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
-                                     int(self.positions[0]))
-        return None if tok == -2 else tok
+        if miro is None:
+            tok = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
+                                         int(self.positions[0]))
+            return None if tok == -2 else tok
+        state = self._state[-1]
+        tok, lp = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
+                                         int(self.positions[0]), float(state["mu"][0]))
+        if tok == -2:
+            return None
+        miro.update_one(state, lp)   # tok >= 0: the row is valid here
+        return tok
 
     def _mirostat_step(self, x, ctx, progs):
         """``_row_step`` of a Mirostat terminal: each row's mu in, the drawn tokens'
@@ -273,6 +283,7 @@ class SamplerChain:
         hist = ctx.history
         if ctx.B == 1:
             h = np.ascontiguousarray(hist[0] if hist else _NO_HISTORY, np.int64)
+            self._one = (ctx.V, progs[0], self._plan.terminal)
             tok, lp = self._module.chain_row(x[0], h, progs[0], int(ctx.seed[0]),
                                              int(ctx.position[0]), float(state["mu"][0]))
             tokens, lps = np.array([tok], np.int32), np.array([lp])

@@ -660,6 +660,13 @@ class _MirostatBase(Terminal):
         surprise = -logprob / math.log(2.0)
         state["mu"] = np.where(drawn, state["mu"] - eta * (surprise - tau), state["mu"])
 
+    def update_one(self, state, logprob):
+        """``update`` of one row that drew (the engine loop's step): the same float64
+        operations on scalars."""
+        tau, eta = self.rows(1)[:2]
+        surprise = -logprob / math.log(2.0)
+        state["mu"] = np.array([float(state["mu"][0]) - float(eta[0]) * (surprise - float(tau[0]))])
+
 
 class Mirostat(_MirostatBase):
     """Mirostat v1 (Basu et al. 2021), llama.cpp's form.
