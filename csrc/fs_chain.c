@@ -303,6 +303,11 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
             return rc;
         cur = next;
     }
+    if (want_row && cur != vals && cur != tmp) {  /* the row itself (every stage a no-op):
+                                                    * the caller's logprobs use work */
+        memcpy(vals, cur, (size_t)n * sizeof(float));
+        cur = vals;
+    }
     int32_t k;
     if (p->terminal)  /* its mu update reads the drawn token's log-probability */
         rc = fs_mirostat_row(cur, n, V, p->terminal, p->terminal_mu, p->terminal_m, p->seed,
