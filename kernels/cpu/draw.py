@@ -7,7 +7,9 @@ signatures (``docs/internals.md``) that ``ops.py`` can re-export.
 The draw, per row (matches ``fastsample.reference.draw`` up to float64 rounding):
 
 1. ``m = row_max(row)`` (vectorised); no finite logit -> -1.
-2. Weights ``w = exp64(l - m)`` (float64, ~1 ulp; masked -> exactly 0), summed per
+2. Weights ``w = exp64(l - m)`` (float64, ~1 ulp; masked -> exactly 0; computed by
+   ``exp64_neg``, exp64 bit for bit on ``l - m <= 0``, which skips the subnormal
+   scale where the weight rounds to 0), summed per
    block of ``DRAW_BLOCK`` tokens (vectorised); ``W`` = sum of the block sums in
    block order.
 3. ``target = u * W`` with ``u = shared.uniform(seed, position, 0)``; walk the block
@@ -30,7 +32,7 @@ import numpy as np
 from numba import prange
 
 from .. import shared
-from .simd import FASTMATH, exp64, row_max
+from .simd import FASTMATH, exp64, exp64_neg, row_max
 
 __all__ = [
     "DRAW_BLOCK", "draw_row", "argmax_row", "logsumexp_row", "token_logprob_row",
@@ -64,13 +66,13 @@ def draw_row(row, u):
         base = b * DRAW_BLOCK
         s = 0.0
         for j in range(DRAW_BLOCK):  # vectorised exp + sum
-            s += exp64(np.float64(row[base + j]) - mf)
+            s += exp64_neg(np.float64(row[base + j]) - mf)
         sums[b] = s
         total += s
     if nb > nfull:
         s = 0.0
         for i in range(nfull * DRAW_BLOCK, V):
-            s += exp64(np.float64(row[i]) - mf)
+            s += exp64_neg(np.float64(row[i]) - mf)
         sums[nfull] = s
         total += s
     target = u * total
@@ -80,7 +82,7 @@ def draw_row(row, u):
         acc += sums[b]
         b += 1
     for i in range(b * DRAW_BLOCK, V):  # sequential running sum from that block on
-        acc += exp64(np.float64(row[i]) - mf)
+        acc += exp64_neg(np.float64(row[i]) - mf)
         if acc > target:
             return i
     for i in range(V - 1, -1, -1):  # rounding left none: the last finite token

@@ -425,6 +425,7 @@ def _cttz(typingctx, x):
 # exp for non-positive arguments
 
 _X_LO_NEG = -746.0       # exp(-746) < 2**-1075: rounds to 0 (as in exp64)
+_X_ZERO = -745.2         # exp(x) < 0.94 * 2**-1075 below it: rounds to 0 too
 _TWO_M54 = 2.0 ** -54    # undoes the +54 exponent bias of exp64_neg's scale
 
 
@@ -478,8 +479,14 @@ def _emit_exp64_neg(builder, x):
     ty = x.type
     c = lambda v: _const(ty, v)
     fma = _ftype_intrinsic(builder, "fmuladd", ty, 3)
+    # Below _X_ZERO the result is 0 (it rounds to 0 through the scale's subnormal
+    # multiply, which costs a microcode assist per instruction on some CPUs): such
+    # lanes compute exp(0) instead and select 0 at the end. A row spanning more than
+    # 745 nats (a low temperature, Smoothing) has most of its tokens there.
+    dead = builder.fcmp_ordered("<", x, c(_X_ZERO))   # -inf too; NaN: no (-> the clamp)
+    x = builder.select(dead, c(0.0), x)
     lo = c(_X_LO_NEG)
-    x = builder.select(builder.fcmp_ordered(">", x, lo), x, lo)  # -inf -> -746 (-> 0)
+    x = builder.select(builder.fcmp_ordered(">", x, lo), x, lo)  # NaN -> -746 (-> 0)
     k = builder.call(_ftype_intrinsic(builder, "rint", ty, 1), [builder.fmul(x, c(_LOG2E))])
     r = builder.call(fma, [k, c(-_LN2_HI), x])
     r = builder.call(fma, [k, c(-_LN2_LO), r])
@@ -493,7 +500,8 @@ def _emit_exp64_neg(builder, x):
         else ir.IntType(64)
     bits = builder.bitcast(builder.fadd(builder.fadd(k, c(54.0)), c(_EXP_MAGIC)), ity)
     big = builder.bitcast(builder.shl(bits, _const(ity, 52)), ty)
-    return _strict(builder.fmul(_strict(builder.fmul(p, big)), c(_TWO_M54)))
+    y = _strict(builder.fmul(_strict(builder.fmul(p, big)), c(_TWO_M54)))
+    return builder.select(dead, c(0.0), y)
 
 
 @intrinsic
