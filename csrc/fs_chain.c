@@ -34,6 +34,24 @@ static int hides_bad_value(const float *row, int64_t V, const int64_t *hist, int
  * argsort of the survivors): a first cut that keeps most of a flat row leaves ~V */
 #define FS_CHAIN_LONG 2048
 
+/* Whether a stage kind also runs first, on a whole row (fs_whole_first_row's kinds
+ * that are not terminals). */
+static int runs_first(int kind) {
+    return kind == FS_CHAIN_EPSILON || kind == FS_CHAIN_ETA || kind == FS_CHAIN_TOP_A ||
+           kind == FS_CHAIN_P_LESS || kind == FS_CHAIN_TOP_N_SIGMA || kind == FS_CHAIN_XTC ||
+           kind == FS_CHAIN_TYPICAL || kind == FS_CHAIN_TAIL_FREE;
+}
+
+/* dst = src (n values; src may be dst) with the ids rm[0..nr) at -inf: the survivors
+ * of XTC, which removes a few tokens of a long row */
+static void masked_copy(float *dst, const float *src, int64_t n, const int32_t *rm,
+                        int64_t nr) {
+    if (dst != src)
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    for (int64_t r = 0; r < nr; r++)
+        dst[rm[r]] = -INFINITY;
+}
+
 /* after_stage of a whole-distribution stage on a long row: fs_whole_first_row's
  * survivors (ids into rm, values into fws) written back as a row of n, -inf elsewhere;
  * a decision within rounding hands the row back, as first. */
@@ -66,16 +84,10 @@ static int after_stage(const fs_chain_params *p, int s, const float *cur, float 
                        int32_t *rm, void *ws, size_t ws_bytes, int isa) {
     const double *a = &p->after_a[s], *b = &p->after_b[s], *c = &p->after_c[s];
     const int64_t *mk = &p->after_min_keep[s];
-    switch (p->after[s]) {
-    case FS_CHAIN_TYPICAL: case FS_CHAIN_TAIL_FREE: case FS_CHAIN_EPSILON: case FS_CHAIN_ETA:
-    case FS_CHAIN_TOP_A: case FS_CHAIN_P_LESS: case FS_CHAIN_TOP_N_SIGMA:
-        if (rm && n >= FS_CHAIN_LONG)
-            return long_stage(p, s, cur, next, n, fws, rm, ws, ws_bytes, isa);
-        break;
-    default:
-        break;
-    }
-    switch (p->after[s]) {
+    const int kind = p->after[s];
+    if (rm && n >= FS_CHAIN_LONG && kind != FS_CHAIN_XTC && runs_first(kind))
+        return long_stage(p, s, cur, next, n, fws, rm, ws, ws_bytes, isa);
+    switch (kind) {
     case FS_CHAIN_XTC:
         if (rm && n >= FS_CHAIN_LONG) {
             int64_t nr;
@@ -87,9 +99,7 @@ static int after_stage(const fs_chain_params *p, int s, const float *cur, float 
                 return FS_CHAIN_FALLBACK;  /* undecided, or the floor: the stage kernels */
             if (nr == 0)
                 return FS_CHAIN_SAME;
-            memcpy(next, cur, (size_t)n * sizeof(float));
-            for (int64_t r = 0; r < nr; r++)
-                next[rm[r]] = -INFINITY;
+            masked_copy(next, cur, n, rm, nr);
             return FS_CHAIN_OK;
         }
         return fs_xtc(cur, next, 1, n, a, b, mk, &p->seed, &p->position, fws, fws_len, dws,
@@ -243,10 +253,8 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         n = V;
         src = x;
         if (p->first == FS_CHAIN_XTC && (nr > 0 || p->first_temperature != 1.0)) {
-            if (p->first_temperature == 1.0)  /* else vals already holds the divided row */
-                memcpy(vals, x, (size_t)V * sizeof(float));
-            for (int64_t r = 0; r < nr; r++)
-                vals[ids[r]] = -INFINITY;
+            /* with a temperature, vals already holds the divided row */
+            masked_copy(vals, p->first_temperature == 1.0 ? x : vals, V, ids, nr);
             src = vals;
         }
     } else if (p->first) {  /* a whole-distribution stage first, on the (edited) row */

@@ -38,7 +38,7 @@ A chain reads as ``[edits] [first truncation] [later stages] terminal``:
   the few ids it removes.
 - **A Mirostat terminal after other stages**: a row program draws it on the survivors
   the last stage left, told the vocabulary size (Mirostat v1 reads it), after a first
-  cut (``row_after`` for Mirostat v1, which the general route runs as stages), a
+  cut (``truncation`` is kept for Mirostat v1, which the general route runs as stages), a
   whole-distribution stage first, or the whole row.
 - **Stages**: anything else runs stage by stage on the working copy, as the
   reference does.
@@ -88,7 +88,8 @@ class Plan:
         The leading edit stages, run in place on the working copy.
     mode : {"fused", "candidates", "stages"}
     truncation : dict
-        ``{TopK: stage, TopP: stage, MinP: stage}`` (present ones) in candidates mode.
+        ``{TopK: stage, TopP: stage, MinP: stage}`` (present ones) in candidates mode,
+        and in stages mode before a Mirostat v1 terminal (for row programs only).
     after : tuple of Stage
         The non-terminal stages after the edits (stages mode) or after the first
         truncation (candidates mode).
@@ -98,9 +99,6 @@ class Plan:
         its survivors; or a Mirostat / MirostatV2 terminal with no stage before it.
     first_temperature : Temperature or None
         A Temperature right before ``first`` (``TEMPERATURE_FIRST_OPS`` only).
-    row_after : tuple of Stage
-        Stages mode with a Mirostat v1 terminal after a first truncation (then in
-        ``truncation``): the stages between them, for row programs only.
     """
 
     def __init__(self, stages, fused_tail, fast=True, can_truncate=True):
@@ -130,7 +128,6 @@ class Plan:
             return
         run = _first_truncation(rest) if can_truncate else []
         after = rest[len(run):]
-        self.row_after = ()
         if run and all(map(_compact_safe, after + (self.terminal,))):
             self.mode = "candidates"
             self.truncation = {type(s): s for s in run}
@@ -141,7 +138,6 @@ class Plan:
                 # only a row program cuts first here: it tells Mirostat v1 the vocabulary
                 # size, which the general route's compacted survivors would not
                 self.truncation = {type(s): s for s in run}
-                self.row_after = after
             self._plan_first(rest)
 
     def _plan_first(self, rest):
@@ -265,7 +261,8 @@ def row_program(plan, fused_args=None, B=1, b=0):
         stages = plan.after
     elif first is None:
         program["truncations"] = tuple(a[b].item() for a in plan.truncation_args(B))
-        stages = plan.after if plan.mode == "candidates" else plan.row_after
+        # stages mode (a Mirostat v1 terminal): ``after`` still starts with the cut
+        stages = plan.after if plan.mode == "candidates" else plan.after[len(plan.truncation):]
     else:
         stages = (first,) + tuple(plan.first_after)
     after = []

@@ -220,11 +220,17 @@ def mirostat_row(v, vocab, kind, mu, m, u):
     m32 = _pass_max(v, bmax)
     if _invalid(m32):
         return -1, np.nan
-    if kind == K_MIROSTAT:
-        und, tok, lp = _mirostat(v, bmax, 1.0, mu, int(min(m, 9e18)), u, vocab)
-    else:
-        und, tok, lp = _mirostat_v2(v, bmax, np.float64(m32), mu, u)
+    und, tok, lp = _mirostats(v, bmax, np.float64(m32), 1.0, kind, mu, m, u, vocab)
     return (UNDECIDED if und else tok), lp
+
+
+@numba.njit(**_NJ)
+def _mirostats(v, bmax, M, t, kind, mu, m, u, vocab):
+    """Mirostat v1 (mu, m) or v2 (mu) on the row, after its temperature t (v2: already
+    applied; M the max of f(v)): (undecided, token, logprob)."""
+    if kind == K_MIROSTAT:
+        return _mirostat(v, bmax, t, mu, int(min(m, 9e18)), u, vocab)
+    return _mirostat_v2(v, bmax, M, mu, u)
 
 
 @numba.njit(**_NJ)
@@ -902,10 +908,7 @@ def whole_first_row(v, kind, a, b, mk, t, u_xtc, draw, u):
         m32 = _pass_max(v, bmax)
     M = np.float64(_f(np.float32(m32), t))
     if kind == K_MIROSTAT or kind == K_MIROSTAT_V2:
-        if kind == K_MIROSTAT:
-            und, tok, lp = _mirostat(v, bmax, t, a, int(min(b, 9e18)), u, v.shape[0])
-        else:
-            und, tok, lp = _mirostat_v2(v, bmax, M, a, u)
+        und, tok, lp = _mirostats(v, bmax, M, t, kind, a, b, u, v.shape[0])
         return (UNDECIDED if und else 0), ei, e32, tok, lp
     if kind == K_TYPICAL or kind == K_TAIL_FREE:
         if kind == K_TYPICAL:
