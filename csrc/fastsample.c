@@ -364,9 +364,10 @@ int fs_canonical_copy(const float *row, float *work, int64_t V, int *bad, void *
 }
 
 int fs_canonical_overlay(const float *row, float *work, int64_t V, const int64_t *ids,
-                         int64_t nids, int *bad, void *ws, size_t ws_bytes, int isa) {
+                         int64_t nids, const int64_t *ids2, int64_t nids2, int *bad, void *ws,
+                         size_t ws_bytes, int isa) {
     if (!row || !work || !bad || V < 1 || V > INT32_MAX - FS_BS || nids < 0 ||
-        (nids > 0 && !ids))
+        (nids > 0 && !ids) || nids2 < 0 || (nids2 > 0 && !ids2))
         return FS_E_SIZE;
     if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
     fs_cws w;
@@ -375,8 +376,8 @@ int fs_canonical_overlay(const float *row, float *work, int64_t V, const int64_t
     const int64_t nb = (int64_t)FS_NBLOCKS(V);
     int64_t cnt = 0;
     memset(w.alt_blk, 0, (size_t)nb);
-    for (int64_t q = 0; q < nids; q++) {  /* the blocks an edit may touch */
-        const int64_t t = ids[q];
+    for (int64_t q = 0; q < nids + nids2; q++) {  /* the blocks an edit may touch */
+        const int64_t t = q < nids ? ids[q] : ids2[q - nids];
         if (t < 0 || t >= V || w.alt_blk[t / FS_BS]) continue;
         w.alt_blk[t / FS_BS] = 1;
         cnt++;
@@ -403,11 +404,11 @@ int fs_canonical_overlay(const float *row, float *work, int64_t V, const int64_t
  * of the edited blocks again, and the row max. row (not NULL): work holds only the
  * blocks fs_canonical_overlay copied; the overlay is set up in *w. */
 static int fs_edited_first(const float *work, const float *row, int64_t V, const int64_t *ids64,
-                           int64_t n64, const int32_t *ids32, int64_t n32, double top_p,
-                           double min_p, void *ws, size_t ws_bytes, int isa, fs_cws *w,
-                           float *m32) {
+                           int64_t n64, const int32_t *ids32, int64_t n32,
+                           const int64_t *ids64b, int64_t n64b, double top_p, double min_p,
+                           void *ws, size_t ws_bytes, int isa, fs_cws *w, float *m32) {
     if (!work || V < 1 || V > INT32_MAX - FS_BS || n64 < 0 || n32 < 0 || (n64 > 0 && !ids64) ||
-        (n32 > 0 && !ids32))
+        (n32 > 0 && !ids32) || n64b < 0 || (n64b > 0 && !ids64b))
         return FS_E_SIZE;
     if (!ws || ws_bytes < fs_canonical_ws_bytes(V)) return FS_E_WORKSPACE;
     if (top_p != top_p || min_p != min_p) return FS_E_PARAM;
@@ -419,9 +420,12 @@ static int fs_edited_first(const float *work, const float *row, int64_t V, const
             if (ids64[q] >= 0 && ids64[q] < V && !w->alt_blk[ids64[q] / FS_BS]) return FS_E_PARAM;
         for (int64_t q = 0; q < n32; q++)
             if (ids32[q] >= 0 && ids32[q] < V && !w->alt_blk[ids32[q] / FS_BS]) return FS_E_PARAM;
+        for (int64_t q = 0; q < n64b; q++)
+            if (ids64b[q] >= 0 && ids64b[q] < V && !w->alt_blk[ids64b[q] / FS_BS]) return FS_E_PARAM;
         w->alt = work;
     }
-    *m32 = FS_DISPATCH(isa, refresh_blocks, work, V, w->bmax, ids64, n64, ids32, n32);
+    *m32 = FS_DISPATCH(isa, refresh_blocks, work, V, w->bmax, ids64, n64, ids32, n32, ids64b,
+                       n64b);
     return FS_OK;
 }
 
@@ -438,7 +442,8 @@ static void fs_densify(const float *row, float *work, int64_t V, fs_cws *w) {
 }
 
 int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
-                               int64_t n64, const int32_t *ids32, int64_t n32, int bad,
+                               int64_t n64, const int32_t *ids32, int64_t n32,
+                               const int64_t *ids64b, int64_t n64b, int bad,
                                int64_t top_k, double top_p, double min_p, double temperature,
                                int64_t min_keep, uint64_t seed, uint64_t position, int32_t *out,
                                void *ws, size_t ws_bytes, int isa) {
@@ -446,7 +451,8 @@ int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const i
     float m32;
     if (!out || temperature != temperature) return out ? FS_E_PARAM : FS_E_SIZE;
     isa = fs_level(isa);
-    int rc = fs_edited_first(work, row, V, ids64, n64, ids32, n32, top_p, min_p, ws, ws_bytes,
+    int rc = fs_edited_first(work, row, V, ids64, n64, ids32, n32, ids64b, n64b, top_p, min_p,
+                             ws, ws_bytes,
                              isa, &w, &m32);
     if (rc) return rc;
     double u = fs_uniform(seed, position, 0u, FS_STREAM_DRAW);
@@ -464,7 +470,8 @@ int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const i
 }
 
 int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
-                                 int64_t n64, const int32_t *ids32, int64_t n32, int bad,
+                                 int64_t n64, const int32_t *ids32, int64_t n32,
+                                 const int64_t *ids64b, int64_t n64b, int bad,
                                  int64_t top_k, double top_p, double min_p, int64_t min_keep,
                                  int32_t *ids, float *vals, int64_t cap, int64_t *count,
                                  void *ws, size_t ws_bytes, int isa) {
@@ -472,7 +479,8 @@ int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const
     float m32;
     if (!count || cap < 0 || (cap > 0 && (!ids || !vals))) return FS_E_SIZE;
     isa = fs_level(isa);
-    int rc = fs_edited_first(work, row, V, ids64, n64, ids32, n32, top_p, min_p, ws, ws_bytes,
+    int rc = fs_edited_first(work, row, V, ids64, n64, ids32, n32, ids64b, n64b, top_p, min_p,
+                             ws, ws_bytes,
                              isa, &w, &m32);
     if (rc) return rc;
     if (min_keep < 1) min_keep = 1;

@@ -116,9 +116,10 @@ int fs_topk_checked(const float *x, int64_t B, int64_t V, int64_t k, float *valu
 /* The chain plan's edited row (csrc/fs_chain.c), without a second read of it:
  * fs_canonical_copy copies row into work in the pass that takes its block maxima (into
  * ws; *bad: the row holds a NaN); or fs_canonical_overlay takes the block maxima of row
- * and copies into work (same offsets) only the blocks that hold one of ids (the ids the
- * edits may write; when those are most blocks, it copies the whole row in that pass). The caller then edits work in place at some ids (inside those
- * blocks) and hands them (ids64 and ids32, duplicates and ids outside [0, V) allowed)
+ * and copies into work (same offsets) only the blocks that hold one of ids or ids2 (the
+ * ids the edits may write; when those are most blocks, it copies the whole row in that
+ * pass). The caller then edits work in place at some ids (inside those blocks) and hands
+ * them (ids64, ids32 and ids64b, duplicates and ids outside [0, V) allowed)
  * with the same ws to fs_sample_canonical_edited (the chain with temperature last, or
  * 1, or greedy) or fs_truncate_canonical_edited (the survivors, *count = -1 for an
  * invalid row; more than cap is FS_E_SIZE), which take those blocks' maxima again and
@@ -129,14 +130,17 @@ int fs_topk_checked(const float *x, int64_t B, int64_t V, int64_t k, float *valu
 int fs_canonical_copy(const float *row, float *work, int64_t V, int *bad, void *ws,
                       size_t ws_bytes, int isa);
 int fs_canonical_overlay(const float *row, float *work, int64_t V, const int64_t *ids,
-                         int64_t nids, int *bad, void *ws, size_t ws_bytes, int isa);
+                         int64_t nids, const int64_t *ids2, int64_t nids2, int *bad, void *ws,
+                         size_t ws_bytes, int isa);
 int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
-                               int64_t n64, const int32_t *ids32, int64_t n32, int bad,
+                               int64_t n64, const int32_t *ids32, int64_t n32,
+                               const int64_t *ids64b, int64_t n64b, int bad,
                                int64_t top_k, double top_p, double min_p, double temperature,
                                int64_t min_keep, uint64_t seed, uint64_t position, int32_t *out,
                                void *ws, size_t ws_bytes, int isa);
 int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
-                                 int64_t n64, const int32_t *ids32, int64_t n32, int bad,
+                                 int64_t n64, const int32_t *ids32, int64_t n32,
+                                 const int64_t *ids64b, int64_t n64b, int bad,
                                  int64_t top_k, double top_p, double min_p, int64_t min_keep,
                                  int32_t *ids, float *vals, int64_t cap, int64_t *count,
                                  void *ws, size_t ws_bytes, int isa);

@@ -168,12 +168,16 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
      * each block from work or the row. Temperature first (HF order) divides the whole
      * edited row anyway, and a whole-distribution stage first reads every token: there
      * the first edit's kernel copies the row and the stage's own first pass follows. */
-    const int ready = (p->penalties || p->dry) && !p->first &&
+    if (p->n_bias < 0 || (p->n_bias > 0 && (!p->bias_ids || !p->bias_values)))
+        return FS_CHAIN_E_SIZE;
+    const int ready = (p->n_bias || p->penalties || p->dry) && !p->first &&
                       !(p->fused && !p->temperature_last && p->temperature != 1.0 &&
                         p->temperature > 0.0);
     int bad = 0;
     int64_t pw = 0, listed = 0;
     const int64_t *pen_ids = NULL;  /* the ids Penalties writes: the window's tokens */
+    if (p->n_bias && hides_bad_value(row, V, p->bias_ids, p->n_bias))
+        return FS_CHAIN_FALLBACK;  /* (and an id outside [0, V): the general route raises) */
     if (p->penalties) {
         pw = p->penalty_last_n < 0 || p->penalty_last_n > nhist ? nhist : p->penalty_last_n;
         pen_ids = pw ? hist + (nhist - pw) : NULL;
@@ -185,8 +189,14 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         if (p->dry)
             dw = p->dry_last_n < 0 || p->dry_last_n > nhist ? nhist : p->dry_last_n;
         const int64_t ew = pw > dw ? pw : dw;  /* both windows end the history */
-        rc = fs_canonical_overlay(row, work, V, hist + (nhist - ew), ew, &bad, ws, ws_bytes,
-                                  isa);
+        rc = fs_canonical_overlay(row, work, V, hist + (nhist - ew), ew, p->bias_ids,
+                                  p->n_bias, &bad, ws, ws_bytes, isa);
+        if (rc)
+            return rc;
+        x = work;
+    }
+    if (p->n_bias) {  /* into work: in place on the overlay, else a copy of the row first */
+        rc = fs_logit_bias(x, work, 1, V, p->bias_ids, p->bias_values, p->n_bias);
         if (rc)
             return rc;
         x = work;
@@ -210,7 +220,8 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         x = work;
     }
     if (p->fused) {
-        rc = ready ? fs_sample_canonical_edited(work, row, V, pen_ids, pw, z, listed, bad, p->top_k,
+        rc = ready ? fs_sample_canonical_edited(work, row, V, pen_ids, pw, z, listed, p->bias_ids,
+                                                p->n_bias, bad, p->top_k,
                                                 p->top_p, p->min_p, p->temperature,
                                                 p->min_keep, p->seed, p->position, token, ws,
                                                 ws_bytes, isa)
@@ -282,7 +293,8 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
             return FS_CHAIN_OK;
         }
     } else {
-        rc = ready ? fs_truncate_canonical_edited(work, row, V, pen_ids, pw, z, listed, bad,
+        rc = ready ? fs_truncate_canonical_edited(work, row, V, pen_ids, pw, z, listed,
+                                                  p->bias_ids, p->n_bias, bad,
                                                   p->top_k, p->top_p, p->min_p, p->min_keep,
                                                   ids, vals, vlen, &n, ws, ws_bytes, isa)
                    : fs_truncate_canonical_row(x, V, p->top_k, p->top_p, p->min_p,

@@ -1,13 +1,13 @@
 /* One engine step of a common chain on one row, in one call (the chain plan's per-token
  * path for B = 1, fastsample/plan.py's row program).
  *
- * The chain: [Penalties] [DRY] (each optional, in this order) -> TopK -> TopP -> MinP
+ * The chain: [LogitBias] [Penalties] [DRY] (each optional, in this order) -> TopK -> TopP -> MinP
  * (one min_keep), or one whole-distribution stage (fs_whole_first_row), or nothing
  * (FS_CHAIN_WHOLE_ROW: the stages read the whole row) -> up to eight stages on the
  * survivors (a truncation, XTC, a temperature, smoothing) -> Dist or a Mirostat
  * (fs_mirostat_row, told the vocabulary size); llama.cpp's default order
  * and docs/spec.md §12's W10a and W10b. It composes the kernels the stage-by-stage route
- * calls (fs_penalties, fs_dry, fs_sample_canonical_row or fs_truncate_canonical_row,
+ * calls (fs_logit_bias, fs_penalties, fs_dry, fs_sample_canonical_row or fs_truncate_canonical_row,
  * fs_xtc, fs_temperature, fs_draw) on the same data in the same order, so its token is
  * the chain's; what it saves is the Python glue between them (about half the time of
  * a W10 token). Everything but the row and the history is caller-owned workspace.
@@ -42,7 +42,10 @@ enum { FS_CHAIN_WHOLE_ROW = 17 };
 enum { FS_CHAIN_MAX_AFTER = 8 };
 
 typedef struct {
-    int penalties;                     /* Penalties first (0: none) */
+    int64_t n_bias;                    /* LogitBias first (0: none): n_bias pairs */
+    const int64_t *bias_ids;           /* ascending, each in [0, V); a run of one id adds */
+    const double *bias_values;         /* its values up in order (fs_logit_bias's rule) */
+    int penalties;                     /* then Penalties (0: none) */
     double repeat, frequency, presence;
     int64_t penalty_last_n;
     int dry;                           /* then DRY (0: none) */

@@ -76,32 +76,6 @@ static inline int fsc_check_tokens(const int64_t *hist, int64_t start, int64_t e
 
 /* ---------------------------------------------------------------- row helpers */
 
-static inline int64_t fsc_count_finite(const float *row, int64_t V) {
-    int64_t n = 0;
-    for (int64_t i = 0; i < V; i++)
-        n += row[i] > -INFINITY;
-    return n;
-}
-
-/* Eight running maxima so that gcc vectorises without fast-math (exact for a max).
- * Kept apart from the core's per-ISA row_max (fs_rows.inc): stage rows are not checked
- * for NaN, and this one ignores NaN and keeps the first of equal maxima (+0.0 vs
- * -0.0), where the core's vector max answers NaN rows by operand order and flags them. */
-static inline double fsc_row_max(const float *row, int64_t V) {
-    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
-                  -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    int64_t i = 0;
-    for (; i + 8 <= V; i += 8)
-        for (int j = 0; j < 8; j++)
-            m[j] = row[i + j] > m[j] ? row[i + j] : m[j];
-    for (; i < V; i++)
-        m[0] = row[i] > m[0] ? row[i] : m[0];
-    float r = m[0];
-    for (int j = 1; j < 8; j++)
-        r = m[j] > r ? m[j] : r;
-    return (double)r;
-}
-
 /* numpy's pairwise summation of a contiguous float64 array: np.sum's rounding. */
 static inline double fsc_pairwise(const double *a, int64_t n) {
     if (n < 8) {
@@ -251,6 +225,75 @@ static inline double fsc_log(double x) {
 #endif
 
 /* w[i] = exp(row[i] - m) (0 where masked) */
+/* ---------------------------------------------------------------- row scans */
+
+FSC_PER_ISA(fsc_count_finite_row, (const float *row, int64_t V, int64_t *n), {
+    int64_t c = 0;
+    for (int64_t i = 0; i < V; i++)
+        c += row[i] > -INFINITY;
+    *n = c;
+})
+
+static inline int64_t fsc_count_finite(const float *row, int64_t V) {
+    int64_t n;
+    FSC_CALL_ISA(fsc_count_finite_row, row, V, &n);
+    return n;
+}
+
+/* Thirty-two running maxima (four vectors of eight, so that four compares are in
+ * flight), reduced in a fixed order: the same maximum as a scalar loop, NaN ignored
+ * (the core's per-ISA row_max in fs_rows.inc answers NaN rows by operand order and
+ * flags them; stage rows are not checked for NaN). Spelled as gcc vector selects,
+ * which the baseline's SSE, AVX2 and AVX-512 copies all lower with the same lanes, so
+ * which of equal maxima (+0.0, -0.0) comes back does not depend on the CPU (gcc left
+ * the old eight-scalar loop unvectorised: 8% of a Smoothing-first step). */
+#if defined(__GNUC__) || defined(__clang__)
+typedef float fsc_v8f __attribute__((vector_size(32)));
+typedef int32_t fsc_v8i __attribute__((vector_size(32)));
+
+/* a = x where x > a, else a (a macro: a vector argument of a function compiled
+ * without AVX would change the ABI) */
+#define FSC_V8_MAX(a, x)                                                                 \
+    do {                                                                                 \
+        const fsc_v8i gt_ = (x) > (a);                                                   \
+        (a) = (fsc_v8f)(((fsc_v8i)(x) & gt_) | ((fsc_v8i)(a) & ~gt_));                   \
+    } while (0)
+#endif
+
+FSC_PER_ISA(fsc_row_max_row, (const float *row, int64_t V, float *out), {
+    float m[32];
+    for (int j = 0; j < 32; j++)
+        m[j] = -INFINITY;
+    int64_t i = 0;
+#if defined(__GNUC__) || defined(__clang__)
+    fsc_v8f a[4];
+    memcpy(a, m, sizeof a);
+    for (; i + 32 <= V; i += 32) {
+        fsc_v8f x[4];
+        memcpy(x, row + i, sizeof x);
+        for (int k = 0; k < 4; k++)
+            FSC_V8_MAX(a[k], x[k]);
+    }
+    memcpy(m, a, sizeof a);
+#else
+    for (; i + 32 <= V; i += 32)
+        for (int j = 0; j < 32; j++)
+            m[j] = row[i + j] > m[j] ? row[i + j] : m[j];
+#endif
+    for (; i < V; i++)
+        m[0] = row[i] > m[0] ? row[i] : m[0];
+    float r = m[0];
+    for (int j = 1; j < 32; j++)
+        r = m[j] > r ? m[j] : r;
+    *out = r;
+})
+
+static inline double fsc_row_max(const float *row, int64_t V) {
+    float r;
+    FSC_CALL_ISA(fsc_row_max_row, row, V, &r);
+    return (double)r;
+}
+
 FSC_PER_ISA(fsc_exp_row, (const float *row, int64_t V, double m, double *w), {
     for (int64_t i = 0; i < V; i++)
         w[i] = fsc_exp((double)row[i] - m);

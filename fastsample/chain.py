@@ -230,6 +230,9 @@ class SamplerChain:
             if programs[0] is None:   # the chain's shape: the same for every row
                 self._row_prog = False
                 return None
+            bias = programs[0].get("bias")
+            if bias is not None and bias[0].size and bias[0][-1] >= V:
+                return None   # a bias id outside [0, V): the general route raises
             if len(self._row_prog) >= 8:   # a few shapes at a time
                 self._row_prog.clear()
             progs = self._row_prog[(B, V)] = [self._module.chain_program(p, V)

@@ -202,15 +202,17 @@ def row_program(plan, fused_args=None, B=1, b=0):
     """The one-call description of a common chain's step on one row, or None.
 
     A backend with ``chain_program`` / ``chain_row`` (C) runs the whole per-token step
-    of such a chain in one call: ``[Penalties] [DRY]`` (in this order) as the edits,
+    of such a chain in one call: ``[LogitBias] [Penalties] [DRY]`` (in this order) as
+    the edits,
     then the fused chain (``fused_args``: the chain's ``_fused_args(1, plan.fused)``)
     or the first truncation (or ``plan.first``, a whole-distribution stage) followed
     by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors (or, when no stage
     cuts the row first, on the whole row: ``first`` is ``WHOLE_ROW_OP``), and Dist or
-    a Mirostat terminal. Anything else (LogitBias, another edit or terminal, a later
-    stage of another kind) is None: the general route. The description holds row
-    ``b``'s plain scalars of a batch of ``B`` rows (per-row parameters):
-    ``penalties``, ``dry``, ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as
+    a Mirostat terminal. Anything else (another edit or terminal, a later stage of
+    another kind) is None: the general route. The description holds row ``b``'s plain
+    scalars of a batch of ``B`` rows (per-row parameters): ``bias`` (the ids ascending,
+    stably, and their values: int64 and float64 arrays; an id may exceed the V of a
+    call, which the caller checks), ``penalties``, ``dry``, ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as
     an ``after`` entry; a Mirostat's mu is 0 there, the caller passes the row's),
     ``first_temperature``, ``fused``, ``after``, ``terminal`` (``(op, m)`` of a
     Mirostat after the stages; its mu comes per call too).
@@ -230,10 +232,17 @@ def row_program(plan, fused_args=None, B=1, b=0):
     if plan.mode == "fused" and not plan.edits:
         return None   # fs.sample's own kernel already is one call (the chain's sample_row)
     kinds = [type(s) for s in plan.edits]
-    if kinds not in ([], [Penalties], [DRY], [Penalties, DRY]):
+    lead = 1 if kinds[:1] == [LogitBias] else 0
+    if kinds[lead:] not in ([], [Penalties], [DRY], [Penalties, DRY]):
         return None
     program = {}
     for stage in plan.edits:
+        if isinstance(stage, LogitBias):
+            # ids ascending, a run of one id in the given order (its biases add up so)
+            order = np.argsort(stage.ids, kind="stable")
+            program["bias"] = (np.ascontiguousarray(stage.ids[order], np.int64),
+                               np.ascontiguousarray(stage.values[order], np.float64))
+            continue
         values = [a[b].item() for a in stage.rows(B)]
         if isinstance(stage, Penalties):
             program["penalties"] = tuple(values)

@@ -1,7 +1,7 @@
 """The one-call step of a common chain on one row (``plan.row_program``; ``chain_row``
 of C, ``csrc/fs_chain.c``, and of numba, ``kernels/cpu/chain_row.py``).
 
-A chain ``[Penalties] [DRY] -> truncations -> [stages on the survivors] -> Dist`` at
+A chain ``[LogitBias] [Penalties] [DRY] -> truncations -> [stages on the survivors] -> Dist`` at
 B = 1 runs its whole per-token step in one compiled call. Its tokens must be the numpy
 reference chain's, step after step with ``accept`` (each test checks the one-call path
 was taken), and every case it hands back (an invalid row, a NaN or +inf where an edit
@@ -35,8 +35,22 @@ def _rows(seed, n, flat=False):
     return x
 
 
+def _random_bias(rng):
+    """A LogitBias over a few ids (repeats add up), now and then a ban (-inf) and a
+    bias large enough to put a token on top."""
+    n = int(rng.integers(1, 12))
+    ids = rng.integers(0, V, n)
+    ids[rng.random(n) < 0.3] = ids[0]
+    values = rng.uniform(-5.0, 5.0, n)
+    values[rng.random(n) < 0.15] = -np.inf
+    values[rng.random(n) < 0.1] = 30.0
+    return fs.LogitBias((ids, values))
+
+
 def _random_chain(rng):
     stages = []
+    if rng.random() < 0.35:
+        stages.append(_random_bias(rng))
     if rng.random() < 0.7:
         stages.append(fs.Penalties(float(rng.uniform(1.0, 1.5)), float(rng.uniform(0, 0.3)),
                                    float(rng.uniform(0, 0.3)), int(rng.choice([-1, 8, 64]))))
@@ -135,7 +149,7 @@ def test_w10_chains_take_the_one_call_path(backend):
 
 @pytest.mark.parametrize("stages", [
     [fs.TopK(5), fs.Temperature(0.5)],                          # fs.sample's chain: sample_row
-    [fs.LogitBias({1: 2.0}), fs.TopK(5)],                       # LogitBias: not in the program
+    [fs.Penalties(1.1), fs.LogitBias({1: 2.0}), fs.TopK(5)],    # LogitBias after an edit
     [fs.DRY(0.8), fs.Penalties(1.1), fs.TopK(5)],               # DRY before Penalties
     [fs.Penalties(1.1), fs.TopK(5)] + [fs.Temperature(0.9)] * 9,  # more than MAX_AFTER
     [fs.Penalties(1.1), fs.TopK(5), fs.Greedy()],               # another terminal
@@ -408,3 +422,68 @@ def test_the_one_row_step_keeps_the_general_checks(backend):
         bad.sample(rows[0])
         bad.load_states([{"history": np.array([1, V + 3])}])
         bad.sample(rows[0])
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_a_logit_bias_first_is_an_edit_of_the_program(case, backend):
+    """LogitBias first (then Penalties and DRY or not) is the program's first edit: the
+    fused chain, a first cut with stages after it, a whole-distribution stage first and
+    the whole row, step by step against the numpy chain, and in a batch of 3."""
+    rng = np.random.default_rng(700 + case)
+    edits = [_random_bias(rng)] + [fs.Penalties(1.2, last_n=16)] * (case % 2) + \
+        [fs.DRY(0.8, 1.75, 2, last_n=64)] * (case % 3 == 0)
+    tail = [[fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)],
+            [fs.Temperature(0.7), fs.TopK(30), fs.MinP(0.02)],
+            [fs.MinP(0.02), fs.XTC(0.5, 0.1), fs.Temperature(1.0)],
+            [fs.Typical(0.9), fs.Temperature(0.8)],
+            [fs.Smoothing(0.3, 1.5)],
+            [fs.Temperature(0.8), fs.XTC(1.0, 0.05), fs.TopK(20)]][case % 6]
+    stages = edits + tail
+    chain, _ = _loop(stages, 8, _rows(case, 4, flat=case % 4 == 3),
+                     workloads.natural_history(200, V, case), seed=case, backend=backend)
+    assert chain._row_prog, f"the one-call path: {stages}"
+    x = _rows(case + 40, 3)
+    h = workloads.natural_history(30, V, case).reshape(3, 10)
+    got = fs.SamplerChain(stages, seed=5, backend=backend)
+    want = fs.SamplerChain(stages, seed=5, backend="numpy")
+    np.testing.assert_array_equal(got.sample(x, history=h), want.sample(x, history=h))
+    assert got._row_prog
+
+
+def test_a_bias_that_puts_a_token_on_top_or_bans_it(backend):
+    """A +30 bias draws its token every step; a ban (-inf, also as one of repeated
+    biases of one id) never draws it, though it is the row's max."""
+    x = _rows(3, 1)[0]
+    top = int(np.argmax(x))
+    for stages, check in (
+            ([fs.LogitBias({17: 30.0}), fs.TopK(40), fs.Temperature(0.8)], lambda t: t == 17),
+            ([fs.LogitBias(([top, top], [1.0, -np.inf])), fs.TopK(1)], lambda t: t != top)):
+        chain, tokens = _loop(stages, 6, [x], np.zeros(0, np.int64), seed=1, backend=backend)
+        assert chain._row_prog and all(check(t) for t in tokens), tokens
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_bad_value_at_a_bias_id_goes_the_general_way(bad, backend):
+    """A NaN or +inf at a biased id: the program hands the row back and the general
+    route ends it as the numpy chain does (the bias may overwrite it: an error either
+    way, or the same flag)."""
+    stages = [fs.LogitBias({5: -np.inf, 9: 1.0}), fs.TopK(10), fs.Temperature(0.7)]
+    x = _rows(4, 1)
+    x[0, 5] = bad
+    for on_invalid in ("raise", "flag"):
+        got = fs.SamplerChain(stages, seed=1, backend=backend, on_invalid=on_invalid)
+        want = fs.SamplerChain(stages, seed=1, backend="numpy", on_invalid=on_invalid)
+        outcome = []
+        for chain in (got, want):
+            try:
+                outcome.append(("token", int(chain.sample(x)[0])))
+            except ValueError as e:
+                outcome.append(("error", type(e).__name__))
+        assert outcome[0] == outcome[1]
+
+
+def test_a_bias_id_outside_the_vocabulary_raises_as_the_general_route(backend):
+    stages = [fs.LogitBias({V + 3: 1.0}), fs.TopK(10)]
+    for b in (backend, "numpy"):
+        with pytest.raises(ValueError, match="outside"):
+            fs.SamplerChain(stages, seed=1, backend=b).sample(_rows(1, 1))

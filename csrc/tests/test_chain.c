@@ -81,8 +81,14 @@ static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, in
     const float *x = row;
     for (int64_t i = 0; i < n && (p->penalties || p->dry); i++)
         if (isnan(row[hist[i]]) || row[hist[i]] == INFINITY) return -2;
+    for (int64_t i = 0; i < p->n_bias; i++)
+        if (isnan(row[p->bias_ids[i]]) || row[p->bias_ids[i]] == INFINITY) return -2;
+    if (p->n_bias) {
+        CHECK(fs_logit_bias(row, w->a, 1, V, p->bias_ids, p->bias_values, p->n_bias) == 0);
+        x = w->a;
+    }
     if (p->penalties) {
-        CHECK(fs_penalties(row, w->a, 1, V, hist, n, offsets, &p->repeat, &p->frequency,
+        CHECK(fs_penalties(x, w->a, 1, V, hist, n, offsets, &p->repeat, &p->frequency,
                            &p->presence, &p->penalty_last_n, w->counts, V) == 0);
         x = w->a;
     }
@@ -222,6 +228,24 @@ static fs_chain_params random_program(void) {
     return p;
 }
 
+/* A LogitBias first on one program in three: up to 12 ids ascending in [0, V), with
+ * repeats (their biases add up) and now and then a -inf (a ban). The arrays are
+ * static: one program at a time. */
+static void add_bias(fs_chain_params *p, int64_t V) {
+    static int64_t ids[12];
+    static double vals[12];
+    p->n_bias = below(3) == 0 ? 1 + below(12) : 0;
+    int64_t t = below(V);
+    for (int64_t i = 0; i < p->n_bias; i++) {
+        if (i && below(4)) t += below(V - t > 0 ? V - t : 1);  /* else a repeat */
+        ids[i] = t < V ? t : V - 1;
+        t = ids[i];
+        vals[i] = below(10) == 0 ? -INFINITY : 8.0 * uniform01() - 4.0;
+    }
+    p->bias_ids = ids;
+    p->bias_values = vals;
+}
+
 static void test_equals_pieces(void) {
     int handed_back = 0;
     for (int it = 0; it < 600; it++) {
@@ -236,6 +260,8 @@ static void test_equals_pieces(void) {
         if (below(20) == 0 && n > 0) row[hist[below(n)]] = below(2) ? NAN : INFINITY;
         if (below(40) == 0) row[below(V)] = NAN;
         fs_chain_params p = random_program();
+        add_bias(&p, V);
+        if (p.n_bias && below(20) == 0) row[p.bias_ids[0]] = below(2) ? NAN : INFINITY;
         bufs w = alloc(V, n);
         int32_t want = by_pieces(row, V, hist, n, &p, brk, &w);
         int32_t got = 7;
@@ -323,6 +349,7 @@ static void test_logprobs_equal_pieces(void) {
         fill_row(row, V, (int)below(NSTYLES));
         for (int64_t i = 0; i < n; i++) hist[i] = below(1 + below(V));
         fs_chain_params p = random_program();
+        add_bias(&p, V);
         p.fused = 0;
         if (longrow) {  /* XTC that never fires on 2048+ survivors leaves the row itself */
             p.first = FS_CHAIN_WHOLE_ROW;
@@ -428,9 +455,11 @@ static void test_bad_sizes(void) {
     int64_t far[3] = {-5, 3, 1000};
     int32_t far32[2] = {-1, 99};
     int64_t cnt0 = 0;
-    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, -1, NULL, 0, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
+    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, -1, NULL, 0, NULL, 0, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
                                      &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
-    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, 3, far32, 2, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
+    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, -1, 0, 3, 1.0, 0.0,
+                                     1.0, 1, 1, 2, &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
+    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, 3, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
                                      &tok, w.ws, w.ws_bytes, 0) == FS_OK && tok >= 0 && tok < V);
     /* a Mirostat terminal: not fused, not after a Mirostat first, only the Mirostats;
      * fs_mirostat_row: vocab >= n, a Mirostat kind */
@@ -468,9 +497,9 @@ static void test_bad_sizes(void) {
     CHECK(fs_xtc_removed_row(inval, 4, 1.0, 0.1, 1.0, 1, 2, NULL, w.ids, V, &cnt0, w.ws,
                              w.ws_bytes, 0) == FS_OK && cnt0 == -1);
     int64_t cnt = 9;
-    CHECK(fs_truncate_canonical_edited(w.work, NULL, V, far, 3, far32, 2, 0, 3, 1.0, 0.0, 1, w.ids,
+    CHECK(fs_truncate_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, 3, 0, 3, 1.0, 0.0, 1, w.ids,
                                        w.vals, 2, &cnt, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
-    CHECK(fs_truncate_canonical_edited(w.work, NULL, V, far, 3, far32, 2, 1, 3, 1.0, 0.0, 1, w.ids,
+    CHECK(fs_truncate_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, 3, 1, 3, 1.0, 0.0, 1, w.ids,
                                        w.vals, V, &cnt, w.ws, w.ws_bytes, 0) == FS_OK && cnt == -1);
     release(&w);
 }

@@ -2,7 +2,8 @@
 
 ``chain_program(program, V)`` turns ``plan.row_program``'s description (a dict) into
 the C struct ``fs_chain_params`` once per chain and V; ``chain_row(row, history,
-prog, seed, position)`` then runs the whole step (``csrc/fs_chain.c``): the edits into
+prog, seed, position)`` then runs the whole step (``csrc/fs_chain.c``): the edits
+(LogitBias, Penalties, DRY) into
 a workspace copy of the row, the truncations (or a whole-distribution stage first, or
 nothing: the stages read the whole row), the stages on the survivors and the draw (or
 a Mirostat terminal).
@@ -33,19 +34,27 @@ _TLS = threading.local()
 
 
 class _Program:
-    """The C struct, the breaker table and V, kept together (the struct's pointer is
-    passed on every token; its seed and position are set per call)."""
+    """The C struct, the breaker table, the bias arrays the struct points at and V,
+    kept together (the struct's pointer is passed on every token; its seed and position
+    are set per call)."""
 
-    __slots__ = ("V", "params", "table", "table_ptr")
+    __slots__ = ("V", "params", "table", "table_ptr", "bias")
 
-    def __init__(self, params, table, V):
-        self.params, self.table, self.V = params, table, V
+    def __init__(self, params, table, V, bias):
+        self.params, self.table, self.V, self.bias = params, table, V, bias
         self.table_ptr = buf(table)
 
 
 def chain_program(program, V):
     """The C form of ``plan.row_program``'s description for vocabulary size ``V``."""
     p = ffi.new("fs_chain_params *")
+    bias = program.get("bias")
+    if bias is not None and bias[0].size:   # LogitBias first: ids ascending, < V (checked)
+        ids, values = (np.ascontiguousarray(bias[0], np.int64),
+                       np.ascontiguousarray(bias[1], np.float64))
+        bias = (ids, values, buf(ids), buf(values))   # the struct points into these
+        p.n_bias = ids.size
+        p.bias_ids, p.bias_values = bias[2], bias[3]
     pen = program.get("penalties")
     if pen is not None:
         p.penalties = 1
@@ -79,7 +88,7 @@ def chain_program(program, V):
     for i, (op, a, b, c, mk) in enumerate(after):
         p.after[i] = _AFTER[op]
         p.after_a[i], p.after_b[i], p.after_c[i], p.after_min_keep[i] = a, b, c, mk
-    return _Program(p, _breaker_table(breakers, V), V)
+    return _Program(p, _breaker_table(breakers, V), V, bias)
 
 
 def _buffers(V):

@@ -1,6 +1,6 @@
 """The chain plan's per-token path on numba: one call per token for a common chain.
 
-The numba twin of ``csrc/fs_chain.c``: for a chain ``[Penalties] [DRY] -> TopK ->
+The numba twin of ``csrc/fs_chain.c``: for a chain ``[LogitBias] [Penalties] [DRY] -> TopK ->
 TopP -> MinP -> [stages on the survivors ...] -> Dist`` on one row (``plan.row_program``),
 ``chain_row`` runs the whole step in one compiled call: the edits into a per-thread
 copy of the row, then fs.sample's fused kernel, or the truncation (or a
@@ -26,7 +26,8 @@ from ..shared import uniform
 from .canonical import _BS, _invalid, _pass_max, _sample_one, _truncate_one
 from .draw import draw_row
 from .logprobs import logprobs_row
-from .history_stages import _breaker_table, _dry_serial, _penalties_serial
+from .history_stages import (_bias_groups, _breaker_table, _dry_serial, _logit_bias_serial,
+                             _penalties_serial)
 from .stage_common import (K_DYN_TEMP, K_EPSILON, K_ETA, K_MIN_P, K_MIROSTAT, K_MIROSTAT_V2,
                            K_P_LESS, K_SMOOTHING, K_TAIL_FREE, K_TEMPERATURE, K_TOP_A, K_TOP_K,
                            K_TOP_N_SIGMA, K_TOP_P, K_TYPICAL, K_XTC)
@@ -77,27 +78,37 @@ def _hides_bad_value(row, hist):
 
 
 @numba.njit(**_NJ)
-def _chain_row_run(row, work, hist, f, i, brk, seed, position, want_row):
+def _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, want_row):
     """``(token, survivors' ids, the row the draw read, its drawn index)``; the last
     three are empty / -1 when the chain is fused, the token is -2, or (without
     ``want_row``) XTC first drew over the whole row itself."""
-    # A NaN/+inf is checked only where an edit writes (the penalty window, the
-    # followers DRY penalises): everywhere else the kernel's own first pass sees it.
+    # A NaN/+inf is checked only where an edit writes (the bias ids, the penalty
+    # window, the followers DRY penalises): everywhere else the kernel's own first
+    # pass sees it.
     V = row.shape[0]
     n = hist.shape[0]
     offsets = np.array([0, n], np.int64)
     src = row.reshape(1, V)
     out = work.reshape(1, V)
     x = row
-    if i[0] != 0:   # Penalties: copies the row into work, then edits its window
+    uids, starts, bvals, banned = bias
+    edited = uids.shape[0] > 0   # work holds the edited row: the next edit is in place
+    if edited:   # LogitBias: copies the row into work, then adds the biases
+        if _hides_bad_value(row, uids):
+            return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
+        _logit_bias_serial(src, out, uids, starts, bvals, banned, False)
+        x = work
+    if i[0] != 0:   # Penalties: copies the row into work (unless there), then edits
         w = n if i[1] < 0 or i[1] > n else i[1]
         if _hides_bad_value(row, hist[n - w:]):
             return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
-        _penalties_serial(src, out, hist, offsets, f[0:1], f[1:2], f[2:3], i[1:2], False)
+        _penalties_serial(out if edited else src, out, hist, offsets, f[0:1], f[1:2],
+                          f[2:3], i[1:2], edited)
+        edited = True
         x = work
-    if i[2] != 0:   # DRY, in place when Penalties already wrote work
-        if _dry_serial(out if i[0] != 0 else src, out, hist, offsets, f[3:4], f[4:5],
-                       i[3:4], i[4:5], brk, i[0] != 0):
+    if i[2] != 0:   # DRY, in place when an edit already wrote work
+        if _dry_serial(out if edited else src, out, hist, offsets, f[3:4], f[4:5],
+                       i[3:4], i[4:5], brk, edited):
             return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
         x = work
     if i[5] != 0:   # the rest is fs.sample's fused chain
@@ -192,17 +203,17 @@ def _chain_row_run(row, work, hist, f, i, brk, seed, position, want_row):
 
 
 @numba.njit(**_NJ)
-def _chain_row_kernel(row, work, hist, f, i, brk, seed, position):
-    return _chain_row_run(row, work, hist, f, i, brk, seed, position, False)[0]
+def _chain_row_kernel(row, work, hist, f, i, brk, bias, seed, position):
+    return _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, False)[0]
 
 
 @numba.njit(**_NJ)
-def _chain_row_logprobs_kernel(row, work, hist, f, i, brk, seed, position, n, lp, rank,
-                               top_ids, top_lp):
+def _chain_row_logprobs_kernel(row, work, hist, f, i, brk, bias, seed, position, n, lp,
+                               rank, top_ids, top_lp):
     """``_chain_row_kernel`` of a chain that is not fused, with the processed
     log-probabilities of the survivors' row its draw read (logprobs_row), top ids
     mapped back to token ids."""
-    tok, ids, cur, k = _chain_row_run(row, work, hist, f, i, brk, seed, position, True)
+    tok, ids, cur, k = _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, True)
     if k < 0:
         return tok
     kk = min(max(n, 1), cur.shape[0])
@@ -215,12 +226,12 @@ def _chain_row_logprobs_kernel(row, work, hist, f, i, brk, seed, position, n, lp
 
 
 class _Program:
-    """The packed parameters, the breaker table and V of one chain."""
+    """The packed parameters, the breaker table, the bias and V of one chain."""
 
-    __slots__ = ("V", "f", "i", "brk")
+    __slots__ = ("V", "f", "i", "brk", "bias")
 
-    def __init__(self, f, i, brk, V):
-        self.f, self.i, self.brk, self.V = f, i, brk, V
+    def __init__(self, f, i, brk, bias, V):
+        self.f, self.i, self.brk, self.bias, self.V = f, i, brk, bias, V
 
 
 def chain_program(program, V):
@@ -260,7 +271,7 @@ def chain_program(program, V):
         i[_IK + s], i[_IM + s] = _AFTER[op], mk
         f[_FA + s], f[_FB + s], f[_FC + s] = a, b, c
         i[_II + s] = int(a) if op == "top_k" else 0
-    return _Program(f, i, _breaker_table(breakers, V), V)
+    return _Program(f, i, _breaker_table(breakers, V), _bias_groups(program.get("bias")), V)
 
 
 _TLS = threading.local()
@@ -283,7 +294,7 @@ def chain_row(row, history, prog, seed, position, mu=None):
         raise ValueError(f"chain_row: row has {row.shape[0]} logits, the program {V}")
     if mu is not None:   # a Mirostat terminal after stages, or one first
         prog.f[_FT if prog.i[_IT] else _F1] = mu
-    tok = int(_chain_row_kernel(row, _work(V), history, prog.f, prog.i, prog.brk,
+    tok = int(_chain_row_kernel(row, _work(V), history, prog.f, prog.i, prog.brk, prog.bias,
                                 np.uint64(seed), np.uint64(position)))
     return tok if mu is None else (tok, float(prog.f[_F1 + 3]))
 
@@ -302,7 +313,7 @@ def chain_row_logprobs(row, history, prog, seed, position, n):
     top_ids = np.empty(n, np.int32)
     top_lp = np.empty(n, np.float32)
     tok = _chain_row_logprobs_kernel(row, _work(V), history, prog.f, prog.i, prog.brk,
-                                     np.uint64(seed), np.uint64(position), n, lp, rank,
+                                     prog.bias, np.uint64(seed), np.uint64(position), n, lp, rank,
                                      top_ids, top_lp)
     if tok == -2:
         return None

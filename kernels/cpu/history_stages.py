@@ -376,14 +376,24 @@ def logit_bias(logits, ids, values, out=None):
             out[...] = x
         return out
     order = np.argsort(ids, kind="stable")
-    sid = ids[order]
-    svals = np.ascontiguousarray(values[order])
+    kernel = _logit_bias_serial if B == 1 else _logit_bias_kernel  # one row: no thread pool
+    kernel(x, out, *_bias_groups((ids[order], values[order])), inplace)
+    return out
+
+
+def _bias_groups(bias):
+    """``_logit_bias_kernel``'s form of ``(ids, values)`` sorted by id (stably): the
+    distinct ids, where each one's run of values starts (and the end), the values, and
+    whether a run holds a -inf (a ban). None: empty arrays (no LogitBias)."""
+    if bias is None:
+        return (np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.float64),
+                np.zeros(0, np.bool_))
+    sid, svals = np.asarray(bias[0], np.int64), np.ascontiguousarray(bias[1], np.float64)
     uids, first = np.unique(sid, return_index=True)
     starts = np.append(first, sid.size).astype(np.int64)
-    banned = np.logical_or.reduceat(np.isneginf(svals), first)
-    kernel = _logit_bias_serial if B == 1 else _logit_bias_kernel  # one row: no thread pool
-    kernel(x, out, uids.astype(np.int64), starts, svals, banned.astype(np.bool_), inplace)
-    return out
+    banned = (np.logical_or.reduceat(np.isneginf(svals), first) if sid.size
+              else np.zeros(0, np.bool_))
+    return uids.astype(np.int64), starts, svals, banned.astype(np.bool_)
 
 
 def penalties(logits, history, repeat, frequency, presence, last_n, out=None):
