@@ -642,6 +642,50 @@ static void test_smooth_rows(void) {
     }
 }
 
+/* fsc_row_max and fsc_count_finite: every ISA copy gives the base copy's bits (which of
+ * +0.0 / -0.0 too), the max ignores NaN, and both match a plain loop's value. */
+static void test_row_scans(void) {
+    for (int rep = 0; rep < 300; rep++) {
+        int64_t V = rep < 100 ? (int64_t)rep : 1 + below(3000);
+        float *row = malloc((size_t)(V > 0 ? V : 1) * sizeof(float));
+        const int zeros = rep % 3 == 0;  /* a row whose max is a zero of either sign */
+        for (int64_t i = 0; i < V; i++) {
+            double r = uniform01();
+            row[i] = r < 0.1 ? -INFINITY : r < 0.13 ? NAN
+                     : zeros ? (r < 0.5 ? 0.0f : r < 0.8 ? -0.0f : -1.0f)
+                             : (float)(40.0 * uniform01() - 30.0);
+        }
+        float want = -INFINITY;
+        int64_t nfin = 0;
+        for (int64_t i = 0; i < V; i++) {
+            want = row[i] > want ? row[i] : want;
+            nfin += row[i] > -INFINITY;
+        }
+        float m;
+        int64_t c;
+        fsc_row_max_row_base(row, V, &m);
+        fsc_count_finite_row_base(row, V, &c);
+        CHECK(m == want && c == nfin, "base row scans (V = %lld)", (long long)V);
+#ifdef FSC_X86
+        const int isa = fs_cpu_isa();
+        float mi;
+        int64_t ci;
+        if (isa >= FS_ISA_AVX2) {
+            fsc_row_max_row_avx2(row, V, &mi);
+            fsc_count_finite_row_avx2(row, V, &ci);
+            CHECK(!memcmp(&mi, &m, sizeof m) && ci == c, "avx2 row scans (V = %lld)", (long long)V);
+        }
+        if (isa >= FS_ISA_AVX512) {
+            fsc_row_max_row_avx512(row, V, &mi);
+            fsc_count_finite_row_avx512(row, V, &ci);
+            CHECK(!memcmp(&mi, &m, sizeof m) && ci == c, "avx512 row scans (V = %lld)",
+                  (long long)V);
+        }
+#endif
+        free(row);
+    }
+}
+
 static void test_exp_log_rows(void) {
     const int isa = fs_cpu_isa();
     for (int rep = 0; rep < 200; rep++) { /* every vector tail length, then longer rows */
@@ -705,6 +749,7 @@ int main(void) {
     test_exp_log_scalar();
     test_exp_log_rows();
     test_smooth_rows();
+    test_row_scans();
     printf("test_stages: %d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }
