@@ -457,7 +457,7 @@ int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const i
     if (rc) return rc;
     double u = fs_uniform(seed, position, 0u, FS_STREAM_DRAW);
     int32_t tok = FS_NEED_DENSE;
-    if (w.alt && temperature > 0.0)
+    if (w.alt)  /* greedy too: its first maximum reads through the overlay */
         tok = FS_DISPATCH(isa, sample_row_ready, row, V, m32, bad, top_k, top_p, min_p,
                           min_keep, temperature, u, &w);
     if (tok == FS_NEED_DENSE) {

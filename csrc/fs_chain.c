@@ -157,8 +157,9 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         return FS_CHAIN_E_SIZE;
     if (p->terminal && (want_row || p->fused || p->first == FS_CHAIN_MIROSTAT ||
                         p->first == FS_CHAIN_MIROSTAT_V2 ||
-                        (p->terminal != FS_CHAIN_MIROSTAT && p->terminal != FS_CHAIN_MIROSTAT_V2)))
-        return FS_CHAIN_E_SIZE;  /* a Mirostat terminal: after stages, no row handed out */
+                        (p->terminal != FS_CHAIN_MIROSTAT && p->terminal != FS_CHAIN_MIROSTAT_V2 &&
+                         p->terminal != FS_CHAIN_GREEDY)))
+        return FS_CHAIN_E_SIZE;  /* a Mirostat or Greedy terminal: after stages, no row out */
     const float *x = row;
     int64_t offsets[2] = {0, nhist};
     int rc;
@@ -239,7 +240,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
      * a copy with those ids at -inf, and ids are the positions. No gather of ~V
      * survivors: a masked token is what the stage kernels skip anyway. */
     int whole = p->first == FS_CHAIN_WHOLE_ROW;
-    if (whole && p->n_after < 1)
+    if (whole && p->n_after < 1 && p->terminal != FS_CHAIN_GREEDY)
         return FS_CHAIN_E_SIZE;
     int64_t nr = 0;  /* XTC's removed ids, in ids */
     if (p->first == FS_CHAIN_XTC && p->n_after > 0) {
@@ -276,7 +277,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         /* the draw in the call when nothing follows, or only a Temperature (> 0) */
         double draw = 0.0;
         if (!want_row && p->terminal)
-            draw = 0.0;  /* the Mirostat terminal draws */
+            draw = 0.0;  /* the Mirostat or Greedy terminal takes the token */
         else if (!want_row && p->n_after == 0)
             draw = 1.0;
         else if (!want_row && p->n_after == 1 && p->after[0] == FS_CHAIN_TEMPERATURE &&
@@ -329,7 +330,11 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         cur = vals;
     }
     int32_t k;
-    if (p->terminal)  /* its mu update reads the drawn token's log-probability */
+    if (p->terminal == FS_CHAIN_GREEDY) {  /* the first maximum: fs.sample's greedy pass */
+        rc = fs_sample_canonical_row(cur, n, 0, 1.0, 0.0, 0.0, 1, 1, p->seed, p->position, &k,
+                                     ws, ws_bytes, isa);
+        k = k == FS_INVALID_ROW ? -1 : k;  /* every survivor masked */
+    } else if (p->terminal)  /* its mu update reads the drawn token's log-probability */
         rc = fs_mirostat_row(cur, n, V, p->terminal, p->terminal_mu, p->terminal_m, p->seed,
                              p->position, &k, &p->first_lp, ws, ws_bytes, isa);
     else

@@ -4,8 +4,8 @@
  * The chain: [LogitBias] [Penalties] [DRY] (each optional, in this order) -> TopK -> TopP -> MinP
  * (one min_keep), or one whole-distribution stage (fs_whole_first_row), or nothing
  * (FS_CHAIN_WHOLE_ROW: the stages read the whole row) -> up to eight stages on the
- * survivors (a truncation, XTC, a temperature, smoothing) -> Dist or a Mirostat
- * (fs_mirostat_row, told the vocabulary size); llama.cpp's default order
+ * survivors (a truncation, XTC, a temperature, smoothing) -> Dist, a Mirostat
+ * (fs_mirostat_row, told the vocabulary size) or Greedy; llama.cpp's default order
  * and docs/spec.md §12's W10a and W10b. It composes the kernels the stage-by-stage route
  * calls (fs_logit_bias, fs_penalties, fs_dry, fs_sample_canonical_row or fs_truncate_canonical_row,
  * fs_xtc, fs_temperature, fs_draw) on the same data in the same order, so its token is
@@ -39,6 +39,8 @@ enum { FS_CHAIN_MIROSTAT = 15, FS_CHAIN_MIROSTAT_V2 = 16 };
 /* first: no truncation; the stages after run on the whole row (its ids are the
  * survivors' ids): a transform first (Smoothing, DynamicTemperature, ...) */
 enum { FS_CHAIN_WHOLE_ROW = 17 };
+/* terminal: the first maximum of the survivors (Greedy), instead of the draw */
+enum { FS_CHAIN_GREEDY = 18 };
 enum { FS_CHAIN_MAX_AFTER = 8 };
 
 typedef struct {
@@ -80,8 +82,10 @@ typedef struct {
     int64_t after_min_keep[8];         /* the truncations' min_keep */
     int terminal;                      /* 0: Dist; FS_CHAIN_MIROSTAT or _V2: that
                                         terminal on the survivors (fs_mirostat_row; its
-                                        log-probability out in first_lp); not fused,
-                                        not with a Mirostat first */
+                                        log-probability out in first_lp); FS_CHAIN_GREEDY:
+                                        their first maximum (FS_CHAIN_WHOLE_ROW may then
+                                        have no stage after it); not fused, not with a
+                                        Mirostat first */
     double terminal_mu, terminal_m;    /* its mu (set per call) and m (v1) */
     uint64_t seed, position;
 } fs_chain_params;

@@ -48,9 +48,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stages import (DRY, XTC, AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens,
-                     Mirostat, MirostatV2, NoRepeatNGram, Penalties, Stage, Temperature, TopK,
-                     TopP)
+from .stages import (DRY, XTC, AllowedTokens, BadWords, Dist, Greedy, LogitBias, MinP,
+                     MinTokens, Mirostat, MirostatV2, NoRepeatNGram, Penalties, Stage,
+                     Temperature, TopK, TopP)
 
 __all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES", "FIRST_WHOLE_OPS", "TEMPERATURE_FIRST_OPS",
            "row_program"]
@@ -208,23 +208,28 @@ def row_program(plan, fused_args=None, B=1, b=0):
     or the first truncation (or ``plan.first``, a whole-distribution stage) followed
     by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors (or, when no stage
     cuts the row first, on the whole row: ``first`` is ``WHOLE_ROW_OP``), and Dist or
-    a Mirostat terminal. Anything else (another edit or terminal, a later stage of
-    another kind) is None: the general route. The description holds row ``b``'s plain
+    a Mirostat or Greedy terminal (Greedy: the whole row may have no stage). Anything
+    else (another edit or terminal, a later stage of another kind) is None: the general
+    route. The description holds row ``b``'s plain
     scalars of a batch of ``B`` rows (per-row parameters): ``bias`` (the ids ascending,
     stably, and their values: int64 and float64 arrays; an id may exceed the V of a
     call, which the caller checks), ``penalties``, ``dry``, ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as
     an ``after`` entry; a Mirostat's mu is 0 there, the caller passes the row's),
     ``first_temperature``, ``fused``, ``after``, ``terminal`` (``(op, m)`` of a
-    Mirostat after the stages; its mu comes per call too).
+    Mirostat after the stages, its mu per call too; ``("greedy", 0.0)``).
     """
     first = plan.first if plan.mode == "stages" else None
     mirostat = first is plan.terminal
-    # a Mirostat terminal after the stages (the first cut's survivors or the whole row)
-    terminal = (plan.terminal if isinstance(plan.terminal, (Mirostat, MirostatV2))
-                and not mirostat else None)
+    greedy = type(plan.terminal) is Greedy
+    # a Mirostat terminal after the stages (the first cut's survivors or the whole row),
+    # or Greedy (their first maximum)
+    terminal = (plan.terminal if (isinstance(plan.terminal, (Mirostat, MirostatV2))
+                                  and not mirostat) or greedy else None)
     cut = plan.mode == "candidates" or (plan.mode == "stages" and bool(plan.truncation))
-    # no stage cuts the row first: the stages run on the whole row (WHOLE_ROW_OP)
-    whole = plan.mode == "stages" and first is None and not cut and bool(plan.after)
+    # no stage cuts the row first: the stages run on the whole row (WHOLE_ROW_OP); with
+    # Greedy there may be none
+    whole = (plan.mode == "stages" and first is None and not cut
+             and (bool(plan.after) or greedy))
     if (type(plan.terminal) is not Dist and not mirostat and terminal is None) or (
             plan.mode not in ("fused", "candidates") and first is None and not whole
             and not cut):
@@ -248,6 +253,12 @@ def row_program(plan, fused_args=None, B=1, b=0):
             program["penalties"] = tuple(values)
         else:
             program["dry"] = (*values, stage.breakers)
+    if whole and greedy and not plan.after:
+        # [edits] -> Greedy: fs.sample's greedy kernel (temperature 0), the first maximum
+        # of the edited row; on C through the overlay, with no copy of the row
+        program["truncations"] = (0, 1.0, 0.0, 1)
+        program["fused"] = (0.0, True)
+        return program
     if plan.mode == "fused":
         k, p, mp, t, mk, t_last = fused_args
         program["truncations"] = (int(k[b]), float(p[b]), float(mp[b]), int(mk[b]))
@@ -263,7 +274,7 @@ def row_program(plan, fused_args=None, B=1, b=0):
         program["first"] = (first.op, 0.0, m, 0.0, 1)
         program["after"] = ()
         return program
-    if terminal is not None:   # mu is the row's state: the caller passes it per call
+    if terminal is not None:   # a Mirostat's mu is the row's state: passed per call
         m = float(terminal.rows(B)[2][b]) if isinstance(terminal, Mirostat) else 0.0
         program["terminal"] = (terminal.op, m)
     if whole:

@@ -306,10 +306,12 @@ class AllowedTokens(Stage):
         self.ids = _id_array("AllowedTokens ids", ids)
         if self.ids.size == 0:
             raise ValueError("AllowedTokens needs at least one token id")
+        self._top = int(self.ids.max())   # ids are >= 0: only V is left to check
 
     def apply(self, ops, logits, ctx, out=None):
-        ids = as_token_ids("AllowedTokens token", self.ids, ctx.V)
-        return ops.allowed_tokens(logits, ids, out=out)
+        if self._top >= ctx.V:   # raises, naming the token
+            as_token_ids("AllowedTokens token", self.ids, ctx.V)
+        return ops.allowed_tokens(logits, self.ids, out=out)
 
     def __repr__(self):
         return f"AllowedTokens({self.ids.tolist()!r})"

@@ -69,6 +69,8 @@ def _random_chain(rng):
         after = _after_stages(rng, t)
         rng.shuffle(after)
         tail = keep + after[:int(rng.integers(1, 5))]
+    if rng.random() < 0.15:
+        tail.append(fs.Greedy())
     return stages + tail
 
 
@@ -111,8 +113,10 @@ def test_random_chains_match_the_reference(case, backend):
     stages = _random_chain(rng)
     chain, _ = _loop(stages, 8, _rows(case, 4, flat=case % 5 == 0),
                      workloads.natural_history(300, V, case), seed=case + 1, backend=backend)
-    # fs.sample's fused chain without edits keeps its own one-call kernel (sample_row)
-    taken = bool(chain._plan.edits) or chain._plan.mode == "candidates"
+    # fs.sample's fused chain without edits keeps its own one-call kernel (sample_row);
+    # a Greedy terminal takes a row program whatever the stages before it
+    taken = (bool(chain._plan.edits) or chain._plan.mode == "candidates"
+             or isinstance(stages[-1], fs.Greedy))
     assert bool(chain._row_prog) == taken, f"the one-call path: {stages}"
 
 
@@ -152,7 +156,7 @@ def test_w10_chains_take_the_one_call_path(backend):
     [fs.Penalties(1.1), fs.LogitBias({1: 2.0}), fs.TopK(5)],    # LogitBias after an edit
     [fs.DRY(0.8), fs.Penalties(1.1), fs.TopK(5)],               # DRY before Penalties
     [fs.Penalties(1.1), fs.TopK(5)] + [fs.Temperature(0.9)] * 9,  # more than MAX_AFTER
-    [fs.Penalties(1.1), fs.TopK(5), fs.Greedy()],               # another terminal
+    [fs.TopK(40), fs.Penalties(1.1), fs.Greedy()],              # a history stage after the cut
     [fs.TopK(40), fs.AdaptiveP(0.5)],                           # a stateful terminal
     [fs.Temperature(0.0), fs.Typical(0.9)],                     # greedy before a first stage
     [fs.Smoothing(0.3)] + [fs.Temperature(0.9)] * 8,            # more than MAX_AFTER
@@ -487,3 +491,45 @@ def test_a_bias_id_outside_the_vocabulary_raises_as_the_general_route(backend):
     for b in (backend, "numpy"):
         with pytest.raises(ValueError, match="outside"):
             fs.SamplerChain(stages, seed=1, backend=b).sample(_rows(1, 1))
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_a_greedy_terminal_matches_the_reference(case, backend):
+    """Greedy after edits only (fs.sample's greedy kernel on the edited row), after a
+    first cut, a whole-distribution stage or a transform (a temperature that merges
+    neighbouring logits into ties included): the first maximum, step by step and in a
+    batch of 3, on the one-call path."""
+    rng = np.random.default_rng(900 + case)
+    edits = [[], [fs.Penalties(1.3, last_n=16)], [_random_bias(rng), fs.Penalties(1.2),
+                                                   fs.DRY(0.8, 1.75, 2, last_n=64)]][case % 3]
+    tail = [[], [fs.TopK(40), fs.MinP(0.05)], [fs.Typical(0.9)], [fs.Smoothing(0.3, 1.5)],
+            [fs.TopK(50), fs.Temperature(3.0)], [fs.Temperature(1.3), fs.XTC(1.0, 0.05)],
+            [fs.MinP(0.02), fs.Temperature(0.5), fs.TopNSigma(1.0)]][case % 7]
+    stages = edits + tail + [fs.Greedy()]
+    chain, tokens = _loop(stages, 8, _rows(case, 4, flat=case % 4 == 3),
+                          workloads.natural_history(150, V, case), seed=case, backend=backend)
+    assert chain._row_prog, f"the one-call path: {stages}"
+    x = _rows(case + 60, 3)
+    h = workloads.natural_history(30, V, case).reshape(3, 10)
+    got = fs.SamplerChain(stages, seed=5, backend=backend)
+    want = fs.SamplerChain(stages, seed=5, backend="numpy")
+    np.testing.assert_array_equal(got.sample(x, history=h), want.sample(x, history=h))
+    assert got._row_prog
+
+
+def test_greedy_breaks_ties_to_the_first_maximum(backend):
+    """Equal maxima (an exact tie, and one a temperature of 3 makes of two neighbouring
+    logits, the larger at the higher id): the lowest id, after edits and after a cut."""
+    x = np.full(V, -5.0, np.float32)
+    x[[40, 7, 900]] = 2.0
+    x[3] = np.nextafter(np.float32(6.0), np.float32(7.0))
+    x[5] = np.nextafter(x[3], np.float32(7.0))   # the max; float32(x / 3) merges 3 and 5
+    assert np.float32(np.float64(x[3]) / 3.0) == np.float32(np.float64(x[5]) / 3.0)
+    for stages, want in (([fs.Penalties(1.0), fs.Greedy()], 5),
+                         ([fs.LogitBias({3: -10.0, 5: -10.0}), fs.Greedy()], 7),
+                         ([fs.TopK(10), fs.Temperature(3.0), fs.Greedy()], 3),
+                         ([fs.LogitBias({900: 0.0}), fs.Temperature(3.0), fs.Greedy()], 3)):
+        for b in (backend, "numpy"):
+            chain = fs.SamplerChain(stages, seed=1, backend=b)
+            assert chain.sample(x[None])[0] == want, (b, stages)
+            assert b == "numpy" or chain._row_prog, stages

@@ -168,7 +168,13 @@ static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, in
         CHECK(rc == 0, "after kind %d rc %d", p->after[s], rc);
         float *t = cur; cur = next; next = t;
     }
-    CHECK(fs_draw(cur, 1, c, &p->seed, &p->position, &tok, w->ws, w->ws_bytes, 0) == 0);
+    if (p->terminal == FS_CHAIN_GREEDY) {  /* the first maximum, a plain loop */
+        tok = -1;
+        for (int64_t i = 0; i < c; i++)
+            if (cur[i] > -INFINITY && (tok < 0 || cur[i] > cur[tok])) tok = (int32_t)i;
+    } else {
+        CHECK(fs_draw(cur, 1, c, &p->seed, &p->position, &tok, w->ws, w->ws_bytes, 0) == 0);
+    }
     *drawn = cur;
     *nd = c;
     *k = tok;
@@ -222,6 +228,11 @@ static fs_chain_params random_program(void) {
             p.n_after = 1;
             p.after[0] = FS_CHAIN_SMOOTHING;
         }
+    }
+    if (!p.fused && below(5) == 0) {  /* Greedy: the whole row may then have no stage */
+        p.terminal = FS_CHAIN_GREEDY;
+        if (p.first == FS_CHAIN_WHOLE_ROW && below(2))
+            p.n_after = 0;
     }
     p.seed = next_u64();
     p.position = next_u64();
@@ -351,6 +362,11 @@ static void test_logprobs_equal_pieces(void) {
         fs_chain_params p = random_program();
         add_bias(&p, V);
         p.fused = 0;
+        p.terminal = 0;  /* Dist: these are its draw's log-probabilities */
+        if (p.first == FS_CHAIN_WHOLE_ROW && p.n_after == 0) {
+            p.n_after = 1;
+            p.after[0] = FS_CHAIN_SMOOTHING;
+        }
         if (longrow) {  /* XTC that never fires on 2048+ survivors leaves the row itself */
             p.first = FS_CHAIN_WHOLE_ROW;
             p.n_after = 1;
@@ -438,6 +454,7 @@ static void test_bad_sizes(void) {
                        &tok) == FS_CHAIN_E_SIZE);
     p = random_program();
     p.fused = 1;
+    p.terminal = 0;
     p.penalties = p.dry = 1;
     p.dry_last_n = -1;
     int64_t bad_hist[2] = {1, 99};  /* a token outside [0, V): never read as an index */

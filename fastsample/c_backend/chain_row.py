@@ -29,6 +29,8 @@ _AFTER = {op: getattr(lib, f"FS_CHAIN_{op.upper()}") for op in (
     "top_a", "p_less", "tail_free", "dynamic_temperature", "smoothing")}
 _FIRST = {**_AFTER, "mirostat": lib.FS_CHAIN_MIROSTAT, "mirostat_v2": lib.FS_CHAIN_MIROSTAT_V2,
           "whole_row": lib.FS_CHAIN_WHOLE_ROW}
+_TERMINAL = {"mirostat": lib.FS_CHAIN_MIROSTAT, "mirostat_v2": lib.FS_CHAIN_MIROSTAT_V2,
+             "greedy": lib.FS_CHAIN_GREEDY}
 _F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
 _TLS = threading.local()
 
@@ -77,8 +79,8 @@ def chain_program(program, V):
         p.temperature, t_last = fused
         p.temperature_last = 1 if t_last else 0
     terminal = program.get("terminal")
-    if terminal is not None:   # a Mirostat after the stages: its mu is set per call
-        p.terminal = _FIRST[terminal[0]]
+    if terminal is not None:   # a Mirostat (its mu is set per call) or Greedy
+        p.terminal = _TERMINAL[terminal[0]]
         p.terminal_m = terminal[1]
     after = program.get("after", ())
     if len(after) > lib.FS_CHAIN_MAX_AFTER:

@@ -110,8 +110,11 @@ def allowed_tokens(logits, ids, out=None):
     ids = i64(np.asarray(ids).ravel())
     if ids.size and (ids.min() < 0 or ids.max() >= V):
         raise ValueError(f"allowed token outside [0, {V})")
-    words = np.zeros(((V + 31) // 32,), np.uint32)
-    np.bitwise_or.at(words, ids >> 5, (np.uint32(1) << (ids & 31).astype(np.uint32)))
+    # bit t % 32 of word t // 32: a bool scatter and np.packbits (np.bitwise_or.at, a
+    # ufunc.at per id, cost 0.6 ms per call for 43k ids at V = 128256)
+    keep = np.zeros(((V + 31) // 32) * 32, np.bool_)
+    keep[ids] = True
+    words = np.packbits(keep, bitorder="little").view("<u4").astype(np.uint32, copy=False)
     return apply_token_bitmask(logits, words[None, :], np.zeros(B, np.int64), out=out)
 
 

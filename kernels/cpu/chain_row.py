@@ -1,13 +1,15 @@
 """The chain plan's per-token path on numba: one call per token for a common chain.
 
-The numba twin of ``csrc/fs_chain.c``: for a chain ``[LogitBias] [Penalties] [DRY] -> TopK ->
-TopP -> MinP -> [stages on the survivors ...] -> Dist`` on one row (``plan.row_program``),
+The numba twin of ``csrc/fs_chain.c``: for a chain ``[LogitBias] [Penalties] [DRY] ->
+TopK -> TopP -> MinP -> [stages on the survivors ...] -> Dist`` on one row
+(``plan.row_program``),
 ``chain_row`` runs the whole step in one compiled call: the edits into a per-thread
 copy of the row, then fs.sample's fused kernel, or the truncation (or a
 whole-distribution stage first, ``whole_first.whole_first_row``; or nothing: the
 stages read the whole row) followed by the stages on the survivors
 (``stages._rows_at``, the row kernels of the stage-by-stage route) and the draw (or
-a Mirostat terminal, ``whole_first.mirostat_row``). It composes the row kernels the stage-by-stage
+a Mirostat terminal, ``whole_first.mirostat_row``, or Greedy: the survivors' first
+maximum, fs.sample's greedy pass). It composes the row kernels the stage-by-stage
 route calls, in its order on the same data, so its token is the chain's; what it
 saves is the Python glue between them. Returns -2 when the general route must decide
 (an invalid or emptied row, a NaN/+inf at an id an edit writes).
@@ -23,7 +25,7 @@ import numpy as np
 from fastsample.row_threads import program_rows
 
 from ..shared import uniform
-from .canonical import _BS, _invalid, _pass_max, _sample_one, _truncate_one
+from .canonical import _BS, _first_max, _invalid, _pass_max, _sample_one, _truncate_one
 from .draw import draw_row
 from .logprobs import logprobs_row
 from .history_stages import (_bias_groups, _breaker_table, _dry_serial, _logit_bias_serial,
@@ -49,6 +51,8 @@ _AFTER = {"xtc": K_XTC, "temperature": K_TEMPERATURE, "top_k": K_TOP_K, "top_p":
           "tail_free": K_TAIL_FREE, "dynamic_temperature": K_DYN_TEMP, "smoothing": K_SMOOTHING}
 # no stage first: the stages after read the whole row (plan.WHOLE_ROW_OP)
 _K_WHOLE_ROW = -1
+# the Greedy terminal: the first maximum of the survivors, not the draw
+_K_GREEDY = -2
 _FIRST = {**_AFTER, "mirostat": K_MIROSTAT, "mirostat_v2": K_MIROSTAT_V2,
           "whole_row": _K_WHOLE_ROW}
 # f64 slots: repeat, frequency, presence, dry multiplier, dry base, top_p, min_p, t,
@@ -60,7 +64,7 @@ _FIRST = {**_AFTER, "mirostat": K_MIROSTAT, "mirostat_v2": K_MIROSTAT_V2,
 _FA, _FB, _FC = 8, 16, 24
 _IK, _IM, _II = 10, 18, 26
 _F1, _I1 = 32, 34
-# a Mirostat terminal after the stages: f64 mu, m; i64 its kind (0: Dist)
+# a Mirostat or Greedy terminal after the stages: f64 mu, m; i64 its kind (0: Dist)
 _FT, _IT = 36, 37
 _F, _I = 38, 38
 
@@ -192,7 +196,11 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, want_row):
                  f[_FB + s:_FB + s + 1], f[_FC + s:_FC + s + 1], i[_II + s:_II + s + 1],
                  i[_IM + s:_IM + s + 1], sp[0:1], sp[1:2], 0)
         cur = nxt
-    if i[_IT] != 0:   # its mu update reads the drawn token's log-probability
+    if i[_IT] == _K_GREEDY:   # the first maximum (-1: every survivor masked)
+        bmax = np.empty((cur.shape[0] + _BS - 1) // _BS, np.float32)
+        m = _pass_max(cur, bmax)
+        k = -1 if _invalid(m) else _first_max(cur, bmax, m)
+    elif i[_IT] != 0:   # its mu update reads the drawn token's log-probability
         k, lp = mirostat_row(cur, V, i[_IT], f[_FT], f[_FT + 1], uniform(seed, position, 0))
         f[_F1 + 3] = lp
     else:
@@ -255,8 +263,8 @@ def chain_program(program, V):
     else:
         i[6], f[5], f[6], i[7] = program["truncations"]
     terminal = program.get("terminal")
-    if terminal is not None:   # a Mirostat after the stages: its mu is set per call
-        i[_IT] = _FIRST[terminal[0]]
+    if terminal is not None:   # a Mirostat (its mu is set per call) or Greedy
+        i[_IT] = _K_GREEDY if terminal[0] == "greedy" else _FIRST[terminal[0]]
         f[_FT + 1] = terminal[1]
     fused = program.get("fused")
     if fused is not None:
