@@ -171,7 +171,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
      * the first edit's kernel copies the row and the stage's own first pass follows. */
     if (p->n_bias < 0 || (p->n_bias > 0 && (!p->bias_ids || !p->bias_values)))
         return FS_CHAIN_E_SIZE;
-    const int ready = (p->n_bias || p->penalties || p->dry) && !p->first &&
+    const int ready = (p->n_bias || p->penalties || p->dry || p->ngram > 0) && !p->first &&
                       !(p->fused && !p->temperature_last && p->temperature != 1.0 &&
                         p->temperature > 0.0);
     int bad = 0;
@@ -179,6 +179,8 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
     const int64_t *pen_ids = NULL;  /* the ids Penalties writes: the window's tokens */
     if (p->n_bias && hides_bad_value(row, V, p->bias_ids, p->n_bias))
         return FS_CHAIN_FALLBACK;  /* (and an id outside [0, V): the general route raises) */
+    if (p->ngram > 0 && hides_bad_value(row, V, hist, nhist))
+        return FS_CHAIN_FALLBACK;  /* it bans history tokens (any of them, in principle) */
     if (p->penalties) {
         pw = p->penalty_last_n < 0 || p->penalty_last_n > nhist ? nhist : p->penalty_last_n;
         pen_ids = pw ? hist + (nhist - pw) : NULL;
@@ -189,9 +191,17 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         int64_t dw = 0;
         if (p->dry)
             dw = p->dry_last_n < 0 || p->dry_last_n > nhist ? nhist : p->dry_last_n;
-        const int64_t ew = pw > dw ? pw : dw;  /* both windows end the history */
+        int64_t ew = pw > dw ? pw : dw;  /* the windows end the history */
+        if (p->ngram > 0)
+            ew = nhist;  /* NoRepeatNGram may ban any history token */
         rc = fs_canonical_overlay(row, work, V, hist + (nhist - ew), ew, p->bias_ids,
                                   p->n_bias, &bad, ws, ws_bytes, isa);
+        if (rc)
+            return rc;
+        x = work;
+    }
+    if (p->ngram > 0) {  /* its bans: in place on the overlay, else into a copy first */
+        rc = fs_no_repeat_ngram(x, work, 1, V, hist, nhist, offsets, &p->ngram, z, z_len);
         if (rc)
             return rc;
         x = work;
@@ -220,9 +230,13 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
             return FS_CHAIN_FALLBACK;
         x = work;
     }
+    /* the history ids the edits may have written: Penalties' window, or with
+     * NoRepeatNGram the whole history (DRY's followers are listed in z) */
+    const int64_t *touched = p->ngram > 0 ? hist : pen_ids;
+    const int64_t ntouched = p->ngram > 0 ? nhist : pw;
     if (p->fused) {
-        rc = ready ? fs_sample_canonical_edited(work, row, V, pen_ids, pw, z, listed, p->bias_ids,
-                                                p->n_bias, bad, p->top_k,
+        rc = ready ? fs_sample_canonical_edited(work, row, V, touched, ntouched, z, listed,
+                                                p->bias_ids, p->n_bias, bad, p->top_k,
                                                 p->top_p, p->min_p, p->temperature,
                                                 p->min_keep, p->seed, p->position, token, ws,
                                                 ws_bytes, isa)
@@ -294,7 +308,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
             return FS_CHAIN_OK;
         }
     } else {
-        rc = ready ? fs_truncate_canonical_edited(work, row, V, pen_ids, pw, z, listed,
+        rc = ready ? fs_truncate_canonical_edited(work, row, V, touched, ntouched, z, listed,
                                                   p->bias_ids, p->n_bias, bad,
                                                   p->top_k, p->top_p, p->min_p, p->min_keep,
                                                   ids, vals, vlen, &n, ws, ws_bytes, isa)

@@ -1,7 +1,8 @@
 /* One engine step of a common chain on one row, in one call (the chain plan's per-token
  * path for B = 1, fastsample/plan.py's row program).
  *
- * The chain: [LogitBias] [Penalties] [DRY] (each optional, in this order) -> TopK -> TopP -> MinP
+ * The chain: [LogitBias] [Penalties] [DRY] (each optional, in this order; a NoRepeatNGram
+ * anywhere among them) -> TopK -> TopP -> MinP
  * (one min_keep), or one whole-distribution stage (fs_whole_first_row), or nothing
  * (FS_CHAIN_WHOLE_ROW: the stages read the whole row) -> up to eight stages on the
  * survivors (a truncation, XTC, a temperature, smoothing) -> Dist, a Mirostat
@@ -47,6 +48,9 @@ typedef struct {
     int64_t n_bias;                    /* LogitBias first (0: none): n_bias pairs */
     const int64_t *bias_ids;           /* ascending, each in [0, V); a run of one id adds */
     const double *bias_values;         /* its values up in order (fs_logit_bias's rule) */
+    int64_t ngram;                     /* NoRepeatNGram's n (0: none): its bans commute
+                                        with the other edits (-inf stays -inf), so it
+                                        runs first, into a copy of the row */
     int penalties;                     /* then Penalties (0: none) */
     double repeat, frequency, presence;
     int64_t penalty_last_n;

@@ -202,8 +202,8 @@ def row_program(plan, fused_args=None, B=1, b=0):
     """The one-call description of a common chain's step on one row, or None.
 
     A backend with ``chain_program`` / ``chain_row`` (C) runs the whole per-token step
-    of such a chain in one call: ``[LogitBias] [Penalties] [DRY]`` (in this order) as
-    the edits,
+    of such a chain in one call: ``[LogitBias] [Penalties] [DRY]`` (in this order, a
+    NoRepeatNGram anywhere among them) as the edits,
     then the fused chain (``fused_args``: the chain's ``_fused_args(1, plan.fused)``)
     or the first truncation (or ``plan.first``, a whole-distribution stage) followed
     by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors (or, when no stage
@@ -213,7 +213,7 @@ def row_program(plan, fused_args=None, B=1, b=0):
     route. The description holds row ``b``'s plain
     scalars of a batch of ``B`` rows (per-row parameters): ``bias`` (the ids ascending,
     stably, and their values: int64 and float64 arrays; an id may exceed the V of a
-    call, which the caller checks), ``penalties``, ``dry``, ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as
+    call, which the caller checks), ``ngram`` (NoRepeatNGram's n), ``penalties``, ``dry``, ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as
     an ``after`` entry; a Mirostat's mu is 0 there, the caller passes the row's),
     ``first_temperature``, ``fused``, ``after``, ``terminal`` (``(op, m)`` of a
     Mirostat after the stages, its mu per call too; ``("greedy", 0.0)``).
@@ -236,12 +236,18 @@ def row_program(plan, fused_args=None, B=1, b=0):
         return None
     if plan.mode == "fused" and not plan.edits:
         return None   # fs.sample's own kernel already is one call (the chain's sample_row)
-    kinds = [type(s) for s in plan.edits]
+    # NoRepeatNGram's bans commute with the other edits (-inf stays -inf under each),
+    # so it may stand anywhere among them; the rest keep this order
+    kinds = [type(s) for s in plan.edits if not isinstance(s, NoRepeatNGram)]
     lead = 1 if kinds[:1] == [LogitBias] else 0
-    if kinds[lead:] not in ([], [Penalties], [DRY], [Penalties, DRY]):
+    if (kinds[lead:] not in ([], [Penalties], [DRY], [Penalties, DRY])
+            or len(plan.edits) - len(kinds) > 1):
         return None
     program = {}
     for stage in plan.edits:
+        if isinstance(stage, NoRepeatNGram):
+            program["ngram"] = int(stage.rows(B)[0][b])
+            continue
         if isinstance(stage, LogitBias):
             # ids ascending, a run of one id in the given order (its biases add up so)
             order = np.argsort(stage.ids, kind="stable")

@@ -1,7 +1,8 @@
 """The one-call step of a common chain on one row (``plan.row_program``; ``chain_row``
 of C, ``csrc/fs_chain.c``, and of numba, ``kernels/cpu/chain_row.py``).
 
-A chain ``[LogitBias] [Penalties] [DRY] -> truncations -> [stages on the survivors] -> Dist`` at
+A chain ``[LogitBias] [Penalties] [DRY] -> truncations -> [stages on the survivors] -> Dist``
+(a NoRepeatNGram anywhere among the edits) at
 B = 1 runs its whole per-token step in one compiled call. Its tokens must be the numpy
 reference chain's, step after step with ``accept`` (each test checks the one-call path
 was taken), and every case it hands back (an invalid row, a NaN or +inf where an edit
@@ -58,6 +59,9 @@ def _random_chain(rng):
         stages.append(fs.DRY(float(rng.uniform(0.2, 1.5)), 1.75, int(rng.integers(1, 4)),
                              int(rng.choice([-1, 32, 512])),
                              breakers=rng.integers(0, V, 3) if rng.random() < 0.5 else ()))
+    if rng.random() < 0.25:   # anywhere among the edits: its bans commute with them
+        stages.insert(int(rng.integers(0, len(stages) + 1)),
+                      fs.NoRepeatNGram(int(rng.integers(1, 5))))
     mk = int(rng.integers(1, 4))
     truncs = [fs.TopK(int(rng.integers(1, 60)), min_keep=mk), fs.TopP(float(rng.uniform(0.5, 1.0)), min_keep=mk),
               fs.MinP(float(rng.uniform(0.0, 0.2)), min_keep=mk)]
@@ -533,3 +537,27 @@ def test_greedy_breaks_ties_to_the_first_maximum(backend):
             chain = fs.SamplerChain(stages, seed=1, backend=b)
             assert chain.sample(x[None])[0] == want, (b, stages)
             assert b == "numpy" or chain._row_prog, stages
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_no_repeat_ngram_among_the_edits(case, backend):
+    """NoRepeatNGram before, between or after the other edits (its bans commute with
+    them), on a history full of repeats, with the fused chain, a cut and Greedy: the
+    numpy chain's tokens step by step, on the one-call path, and never a token that
+    completes a repeated n-gram."""
+    rng = np.random.default_rng(1300 + case)
+    n = 1 + case % 4
+    edits = [_random_bias(rng), fs.Penalties(1.2, last_n=8), fs.DRY(0.8, 1.75, 2, last_n=64)]
+    edits = edits[:case % 4]
+    edits.insert(case % (len(edits) + 1), fs.NoRepeatNGram(n))
+    tail = [[fs.TopK(40), fs.Temperature(0.9)], [fs.MinP(0.01), fs.XTC(0.5, 0.1)],
+            [fs.Greedy()], [fs.TopK(40), fs.Typical(0.9)]][case % 4]
+    prompt = np.tile(rng.integers(0, 60, 7), 6)   # repeats: many n-grams to ban
+    x = _rows(case, 4)
+    x[:, :60] += 4.0   # the prompt's tokens lead the rows
+    chain, tokens = _loop(edits + tail, 10, x, prompt, seed=case, backend=backend)
+    assert chain._row_prog, f"the one-call path: {edits + tail}"
+    seq = list(prompt) + tokens
+    for t in range(len(prompt), len(seq)):
+        grams = {tuple(seq[i:i + n]) for i in range(t - n + 1)}
+        assert tuple(seq[t - n + 1:t + 1]) not in grams, (t, n)

@@ -79,7 +79,7 @@ static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, in
     *k = -1;
     int64_t offsets[2] = {0, n};
     const float *x = row;
-    for (int64_t i = 0; i < n && (p->penalties || p->dry); i++)
+    for (int64_t i = 0; i < n && (p->penalties || p->dry || p->ngram > 0); i++)
         if (isnan(row[hist[i]]) || row[hist[i]] == INFINITY) return -2;
     for (int64_t i = 0; i < p->n_bias; i++)
         if (isnan(row[p->bias_ids[i]]) || row[p->bias_ids[i]] == INFINITY) return -2;
@@ -96,6 +96,11 @@ static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, in
         CHECK(fs_dry(x, w->a, 1, V, hist, n, offsets, &p->dry_multiplier, &p->dry_base,
                      &p->dry_allowed_length, &p->dry_last_n, brk, V, w->z, n > 0 ? n : 1,
                      w->best, V) == 0);
+        x = w->a;
+    }
+    if (p->ngram > 0) {  /* last here, first in fs_chain_row: its bans commute */
+        CHECK(fs_no_repeat_ngram(x, w->a, 1, V, hist, n, offsets, &p->ngram, w->z,
+                                 n > 0 ? n : 1) == 0);
         x = w->a;
     }
     int32_t tok;
@@ -194,6 +199,7 @@ static fs_chain_params random_program(void) {
     p.dry_base = 1.0 + uniform01();
     p.dry_allowed_length = below(4);
     p.dry_last_n = below(3) == 0 ? -1 : below(300);
+    p.ngram = below(4) == 0 ? 1 + below(4) : 0;
     p.fused = (int)below(2);
     p.top_k = below(50);
     p.top_p = below(2) ? 1.0 : 0.5 + 0.5 * uniform01();
@@ -690,7 +696,60 @@ static void test_whole_first_equals_stage_kernels(void) {
     release(&w);
 }
 
+/* NoRepeatNGram bans the row's max, far from Penalties' window (or with no Penalties):
+ * the block maxima of every history token's block must be taken again after the edits
+ * (the overlay path), else the stale max sends greedy looking for a value that is gone.
+ * Greedy, a top-k draw and the survivors' draw, each against the pieces. */
+static void test_ngram_bans_the_max(void) {
+    const int64_t V = 5000;
+    float *row = malloc(sizeof(float) * (size_t)V);
+    for (int64_t i = 0; i < V; i++) row[i] = (float)(i % 97) * 0.01f;
+    row[4000] = 9.0f;   /* the max: banned (the history holds 7, 4000, ..., 7) */
+    row[12] = 8.0f;
+    int64_t hist[40];
+    hist[0] = 7;
+    hist[1] = 4000;
+    for (int i = 2; i < 39; i++) hist[i] = 100 + i;
+    hist[39] = 7;
+    for (int c = 0; c < 6; c++) {
+        fs_chain_params p;
+        memset(&p, 0, sizeof p);
+        p.ngram = 2;
+        p.penalties = c % 2;
+        p.repeat = 1.2;
+        p.penalty_last_n = 4;   /* far from token 4000's block */
+        p.first_temperature = 1.0;
+        p.min_keep = 1;
+        p.top_p = 1.0;
+        if (c < 4) {
+            p.fused = 1;
+            p.temperature = c < 2 ? 0.0 : 0.8;   /* greedy, then a draw */
+            p.top_k = c < 2 ? 0 : 3;
+            p.temperature_last = 1;
+        } else {
+            p.top_k = 5;
+            p.n_after = 1;
+            p.after[0] = FS_CHAIN_TEMPERATURE;
+            p.after_a[0] = 0.7;
+        }
+        p.seed = 3;
+        p.position = (uint64_t)c;
+        bufs w = alloc(V, 40);
+        const int32_t want = by_pieces(row, V, hist, 40, &p, NULL, &w);
+        int32_t got = 7;
+        const int rc = fs_chain_row(row, V, hist, 40, &p, NULL, 0, w.work, w.ids, w.vals,
+                                    w.tmp, V, w.counts, w.best, w.z, 40, w.dws, w.dws_len,
+                                    w.ws, w.ws_bytes, (int)below(3), &got);
+        CHECK(rc == FS_CHAIN_OK && got == want && got != 4000, "ngram case %d: rc %d got %d want %d",
+              c, rc, got, want);
+        CHECK(c >= 2 || want == 12, "greedy after the ban: %d", want);
+        release(&w);
+    }
+    free(row);
+}
+
 int main(void) {
+    test_ngram_bans_the_max();
     test_equals_pieces();
     test_long_rows_equal_pieces();
     test_logprobs_equal_pieces();

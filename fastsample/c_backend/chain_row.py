@@ -3,7 +3,7 @@
 ``chain_program(program, V)`` turns ``plan.row_program``'s description (a dict) into
 the C struct ``fs_chain_params`` once per chain and V; ``chain_row(row, history,
 prog, seed, position)`` then runs the whole step (``csrc/fs_chain.c``): the edits
-(LogitBias, Penalties, DRY) into
+(LogitBias, Penalties, DRY, NoRepeatNGram) into
 a workspace copy of the row, the truncations (or a whole-distribution stage first, or
 nothing: the stages read the whole row), the stages on the survivors and the draw (or
 a Mirostat terminal).
@@ -57,6 +57,7 @@ def chain_program(program, V):
         bias = (ids, values, buf(ids), buf(values))   # the struct points into these
         p.n_bias = ids.size
         p.bias_ids, p.bias_values = bias[2], bias[3]
+    p.ngram = program.get("ngram", 0)
     pen = program.get("penalties")
     if pen is not None:
         p.penalties = 1

@@ -1,9 +1,8 @@
 """The chain plan's per-token path on numba: one call per token for a common chain.
 
 The numba twin of ``csrc/fs_chain.c``: for a chain ``[LogitBias] [Penalties] [DRY] ->
-TopK -> TopP -> MinP -> [stages on the survivors ...] -> Dist`` on one row
-(``plan.row_program``),
-``chain_row`` runs the whole step in one compiled call: the edits into a per-thread
+TopK -> TopP -> MinP -> [stages on the survivors ...] -> Dist`` (a NoRepeatNGram
+anywhere among the edits) on one row (``plan.row_program``), ``chain_row`` runs the whole step in one compiled call: the edits into a per-thread
 copy of the row, then fs.sample's fused kernel, or the truncation (or a
 whole-distribution stage first, ``whole_first.whole_first_row``; or nothing: the
 stages read the whole row) followed by the stages on the survivors
@@ -29,7 +28,7 @@ from .canonical import _BS, _first_max, _invalid, _pass_max, _sample_one, _trunc
 from .draw import draw_row
 from .logprobs import logprobs_row
 from .history_stages import (_bias_groups, _breaker_table, _dry_serial, _logit_bias_serial,
-                             _penalties_serial)
+                             _ngram_serial, _penalties_serial)
 from .stage_common import (K_DYN_TEMP, K_EPSILON, K_ETA, K_MIN_P, K_MIROSTAT, K_MIROSTAT_V2,
                            K_P_LESS, K_SMOOTHING, K_TAIL_FREE, K_TEMPERATURE, K_TOP_A, K_TOP_K,
                            K_TOP_N_SIGMA, K_TOP_P, K_TYPICAL, K_XTC)
@@ -66,7 +65,9 @@ _IK, _IM, _II = 10, 18, 26
 _F1, _I1 = 32, 34
 # a Mirostat or Greedy terminal after the stages: f64 mu, m; i64 its kind (0: Dist)
 _FT, _IT = 36, 37
-_F, _I = 38, 38
+# i64: NoRepeatNGram's n (0: none)
+_ING = 38
+_F, _I = 38, 39
 
 
 @numba.njit(**_NJ)
@@ -96,11 +97,18 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, want_row):
     out = work.reshape(1, V)
     x = row
     uids, starts, bvals, banned = bias
-    edited = uids.shape[0] > 0   # work holds the edited row: the next edit is in place
-    if edited:   # LogitBias: copies the row into work, then adds the biases
+    edited = False   # work holds the edited row: the next edit is in place
+    if i[_ING] > 0:   # NoRepeatNGram first: its bans commute with the other edits
+        if _hides_bad_value(row, hist):   # it bans history tokens
+            return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
+        _ngram_serial(src, out, hist, offsets, i[_ING:_ING + 1], False)
+        edited = True
+        x = work
+    if uids.shape[0] > 0:   # LogitBias: into work (a copy of the row first unless there)
         if _hides_bad_value(row, uids):
             return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
-        _logit_bias_serial(src, out, uids, starts, bvals, banned, False)
+        _logit_bias_serial(out if edited else src, out, uids, starts, bvals, banned, edited)
+        edited = True
         x = work
     if i[0] != 0:   # Penalties: copies the row into work (unless there), then edits
         w = n if i[1] < 0 or i[1] > n else i[1]
@@ -246,6 +254,7 @@ def chain_program(program, V):
     """The packed form of ``plan.row_program``'s description for vocabulary size ``V``."""
     f = np.zeros(_F, np.float64)
     i = np.zeros(_I, np.int64)
+    i[_ING] = program.get("ngram", 0)
     pen = program.get("penalties")
     if pen is not None:
         i[0] = 1
