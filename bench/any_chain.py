@@ -66,7 +66,29 @@ def chains():
                                      fs.MirostatV2(5.0, 0.1)], "W1"),
         ("Penalties + Typical -> MirostatV2", [fs.Penalties(1.1, last_n=64), fs.Typical(0.9),
                                                fs.MirostatV2(5.0, 0.1)], "W5"),
+        # the other edits and terminals an engine passes (OpenAI logit_bias, HF
+        # no_repeat_ngram_size, greedy decoding with a repetition penalty, vLLM
+        # allowed_token_ids)
+        ("LogitBias + W1's stages", [fs.LogitBias(_BIAS), *_w1()], "W1"),
+        ("LogitBias + Penalties + W1's stages", [fs.LogitBias(_BIAS), fs.Penalties(1.1, last_n=64),
+                                                 *_w1()], "W1"),
+        ("LogitBias + Typical -> T", [fs.LogitBias(_BIAS), fs.Typical(0.9), fs.Temperature(0.8)],
+         "W5"),
+        ("NoRepeatNGram + W1's stages", [fs.NoRepeatNGram(3), *_w1()], "W1"),
+        ("Greedy", [fs.Greedy()], "W1"),
+        ("Penalties + Greedy", [fs.Penalties(1.1, last_n=64), fs.Greedy()], "W1"),
+        ("TopK -> MinP -> Greedy", [fs.TopK(40), fs.MinP(0.05), fs.Greedy()], "W1"),
+        ("AllowedTokens + TopK -> T", [fs.AllowedTokens(np.arange(0, V, 3)), fs.TopK(40),
+                                       fs.Temperature(0.8)], "W1"),
     ]
+
+
+# a logit_bias of 21 ids, some raised, some lowered
+_BIAS = {i: (0.5 if i % 2 else -1.0) for i in range(0, 2000, 97)}
+
+
+def _w1():
+    return [fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)]
 
 
 def _median_us(fn, rows, steps):

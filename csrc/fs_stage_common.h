@@ -224,7 +224,6 @@ static inline double fsc_log(double x) {
 #define FSC_CALL_ISA(name, ...) name##_base(__VA_ARGS__)
 #endif
 
-/* w[i] = exp(row[i] - m) (0 where masked) */
 /* ---------------------------------------------------------------- row scans */
 
 FSC_PER_ISA(fsc_count_finite_row, (const float *row, int64_t V, int64_t *n), {
@@ -294,6 +293,7 @@ static inline double fsc_row_max(const float *row, int64_t V) {
     return (double)r;
 }
 
+/* w[i] = exp(row[i] - m) (0 where masked) */
 FSC_PER_ISA(fsc_exp_row, (const float *row, int64_t V, double m, double *w), {
     for (int64_t i = 0; i < V; i++)
         w[i] = fsc_exp((double)row[i] - m);

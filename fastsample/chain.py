@@ -231,12 +231,19 @@ class SamplerChain:
                 self._row_prog = False
                 return None
             bias = programs[0].get("bias")
-            if bias is not None and bias[0].size and bias[0][-1] >= V:
-                return None   # a bias id outside [0, V): the general route raises
+            if any(p is None for p in programs) or (
+                    bias is not None and bias[0].size and bias[0][-1] >= V):
+                # a row's own parameters (a greedy temperature before a first stage), or
+                # a bias id outside [0, V), which the general route raises for: this
+                # (B, V) goes the general way
+                progs = ()
+            else:
+                progs = [self._module.chain_program(p, V) for p in programs]
             if len(self._row_prog) >= 8:   # a few shapes at a time
                 self._row_prog.clear()
-            progs = self._row_prog[(B, V)] = [self._module.chain_program(p, V)
-                                              for p in programs]
+            self._row_prog[(B, V)] = progs
+        if not progs:
+            return None
         hist = ctx.history
         if mirostat:
             return self._mirostat_step(x, ctx, progs)

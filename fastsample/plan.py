@@ -210,11 +210,12 @@ def row_program(plan, fused_args=None, B=1, b=0):
     cuts the row first, on the whole row: ``first`` is ``WHOLE_ROW_OP``), and Dist or
     a Mirostat or Greedy terminal (Greedy: the whole row may have no stage). Anything
     else (another edit or terminal, a later stage of another kind) is None: the general
-    route. The description holds row ``b``'s plain
-    scalars of a batch of ``B`` rows (per-row parameters): ``bias`` (the ids ascending,
-    stably, and their values: int64 and float64 arrays; an id may exceed the V of a
-    call, which the caller checks), ``ngram`` (NoRepeatNGram's n), ``penalties``, ``dry``, ``truncations`` or ``first`` (``(op, a, b, c, min_keep)`` as
-    an ``after`` entry; a Mirostat's mu is 0 there, the caller passes the row's),
+    route. The description holds row ``b``'s plain scalars of a batch of ``B`` rows
+    (per-row parameters): ``bias`` (the ids ascending, stably, and their values: int64
+    and float64 arrays; an id may exceed the V of a call, which the caller checks),
+    ``ngram`` (NoRepeatNGram's n), ``penalties``, ``dry``, ``truncations`` or ``first``
+    (``(op, a, b, c, min_keep)`` as an ``after`` entry; a Mirostat's mu is 0 there, the
+    caller passes the row's),
     ``first_temperature``, ``fused``, ``after``, ``terminal`` (``(op, m)`` of a
     Mirostat after the stages, its mu per call too; ``("greedy", 0.0)``).
     """

@@ -432,6 +432,20 @@ def test_the_one_row_step_keeps_the_general_checks(backend):
         bad.sample(rows[0])
 
 
+def _check_row_and_batch(stages, case, backend):
+    """8 engine-loop steps on one row (flat rows now and then) and a batch of 3 with
+    histories: the numpy chain's tokens, on the one-call path."""
+    chain, _ = _loop(stages, 8, _rows(case, 4, flat=case % 4 == 3),
+                     workloads.natural_history(200, V, case), seed=case, backend=backend)
+    assert chain._row_prog, f"the one-call path: {stages}"
+    x = _rows(case + 40, 3)
+    h = workloads.natural_history(30, V, case).reshape(3, 10)
+    got = fs.SamplerChain(stages, seed=5, backend=backend)
+    want = fs.SamplerChain(stages, seed=5, backend="numpy")
+    np.testing.assert_array_equal(got.sample(x, history=h), want.sample(x, history=h))
+    assert got._row_prog
+
+
 @pytest.mark.parametrize("case", range(12))
 def test_a_logit_bias_first_is_an_edit_of_the_program(case, backend):
     """LogitBias first (then Penalties and DRY or not) is the program's first edit: the
@@ -446,16 +460,7 @@ def test_a_logit_bias_first_is_an_edit_of_the_program(case, backend):
             [fs.Typical(0.9), fs.Temperature(0.8)],
             [fs.Smoothing(0.3, 1.5)],
             [fs.Temperature(0.8), fs.XTC(1.0, 0.05), fs.TopK(20)]][case % 6]
-    stages = edits + tail
-    chain, _ = _loop(stages, 8, _rows(case, 4, flat=case % 4 == 3),
-                     workloads.natural_history(200, V, case), seed=case, backend=backend)
-    assert chain._row_prog, f"the one-call path: {stages}"
-    x = _rows(case + 40, 3)
-    h = workloads.natural_history(30, V, case).reshape(3, 10)
-    got = fs.SamplerChain(stages, seed=5, backend=backend)
-    want = fs.SamplerChain(stages, seed=5, backend="numpy")
-    np.testing.assert_array_equal(got.sample(x, history=h), want.sample(x, history=h))
-    assert got._row_prog
+    _check_row_and_batch(edits + tail, case, backend)
 
 
 def test_a_bias_that_puts_a_token_on_top_or_bans_it(backend):
@@ -509,16 +514,7 @@ def test_a_greedy_terminal_matches_the_reference(case, backend):
     tail = [[], [fs.TopK(40), fs.MinP(0.05)], [fs.Typical(0.9)], [fs.Smoothing(0.3, 1.5)],
             [fs.TopK(50), fs.Temperature(3.0)], [fs.Temperature(1.3), fs.XTC(1.0, 0.05)],
             [fs.MinP(0.02), fs.Temperature(0.5), fs.TopNSigma(1.0)]][case % 7]
-    stages = edits + tail + [fs.Greedy()]
-    chain, tokens = _loop(stages, 8, _rows(case, 4, flat=case % 4 == 3),
-                          workloads.natural_history(150, V, case), seed=case, backend=backend)
-    assert chain._row_prog, f"the one-call path: {stages}"
-    x = _rows(case + 60, 3)
-    h = workloads.natural_history(30, V, case).reshape(3, 10)
-    got = fs.SamplerChain(stages, seed=5, backend=backend)
-    want = fs.SamplerChain(stages, seed=5, backend="numpy")
-    np.testing.assert_array_equal(got.sample(x, history=h), want.sample(x, history=h))
-    assert got._row_prog
+    _check_row_and_batch(edits + tail + [fs.Greedy()], case, backend)
 
 
 def test_greedy_breaks_ties_to_the_first_maximum(backend):
@@ -561,3 +557,19 @@ def test_no_repeat_ngram_among_the_edits(case, backend):
     for t in range(len(prompt), len(seq)):
         grams = {tuple(seq[i:i + n]) for i in range(t - n + 1)}
         assert tuple(seq[t - n + 1:t + 1]) not in grams, (t, n)
+
+
+def test_a_batch_whose_other_row_has_no_program_goes_the_general_way(backend):
+    """Row 0 has a program and row 1 none (its temperature before the first stage is
+    greedy): the batch goes the general route, with the numpy chain's tokens (it
+    raised when only row 0's program was looked at)."""
+    stages = [fs.NoRepeatNGram(3), fs.Penalties(1.2), fs.Temperature(np.array([0.7, -0.1])),
+              fs.Typical(0.9)]
+    x = _rows(5, 2)
+    h = workloads.natural_history(40, V, 5).reshape(2, 20)
+    got = fs.SamplerChain(stages, seed=2, backend=backend)
+    want = fs.SamplerChain(stages, seed=2, backend="numpy")
+    for _ in range(3):
+        a, b = got.sample(x, history=h), want.sample(x, history=h)
+        np.testing.assert_array_equal(a, b)
+    assert got._row_prog == {(2, V): ()}

@@ -2,13 +2,14 @@
 
 The numba twin of ``csrc/fs_chain.c``: for a chain ``[LogitBias] [Penalties] [DRY] ->
 TopK -> TopP -> MinP -> [stages on the survivors ...] -> Dist`` (a NoRepeatNGram
-anywhere among the edits) on one row (``plan.row_program``), ``chain_row`` runs the whole step in one compiled call: the edits into a per-thread
-copy of the row, then fs.sample's fused kernel, or the truncation (or a
-whole-distribution stage first, ``whole_first.whole_first_row``; or nothing: the
-stages read the whole row) followed by the stages on the survivors
-(``stages._rows_at``, the row kernels of the stage-by-stage route) and the draw (or
-a Mirostat terminal, ``whole_first.mirostat_row``, or Greedy: the survivors' first
-maximum, fs.sample's greedy pass). It composes the row kernels the stage-by-stage
+anywhere among the edits) on one row (``plan.row_program``), ``chain_row`` runs the
+whole step in one compiled call: the edits into a per-thread copy of the row, then
+fs.sample's fused kernel, or the truncation (or a whole-distribution stage first,
+``whole_first.whole_first_row``; or nothing: the stages read the whole row) followed
+by the stages on the survivors (``stages._rows_at``, the row kernels of the
+stage-by-stage route) and the draw (or a Mirostat terminal,
+``whole_first.mirostat_row``, or Greedy: the survivors' first maximum, fs.sample's
+greedy pass). It composes the row kernels the stage-by-stage
 route calls, in its order on the same data, so its token is the chain's; what it
 saves is the Python glue between them. Returns -2 when the general route must decide
 (an invalid or emptied row, a NaN/+inf at an id an edit writes).
@@ -87,9 +88,9 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, want_row):
     """``(token, survivors' ids, the row the draw read, its drawn index)``; the last
     three are empty / -1 when the chain is fused, the token is -2, or (without
     ``want_row``) XTC first drew over the whole row itself."""
-    # A NaN/+inf is checked only where an edit writes (the bias ids, the penalty
-    # window, the followers DRY penalises): everywhere else the kernel's own first
-    # pass sees it.
+    # A NaN/+inf is checked only where an edit writes (the history for NoRepeatNGram,
+    # the bias ids, the penalty window, the followers DRY penalises): everywhere else
+    # the kernel's own first pass sees it.
     V = row.shape[0]
     n = hist.shape[0]
     offsets = np.array([0, n], np.int64)
