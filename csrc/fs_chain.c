@@ -184,7 +184,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
     if (p->penalties) {
         pw = p->penalty_last_n < 0 || p->penalty_last_n > nhist ? nhist : p->penalty_last_n;
         pen_ids = pw ? hist + (nhist - pw) : NULL;
-        if (hides_bad_value(row, V, pen_ids, pw))
+        if (p->ngram <= 0 && hides_bad_value(row, V, pen_ids, pw))  /* (else checked) */
             return FS_CHAIN_FALLBACK;
     }
     if (ready) {  /* the overlay: only the blocks of the edits' windows are copied */
@@ -254,7 +254,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
      * a copy with those ids at -inf, and ids are the positions. No gather of ~V
      * survivors: a masked token is what the stage kernels skip anyway. */
     int whole = p->first == FS_CHAIN_WHOLE_ROW;
-    if (whole && p->n_after < 1 && p->terminal != FS_CHAIN_GREEDY)
+    if (whole && p->n_after < 1)  /* (edits -> Greedy alone is the fused kernel at t = 0) */
         return FS_CHAIN_E_SIZE;
     int64_t nr = 0;  /* XTC's removed ids, in ids */
     if (p->first == FS_CHAIN_XTC && p->n_after > 0) {

@@ -87,8 +87,7 @@ typedef struct {
     int terminal;                      /* 0: Dist; FS_CHAIN_MIROSTAT or _V2: that
                                         terminal on the survivors (fs_mirostat_row; its
                                         log-probability out in first_lp); FS_CHAIN_GREEDY:
-                                        their first maximum (FS_CHAIN_WHOLE_ROW may then
-                                        have no stage after it); not fused, not with a
+                                        their first maximum; not fused, not with a
                                         Mirostat first */
     double terminal_mu, terminal_m;    /* its mu (set per call) and m (v1) */
     uint64_t seed, position;

@@ -208,7 +208,8 @@ def row_program(plan, fused_args=None, B=1, b=0):
     or the first truncation (or ``plan.first``, a whole-distribution stage) followed
     by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors (or, when no stage
     cuts the row first, on the whole row: ``first`` is ``WHOLE_ROW_OP``), and Dist or
-    a Mirostat or Greedy terminal (Greedy: the whole row may have no stage). Anything
+    a Mirostat or Greedy terminal (``[edits] -> Greedy`` alone: the fused kernel at
+    temperature 0). Anything
     else (another edit or terminal, a later stage of another kind) is None: the general
     route. The description holds row ``b``'s plain scalars of a batch of ``B`` rows
     (per-row parameters): ``bias`` (the ids ascending, stably, and their values: int64

@@ -235,11 +235,8 @@ static fs_chain_params random_program(void) {
             p.after[0] = FS_CHAIN_SMOOTHING;
         }
     }
-    if (!p.fused && below(5) == 0) {  /* Greedy: the whole row may then have no stage */
+    if (!p.fused && below(5) == 0)  /* Greedy */
         p.terminal = FS_CHAIN_GREEDY;
-        if (p.first == FS_CHAIN_WHOLE_ROW && below(2))
-            p.n_after = 0;
-    }
     p.seed = next_u64();
     p.position = next_u64();
     return p;

@@ -25,7 +25,7 @@ import numpy as np
 from fastsample.row_threads import program_rows
 
 from ..shared import uniform
-from .canonical import _BS, _first_max, _invalid, _pass_max, _sample_one, _truncate_one
+from .canonical import _BS, _invalid, _pass_max, _sample_one, _truncate_one
 from .draw import draw_row
 from .logprobs import logprobs_row
 from .history_stages import (_bias_groups, _breaker_table, _dry_serial, _logit_bias_serial,
@@ -113,7 +113,7 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, want_row):
         x = work
     if i[0] != 0:   # Penalties: copies the row into work (unless there), then edits
         w = n if i[1] < 0 or i[1] > n else i[1]
-        if _hides_bad_value(row, hist[n - w:]):
+        if i[_ING] <= 0 and _hides_bad_value(row, hist[n - w:]):   # (else checked)
             return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
         _penalties_serial(out if edited else src, out, hist, offsets, f[0:1], f[1:2],
                           f[2:3], i[1:2], edited)
@@ -205,10 +205,8 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, want_row):
                  f[_FB + s:_FB + s + 1], f[_FC + s:_FC + s + 1], i[_II + s:_II + s + 1],
                  i[_IM + s:_IM + s + 1], sp[0:1], sp[1:2], 0)
         cur = nxt
-    if i[_IT] == _K_GREEDY:   # the first maximum (-1: every survivor masked)
-        bmax = np.empty((cur.shape[0] + _BS - 1) // _BS, np.float32)
-        m = _pass_max(cur, bmax)
-        k = -1 if _invalid(m) else _first_max(cur, bmax, m)
+    if i[_IT] == _K_GREEDY:   # the first maximum: fs.sample's greedy pass (t = 0)
+        k = max(_sample_one(cur, 0, 1.0, 0.0, 0.0, 1, True, seed, position), -1)
     elif i[_IT] != 0:   # its mu update reads the drawn token's log-probability
         k, lp = mirostat_row(cur, V, i[_IT], f[_FT], f[_FT + 1], uniform(seed, position, 0))
         f[_F1 + 3] = lp
