@@ -12,7 +12,8 @@ medians. Target (issue #13): at most 1.3x its baseline on C, 2x on numba.
 ``--spread``: per-row ratios instead (each chain against its baseline on the same row,
 over 16 llm_like rows and 4 flat rows): the median and the worst row.
 
-Usage: ``python bench/any_chain.py [--backends c,numba] [--rounds 3] [--steps 200] [--spread]``
+Usage: ``python bench/any_chain.py [--backends c,numba] [--rounds 3] [--steps 200] [--spread]
+[--only "NAME;NAME"]``
 """
 
 from __future__ import annotations
@@ -80,7 +81,21 @@ def chains():
         ("TopK -> MinP -> Greedy", [fs.TopK(40), fs.MinP(0.05), fs.Greedy()], "W1"),
         ("AllowedTokens + TopK -> T", [fs.AllowedTokens(np.arange(0, V, 3)), fs.TopK(40),
                                        fs.Temperature(0.8)], "W1"),
+        # vLLM bad_words (banned after their prefix) and min_tokens (the stop id banned)
+        ("BadWords + MinTokens + W1's stages", [fs.BadWords(_bad_words()),
+                                                fs.MinTokens(10**9, [2]), *_w1()], "W1"),
+        ("MinTokens + Penalties + Greedy", [fs.MinTokens(10**9, [2, 3]),
+                                            fs.Penalties(1.1, last_n=64), fs.Greedy()], "W1"),
     ]
+
+
+def _bad_words():
+    """20 one-token words and, for each of the rows' 64 leading ids, a two-token word
+    it starts: most steps draw a prefix, so the next step bans its word's end."""
+    rows = GENERATORS["llm_like"](4, V, 0)
+    lead = np.unique(np.argsort(rows, axis=1)[:, -64:])
+    return ([[int(t)] for t in range(5000, 7000, 100)]
+            + [[int(t), int(t) + 1] for t in lead])
 
 
 # a logit_bias of 21 ids, some raised, some lowered
@@ -89,6 +104,18 @@ _BIAS = {i: (0.5 if i % 2 else -1.0) for i in range(0, 2000, 97)}
 
 def _w1():
     return [fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)]
+
+
+def _chosen(only):
+    """``chains()``, or those named in ``only`` (names separated by ';')."""
+    if only is None:
+        return chains()
+    names = set(only.split(";"))
+    picked = [c for c in chains() if c[0] in names]
+    missing = names - {c[0] for c in picked}
+    if missing:
+        raise SystemExit(f"any_chain: no chain named {sorted(missing)}")
+    return picked
 
 
 def _median_us(fn, rows, steps):
@@ -101,13 +128,13 @@ def _median_us(fn, rows, steps):
     return float(np.median(times)) * 1e6
 
 
-def measure(backend, rounds, steps):
+def measure(backend, rounds, steps, only=None):
     rows = GENERATORS["llm_like"](4, V, 0)
     base = {"W1": lambda v: fs.sample(v, backend=backend, **W1),
             "W3": lambda v: fs.sample(v, backend=backend, top_p=0.95, temperature=0.8),
             "W5": lambda v: fs.sample(v, backend=backend, temperature=0.8)}
     out = []
-    for name, stages, ref in chains():
+    for name, stages, ref in _chosen(only):
         chain = fs.SamplerChain(stages, seed=0, backend=backend)
         chain.load_states([{"history": natural_history(64, V, 1)}])
 
@@ -124,7 +151,7 @@ def measure(backend, rounds, steps):
     return out
 
 
-def spread(backend, steps=25):
+def spread(backend, steps=25, only=None):
     """Per-row ratios: each chain's step on one row against its baseline on the same row
     (each the smaller of two medians of ``steps`` calls), over 16 llm_like rows (seed
     100) and 4 flat rows (seed 7): (name, baseline, llm median, llm max, flat max)."""
@@ -137,7 +164,7 @@ def spread(backend, steps=25):
         return min(_median_us(fn, [row], steps) for _ in range(2))
 
     out = []
-    for name, stages, ref in chains():
+    for name, stages, ref in _chosen(only):
         ratios = []
         for i, row in enumerate(rows):
             chain = fs.SamplerChain(stages, seed=i, backend=backend)
@@ -160,6 +187,8 @@ def main(argv=None):
     ap.add_argument("--backends", default="c,numba")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--only", default=None,
+                    help="measure only these chains: their names, separated by ';'")
     ap.add_argument("--spread", action="store_true",
                     help="per-row ratios over 16 llm_like and 4 flat rows instead")
     args = ap.parse_args(argv)
@@ -167,14 +196,14 @@ def main(argv=None):
         print("| chain | backend | baseline | llm rows median | llm rows max | flat rows max |")
         print("|---|---|---|---|---|---|")
         for backend in args.backends.split(","):
-            for name, ref, med, mx, fmx in spread(backend):
+            for name, ref, med, mx, fmx in spread(backend, only=args.only):
                 print(f"| {name} | {backend} | {ref} | {med:.2f}x | {mx:.2f}x | {fmx:.2f}x |",
                       flush=True)
         return
     print("| chain | backend | chain + accept us | baseline | baseline us | ratio |")
     print("|---|---|---|---|---|---|")
     for backend in args.backends.split(","):
-        for name, ref, c, b, r in measure(backend, args.rounds, args.steps):
+        for name, ref, c, b, r in measure(backend, args.rounds, args.steps, args.only):
             print(f"| {name} | {backend} | {c:.1f} | {ref} | {b:.1f} | {r:.2f}x |")
 
 

@@ -123,6 +123,9 @@ class SamplerChain:
         # programs, built on the first call of that shape; False where the backend or
         # the chain has none.
         self._row_prog = {} if hasattr(module, "chain_row") else False
+        # their descriptions, and the programs with a call's BadWords / MinTokens bans
+        # added (``_banned``): per (B, V, row, bans)
+        self._row_desc, self._ban_progs = {}, {}
         # One row of numpy float32 logits with the chain's own history: (V, program)
         # once the one-call step ran for that V (``_one_row``).
         self._one = None
@@ -231,30 +234,54 @@ class SamplerChain:
                 self._row_prog = False
                 return None
             bias = programs[0].get("bias")
+            bans = self._plan.bans(B)
             if any(p is None for p in programs) or (
-                    bias is not None and bias[0].size and bias[0][-1] >= V):
+                    bias is not None and bias[0].size and bias[0][-1] >= V) or (
+                    bans is not None and bans.top >= V):
                 # a row's own parameters (a greedy temperature before a first stage), or
-                # a bias id outside [0, V), which the general route raises for: this
-                # (B, V) goes the general way
+                # a bias or ban id outside [0, V), which the general route raises for:
+                # this (B, V) goes the general way
                 progs = ()
             else:
                 progs = [self._module.chain_program(p, V) for p in programs]
             if len(self._row_prog) >= 8:   # a few shapes at a time
                 self._row_prog.clear()
+                self._ban_progs.clear()
             self._row_prog[(B, V)] = progs
+            self._row_desc[(B, V)] = programs
         if not progs:
             return None
         hist = ctx.history
+        one = progs[0]   # the engine loop's next step (_one_row) adds its own bans
+        if self._plan.bans(B) is not None:   # this call's BadWords / MinTokens bans
+            progs = [self._banned(progs[b], B, V, b, hist[b] if hist else _NO_HISTORY,
+                                  int(ctx.position[b])) for b in range(B)]
         if mirostat:
-            return self._mirostat_step(x, ctx, progs)
+            return self._mirostat_step(x, ctx, progs, one)
         if B == 1:
             h = hist[0] if hist else _NO_HISTORY
-            self._one = (V, progs[0], None)
+            self._one = (V, one, None)
             return self._module.chain_row(x[0], np.ascontiguousarray(h, np.int64), progs[0],
                                           int(ctx.seed[0]), int(ctx.position[0]))
         hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
                  else [_NO_HISTORY] * B)
         return self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position)
+
+    def _banned(self, prog, B, V, b, history, position):
+        """Row ``b``'s program ``prog`` with this call's BadWords / MinTokens bans
+        (``plan.RowBans``) as ``-inf`` biases: one compiled program per set of bans,
+        made on its first call."""
+        key = self._plan.bans(B).key(b, history, position)
+        if not key:
+            return prog
+        banned = self._ban_progs.get((B, V, b, key))
+        if banned is None:
+            desc = dict(self._row_desc[(B, V)][b])
+            desc["bias"] = _plan.add_bans(desc.get("bias"), key)
+            if len(self._ban_progs) >= 256:   # a few hundred sets at a time
+                self._ban_progs.clear()
+            banned = self._ban_progs[(B, V, b, key)] = self._module.chain_program(desc, V)
+        return banned
 
     def _one_row(self, logits):
         """``sample``'s engine-loop step without ``_prepare``: one row of float32 numpy
@@ -272,6 +299,8 @@ class SamplerChain:
         window = self._plan.window(1)   # cached by the plan
         h = (self._hist[0, :n] if window is None
              else self._hist[0, max(n - window, 0):n] if window else _NO_HISTORY)
+        if self._plan.bans(1) is not None:
+            prog = self._banned(prog, 1, V, 0, h, int(self.positions[0]))
         if miro is None:
             tok = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
                                          int(self.positions[0]))
@@ -284,7 +313,7 @@ class SamplerChain:
         miro.update_one(state, lp)   # tok >= 0: the row is valid here
         return tok
 
-    def _mirostat_step(self, x, ctx, progs):
+    def _mirostat_step(self, x, ctx, progs, one):
         """``_row_step`` of a Mirostat terminal: each row's mu in, the drawn tokens'
         log-probabilities among the kept out, then the terminal's mu update (none when
         a row goes the general route: that route updates every row). Batches take
@@ -293,7 +322,7 @@ class SamplerChain:
         hist = ctx.history
         if ctx.B == 1:
             h = np.ascontiguousarray(hist[0] if hist else _NO_HISTORY, np.int64)
-            self._one = (ctx.V, progs[0], self._plan.terminal)
+            self._one = (ctx.V, one, self._plan.terminal)
             tok, lp = self._module.chain_row(x[0], h, progs[0], int(ctx.seed[0]),
                                              int(ctx.position[0]), float(state["mu"][0]))
             tokens, lps = np.array([tok], np.int32), np.array([lp])

@@ -2,8 +2,9 @@
 
 A chain reads as ``[edits] [first truncation] [later stages] terminal``:
 
-- **Edits** (the leading LogitBias, Penalties, DRY and NoRepeatNGram stages) change a
-  few logits each: the bias ids and the tokens of the history window. They run in
+- **Edits** (the leading LogitBias, Penalties, DRY, NoRepeatNGram, BadWords and
+  MinTokens stages; AllowedTokens) change a few logits each: the bias ids, the banned
+  ids and the tokens of the history window. They run in
   chain order into one working copy of the logits (``out=``: the first copies the
   rows in its kernel's threads, the others edit in place), so a chain pays one copy
   for all of them, never a new ``(B, V)`` array per stage; the history stages read
@@ -53,10 +54,13 @@ from .stages import (DRY, XTC, AllowedTokens, BadWords, Dist, Greedy, LogitBias,
                      Temperature, TopK, TopP)
 
 __all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES", "FIRST_WHOLE_OPS", "TEMPERATURE_FIRST_OPS",
-           "row_program"]
+           "RowBans", "add_bans", "row_program"]
 
 EDIT_STAGES = (LogitBias, Penalties, DRY, NoRepeatNGram, AllowedTokens, BadWords, MinTokens)
 HISTORY_STAGES = (Penalties, DRY, NoRepeatNGram, BadWords)
+# Edits that only ban ids chosen per call (RowBans): a row program takes them anywhere
+# among its edits, as -inf biases (-inf stays -inf under every other edit)
+BAN_STAGES = (BadWords, MinTokens)
 _TRUNCATIONS = (TopK, TopP, MinP)   # in llama.cpp's order
 
 
@@ -108,6 +112,7 @@ class Plan:
                                                  and np.all(np.asarray(s.t) == 1.0)))
         self._window = {}
         self._truncation_args = {}
+        self._bans = {}
         n = 0
         while fast and n < len(body) and isinstance(body[n], EDIT_STAGES):
             n += 1
@@ -181,6 +186,14 @@ class Plan:
             longest = max(longest, int(last_n.max()) if last_n.size else 0)
         return max(longest, 1) if self.history_stages else 0
 
+    def bans(self, B):
+        """The ``RowBans`` of the edits for a batch of ``B`` rows, or None when no edit
+        is a BadWords or MinTokens."""
+        if B not in self._bans:
+            self._bans[B] = (RowBans(self.edits, B)
+                             if any(isinstance(s, BAN_STAGES) for s in self.edits) else None)
+        return self._bans[B]
+
     def truncation_args(self, B):
         """``(top_k, top_p, min_p, min_keep)`` (B,) arrays of the first truncation."""
         if B not in self._truncation_args:
@@ -203,7 +216,9 @@ def row_program(plan, fused_args=None, B=1, b=0):
 
     A backend with ``chain_program`` / ``chain_row`` (C) runs the whole per-token step
     of such a chain in one call: ``[LogitBias] [Penalties] [DRY]`` (in this order, a
-    NoRepeatNGram anywhere among them) as the edits,
+    NoRepeatNGram, BadWords and MinTokens anywhere among them: the last two as
+    ``-inf`` biases, ``RowBans``, the one-token BadWords in ``bias`` and the others
+    added per call by the caller) as the edits,
     then the fused chain (``fused_args``: the chain's ``_fused_args(1, plan.fused)``)
     or the first truncation (or ``plan.first``, a whole-distribution stage) followed
     by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors (or, when no stage
@@ -238,23 +253,31 @@ def row_program(plan, fused_args=None, B=1, b=0):
         return None
     if plan.mode == "fused" and not plan.edits:
         return None   # fs.sample's own kernel already is one call (the chain's sample_row)
-    # NoRepeatNGram's bans commute with the other edits (-inf stays -inf under each),
-    # so it may stand anywhere among them; the rest keep this order
-    kinds = [type(s) for s in plan.edits if not isinstance(s, NoRepeatNGram)]
+    # NoRepeatNGram's, BadWords' and MinTokens' bans commute with the other edits (-inf
+    # stays -inf under each), so they may stand anywhere among them; the rest keep this
+    # order
+    kinds = [type(s) for s in plan.edits if not isinstance(s, (NoRepeatNGram, *BAN_STAGES))]
     lead = 1 if kinds[:1] == [LogitBias] else 0
     if (kinds[lead:] not in ([], [Penalties], [DRY], [Penalties, DRY])
-            or len(plan.edits) - len(kinds) > 1):
+            or sum(isinstance(s, NoRepeatNGram) for s in plan.edits) > 1):
         return None
     program = {}
+    bans = plan.bans(B)
+    if bans is not None and bans.static.size:   # one-token BadWords: banned on every call
+        program["bias"] = add_bans(None, bans.static)
     for stage in plan.edits:
+        if isinstance(stage, BAN_STAGES):   # RowBans: the caller adds them per call
+            continue
         if isinstance(stage, NoRepeatNGram):
             program["ngram"] = int(stage.rows(B)[0][b])
             continue
         if isinstance(stage, LogitBias):
             # ids ascending, a run of one id in the given order (its biases add up so)
             order = np.argsort(stage.ids, kind="stable")
-            program["bias"] = (np.ascontiguousarray(stage.ids[order], np.int64),
-                               np.ascontiguousarray(stage.values[order], np.float64))
+            bias = (np.ascontiguousarray(stage.ids[order], np.int64),
+                    np.ascontiguousarray(stage.values[order], np.float64))
+            program["bias"] = (bias if "bias" not in program
+                               else add_bans(bias, program["bias"][0]))
             continue
         values = [a[b].item() for a in stage.rows(B)]
         if isinstance(stage, Penalties):
@@ -313,6 +336,69 @@ def row_program(plan, fused_args=None, B=1, b=0):
         return None
     program["after"] = tuple(after)
     return program
+
+
+class RowBans:
+    """The ids a chain's BadWords and MinTokens edits ban in one row on one call, for
+    the row programs: they join LogitBias' ids as ``-inf`` biases (``add_bans``),
+    which is exact wherever the bans stand among the edits, since ``-inf`` stays
+    ``-inf`` under a bias, a penalty and DRY. A NaN or +inf at a banned id makes the
+    program hand the row back, as at any bias id.
+
+    Attributes
+    ----------
+    static : numpy.ndarray of int64
+        The one-token BadWords sequences' ids: banned on every call (in the program).
+    top : int
+        The largest token id any of the stages names (the caller sends a call whose V
+        is not above it the general way, which raises).
+    """
+
+    def __init__(self, edits, B):
+        static, self._prefixes, self._min_tokens, self.top = [], {}, [], -1
+        for stage in edits:
+            if isinstance(stage, BadWords):
+                self.top = max(self.top, int(stage.tokens.max(initial=-1)))
+                for seq in stage.sequences:
+                    if seq.size == 1:
+                        static.append(int(seq[0]))
+                    else:   # looked up by the prefix's last token: one dict hit per call
+                        prefix = tuple(seq[:-1].tolist())
+                        self._prefixes.setdefault(prefix[-1], []).append((prefix, int(seq[-1])))
+            elif isinstance(stage, MinTokens):
+                self.top = max(self.top, int(stage.stop_ids.max(initial=-1)))
+                self._min_tokens.append((stage.rows(B)[0].tolist(),
+                                         tuple(stage.stop_ids.tolist())))
+        self.static = np.unique(np.array(static, np.int64))
+
+    def key(self, b, history, position):
+        """The ids banned beyond ``static`` in row ``b`` with this ``history`` (int64,
+        its latest tokens last) at this ``position``: a tuple (empty: none), the same
+        tuple for the same bans (the caller's cache key)."""
+        extra = ()
+        for n, stops in self._min_tokens:
+            if position < n[b]:
+                extra += stops
+        k = history.shape[0]
+        if k and self._prefixes:
+            for prefix, token in self._prefixes.get(int(history[k - 1]), ()):
+                # a one-token prefix is the dict's key: it matched
+                if len(prefix) == 1 or (k >= len(prefix) and
+                                        tuple(history[k - len(prefix):].tolist()) == prefix):
+                    extra += (token,)
+        return extra
+
+
+def add_bans(bias, ids):
+    """A row program's ``bias`` (ids ascending stably, values; or None) with ``ids``
+    banned: ``-inf`` biases after the id's own, so a run of one id adds up to ``-inf``."""
+    ids = np.asarray(ids, np.int64)
+    if bias is None:
+        bias = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+    all_ids = np.concatenate([bias[0], ids])
+    values = np.concatenate([bias[1], np.full(ids.size, -np.inf)])
+    order = np.argsort(all_ids, kind="stable")
+    return np.ascontiguousarray(all_ids[order]), np.ascontiguousarray(values[order])
 
 
 # The stages a row program runs on the survivors (each its backend kernel on the

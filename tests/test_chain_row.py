@@ -2,7 +2,7 @@
 of C, ``csrc/fs_chain.c``, and of numba, ``kernels/cpu/chain_row.py``).
 
 A chain ``[LogitBias] [Penalties] [DRY] -> truncations -> [stages on the survivors] -> Dist``
-(a NoRepeatNGram anywhere among the edits) at
+(a NoRepeatNGram, BadWords and MinTokens anywhere among the edits) at
 B = 1 runs its whole per-token step in one compiled call. Its tokens must be the numpy
 reference chain's, step after step with ``accept`` (each test checks the one-call path
 was taken), and every case it hands back (an invalid row, a NaN or +inf where an edit
@@ -48,6 +48,17 @@ def _random_bias(rng):
     return fs.LogitBias((ids, values))
 
 
+def _random_bans(rng):
+    """A BadWords over a few sequences of the rows' leading ids (one-token ones banned
+    always, longer ones after their prefix), or a MinTokens of the leading ids."""
+    lead = int(np.argmax(_rows(0, 1)[0]))   # some of the ids that are drawn
+    pool = np.array([lead, 1, 2, 3, 4, 5])
+    if rng.random() < 0.5:
+        return fs.MinTokens(int(rng.integers(0, 12)), rng.choice(pool, 2))
+    return fs.BadWords([rng.choice(pool, int(rng.integers(1, 4))).tolist()
+                        for _ in range(int(rng.integers(1, 5)))])
+
+
 def _random_chain(rng):
     stages = []
     if rng.random() < 0.35:
@@ -62,6 +73,8 @@ def _random_chain(rng):
     if rng.random() < 0.25:   # anywhere among the edits: its bans commute with them
         stages.insert(int(rng.integers(0, len(stages) + 1)),
                       fs.NoRepeatNGram(int(rng.integers(1, 5))))
+    if rng.random() < 0.25:   # so do BadWords' and MinTokens'
+        stages.insert(int(rng.integers(0, len(stages) + 1)), _random_bans(rng))
     mk = int(rng.integers(1, 4))
     truncs = [fs.TopK(int(rng.integers(1, 60)), min_keep=mk), fs.TopP(float(rng.uniform(0.5, 1.0)), min_keep=mk),
               fs.MinP(float(rng.uniform(0.0, 0.2)), min_keep=mk)]
@@ -573,3 +586,73 @@ def test_a_batch_whose_other_row_has_no_program_goes_the_general_way(backend):
         a, b = got.sample(x, history=h), want.sample(x, history=h)
         np.testing.assert_array_equal(a, b)
     assert got._row_prog == {(2, V): ()}
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_bad_words_and_min_tokens_among_the_edits(case, backend):
+    """BadWords and MinTokens before, between or after the other edits (their bans are
+    -inf biases chosen per call), on rows and a prompt where the bans fire: the numpy
+    chain's tokens step by step and in a batch of 3 (per-row MinTokens n), on the
+    one-call path, and never a banned token."""
+    rng = np.random.default_rng(1500 + case)
+    x = _rows(case, 4)
+    x[:, :6] += 6.0   # the banned ids lead the rows
+    seqs = [[1], [2, 3], [3, 2], [0, 4, 5], [5, 5]][:2 + case % 4]
+    bans = [fs.BadWords(seqs), fs.MinTokens(6 + case % 5, [0, 4])]   # the prompt: 4
+    edits = [_random_bias(rng), fs.Penalties(1.2, last_n=8), fs.DRY(0.8, 1.75, 2, last_n=64)]
+    edits = edits[:case % 4]
+    for stage in bans[:1 + case % 2] if case % 3 else bans[1:]:
+        edits.insert(int(rng.integers(0, len(edits) + 1)), stage)
+    tail = [[fs.TopK(40), fs.Temperature(1.5)], [fs.MinP(0.01), fs.XTC(0.5, 0.1)],
+            [fs.Greedy()], [fs.Typical(0.95)], [fs.Smoothing(0.2)]][case % 5]
+    prompt = np.array([7, 0, 4, 2])   # ends with [2, 3]'s prefix
+    chain, tokens = _loop(edits + tail, 12, x, prompt, seed=case, backend=backend)
+    assert chain._row_prog, f"the one-call path: {edits + tail}"
+    seq = list(prompt) + tokens
+    for t in range(len(prompt), len(seq)):
+        for stage in edits:
+            if isinstance(stage, fs.BadWords):
+                for s in seqs:
+                    assert seq[max(t - len(s) + 1, 0):t + 1] != s, (t, s, seq)
+            if isinstance(stage, fs.MinTokens) and t < stage.n:   # position t
+                assert seq[t] not in (0, 4), (t, seq)
+    assert chain._ban_progs, "no call banned anything"
+    n = np.array([0, 5, 2])
+    stages = [s if not isinstance(s, fs.MinTokens) else fs.MinTokens(n, [0, 4])
+              for s in edits] + tail
+    h = np.array([[1, 2], [0, 5], [9, 3]])
+    got = fs.SamplerChain(stages, seed=5, backend=backend)
+    want = fs.SamplerChain(stages, seed=5, backend="numpy")
+    for position in ([0, 0, 0], [3, 4, 1]):
+        np.testing.assert_array_equal(got.sample(x[:3], history=h, position=position),
+                                      want.sample(x[:3], history=h, position=position))
+    assert got._row_prog
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("stage", [fs.BadWords([[9, 5]]), fs.MinTokens(4, [5])],
+                         ids=["bad-words", "min-tokens"])
+def test_a_bad_value_at_a_banned_id_goes_the_general_way(stage, bad, backend):
+    """A NaN or +inf at an id banned this call: the program hands the row back and the
+    general route ends it as the numpy chain does (the ban overwrites it)."""
+    stages = [stage, fs.Penalties(1.1), fs.TopK(10), fs.Temperature(0.7)]
+    x = _rows(4, 1)
+    x[0, 5] = bad
+    for on_invalid in ("raise", "flag"):
+        outcome = []
+        for b in (backend, "numpy"):
+            chain = fs.SamplerChain(stages, seed=1, backend=b, on_invalid=on_invalid)
+            try:
+                outcome.append(("token", int(chain.sample(x, history=np.array([[9]]))[0])))
+            except ValueError as e:
+                outcome.append(("error", type(e).__name__))
+        assert outcome[0] == outcome[1]
+
+
+@pytest.mark.parametrize("stage", [fs.BadWords([[1, V + 2, 3]]), fs.MinTokens(0, [V])],
+                         ids=["bad-words", "min-tokens"])
+def test_a_ban_id_outside_the_vocabulary_raises_as_the_general_route(stage, backend):
+    """Even a sequence that cannot match, or a MinTokens already past its n."""
+    for b in (backend, "numpy"):
+        with pytest.raises(ValueError, match="outside"):
+            fs.SamplerChain([stage, fs.TopK(10)], seed=1, backend=b).sample(_rows(1, 1))
