@@ -5,7 +5,8 @@ history loaded) on four ``llm_like`` rows in turn, V = 128256, and is timed agai
 ``fs.sample`` on the same rows in the same process: W1 (top_k 40, top_p 0.95, min_p
 0.05, T 0.8) when the chain's first cut is TopK / TopP / MinP (W3, top_p 0.95 alone,
 when the first cut is TopP alone: its mass needs the exp pass over the row), else W5
-(temperature 0.8 only: one exp pass) when a stage needs the whole distribution first. The
+(temperature 0.8 only: one exp pass) when a stage needs the whole distribution first, and
+W1 under the same packed bitmask (W1+mask) for a chain with AllowedTokens or a bitmask. The
 two are timed in alternating rounds; each figure is the median of the per-round
 medians. Target (issue #13): at most 1.3x its baseline on C, 2x on numba.
 
@@ -24,6 +25,7 @@ import time
 import numpy as np
 
 import fastsample as fs
+from fastsample.bitmask import pack_ids
 from fastsample.workloads import GENERATORS, natural_history
 
 V = 128256
@@ -31,7 +33,7 @@ W1 = {"top_k": 40, "top_p": 0.95, "min_p": 0.05, "temperature": 0.8}
 
 
 def chains():
-    """(name, stages, baseline) for the chains measured."""
+    """(name, stages, baseline[, sample's keyword arguments]) for the chains measured."""
     return [
         ("W1's stages", [fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)], "W1"),
         ("Penalties + W1's stages", [fs.Penalties(1.1, last_n=64), fs.TopK(40), fs.TopP(0.95),
@@ -79,8 +81,12 @@ def chains():
         ("Greedy", [fs.Greedy()], "W1"),
         ("Penalties + Greedy", [fs.Penalties(1.1, last_n=64), fs.Greedy()], "W1"),
         ("TopK -> MinP -> Greedy", [fs.TopK(40), fs.MinP(0.05), fs.Greedy()], "W1"),
-        ("AllowedTokens + TopK -> T", [fs.AllowedTokens(np.arange(0, V, 3)), fs.TopK(40),
-                                       fs.Temperature(0.8)], "W1"),
+        # a bitmask (vLLM allowed_token_ids; a grammar's mask passed to sample): the
+        # baseline is fs.sample's W1 under the same mask
+        ("AllowedTokens + W1's stages", [fs.AllowedTokens(_ALLOWED), *_w1()], "W1+mask"),
+        ("W1's stages, bitmask", [*_w1()], "W1+mask", {"bitmask": _MASK}),
+        ("Penalties + W1's stages, bitmask", [fs.Penalties(1.1, last_n=64), *_w1()], "W1+mask",
+         {"bitmask": _MASK}),
         # vLLM bad_words (banned after their prefix) and min_tokens (the stop id banned)
         ("BadWords + MinTokens + W1's stages", [fs.BadWords(_bad_words()),
                                                 fs.MinTokens(10**9, [2]), *_w1()], "W1"),
@@ -98,12 +104,23 @@ def _bad_words():
             + [[int(t), int(t) + 1] for t in lead])
 
 
+# every third token allowed: AllowedTokens' ids and the same packed bitmask
+_ALLOWED = np.arange(0, V, 3)
+_MASK = pack_ids(_ALLOWED, V)[0]
 # a logit_bias of 21 ids, some raised, some lowered
 _BIAS = {i: (0.5 if i % 2 else -1.0) for i in range(0, 2000, 97)}
 
 
 def _w1():
     return [fs.TopK(40), fs.TopP(0.95), fs.MinP(0.05), fs.Temperature(0.8)]
+
+
+def _baselines(backend):
+    """fs.sample's W1, W3 (top_p 0.95, T 0.8), W5 (T 0.8) and W1 under ``_MASK``."""
+    return {"W1": lambda v: fs.sample(v, backend=backend, **W1),
+            "W3": lambda v: fs.sample(v, backend=backend, top_p=0.95, temperature=0.8),
+            "W5": lambda v: fs.sample(v, backend=backend, temperature=0.8),
+            "W1+mask": lambda v: fs.sample(v, backend=backend, bitmask=_MASK, **W1)}
 
 
 def _chosen(only):
@@ -130,16 +147,15 @@ def _median_us(fn, rows, steps):
 
 def measure(backend, rounds, steps, only=None):
     rows = GENERATORS["llm_like"](4, V, 0)
-    base = {"W1": lambda v: fs.sample(v, backend=backend, **W1),
-            "W3": lambda v: fs.sample(v, backend=backend, top_p=0.95, temperature=0.8),
-            "W5": lambda v: fs.sample(v, backend=backend, temperature=0.8)}
+    base = _baselines(backend)
     out = []
-    for name, stages, ref in _chosen(only):
+    for name, stages, ref, *kw in _chosen(only):
+        kw = kw[0] if kw else {}
         chain = fs.SamplerChain(stages, seed=0, backend=backend)
         chain.load_states([{"history": natural_history(64, V, 1)}])
 
-        def step(v, chain=chain):
-            chain.accept(chain.sample(v))
+        def step(v, chain=chain, kw=kw):
+            chain.accept(chain.sample(v, **kw))
 
         step(rows[0])
         base[ref](rows[0])
@@ -156,22 +172,21 @@ def spread(backend, steps=25, only=None):
     (each the smaller of two medians of ``steps`` calls), over 16 llm_like rows (seed
     100) and 4 flat rows (seed 7): (name, baseline, llm median, llm max, flat max)."""
     rows = list(GENERATORS["llm_like"](16, V, 100)) + list(GENERATORS["flat"](4, V, 7))
-    base = {"W1": lambda v: fs.sample(v, backend=backend, **W1),
-            "W3": lambda v: fs.sample(v, backend=backend, top_p=0.95, temperature=0.8),
-            "W5": lambda v: fs.sample(v, backend=backend, temperature=0.8)}
+    base = _baselines(backend)
 
     def best(fn, row):
         return min(_median_us(fn, [row], steps) for _ in range(2))
 
     out = []
-    for name, stages, ref in _chosen(only):
+    for name, stages, ref, *kw in _chosen(only):
+        kw = kw[0] if kw else {}
         ratios = []
         for i, row in enumerate(rows):
             chain = fs.SamplerChain(stages, seed=i, backend=backend)
             chain.load_states([{"history": natural_history(64, V, 1)}])
 
-            def step(v, chain=chain):
-                chain.accept(chain.sample(v))
+            def step(v, chain=chain, kw=kw):
+                chain.accept(chain.sample(v, **kw))
 
             step(row)
             base[ref](row)

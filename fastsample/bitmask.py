@@ -87,6 +87,16 @@ def as_rows(rows, B, R, name="bitmask", rows_name="bitmask_rows"):
     return r
 
 
+def pack_ids(ids, V):
+    """Token ids (int64, in [0, V)) as one packed bitmask row: uint32 (1, ceil(V/32)),
+    bit t % 32 of word t // 32 set for each id t."""
+    # a bool scatter and np.packbits (np.bitwise_or.at, a ufunc.at per id, costs 0.6 ms
+    # for 43k ids at V = 128256)
+    keep = np.zeros(words(V) * 32, np.bool_)
+    keep[ids] = True
+    return np.packbits(keep, bitorder="little").view("<u4").astype(np.uint32)[None, :]
+
+
 def one_row(bitmask, V):
     """The words of a one-row call's bitmask given as a plain C-contiguous 1-D int32 or
     uint32 numpy array of at least ceil(V/32) words (the per-token case), as uint32;

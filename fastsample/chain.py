@@ -123,6 +123,10 @@ class SamplerChain:
         # programs, built on the first call of that shape; False where the backend or
         # the chain has none.
         self._row_prog = {} if hasattr(module, "chain_row") else False
+        # the AllowedTokens edits, which a fused or truncation kernel applies as a
+        # bitmask (_kernel_mask), and their packed ids: (V, words)
+        self._allowed = tuple(s for s in self._plan.edits if isinstance(s, AllowedTokens))
+        self._allowed_mask = None
         # their descriptions, and the programs with a call's BadWords / MinTokens bans
         # added (``_banned``): per (B, V, row, bans)
         self._row_desc, self._ban_progs = {}, {}
@@ -591,22 +595,49 @@ class SamplerChain:
 
     def _kernel_mask(self, ctx):
         """The bitmask arguments for a fused or truncation kernel that reads the bitmask
-        itself (in its first pass): only when no edit runs before it (else the bitmask
-        is the first edit of the working copy). ``{}`` when there is none."""
-        if ctx.bitmask is None or self._plan.edits:
-            return {}
-        return {"bitmask": ctx.bitmask, "bitmask_rows": ctx.bitmask_rows}
+        itself (in its first pass) over the edits' working copy: the call's bitmask,
+        and the AllowedTokens edits' ids (masking commutes with the other edits: -inf
+        stays -inf under each), one ANDed with the other. ``{}`` when there is neither."""
+        allowed = self._allowed_words(ctx.V) if self._allowed else None
+        if allowed is None:
+            if ctx.bitmask is None:
+                return {}
+            return {"bitmask": ctx.bitmask, "bitmask_rows": ctx.bitmask_rows}
+        if ctx.bitmask is None:
+            return {"bitmask": allowed, "bitmask_rows": np.zeros(ctx.B, np.int64)}
+        # each bitmask row ANDed with the allowed ids; an unconstrained row (-1): the
+        # allowed ids alone, an extra last row
+        R = ctx.bitmask.shape[0]
+        both = np.concatenate([ctx.bitmask[:, :allowed.shape[1]] & allowed, allowed])
+        return {"bitmask": both,
+                "bitmask_rows": np.where(ctx.bitmask_rows < 0, R, ctx.bitmask_rows)}
+
+    def _allowed_words(self, V):
+        """The AllowedTokens edits' ids as one packed bitmask row for V (their AND),
+        made once per V; an id >= V raises as the stage does."""
+        if self._allowed_mask is None or self._allowed_mask[0] != V:
+            words = None
+            for stage in self._allowed:
+                ids = as_token_ids("AllowedTokens token", stage.ids, V)
+                w = _bitmask.pack_ids(ids, V)
+                words = w if words is None else words & w
+            self._allowed_mask = (V, words)
+        return self._allowed_mask[1]
 
     def _edit(self, x, ctx, masked=True):
         """The working copy of ``x`` with the plan's edit stages applied in place.
 
-        A bitmask (``masked``; False when the caller's kernel reads it) is the first
-        edit. Returns ``(work, hidden)``: ``hidden`` marks rows where an edit read a
-        NaN or +inf input logit (it could overwrite it, hiding an invalid row); None
-        when there is no edit.
+        A bitmask (``masked``; False when the caller's kernel reads it, with the
+        AllowedTokens edits: ``_kernel_mask``) is the first edit. Returns ``(work,
+        hidden)``: ``hidden`` marks rows where an edit read a NaN or +inf input logit
+        (it could overwrite it, hiding an invalid row); None when there is no edit.
         """
         edits = self._plan.edits
         bm = ctx.bitmask if masked else None
+        if not masked and self._allowed:   # in the kernel's bitmask
+            edits = tuple(s for s in edits if not isinstance(s, AllowedTokens))
+            if not edits:   # a row the mask empties is the chain's doing: _bad_rows checks
+                return x, np.zeros(ctx.B, np.bool_)
         if not edits and bm is None:
             return x, None
         hidden = np.zeros(ctx.B, np.bool_)

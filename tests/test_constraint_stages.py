@@ -235,6 +235,80 @@ def test_one_row_loop(fast_backend):
         fast.accept(t)
 
 
+ALLOWED = np.arange(0, 3000, 3)
+MASKED_CHAINS = {   # AllowedTokens in the fused or truncation kernel's bitmask
+    "alone": [fs.AllowedTokens(ALLOWED), fs.TopK(40), fs.Temperature(0.8)],
+    "with_edits": [fs.AllowedTokens(ALLOWED), fs.Penalties(1.3, last_n=8),
+                   fs.LogitBias({4: 30.0, 5: 1.0}), fs.TopK(40), fs.TopP(0.9), fs.MinP(0.05),
+                   fs.Temperature(0.8)],
+    "after_a_bias": [fs.LogitBias({4: 30.0}), fs.AllowedTokens(ALLOWED), fs.MinP(0.02),
+                     fs.XTC(0.5, 0.1)],
+    "two": [fs.AllowedTokens(ALLOWED), fs.AllowedTokens(np.arange(0, 3000, 2)), fs.TopP(0.9),
+            fs.Typical(0.9)],
+    "few": [fs.AllowedTokens([7, 8]), fs.TopK(40)],
+}
+
+
+def _outcome(chain, x, **kw):
+    try:
+        return "token", np.asarray(chain.sample(x, **kw)).tolist()
+    except ValueError as e:
+        return "error", str(e)
+
+
+@pytest.mark.parametrize("on_invalid", ["raise", "flag"])
+@pytest.mark.parametrize("name", sorted(MASKED_CHAINS))
+def test_allowed_tokens_as_the_kernels_bitmask(fast_backend, name, on_invalid):
+    """AllowedTokens is the fused or truncation kernel's bitmask (ANDed with a call's
+    bitmask; a row the call leaves unconstrained takes the allowed ids alone), not a
+    masked copy: the numpy chain's tokens and errors (the same messages) on a batch of
+    3 and one row, with a NaN at a disallowed id, a +inf at an allowed one, every
+    allowed id -inf, and the few allowed ids -inf in one row."""
+    V = 3000
+    stages = MASKED_CHAINS[name]
+    bm = np.zeros((2, (V + 31) // 32), np.uint32)
+    bm[0, :] = 0x55555555
+    bm[1, :5] = 0xFFFFFFFF
+    h = np.array([[4, 5, 6], [9, 12, 3], [1, 1, 1]])
+    for trial in range(6):
+        x = workloads.llm_like(3, V, trial)
+        x[:, [4, 5, 6, 9, 12]] += 5.0
+        if trial == 1:
+            x[0, 1] = np.nan
+        elif trial == 2:
+            x[1, 3] = np.inf
+        elif trial == 3:
+            x[2, ALLOWED] = -np.inf
+        elif trial == 4:
+            x[0, [7, 8]] = -np.inf
+        masked = trial % 2 == 1
+        kw = {"bitmask": bm, "bitmask_rows": np.array([0, -1, 1])} if masked else {}
+        got, want = (_outcome(fs.SamplerChain(stages, seed=1, backend=b, on_invalid=on_invalid),
+                              x, history=h, **kw) for b in (fast_backend, "numpy"))
+        assert got == want, trial
+        kw = {"bitmask": bm[0]} if masked else {}
+        got, want = (_outcome(fs.SamplerChain(stages, seed=1, backend=b, on_invalid=on_invalid),
+                              x[0], history=h[0], **kw) for b in (fast_backend, "numpy"))
+        assert got == want, trial
+
+
+def test_allowed_tokens_need_no_masked_copy(fast_backend, monkeypatch):
+    """With AllowedTokens the only edit of a fused chain, the kernel reads the input row
+    through the bitmask: no edit op runs."""
+    chain = fs.SamplerChain(MASKED_CHAINS["alone"], seed=1, backend=fast_backend)
+    x = workloads.llm_like(2, 3000, 0)
+    want = fs.SamplerChain(MASKED_CHAINS["alone"], seed=1, backend="numpy").sample(x)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a masked copy of the row")
+
+    monkeypatch.setattr(chain._ops, "allowed_tokens", fail, raising=False)
+    monkeypatch.setattr(chain._ops, "apply_token_bitmask", fail, raising=False)
+    np.testing.assert_array_equal(chain.sample(x), want)
+    chain.reset()
+    assert chain.sample(x[0]) == want[0]
+
+
 # ---------------------------------------------------------------- invalid rows and bad input
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bitmask import pack_ids
 from ._util import buf, f32, f64, ffi, i64, lib, over_rows, u64, workspace
 from .core import _PARALLEL_MIN, _canonical_bytes, _check, _from_buffer, _level
 from .stages import _check as _stage_check
@@ -110,12 +111,7 @@ def allowed_tokens(logits, ids, out=None):
     ids = i64(np.asarray(ids).ravel())
     if ids.size and (ids.min() < 0 or ids.max() >= V):
         raise ValueError(f"allowed token outside [0, {V})")
-    # bit t % 32 of word t // 32: a bool scatter and np.packbits (np.bitwise_or.at, a
-    # ufunc.at per id, cost 0.6 ms per call for 43k ids at V = 128256)
-    keep = np.zeros(((V + 31) // 32) * 32, np.bool_)
-    keep[ids] = True
-    words = np.packbits(keep, bitorder="little").view("<u4").astype(np.uint32, copy=False)
-    return apply_token_bitmask(logits, words[None, :], np.zeros(B, np.int64), out=out)
+    return apply_token_bitmask(logits, pack_ids(ids, V), np.zeros(B, np.int64), out=out)
 
 
 def bad_words(logits, history, tokens, offsets, out=None):
