@@ -363,9 +363,29 @@ int fs_canonical_copy(const float *row, float *work, int64_t V, int *bad, void *
     return FS_OK;
 }
 
+/* work[s, e) = row[s, e), masked by words when not NULL (s a multiple of 32) */
+static void fs_copy_block(const float *row, const uint32_t *words, float *work, int64_t s,
+                          int64_t e, int isa) {
+    if (!words) {
+        memcpy(work + s, row + s, (size_t)(e - s) * sizeof(float));
+        return;
+    }
+    int nan;
+    FS_DISPATCH(isa, mask_pass, row + s, words + s / 32, e - s, work + s, NULL, &nan);
+}
+
+int fs_mask_copy(const float *row, const uint32_t *words, float *work, int64_t V, int *bad,
+                 int isa) {
+    if (!row || !words || !work || !bad || V < 1) return FS_E_SIZE;
+    int nan;
+    FS_DISPATCH(fs_level(isa), mask_pass, row, words, V, work, NULL, &nan);
+    *bad = nan;
+    return FS_OK;
+}
+
 int fs_canonical_overlay(const float *row, float *work, int64_t V, const int64_t *ids,
-                         int64_t nids, const int64_t *ids2, int64_t nids2, int *bad, void *ws,
-                         size_t ws_bytes, int isa) {
+                         int64_t nids, const int64_t *ids2, int64_t nids2,
+                         const uint32_t *words, int *bad, void *ws, size_t ws_bytes, int isa) {
     if (!row || !work || !bad || V < 1 || V > INT32_MAX - FS_BS || nids < 0 ||
         (nids > 0 && !ids) || nids2 < 0 || (nids2 > 0 && !ids2))
         return FS_E_SIZE;
@@ -386,14 +406,20 @@ int fs_canonical_overlay(const float *row, float *work, int64_t V, const int64_t
     if (cnt * 2 > nb) {
         /* most of the row (a long DRY window): one pass that copies it all beats a max
          * pass and then copies of most blocks (a second read of the row) */
-        FS_DISPATCH(isa, pass_max_to, row, work, V, w.bmax, &nan);
+        if (words)
+            FS_DISPATCH(isa, mask_pass, row, words, V, work, w.bmax, &nan);
+        else
+            FS_DISPATCH(isa, pass_max_to, row, work, V, w.bmax, &nan);
         memset(w.alt_blk, 1, (size_t)nb);
     } else {
-        FS_DISPATCH(isa, pass_max, row, V, w.bmax, &nan);
+        if (words)  /* the masked row's maxima; NaN/+inf anywhere flags the input */
+            FS_DISPATCH(isa, mask_pass, row, words, V, NULL, w.bmax, &nan);
+        else
+            FS_DISPATCH(isa, pass_max, row, V, w.bmax, &nan);
         for (int64_t j = 0; j < nb; j++) {
             if (!w.alt_blk[j]) continue;
             const int64_t s = j * FS_BS, e = s + FS_BS < V ? s + FS_BS : V;
-            memcpy(work + s, row + s, (size_t)(e - s) * sizeof(float));
+            fs_copy_block(row, words, work, s, e, isa);
         }
     }
     *bad = nan;
@@ -429,27 +455,31 @@ static int fs_edited_first(const float *work, const float *row, int64_t V, const
     return FS_OK;
 }
 
-/* The overlay's way out: the blocks it did not copy go to work too, and the overlay
- * is dropped (a pass that reads every token: a whole-row top-p, greedy). */
-static void fs_densify(const float *row, float *work, int64_t V, fs_cws *w) {
+/* The overlay's way out: the blocks it did not copy go to work too (masked by words,
+ * if any), and the overlay is dropped (a pass that reads every token: a whole-row
+ * top-p, the blocked draw). */
+static void fs_densify(const float *row, const uint32_t *words, float *work, int64_t V,
+                       fs_cws *w, int isa) {
     const int64_t nb = (int64_t)FS_NBLOCKS(V);
     for (int64_t j = 0; j < nb; j++) {
         if (w->alt_blk[j]) continue;
         const int64_t s = j * FS_BS, e = s + FS_BS < V ? s + FS_BS : V;
-        memcpy(work + s, row + s, (size_t)(e - s) * sizeof(float));
+        fs_copy_block(row, words, work, s, e, isa);
     }
     w->alt = NULL;
 }
 
 int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
                                int64_t n64, const int32_t *ids32, int64_t n32,
-                               const int64_t *ids64b, int64_t n64b, int bad,
-                               int64_t top_k, double top_p, double min_p, double temperature,
-                               int64_t min_keep, uint64_t seed, uint64_t position, int32_t *out,
-                               void *ws, size_t ws_bytes, int isa) {
+                               const int64_t *ids64b, int64_t n64b, const uint32_t *words,
+                               int bad, int64_t top_k, double top_p, double min_p,
+                               double temperature, int64_t min_keep, uint64_t seed,
+                               uint64_t position, int32_t *out, void *ws, size_t ws_bytes,
+                               int isa) {
     fs_cws w;
     float m32;
     if (!out || temperature != temperature) return out ? FS_E_PARAM : FS_E_SIZE;
+    if (words && !row) return FS_E_PARAM;  /* a bitmask reads through the overlay only */
     isa = fs_level(isa);
     int rc = fs_edited_first(work, row, V, ids64, n64, ids32, n32, ids64b, n64b, top_p, min_p,
                              ws, ws_bytes,
@@ -458,11 +488,11 @@ int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const i
     double u = fs_uniform(seed, position, 0u, FS_STREAM_DRAW);
     int32_t tok = FS_NEED_DENSE;
     if (w.alt)  /* greedy too: its first maximum reads through the overlay */
-        tok = FS_DISPATCH(isa, sample_row_ready, row, V, m32, bad, top_k, top_p, min_p,
+        tok = FS_DISPATCH(isa, sample_row_ready, row, words, V, m32, bad, top_k, top_p, min_p,
                           min_keep, temperature, u, &w);
     if (tok == FS_NEED_DENSE) {
-        if (w.alt) fs_densify(row, work, V, &w);
-        tok = FS_DISPATCH(isa, sample_row_ready, work, V, m32, bad, top_k, top_p, min_p,
+        if (w.alt) fs_densify(row, words, work, V, &w, isa);
+        tok = FS_DISPATCH(isa, sample_row_ready, work, NULL, V, m32, bad, top_k, top_p, min_p,
                           min_keep, temperature, u, &w);
     }
     *out = tok;
@@ -471,13 +501,14 @@ int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const i
 
 int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
                                  int64_t n64, const int32_t *ids32, int64_t n32,
-                                 const int64_t *ids64b, int64_t n64b, int bad,
-                                 int64_t top_k, double top_p, double min_p, int64_t min_keep,
-                                 int32_t *ids, float *vals, int64_t cap, int64_t *count,
-                                 void *ws, size_t ws_bytes, int isa) {
+                                 const int64_t *ids64b, int64_t n64b, const uint32_t *words,
+                                 int bad, int64_t top_k, double top_p, double min_p,
+                                 int64_t min_keep, int32_t *ids, float *vals, int64_t cap,
+                                 int64_t *count, void *ws, size_t ws_bytes, int isa) {
     fs_cws w;
     float m32;
     if (!count || cap < 0 || (cap > 0 && (!ids || !vals))) return FS_E_SIZE;
+    if (words && !row) return FS_E_PARAM;
     isa = fs_level(isa);
     int rc = fs_edited_first(work, row, V, ids64, n64, ids32, n32, ids64b, n64b, top_p, min_p,
                              ws, ws_bytes,
@@ -486,11 +517,11 @@ int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const
     if (min_keep < 1) min_keep = 1;
     int64_t c = FS_NEED_DENSE;
     if (w.alt)
-        c = FS_DISPATCH(isa, truncate_row_ready, row, V, m32, bad, top_k, top_p, min_p,
+        c = FS_DISPATCH(isa, truncate_row_ready, row, words, V, m32, bad, top_k, top_p, min_p,
                         min_keep, &w);
     if (c == FS_NEED_DENSE) {
-        if (w.alt) fs_densify(row, work, V, &w);
-        c = FS_DISPATCH(isa, truncate_row_ready, work, V, m32, bad, top_k, top_p, min_p,
+        if (w.alt) fs_densify(row, words, work, V, &w, isa);
+        c = FS_DISPATCH(isa, truncate_row_ready, work, NULL, V, m32, bad, top_k, top_p, min_p,
                         min_keep, &w);
     }
     if (c > cap) return FS_E_SIZE;

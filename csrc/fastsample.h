@@ -126,24 +126,34 @@ int fs_topk_checked(const float *x, int64_t B, int64_t V, int64_t k, float *valu
  * go on as fs_sample_canonical_row / fs_truncate_canonical_row on the edited row. row:
  * NULL after fs_canonical_copy; after fs_canonical_overlay, the input row, read where
  * work holds no copy (a pass that needs every token copies the rest into work first);
- * an edited id outside the copied blocks is FS_E_PARAM. */
+ * an edited id outside the copied blocks is FS_E_PARAM. words (not NULL; only with
+ * fs_canonical_overlay, the same words for each call): the row under a packed token
+ * bitmask (docs/spec.md §10): the maxima are the masked row's (*bad: a NaN or +inf
+ * anywhere, allowed or not), the copied blocks are masked, and the kernels read the
+ * rest through the bitmask (a pass that needs every token writes it masked). */
 int fs_canonical_copy(const float *row, float *work, int64_t V, int *bad, void *ws,
                       size_t ws_bytes, int isa);
 int fs_canonical_overlay(const float *row, float *work, int64_t V, const int64_t *ids,
-                         int64_t nids, const int64_t *ids2, int64_t nids2, int *bad, void *ws,
-                         size_t ws_bytes, int isa);
+                         int64_t nids, const int64_t *ids2, int64_t nids2,
+                         const uint32_t *words, int *bad, void *ws, size_t ws_bytes, int isa);
 int fs_sample_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
                                int64_t n64, const int32_t *ids32, int64_t n32,
-                               const int64_t *ids64b, int64_t n64b, int bad,
-                               int64_t top_k, double top_p, double min_p, double temperature,
-                               int64_t min_keep, uint64_t seed, uint64_t position, int32_t *out,
-                               void *ws, size_t ws_bytes, int isa);
+                               const int64_t *ids64b, int64_t n64b, const uint32_t *words,
+                               int bad, int64_t top_k, double top_p, double min_p,
+                               double temperature, int64_t min_keep, uint64_t seed,
+                               uint64_t position, int32_t *out, void *ws, size_t ws_bytes,
+                               int isa);
 int fs_truncate_canonical_edited(float *work, const float *row, int64_t V, const int64_t *ids64,
                                  int64_t n64, const int32_t *ids32, int64_t n32,
-                                 const int64_t *ids64b, int64_t n64b, int bad,
-                                 int64_t top_k, double top_p, double min_p, int64_t min_keep,
-                                 int32_t *ids, float *vals, int64_t cap, int64_t *count,
-                                 void *ws, size_t ws_bytes, int isa);
+                                 const int64_t *ids64b, int64_t n64b, const uint32_t *words,
+                                 int bad, int64_t top_k, double top_p, double min_p,
+                                 int64_t min_keep, int32_t *ids, float *vals, int64_t cap,
+                                 int64_t *count, void *ws, size_t ws_bytes, int isa);
+/* work = row under the packed bitmask words (docs/spec.md §10: -inf where a bit is
+ * clear), *bad = 1 when any row value is NaN or +inf, allowed or not: the chain plan's
+ * masked copy before a pass that reads every token. */
+int fs_mask_copy(const float *row, const uint32_t *words, float *work, int64_t V, int *bad,
+                 int isa);
 /* A whole-distribution stage first (csrc/fs_whole_first.inc), the chain plan's first cut
  * for chains that start with one: kind is fs_chain.h's FS_CHAIN_EPSILON, _ETA, _TOP_A,
  * _P_LESS, _TOP_N_SIGMA, _XTC, _TYPICAL or _TAIL_FREE, (a, b) its parameters (XTC:

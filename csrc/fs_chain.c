@@ -168,13 +168,29 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
      * place, the kernel takes the maxima of the blocks they touched again and reads
      * each block from work or the row. Temperature first (HF order) divides the whole
      * edited row anyway, and a whole-distribution stage first reads every token: there
-     * the first edit's kernel copies the row and the stage's own first pass follows. */
+     * the first edit's kernel copies the row and the stage's own first pass follows.
+     * A bitmask (words) rides in the overlay's first pass (the masked row's maxima), its
+     * copied blocks and the kernel's reads; before a pass that reads every token it is a
+     * masked copy of the row. */
     if (p->n_bias < 0 || (p->n_bias > 0 && (!p->bias_ids || !p->bias_values)))
         return FS_CHAIN_E_SIZE;
-    const int ready = (p->n_bias || p->penalties || p->dry || p->ngram > 0) && !p->first &&
+    const uint32_t *words = p->words;
+    const int ready = (p->n_bias || p->penalties || p->dry || p->ngram > 0 || words) &&
+                      !p->first &&
                       !(p->fused && !p->temperature_last && p->temperature != 1.0 &&
                         p->temperature > 0.0);
     int bad = 0;
+    if (words && !ready) {
+        /* a bitmask before a pass that reads every token (a stage first, temperature
+         * first): the masked copy, in which the edits then run in place; a NaN/+inf
+         * anywhere in the input (allowed or not) is the general route's */
+        rc = fs_mask_copy(row, words, work, V, &bad, isa);
+        if (rc)
+            return rc;
+        if (bad)
+            return FS_CHAIN_FALLBACK;
+        x = work;
+    }
     int64_t pw = 0, listed = 0;
     const int64_t *pen_ids = NULL;  /* the ids Penalties writes: the window's tokens */
     if (p->n_bias && hides_bad_value(row, V, p->bias_ids, p->n_bias))
@@ -195,7 +211,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         if (p->ngram > 0)
             ew = nhist;  /* NoRepeatNGram may ban any history token */
         rc = fs_canonical_overlay(row, work, V, hist + (nhist - ew), ew, p->bias_ids,
-                                  p->n_bias, &bad, ws, ws_bytes, isa);
+                                  p->n_bias, words, &bad, ws, ws_bytes, isa);
         if (rc)
             return rc;
         x = work;
@@ -236,7 +252,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
     const int64_t ntouched = p->ngram > 0 ? nhist : pw;
     if (p->fused) {
         rc = ready ? fs_sample_canonical_edited(work, row, V, touched, ntouched, z, listed,
-                                                p->bias_ids, p->n_bias, bad, p->top_k,
+                                                p->bias_ids, p->n_bias, words, bad, p->top_k,
                                                 p->top_p, p->min_p, p->temperature,
                                                 p->min_keep, p->seed, p->position, token, ws,
                                                 ws_bytes, isa)
@@ -309,7 +325,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         }
     } else {
         rc = ready ? fs_truncate_canonical_edited(work, row, V, touched, ntouched, z, listed,
-                                                  p->bias_ids, p->n_bias, bad,
+                                                  p->bias_ids, p->n_bias, words, bad,
                                                   p->top_k, p->top_p, p->min_p, p->min_keep,
                                                   ids, vals, vlen, &n, ws, ws_bytes, isa)
                    : fs_truncate_canonical_row(x, V, p->top_k, p->top_p, p->min_p,

@@ -90,6 +90,11 @@ typedef struct {
                                         their first maximum; not fused, not with a
                                         Mirostat first */
     double terminal_mu, terminal_m;    /* its mu (set per call) and m (v1) */
+    const uint32_t *words;             /* set per call: NULL, or the row's packed token
+                                        bitmask (docs/spec.md §10, ceil(V/32) words),
+                                        applied before every stage: the fused chain and
+                                        the truncations read the row through it, any
+                                        other first step a masked copy */
     uint64_t seed, position;
 } fs_chain_params;
 

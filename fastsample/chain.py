@@ -260,16 +260,22 @@ class SamplerChain:
         if self._plan.bans(B) is not None:   # this call's BadWords / MinTokens bans
             progs = [self._banned(progs[b], B, V, b, hist[b] if hist else _NO_HISTORY,
                                   int(ctx.position[b])) for b in range(B)]
+        # each row's packed bitmask (the call's, AllowedTokens'), applied before every
+        # stage: the program reads the row through it
+        masked = self._kernel_mask(ctx)
+        words = ([masked["bitmask"][r] if r >= 0 else None for r in masked["bitmask_rows"]]
+                 if masked else None)
         if mirostat:
-            return self._mirostat_step(x, ctx, progs, one)
+            return self._mirostat_step(x, ctx, progs, one, words)
         if B == 1:
             h = hist[0] if hist else _NO_HISTORY
             self._one = (V, one, None)
             return self._module.chain_row(x[0], np.ascontiguousarray(h, np.int64), progs[0],
-                                          int(ctx.seed[0]), int(ctx.position[0]))
+                                          int(ctx.seed[0]), int(ctx.position[0]),
+                                          words=words[0] if words else None)
         hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
                  else [_NO_HISTORY] * B)
-        return self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position)
+        return self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position, words=words)
 
     def _banned(self, prog, B, V, b, history, position):
         """Row ``b``'s program ``prog`` with this call's BadWords / MinTokens bans
@@ -287,18 +293,26 @@ class SamplerChain:
             banned = self._ban_progs[(B, V, b, key)] = self._module.chain_program(desc, V)
         return banned
 
-    def _one_row(self, logits):
+    def _one_row(self, logits, bitmask=None):
         """``sample``'s engine-loop step without ``_prepare``: one row of float32 numpy
         logits of the V the program was built for, the chain's own history (every
-        token already checked against V) and position. The token, or None when the
-        general path must run (another shape, or the one-call step handed back). A
-        Mirostat terminal (``miro``) takes the row's mu and moves it, as
-        ``_mirostat_step`` does."""
+        token already checked against V) and position, and a bitmask given as one
+        plain row of words, or none. The token, or None when the general path must run
+        (another shape, or the one-call step handed back). A Mirostat terminal
+        (``miro``) takes the row's mu and moves it, as ``_mirostat_step`` does."""
         V, prog, miro = self._one
         if not (logits.ndim == 1 and logits.shape[0] == V and logits.dtype == np.float32
                 and self._B == 1 and self._checked_V == V and not self._unchecked
                 and logits.flags.c_contiguous):
             return None
+        words = None
+        if bitmask is not None:
+            words = _bitmask.one_row(bitmask, V)
+            if words is None:   # another form: the general path checks it
+                return None
+        if self._allowed:
+            allowed = self._allowed_words(V)[0]
+            words = allowed if words is None else words[:allowed.shape[0]] & allowed
         n = int(self._hlen[0])
         window = self._plan.window(1)   # cached by the plan
         h = (self._hist[0, :n] if window is None
@@ -307,17 +321,18 @@ class SamplerChain:
             prog = self._banned(prog, 1, V, 0, h, int(self.positions[0]))
         if miro is None:
             tok = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
-                                         int(self.positions[0]))
+                                         int(self.positions[0]), words=words)
             return None if tok == -2 else tok
         state = self._state[-1]
         tok, lp = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
-                                         int(self.positions[0]), float(state["mu"][0]))
+                                         int(self.positions[0]), float(state["mu"][0]),
+                                         words=words)
         if tok == -2:
             return None
         miro.update_one(state, lp)   # tok >= 0: the row is valid here
         return tok
 
-    def _mirostat_step(self, x, ctx, progs, one):
+    def _mirostat_step(self, x, ctx, progs, one, words):
         """``_row_step`` of a Mirostat terminal: each row's mu in, the drawn tokens'
         log-probabilities among the kept out, then the terminal's mu update (none when
         a row goes the general route: that route updates every row). Batches take
@@ -328,13 +343,14 @@ class SamplerChain:
             h = np.ascontiguousarray(hist[0] if hist else _NO_HISTORY, np.int64)
             self._one = (ctx.V, one, self._plan.terminal)
             tok, lp = self._module.chain_row(x[0], h, progs[0], int(ctx.seed[0]),
-                                             int(ctx.position[0]), float(state["mu"][0]))
+                                             int(ctx.position[0]), float(state["mu"][0]),
+                                             words=words[0] if words else None)
             tokens, lps = np.array([tok], np.int32), np.array([lp])
         else:
             hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
                      else [_NO_HISTORY] * ctx.B)
             tokens, lps = self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position,
-                                                  mus=state["mu"])
+                                                  mus=state["mu"], words=words)
         if not (tokens == -2).any():
             self._plan.terminal.update(state, ctx.B, tokens >= 0, lps)
         return int(tokens[0]) if ctx.B == 1 else tokens
@@ -819,13 +835,13 @@ class SamplerChain:
             return gpu.chain_sample(self, logits, history, history_len, position, stream,
                                     bitmask=bitmask, bitmask_rows=bitmask_rows)
         if (self._one is not None and type(logits) is np.ndarray and history is None and
-                history_len is None and position is None and bitmask is None):
-            tok = self._one_row(logits)   # the engine loop's common step, checked once
+                history_len is None and position is None and bitmask_rows is None):
+            tok = self._one_row(logits, bitmask)   # the engine loop's step, checked once
             if tok is not None:
                 return tok
         x, one_d, ctx = self._prepare(logits, history, history_len, position, bitmask,
                                       bitmask_rows)
-        if self._row_prog is not False and ctx.bitmask is None and ctx.B:
+        if self._row_prog is not False and ctx.B:
             tokens = self._row_step(x, ctx)   # a common chain's step in one call per row
             if ctx.B == 1 and tokens is not None and tokens != -2:
                 return tokens if one_d else np.array([tokens], np.int32)

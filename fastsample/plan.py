@@ -216,9 +216,10 @@ def row_program(plan, fused_args=None, B=1, b=0):
 
     A backend with ``chain_program`` / ``chain_row`` (C) runs the whole per-token step
     of such a chain in one call: ``[LogitBias] [Penalties] [DRY]`` (in this order, a
-    NoRepeatNGram, BadWords and MinTokens anywhere among them: the last two as
-    ``-inf`` biases, ``RowBans``, the one-token BadWords in ``bias`` and the others
-    added per call by the caller) as the edits,
+    NoRepeatNGram, BadWords, MinTokens and AllowedTokens anywhere among them: BadWords
+    and MinTokens as ``-inf`` biases, ``RowBans``, the one-token BadWords in ``bias``
+    and the others added per call by the caller; AllowedTokens as the bitmask the
+    caller passes with the call's own) as the edits,
     then the fused chain (``fused_args``: the chain's ``_fused_args(1, plan.fused)``)
     or the first truncation (or ``plan.first``, a whole-distribution stage) followed
     by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors (or, when no stage
@@ -256,7 +257,8 @@ def row_program(plan, fused_args=None, B=1, b=0):
     # NoRepeatNGram's, BadWords' and MinTokens' bans commute with the other edits (-inf
     # stays -inf under each), so they may stand anywhere among them; the rest keep this
     # order
-    kinds = [type(s) for s in plan.edits if not isinstance(s, (NoRepeatNGram, *BAN_STAGES))]
+    kinds = [type(s) for s in plan.edits
+             if not isinstance(s, (NoRepeatNGram, AllowedTokens, *BAN_STAGES))]
     lead = 1 if kinds[:1] == [LogitBias] else 0
     if (kinds[lead:] not in ([], [Penalties], [DRY], [Penalties, DRY])
             or sum(isinstance(s, NoRepeatNGram) for s in plan.edits) > 1):
@@ -266,8 +268,8 @@ def row_program(plan, fused_args=None, B=1, b=0):
     if bans is not None and bans.static.size:   # one-token BadWords: banned on every call
         program["bias"] = add_bans(None, bans.static)
     for stage in plan.edits:
-        if isinstance(stage, BAN_STAGES):   # RowBans: the caller adds them per call
-            continue
+        if isinstance(stage, (AllowedTokens, *BAN_STAGES)):
+            continue   # RowBans, and AllowedTokens' bitmask: the caller adds them per call
         if isinstance(stage, NoRepeatNGram):
             program["ngram"] = int(stage.rows(B)[0][b])
             continue

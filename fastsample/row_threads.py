@@ -45,22 +45,24 @@ def over_rows(B, run, parallel=True):
             f.result()
 
 
-def program_rows(row_fn, rows, histories, progs, seed, position, mus=None):
+def program_rows(row_fn, rows, histories, progs, seed, position, mus=None, words=None):
     """A backend's ``chain_rows``: ``row_fn`` (its ``chain_row``) on every row of
     ``rows`` with its own history window and program, rows split by ``over_rows`` (the
     kernels release the GIL). int32 (B,): the tokens, -2 where the general route must
     decide. ``mus`` (a Mirostat program: each row's mu): also float64 (B,), each drawn
-    token's log-probability among the kept tokens."""
+    token's log-probability among the kept tokens. ``words``: each row's packed token
+    bitmask (a list, None where a row has none), or None."""
     out = np.empty(rows.shape[0], np.int32)
     lps = np.full(rows.shape[0], np.nan)
 
     def run(a, b):
         for r in range(a, b):
             args = (rows[r], histories[r], progs[r], int(seed[r]), int(position[r]))
+            kw = {} if words is None else {"words": words[r]}
             if mus is None:
-                out[r] = row_fn(*args)
+                out[r] = row_fn(*args, **kw)
             else:
-                out[r], lps[r] = row_fn(*args, float(mus[r]))
+                out[r], lps[r] = row_fn(*args, float(mus[r]), **kw)
 
     over_rows(rows.shape[0], run)
     return out if mus is None else (out, lps)

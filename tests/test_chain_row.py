@@ -308,15 +308,77 @@ def test_a_mirostat_after_stages_matches_the_reference(case, backend):
                                    [s["mu"] for s in ref.state_of()], rtol=0, atol=1e-12)
 
 
-def test_bitmasks_take_the_general_route(backend):
-    stages = [fs.Penalties(1.1), fs.TopK(20), fs.Temperature(0.8)]
-    chain = fs.SamplerChain(stages, seed=3, backend=backend)
-    words = np.zeros((1, (V + 31) // 32), np.int32)
-    words[0, :4] = -1                # tokens 0..127 allowed
-    ref = fs.SamplerChain(stages, seed=3, backend="numpy")
-    row = _rows(5, 1)[0]
-    assert chain.sample(row, bitmask=words) == ref.sample(row, bitmask=words) < 128
-    assert chain._row_prog == {}     # never built: the bitmask call went the general way
+def _random_words(rng, R):
+    """R packed bitmask rows: most tokens allowed, a third of them, or a few dozen."""
+    words = np.zeros((R, (V + 31) // 32), np.uint32)
+    for r in range(R):
+        style = int(rng.integers(0, 3))
+        keep = (rng.random(V) < 0.9 if style == 0 else rng.random(V) < 0.33 if style == 1
+                else np.isin(np.arange(V), rng.integers(0, V, 40)))
+        keep[rng.integers(0, 60, 5)] = True   # some of the rows' leading ids
+        words[r] = np.packbits(np.r_[keep, np.zeros(words.shape[1] * 32 - V, bool)],
+                               bitorder="little").view("<u4")
+    return words
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_a_bitmask_rides_in_the_program(case, backend):
+    """A call's bitmask (and AllowedTokens) is applied before every stage inside the
+    one-call step: the fused chain and the first cut read the row through it (on C, the
+    overlay's first pass takes the masked row's maxima and masks the blocks it copies),
+    anything else starts from a masked copy. The numpy chain's tokens step by step with
+    a new bitmask each step (a plain row of words: the engine loop's fast path), and in
+    a batch of 3 with a bitmask row map holding an unconstrained row; read-only rows and
+    words; never a masked token; on the one-call path."""
+    rng = np.random.default_rng(1700 + case)
+    stages = _random_chain(rng)
+    if case % 4 == 3:
+        stages.insert(0, fs.AllowedTokens(np.flatnonzero(rng.random(V) < 0.5)))
+    x = _rows(case, 4, flat=case % 6 == 5)
+    x[:, :60] += 3.0
+    got, want = (fs.SamplerChain(stages, seed=case, backend=b) for b in (backend, "numpy"))
+    for chain in (got, want):
+        chain.load_states([{"history": workloads.natural_history(100, V, case)}])
+    for step in range(6):
+        words = _random_words(rng, 1)[0]
+        row = x[step % 4].copy()
+        row.flags.writeable = words.flags.writeable = step % 2 == 0   # read-only inputs
+        a, b = got.sample(row, bitmask=words), want.sample(row, bitmask=words)
+        assert a == b, (step, stages)
+        assert (words[a // 32] >> (a % 32)) & 1, a
+        got.accept(np.array([a]))
+        want.accept(np.array([b]))
+    taken = (bool(got._plan.edits) or got._plan.mode == "candidates"
+             or isinstance(stages[-1], fs.Greedy))
+    assert bool(got._row_prog) == taken, f"the one-call path: {stages}"
+    words = _random_words(rng, 2)
+    rows = np.array([1, -1, 0])
+    h = workloads.natural_history(30, V, case).reshape(3, 10)
+    got, want = (fs.SamplerChain(stages, seed=5, backend=b) for b in (backend, "numpy"))
+    np.testing.assert_array_equal(got.sample(x[:3], history=h, bitmask=words, bitmask_rows=rows),
+                                  want.sample(x[:3], history=h, bitmask=words, bitmask_rows=rows))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_bad_value_under_a_bitmask_goes_the_general_way(bad, backend):
+    """A NaN or +inf at a masked-out id is still an invalid input row: the program
+    hands it back and the general route raises or flags it as the numpy chain does."""
+    words = np.zeros((V + 31) // 32, np.uint32)
+    words[:4] = 0xFFFFFFFF   # tokens 0..127
+    x = _rows(2, 1)[0]
+    x[500] = bad
+    for stages in ([fs.Penalties(1.1), fs.TopK(20), fs.Temperature(0.8)],
+                   [fs.Penalties(1.1), fs.Typical(0.9)], [fs.AllowedTokens([1, 2, 500]), fs.MinP(0.1)]):
+        for on_invalid in ("raise", "flag"):
+            outcome = []
+            for b in (backend, "numpy"):
+                chain = fs.SamplerChain(stages, seed=1, backend=b, on_invalid=on_invalid)
+                chain.accept(np.array([3]))
+                try:
+                    outcome.append(("token", int(chain.sample(x, bitmask=words))))
+                except ValueError as e:
+                    outcome.append(("error", str(e)))
+            assert outcome[0] == outcome[1], stages
 
 
 @pytest.mark.parametrize("flat", [False, True])

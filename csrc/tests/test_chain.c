@@ -79,12 +79,19 @@ static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, in
     *k = -1;
     int64_t offsets[2] = {0, n};
     const float *x = row;
+    if (p->words) {  /* the bitmask first: a NaN/+inf anywhere is the input's, then a copy */
+        for (int64_t i = 0; i < V; i++)
+            if (isnan(row[i]) || row[i] == INFINITY) return -2;
+        for (int64_t i = 0; i < V; i++)
+            w->a[i] = (p->words[i / 32] >> (i % 32)) & 1u ? row[i] : -INFINITY;
+        x = w->a;
+    }
     for (int64_t i = 0; i < n && (p->penalties || p->dry || p->ngram > 0); i++)
         if (isnan(row[hist[i]]) || row[hist[i]] == INFINITY) return -2;
     for (int64_t i = 0; i < p->n_bias; i++)
         if (isnan(row[p->bias_ids[i]]) || row[p->bias_ids[i]] == INFINITY) return -2;
     if (p->n_bias) {
-        CHECK(fs_logit_bias(row, w->a, 1, V, p->bias_ids, p->bias_values, p->n_bias) == 0);
+        CHECK(fs_logit_bias(x, w->a, 1, V, p->bias_ids, p->bias_values, p->n_bias) == 0);
         x = w->a;
     }
     if (p->penalties) {
@@ -260,10 +267,29 @@ static void add_bias(fs_chain_params *p, int64_t V) {
     p->bias_values = vals;
 }
 
-static void test_equals_pieces(void) {
+/* Now and then a packed token bitmask for the row (p->words, into *words): most bits
+ * set, a sparse one, or only a few allowed ids (the row's max among them or not). */
+static void add_words(fs_chain_params *p, int64_t V, uint32_t **words, int always) {
+    *words = NULL;
+    p->words = NULL;
+    if (!always && below(3) != 0) return;
+    const int64_t nw = (V + 31) / 32;
+    uint32_t *m = calloc((size_t)nw, sizeof(uint32_t));
+    const int style = (int)below(3);
+    for (int64_t i = 0; i < V; i++) {
+        int on = style == 0 ? below(8) != 0 : style == 1 ? below(3) == 0 : below(V) < 4;
+        if (on) m[i / 32] |= 1u << (i % 32);
+    }
+    *words = m;
+    p->words = m;
+}
+
+/* fs_chain_row against by_pieces on random programs, rows and histories: iters rows
+ * of V in [vmin, vmin + vspan), every one under a bitmask when masked (else a third). */
+static void equals_pieces(int iters, int64_t vmin, int64_t vspan, int masked) {
     int handed_back = 0;
-    for (int it = 0; it < 600; it++) {
-        int64_t V = 1 + below(700), n = below(400);
+    for (int it = 0; it < iters; it++) {
+        int64_t V = vmin + below(vspan), n = below(400);
         float *row = malloc(sizeof(float) * (size_t)V);
         int64_t *hist = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
         uint8_t *brk = calloc((size_t)V, 1);
@@ -276,6 +302,8 @@ static void test_equals_pieces(void) {
         fs_chain_params p = random_program();
         add_bias(&p, V);
         if (p.n_bias && below(20) == 0) row[p.bias_ids[0]] = below(2) ? NAN : INFINITY;
+        uint32_t *words;
+        add_words(&p, V, &words, masked);
         bufs w = alloc(V, n);
         int32_t want = by_pieces(row, V, hist, n, &p, brk, &w);
         int32_t got = 7;
@@ -285,17 +313,24 @@ static void test_equals_pieces(void) {
         if (p.first && rc == FS_CHAIN_FALLBACK && want != -2) {  /* within rounding: handed back */
             handed_back++;
             release(&w);
-            free(row); free(hist); free(brk);
+            free(row); free(hist); free(brk); free(words);
             continue;
         }
         CHECK(rc == (want == -2 ? FS_CHAIN_FALLBACK : FS_CHAIN_OK), "rc %d want %d", rc, want);
         CHECK(got == want, "it %d: got %d want %d", it, got, want);
         CHECK(got == -2 || (got >= 0 && got < V));
+        CHECK(!words || got < 0 || (words[got / 32] >> (got % 32)) & 1u, "a masked token %d", got);
         release(&w);
-        free(row); free(hist); free(brk);
+        free(row); free(hist); free(brk); free(words);
     }
     CHECK(handed_back < 20, "%d rows handed back", handed_back);
 }
+
+static void test_equals_pieces(void) { equals_pieces(600, 1, 700, 0); }
+
+/* Rows of many blocks under a bitmask: the overlay's masked first pass and copies,
+ * the gathers through the bitmask from the row's other blocks, the masked densify. */
+static void test_masked_equals_pieces(void) { equals_pieces(150, 2048, 30000, 1); }
 
 /* A whole-distribution stage or XTC after a first cut that keeps every token of a row
  * of 2048 or more (FS_CHAIN_LONG): fs_whole_first_row's survivors or
@@ -475,11 +510,11 @@ static void test_bad_sizes(void) {
     int64_t far[3] = {-5, 3, 1000};
     int32_t far32[2] = {-1, 99};
     int64_t cnt0 = 0;
-    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, -1, NULL, 0, NULL, 0, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
+    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, -1, NULL, 0, NULL, 0, NULL, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
                                      &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
-    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, -1, 0, 3, 1.0, 0.0,
+    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, -1, NULL, 0, 3, 1.0, 0.0,
                                      1.0, 1, 1, 2, &tok, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
-    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, 3, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
+    CHECK(fs_sample_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, 3, NULL, 0, 3, 1.0, 0.0, 1.0, 1, 1, 2,
                                      &tok, w.ws, w.ws_bytes, 0) == FS_OK && tok >= 0 && tok < V);
     /* a Mirostat terminal: not fused, not after a Mirostat first, only the Mirostats;
      * fs_mirostat_row: vocab >= n, a Mirostat kind */
@@ -517,9 +552,9 @@ static void test_bad_sizes(void) {
     CHECK(fs_xtc_removed_row(inval, 4, 1.0, 0.1, 1.0, 1, 2, NULL, w.ids, V, &cnt0, w.ws,
                              w.ws_bytes, 0) == FS_OK && cnt0 == -1);
     int64_t cnt = 9;
-    CHECK(fs_truncate_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, 3, 0, 3, 1.0, 0.0, 1, w.ids,
+    CHECK(fs_truncate_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, 3, NULL, 0, 3, 1.0, 0.0, 1, w.ids,
                                        w.vals, 2, &cnt, w.ws, w.ws_bytes, 0) == FS_E_SIZE);
-    CHECK(fs_truncate_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, 3, 1, 3, 1.0, 0.0, 1, w.ids,
+    CHECK(fs_truncate_canonical_edited(w.work, NULL, V, far, 3, far32, 2, far, 3, NULL, 1, 3, 1.0, 0.0, 1, w.ids,
                                        w.vals, V, &cnt, w.ws, w.ws_bytes, 0) == FS_OK && cnt == -1);
     release(&w);
 }
@@ -748,6 +783,7 @@ static void test_ngram_bans_the_max(void) {
 int main(void) {
     test_ngram_bans_the_max();
     test_equals_pieces();
+    test_masked_equals_pieces();
     test_long_rows_equal_pieces();
     test_logprobs_equal_pieces();
     test_whole_first_equals_stage_kernels();

@@ -3,7 +3,7 @@
 ``chain_program(program, V)`` turns ``plan.row_program``'s description (a dict) into
 the C struct ``fs_chain_params`` once per chain and V; ``chain_row(row, history,
 prog, seed, position)`` then runs the whole step (``csrc/fs_chain.c``): the edits
-(LogitBias, Penalties, DRY, NoRepeatNGram) into
+(LogitBias, Penalties, DRY, NoRepeatNGram; the call's bitmask, if any, before them) into
 a workspace copy of the row, the truncations (or a whole-distribution stage first, or
 nothing: the stages read the whole row), the stages on the survivors and the draw (or
 a Mirostat terminal).
@@ -136,18 +136,30 @@ def _args(row, history, prog, seed, position, isa):
             z_len, dws, dws_len, ws, size, _level(isa)), (sp, small, lpp, lp)
 
 
-def chain_row(row, history, prog, seed, position, mu=None, *, isa=None):
+def chain_row(row, history, prog, seed, position, mu=None, words=None, *, isa=None):
     """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
     C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
     the token, or -2 for the general route. A Mirostat program takes the row's
-    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``."""
+    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``.
+    ``words``: the row's packed token bitmask (uint32, at least ceil(V/32) words),
+    applied before every stage, or None."""
     if mu is not None:   # a Mirostat terminal after stages, or one first
         if prog.params.terminal:
             prog.params.terminal_mu = mu
         else:
             prog.params.first_a = mu
     args, (sp, small, _, _) = _args(row, history, prog, seed, position, isa)
-    rc = lib.fs_chain_row(*args, sp + 1)
+    if words is None:
+        rc = lib.fs_chain_row(*args, sp + 1)
+    else:   # the struct points at the words for this call only
+        if words.dtype != np.uint32 or words.shape[0] < (prog.V + 31) // 32:
+            raise ValueError("chain_row: words must be uint32, ceil(V/32) of them")
+        wp = ffi.from_buffer("uint32_t[]", words, require_writable=False)
+        prog.params.words = wp
+        try:
+            rc = lib.fs_chain_row(*args, sp + 1)
+        finally:
+            prog.params.words = ffi.NULL
     if rc == lib.FS_CHAIN_OK:
         tok = int(small[1])
         return tok if mu is None else (tok, float(prog.params.first_lp))
@@ -173,8 +185,9 @@ def chain_row_logprobs(row, history, prog, seed, position, n, *, isa=None):
     raise ValueError(f"chain_row_logprobs (C backend): error {rc}")
 
 
-def chain_rows(rows, histories, progs, seed, position, mus=None):
+def chain_rows(rows, histories, progs, seed, position, mus=None, words=None):
     """``chain_row`` of every row of ``rows`` (float32 (B, V), C-contiguous) with its
-    own history window and program, over threads (``row_threads.program_rows``; a
-    Mirostat program: with each row's ``mu``, and the log-probabilities back)."""
-    return program_rows(chain_row, rows, histories, progs, seed, position, mus)
+    own history window, program and bitmask words (``words``: a list, None where a row
+    has none), over threads (``row_threads.program_rows``; a Mirostat program: with
+    each row's ``mu``, and the log-probabilities back)."""
+    return program_rows(chain_row, rows, histories, progs, seed, position, mus, words)

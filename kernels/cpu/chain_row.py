@@ -3,7 +3,8 @@
 The numba twin of ``csrc/fs_chain.c``: for a chain ``[LogitBias] [Penalties] [DRY] ->
 TopK -> TopP -> MinP -> [stages on the survivors ...] -> Dist`` (a NoRepeatNGram
 anywhere among the edits) on one row (``plan.row_program``), ``chain_row`` runs the
-whole step in one compiled call: the edits into a per-thread copy of the row, then
+whole step in one compiled call: the edits into a per-thread copy of the row (masked
+by the call's bitmask, if any: ``constraints.mask_row``), then
 fs.sample's fused kernel, or the truncation (or a whole-distribution stage first,
 ``whole_first.whole_first_row``; or nothing: the stages read the whole row) followed
 by the stages on the survivors (``stages._rows_at``, the row kernels of the
@@ -26,6 +27,7 @@ from fastsample.row_threads import program_rows
 
 from ..shared import uniform
 from .canonical import _BS, _invalid, _pass_max, _sample_one, _truncate_one
+from .constraints import mask_row
 from .draw import draw_row
 from .logprobs import logprobs_row
 from .history_stages import (_bias_groups, _breaker_table, _dry_serial, _logit_bias_serial,
@@ -84,10 +86,11 @@ def _hides_bad_value(row, hist):
 
 
 @numba.njit(**_NJ)
-def _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, want_row):
+def _chain_row_run(row, work, hist, f, i, brk, bias, words, seed, position, want_row):
     """``(token, survivors' ids, the row the draw read, its drawn index)``; the last
     three are empty / -1 when the chain is fused, the token is -2, or (without
-    ``want_row``) XTC first drew over the whole row itself."""
+    ``want_row``) XTC first drew over the whole row itself. ``words``: the row's packed
+    token bitmask (empty: none)."""
     # A NaN/+inf is checked only where an edit writes (the history for NoRepeatNGram,
     # the bias ids, the penalty window, the followers DRY penalises): everywhere else
     # the kernel's own first pass sees it.
@@ -99,10 +102,17 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, want_row):
     x = row
     uids, starts, bvals, banned = bias
     edited = False   # work holds the edited row: the next edit is in place
+    if words.shape[0] > 0:
+        # a bitmask first (before every stage): the masked copy the edits then write in
+        # place; a NaN/+inf anywhere in the input, allowed or not, is the general route's
+        if mask_row(row, words, work):
+            return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
+        edited = True
+        x = work
     if i[_ING] > 0:   # NoRepeatNGram first: its bans commute with the other edits
         if _hides_bad_value(row, hist):   # it bans history tokens
             return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
-        _ngram_serial(src, out, hist, offsets, i[_ING:_ING + 1], False)
+        _ngram_serial(out if edited else src, out, hist, offsets, i[_ING:_ING + 1], edited)
         edited = True
         x = work
     if uids.shape[0] > 0:   # LogitBias: into work (a copy of the row first unless there)
@@ -218,8 +228,8 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, want_row):
 
 
 @numba.njit(**_NJ)
-def _chain_row_kernel(row, work, hist, f, i, brk, bias, seed, position):
-    return _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, False)[0]
+def _chain_row_kernel(row, work, hist, f, i, brk, bias, words, seed, position):
+    return _chain_row_run(row, work, hist, f, i, brk, bias, words, seed, position, False)[0]
 
 
 @numba.njit(**_NJ)
@@ -228,7 +238,8 @@ def _chain_row_logprobs_kernel(row, work, hist, f, i, brk, bias, seed, position,
     """``_chain_row_kernel`` of a chain that is not fused, with the processed
     log-probabilities of the survivors' row its draw read (logprobs_row), top ids
     mapped back to token ids."""
-    tok, ids, cur, k = _chain_row_run(row, work, hist, f, i, brk, bias, seed, position, True)
+    tok, ids, cur, k = _chain_row_run(row, work, hist, f, i, brk, bias, _NO_WORDS, seed,
+                                      position, True)
     if k < 0:
         return tok
     kk = min(max(n, 1), cur.shape[0])
@@ -291,6 +302,7 @@ def chain_program(program, V):
 
 
 _TLS = threading.local()
+_NO_WORDS = np.zeros(0, np.uint32)   # no bitmask
 
 
 def _work(V):
@@ -300,18 +312,24 @@ def _work(V):
     return work[:V]
 
 
-def chain_row(row, history, prog, seed, position, mu=None):
+def chain_row(row, history, prog, seed, position, mu=None, words=None):
     """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
     C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
     the token, or -2 for the general route. A Mirostat program takes the row's
-    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``."""
+    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``.
+    ``words``: the row's packed token bitmask (uint32, at least ceil(V/32) words),
+    applied before every stage, or None."""
     V = prog.V
     if row.shape[0] != V:
         raise ValueError(f"chain_row: row has {row.shape[0]} logits, the program {V}")
+    if words is not None and (words.dtype != np.uint32 or words.ndim != 1
+                              or words.shape[0] < (V + 31) // 32):
+        raise ValueError("chain_row: words must be uint32, ceil(V/32) of them")
     if mu is not None:   # a Mirostat terminal after stages, or one first
         prog.f[_FT if prog.i[_IT] else _F1] = mu
     tok = int(_chain_row_kernel(row, _work(V), history, prog.f, prog.i, prog.brk, prog.bias,
-                                np.uint64(seed), np.uint64(position)))
+                                _NO_WORDS if words is None else words, np.uint64(seed),
+                                np.uint64(position)))
     return tok if mu is None else (tok, float(prog.f[_F1 + 3]))
 
 
@@ -336,8 +354,9 @@ def chain_row_logprobs(row, history, prog, seed, position, n):
     return int(tok), lp[0], int(rank[0]), top_ids, top_lp
 
 
-def chain_rows(rows, histories, progs, seed, position, mus=None):
+def chain_rows(rows, histories, progs, seed, position, mus=None, words=None):
     """``chain_row`` of every row of ``rows`` (float32 (B, V), C-contiguous) with its
-    own history window and program, over threads (``row_threads.program_rows``; a
-    Mirostat program: with each row's ``mu``, and the log-probabilities back)."""
-    return program_rows(chain_row, rows, histories, progs, seed, position, mus)
+    own history window, program and bitmask words (``words``: a list, None where a row
+    has none), over threads (``row_threads.program_rows``; a Mirostat program: with
+    each row's ``mu``, and the log-probabilities back)."""
+    return program_rows(chain_row, rows, histories, progs, seed, position, mus, words)

@@ -61,11 +61,15 @@ def _masked_intrinsic(store):
     and bit-cast to the 32 lanes' mask (a mask-register move on AVX-512; LLVM's
     auto-vectoriser does not find this from the scalar loop).
     """
+    def f32c1(a):
+        return (isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == 1
+                and a.layout == "C")
+
     def typer(src, dst, words, s, n):
-        f32c1 = (isinstance(src, types.Array) and src.dtype == types.float32
-                 and src.ndim == 1 and src.layout == "C")
-        if not (f32c1 and (dst is None or dst == src) and isinstance(words, types.Array)
-                and words.dtype == types.uint32 and words.ndim == 1 and words.layout == "C"):
+        # src may be read-only (a caller's logits); dst is written
+        if not (f32c1(src) and (dst is None or (f32c1(dst) and dst.mutable))
+                and isinstance(words, types.Array) and words.dtype == types.uint32
+                and words.ndim == 1 and words.layout == "C"):
             return None
         return types.Tuple((types.float32, types.boolean))
 
@@ -145,15 +149,19 @@ masked_max.__doc__ = ("``(src, words, s, n) -> (float32 max, bool bad)``: the ma
 @numba.njit(**_NJ)
 def mask_row(src, words, dst):
     """dst[v] = src[v] where bit v of the packed ``words`` is set, else -inf (``dst``
-    may be ``src``). Bits past the row's length are ignored."""
+    may be ``src``). Bits past the row's length are ignored. Returns whether any src
+    value is NaN or +inf, allowed or not (an invalid input row, docs/spec.md §7)."""
     n = src.shape[0]
     nfull = n // _W
     ninf = np.float32(-np.inf)
-    masked_words(src, dst, words, 0, nfull * _W)
+    _, bad = masked_words(src, dst, words, 0, nfull * _W)
     if nfull * _W < n:
         word = np.uint32(words[nfull])
         for v in range(nfull * _W, n):
-            dst[v] = src[v] if (word >> np.uint32(v - nfull * _W)) & np.uint32(1) else ninf
+            x = src[v]
+            bad = bad or not x < np.inf
+            dst[v] = x if (word >> np.uint32(v - nfull * _W)) & np.uint32(1) else ninf
+    return bad
 
 
 @numba.njit(**_NJ)
