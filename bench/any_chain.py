@@ -81,6 +81,9 @@ def chains():
         ("Greedy", [fs.Greedy()], "W1"),
         ("Penalties + Greedy", [fs.Penalties(1.1, last_n=64), fs.Greedy()], "W1"),
         ("TopK -> MinP -> Greedy", [fs.TopK(40), fs.MinP(0.05), fs.Greedy()], "W1"),
+        ("MinP -> AdaptiveP", [fs.MinP(0.05), fs.AdaptiveP(0.3)], "W1"),
+        ("Penalties + TopK -> T -> AdaptiveP", [fs.Penalties(1.1, last_n=64), fs.TopK(40),
+                                                fs.Temperature(0.8), fs.AdaptiveP(0.5)], "W1"),
         # a bitmask (vLLM allowed_token_ids; a grammar's mask passed to sample): the
         # baseline is fs.sample's W1 under the same mask
         ("AllowedTokens + W1's stages", [fs.AllowedTokens(_ALLOWED), *_w1()], "W1+mask"),

@@ -158,7 +158,7 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
     if (p->terminal && (want_row || p->fused || p->first == FS_CHAIN_MIROSTAT ||
                         p->first == FS_CHAIN_MIROSTAT_V2 ||
                         (p->terminal != FS_CHAIN_MIROSTAT && p->terminal != FS_CHAIN_MIROSTAT_V2 &&
-                         p->terminal != FS_CHAIN_GREEDY)))
+                         p->terminal != FS_CHAIN_GREEDY && p->terminal != FS_CHAIN_ADAPTIVE_P)))
         return FS_CHAIN_E_SIZE;  /* a Mirostat or Greedy terminal: after stages, no row out */
     const float *x = row;
     int64_t offsets[2] = {0, nhist};
@@ -364,6 +364,20 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
         rc = fs_sample_canonical_row(cur, n, 0, 1.0, 0.0, 0.0, 1, 1, p->seed, p->position, &k,
                                      ws, ws_bytes, isa);
         k = k == FS_INVALID_ROW ? -1 : k;  /* every survivor masked */
+    } else if (p->terminal == FS_CHAIN_ADAPTIVE_P) {
+        /* the stage-by-stage route's kernels: the reshaped row, the draw over it, and
+         * the drawn token's log-probability among the survivors before the reshaping
+         * (the caller's average update) */
+        float *out = cur == tmp ? vals : tmp;
+        rc = fs_adaptive_p(cur, out, 1, n, &p->terminal_m, &p->terminal_mu, &p->terminal_w,
+                           dws, dws_len);
+        if (!rc)
+            rc = fs_draw(out, 1, n, &p->seed, &p->position, &k, ws, ws_bytes, isa);
+        if (!rc && k >= 0 && k < n) {
+            const int64_t k64 = k;
+            rc = fs_token_logprob(cur, 1, n, &k64, &p->first_lp, isa);
+        }
+        cur = out;
     } else if (p->terminal)  /* its mu update reads the drawn token's log-probability */
         rc = fs_mirostat_row(cur, n, V, p->terminal, p->terminal_mu, p->terminal_m, p->seed,
                              p->position, &k, &p->first_lp, ws, ws_bytes, isa);

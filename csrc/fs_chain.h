@@ -42,6 +42,9 @@ enum { FS_CHAIN_MIROSTAT = 15, FS_CHAIN_MIROSTAT_V2 = 16 };
 enum { FS_CHAIN_WHOLE_ROW = 17 };
 /* terminal: the first maximum of the survivors (Greedy), instead of the draw */
 enum { FS_CHAIN_GREEDY = 18 };
+/* terminal: adaptive-p on the survivors (fs_adaptive_p, then the draw); the drawn
+ * token's log-probability among them comes back for the caller's average update */
+enum { FS_CHAIN_ADAPTIVE_P = 19 };
 enum { FS_CHAIN_MAX_AFTER = 8 };
 
 typedef struct {
@@ -89,7 +92,10 @@ typedef struct {
                                         log-probability out in first_lp); FS_CHAIN_GREEDY:
                                         their first maximum; not fused, not with a
                                         Mirostat first */
-    double terminal_mu, terminal_m;    /* its mu (set per call) and m (v1) */
+    double terminal_mu, terminal_m;    /* its mu (set per call) and m (v1);
+                                        FS_CHAIN_ADAPTIVE_P: its ema_sum (per call) and
+                                        target */
+    double terminal_w;                 /* FS_CHAIN_ADAPTIVE_P: its ema_weight (per call) */
     const uint32_t *words;             /* set per call: NULL, or the row's packed token
                                         bitmask (docs/spec.md §10, ceil(V/32) words),
                                         applied before every stage: the fused chain and

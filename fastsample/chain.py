@@ -14,8 +14,8 @@ from . import arrays as _arrays
 from . import bitmask as _bitmask
 from . import plan as _plan
 from . import registry as _backends
-from .stages import (AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens, Mirostat,
-                     MirostatV2, Stage, Temperature, Terminal, TopK, TopP)
+from .stages import (AdaptiveP, AllowedTokens, BadWords, Dist, LogitBias, MinP, MinTokens,
+                     Mirostat, MirostatV2, Stage, Temperature, Terminal, TopK, TopP)
 from .validation import (
     as_history,
     as_logits,
@@ -228,7 +228,9 @@ class SamplerChain:
         a batch, -2 for a row the general route must decide (an invalid or emptied
         row, a NaN/+inf where an edit writes); None when the chain has no such step."""
         B, V = ctx.B, ctx.V
-        mirostat = isinstance(self._plan.terminal, (Mirostat, MirostatV2))   # mu in, lp out
+        # a stateful terminal: its state in (Mirostat's mu, AdaptiveP's averages), the
+        # drawn token's log-probability out
+        mirostat = isinstance(self._plan.terminal, (Mirostat, MirostatV2, AdaptiveP))
         progs = self._row_prog.get((B, V))
         if progs is None:
             fused = (self._fused_args(B, self._plan.fused) if self._plan.mode == "fused"
@@ -325,7 +327,7 @@ class SamplerChain:
             return None if tok == -2 else tok
         state = self._state[-1]
         tok, lp = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
-                                         int(self.positions[0]), float(state["mu"][0]),
+                                         int(self.positions[0]), miro.row_input(state),
                                          words=words)
         if tok == -2:
             return None
@@ -333,24 +335,27 @@ class SamplerChain:
         return tok
 
     def _mirostat_step(self, x, ctx, progs, one, words):
-        """``_row_step`` of a Mirostat terminal: each row's mu in, the drawn tokens'
-        log-probabilities among the kept out, then the terminal's mu update (none when
-        a row goes the general route: that route updates every row). Batches take
-        this path too, so a row's mu never depends on the batch it is in."""
+        """``_row_step`` of a stateful terminal (Mirostat, AdaptiveP): each row's state
+        in (``row_inputs``), the drawn tokens' log-probabilities out, then the
+        terminal's update (none when a row goes the general route: that route updates
+        every row). Batches take this path too, so a row's state never depends on the
+        batch it is in."""
         state = self._state[-1]
         hist = ctx.history
         if ctx.B == 1:
             h = np.ascontiguousarray(hist[0] if hist else _NO_HISTORY, np.int64)
             self._one = (ctx.V, one, self._plan.terminal)
             tok, lp = self._module.chain_row(x[0], h, progs[0], int(ctx.seed[0]),
-                                             int(ctx.position[0]), float(state["mu"][0]),
+                                             int(ctx.position[0]),
+                                             self._plan.terminal.row_input(state),
                                              words=words[0] if words else None)
             tokens, lps = np.array([tok], np.int32), np.array([lp])
         else:
             hists = ([np.ascontiguousarray(h, np.int64) for h in hist] if hist
                      else [_NO_HISTORY] * ctx.B)
             tokens, lps = self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position,
-                                                  mus=state["mu"], words=words)
+                                                  mus=self._plan.terminal.row_inputs(state),
+                                                  words=words)
         if not (tokens == -2).any():
             self._plan.terminal.update(state, ctx.B, tokens >= 0, lps)
         return int(tokens[0]) if ctx.B == 1 else tokens

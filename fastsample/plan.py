@@ -40,7 +40,8 @@ A chain reads as ``[edits] [first truncation] [later stages] terminal``:
 - **A Mirostat terminal after other stages**: a row program draws it on the survivors
   the last stage left, told the vocabulary size (Mirostat v1 reads it), after a first
   cut (``truncation`` is kept for Mirostat v1, which the general route runs as stages), a
-  whole-distribution stage first, or the whole row.
+  whole-distribution stage first, or the whole row. An AdaptiveP terminal likewise
+  (the drawn token's log-probability comes back for its update).
 - **Stages**: anything else runs stage by stage on the working copy, as the
   reference does.
 """
@@ -49,8 +50,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stages import (DRY, XTC, AllowedTokens, BadWords, Dist, Greedy, LogitBias, MinP,
-                     MinTokens, Mirostat, MirostatV2, NoRepeatNGram, Penalties, Stage,
+from .stages import (DRY, XTC, AdaptiveP, AllowedTokens, BadWords, Dist, Greedy, LogitBias,
+                     MinP, MinTokens, Mirostat, MirostatV2, NoRepeatNGram, Penalties, Stage,
                      Temperature, TopK, TopP)
 
 __all__ = ["Plan", "EDIT_STAGES", "HISTORY_STAGES", "FIRST_WHOLE_OPS", "TEMPERATURE_FIRST_OPS",
@@ -224,8 +225,8 @@ def row_program(plan, fused_args=None, B=1, b=0):
     or the first truncation (or ``plan.first``, a whole-distribution stage) followed
     by up to ``MAX_AFTER`` stages of ``AFTER_OPS`` on the survivors (or, when no stage
     cuts the row first, on the whole row: ``first`` is ``WHOLE_ROW_OP``), and Dist or
-    a Mirostat or Greedy terminal (``[edits] -> Greedy`` alone: the fused kernel at
-    temperature 0). Anything
+    a Mirostat, AdaptiveP or Greedy terminal (``[edits] -> Greedy`` alone: the fused
+    kernel at temperature 0). Anything
     else (another edit or terminal, a later stage of another kind) is None: the general
     route. The description holds row ``b``'s plain scalars of a batch of ``B`` rows
     (per-row parameters): ``bias`` (the ids ascending, stably, and their values: int64
@@ -234,14 +235,15 @@ def row_program(plan, fused_args=None, B=1, b=0):
     (``(op, a, b, c, min_keep)`` as an ``after`` entry; a Mirostat's mu is 0 there, the
     caller passes the row's),
     ``first_temperature``, ``fused``, ``after``, ``terminal`` (``(op, m)`` of a
-    Mirostat after the stages, its mu per call too; ``("greedy", 0.0)``).
+    Mirostat after the stages, its mu per call too; ``("adaptive_p", target)``, its
+    averages per call; ``("greedy", 0.0)``).
     """
     first = plan.first if plan.mode == "stages" else None
     mirostat = first is plan.terminal
     greedy = type(plan.terminal) is Greedy
-    # a Mirostat terminal after the stages (the first cut's survivors or the whole row),
-    # or Greedy (their first maximum)
-    terminal = (plan.terminal if (isinstance(plan.terminal, (Mirostat, MirostatV2))
+    # a Mirostat or AdaptiveP terminal after the stages (the first cut's survivors or
+    # the whole row), or Greedy (their first maximum)
+    terminal = (plan.terminal if (isinstance(plan.terminal, (Mirostat, MirostatV2, AdaptiveP))
                                   and not mirostat) or greedy else None)
     cut = plan.mode == "candidates" or (plan.mode == "stages" and bool(plan.truncation))
     # no stage cuts the row first: the stages run on the whole row (WHOLE_ROW_OP); with
@@ -307,8 +309,9 @@ def row_program(plan, fused_args=None, B=1, b=0):
         program["first"] = (first.op, 0.0, m, 0.0, 1)
         program["after"] = ()
         return program
-    if terminal is not None:   # a Mirostat's mu is the row's state: passed per call
-        m = float(terminal.rows(B)[2][b]) if isinstance(terminal, Mirostat) else 0.0
+    if terminal is not None:   # a Mirostat's mu, AdaptiveP's averages: passed per call
+        m = (float(terminal.rows(B)[2][b]) if isinstance(terminal, Mirostat)
+             else float(terminal.rows(B)[0][b]) if isinstance(terminal, AdaptiveP) else 0.0)
         program["terminal"] = (terminal.op, m)
     if whole:
         stages = plan.after

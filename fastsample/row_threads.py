@@ -49,8 +49,9 @@ def program_rows(row_fn, rows, histories, progs, seed, position, mus=None, words
     """A backend's ``chain_rows``: ``row_fn`` (its ``chain_row``) on every row of
     ``rows`` with its own history window and program, rows split by ``over_rows`` (the
     kernels release the GIL). int32 (B,): the tokens, -2 where the general route must
-    decide. ``mus`` (a Mirostat program: each row's mu): also float64 (B,), each drawn
-    token's log-probability among the kept tokens. ``words``: each row's packed token
+    decide. ``mus`` (a Mirostat program: each row's mu; AdaptiveP: (B, 2), each row's
+    averages): also float64 (B,), each drawn token's log-probability among the kept
+    tokens. ``words``: each row's packed token
     bitmask (a list, None where a row has none), or None."""
     out = np.empty(rows.shape[0], np.int32)
     lps = np.full(rows.shape[0], np.nan)
@@ -62,7 +63,9 @@ def program_rows(row_fn, rows, histories, progs, seed, position, mus=None, words
             if mus is None:
                 out[r] = row_fn(*args, **kw)
             else:
-                out[r], lps[r] = row_fn(*args, float(mus[r]), **kw)
+                mu = mus[r]   # a Mirostat's mu, or AdaptiveP's two averages
+                out[r], lps[r] = row_fn(*args, float(mu) if np.ndim(mu) == 0 else tuple(mu),
+                                        **kw)
 
     over_rows(rows.shape[0], run)
     return out if mus is None else (out, lps)

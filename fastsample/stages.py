@@ -655,6 +655,14 @@ class _MirostatBase(Terminal):
         self.update(state, ctx.B, tokens >= 0, ops.token_logprob(kept, tokens))
         return tokens
 
+    def row_inputs(self, state):
+        """What a row program's call takes of each row's state: mu, (B,)."""
+        return state["mu"]
+
+    def row_input(self, state):
+        """``row_inputs`` of a one-row state (the engine loop's step)."""
+        return float(state["mu"][0])
+
     def update(self, state, B, drawn, logprob):
         """mu -= eta * (surprise - tau) where a token was drawn; surprise = -log2 of its
         probability among the kept tokens (``logprob``, natural log)."""
@@ -745,9 +753,34 @@ class AdaptiveP(Terminal):
 
     def sample(self, ops, logits, ctx, state):
         tokens = ops.draw(self.process(ops, logits, ctx, state), ctx.seed, ctx.position)
-        target, decay = self.rows(ctx.B)
-        update = (tokens >= 0) & (target >= 0)
-        p_orig = np.exp(ops.token_logprob(logits, tokens))
+        self.update(state, ctx.B, tokens >= 0, ops.token_logprob(logits, tokens))
+        return tokens
+
+    def row_inputs(self, state):
+        """What a row program's call takes of each row's state: (ema_sum, ema_weight),
+        (B, 2)."""
+        return np.stack([state["ema_sum"], state["ema_weight"]], axis=1)
+
+    def update(self, state, B, drawn, logprob):
+        """The averages move where a token was drawn and the row's target is >= 0:
+        ``S = p + decay * S``, ``W = 1 + decay * W``, p = exp(``logprob``), the drawn
+        token's probability before the reshaping (natural log)."""
+        target, decay = self.rows(B)
+        update = drawn & (target >= 0)
+        p_orig = np.exp(logprob)
         state["ema_sum"] = np.where(update, p_orig + decay * state["ema_sum"], state["ema_sum"])
         state["ema_weight"] = np.where(update, 1.0 + decay * state["ema_weight"], state["ema_weight"])
-        return tokens
+
+    def row_input(self, state):
+        """``row_inputs`` of a one-row state, as plain floats (the engine loop's step)."""
+        return float(state["ema_sum"][0]), float(state["ema_weight"][0])
+
+    def update_one(self, state, logprob):
+        """``update`` of one row that drew (the engine loop's step): the same float64
+        operations on scalars (exp through the same ufunc loop)."""
+        target, decay = self.rows(1)
+        if target[0] >= 0:
+            p = float(np.exp(np.array([logprob]))[0])
+            d = float(decay[0])
+            state["ema_sum"] = np.array([p + d * float(state["ema_sum"][0])])
+            state["ema_weight"] = np.array([1.0 + d * float(state["ema_weight"][0])])

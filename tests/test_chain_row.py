@@ -174,7 +174,7 @@ def test_w10_chains_take_the_one_call_path(backend):
     [fs.DRY(0.8), fs.Penalties(1.1), fs.TopK(5)],               # DRY before Penalties
     [fs.Penalties(1.1), fs.TopK(5)] + [fs.Temperature(0.9)] * 9,  # more than MAX_AFTER
     [fs.TopK(40), fs.Penalties(1.1), fs.Greedy()],              # a history stage after the cut
-    [fs.TopK(40), fs.AdaptiveP(0.5)],                           # a stateful terminal
+    [fs.Penalties(1.1), fs.AdaptiveP(0.5)],                     # AdaptiveP on the whole row
     [fs.Temperature(0.0), fs.Typical(0.9)],                     # greedy before a first stage
     [fs.Smoothing(0.3)] + [fs.Temperature(0.9)] * 8,            # more than MAX_AFTER
 ])
@@ -306,6 +306,54 @@ def test_a_mirostat_after_stages_matches_the_reference(case, backend):
         np.testing.assert_array_equal(got.sample(x), ref.sample(x))
         np.testing.assert_allclose([s["mu"] for s in got.state_of()],
                                    [s["mu"] for s in ref.state_of()], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_an_adaptive_p_after_stages_matches_the_reference(case, backend):
+    """AdaptiveP as the terminal after a first cut, a whole-distribution stage first or
+    a transform of the whole row (a negative target: the plain draw, no update): tokens
+    and each row's averages equal the numpy chain's step after step (averages within
+    1e-12: the log-probability's sum rounds per backend, as on the general route),
+    across ``state_of`` / ``load_states``, and in a batch of 3 rows with their own
+    targets and averages."""
+    rng = np.random.default_rng(800 + case)
+    pool = _after_stages(rng, float(rng.choice([0.7, 1.3])))
+    lead = [[fs.MinP(0.05)], [fs.TopK(int(rng.integers(5, 200))), fs.TopP(0.9)], [pool[5]],
+            [fs.Temperature(0.8), pool[0]], [pool[13]], [pool[12]]][case % 6]
+    target = -0.5 if case == 5 else float(rng.uniform(0.05, 0.9))
+    terminal = fs.AdaptiveP(target, float(rng.uniform(0.5, 0.95)))
+    stages = ([fs.Penalties(1.2, last_n=16)] if case % 3 else []) + lead + list(
+        rng.permutation(pool)[: int(rng.integers(0, 3))]) + [terminal]
+    rows = _rows(case, 4, flat=case % 4 == 0)
+    chain, _ = _loop(stages, 6, rows, workloads.natural_history(100, V, case), seed=case,
+                     backend=backend)
+    assert chain._row_prog and fsplan.row_program(chain._plan)["terminal"] == ("adaptive_p",
+                                                                                 target)
+    want = fs.SamplerChain(stages, seed=case, backend="numpy")
+    want.load_states(chain.state_of())
+    moved = chain.state_of()[0]["ema_sum"] != terminal.init_state(1)["ema_sum"][0]
+    assert moved == (target >= 0)
+    for i in range(6):   # picked up from the saved state
+        a, b = chain.sample(rows[i % 4]), want.sample(rows[i % 4])
+        assert a == b, (i, stages)
+        chain.accept(np.array([a]))
+        want.accept(np.array([b]))
+        for key in ("ema_sum", "ema_weight"):
+            assert abs(chain.state_of()[0][key] - want.state_of()[0][key]) <= 1e-12
+    x = _rows(case + 50, 3)
+    batch = [s if s is not terminal else fs.AdaptiveP(np.array([target, 0.3, -1.0]), 0.9)
+             for s in stages]
+    got = fs.SamplerChain(batch, seed=3, backend=backend)
+    ref = fs.SamplerChain(batch, seed=3, backend="numpy")
+    for c in (got, ref):
+        c.load_states([{"history": x[b, :5].astype(np.int64) % V, "ema_sum": 1.0 + b,
+                        "ema_weight": 10.0} for b in range(3)])
+    for _ in range(3):
+        np.testing.assert_array_equal(got.sample(x), ref.sample(x))
+        for key in ("ema_sum", "ema_weight"):
+            np.testing.assert_allclose([s[key] for s in got.state_of()],
+                                       [s[key] for s in ref.state_of()], rtol=0, atol=1e-12)
+    assert got._row_prog
 
 
 def _random_words(rng, R):

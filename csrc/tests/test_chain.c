@@ -62,6 +62,10 @@ static void release(bufs *w) {
 static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, int64_t n,
                             const fs_chain_params *p, const uint8_t *brk, bufs *w,
                             const float **drawn, int64_t *nd, int32_t *k);
+/* by_pieces' log-probability of the token AdaptiveP drew (the last call's), at the
+ * instruction-set level of the fs_chain_row it is compared with (its sum's rounding) */
+static double pieces_lp;
+static int pieces_isa;
 
 static int32_t by_pieces(const float *row, int64_t V, const int64_t *hist, int64_t n,
                          const fs_chain_params *p, const uint8_t *brk, bufs *w) {
@@ -184,6 +188,14 @@ static int32_t by_pieces_at(const float *row, int64_t V, const int64_t *hist, in
         tok = -1;
         for (int64_t i = 0; i < c; i++)
             if (cur[i] > -INFINITY && (tok < 0 || cur[i] > cur[tok])) tok = (int32_t)i;
+    } else if (p->terminal == FS_CHAIN_ADAPTIVE_P) {  /* reshape, draw, p before reshaping */
+        CHECK(fs_adaptive_p(cur, next, 1, c, &p->terminal_m, &p->terminal_mu, &p->terminal_w,
+                            w->dws, w->dws_len) == 0);
+        CHECK(fs_draw(next, 1, c, &p->seed, &p->position, &tok, w->ws, w->ws_bytes, 0) == 0);
+        pieces_lp = NAN;
+        const int64_t t64 = tok;
+        if (tok >= 0) CHECK(fs_token_logprob(cur, 1, c, &t64, &pieces_lp, pieces_isa) == 0);
+        cur = next;
     } else {
         CHECK(fs_draw(cur, 1, c, &p->seed, &p->position, &tok, w->ws, w->ws_bytes, 0) == 0);
     }
@@ -242,8 +254,15 @@ static fs_chain_params random_program(void) {
             p.after[0] = FS_CHAIN_SMOOTHING;
         }
     }
-    if (!p.fused && below(5) == 0)  /* Greedy */
+    if (!p.fused && below(5) == 0) {  /* Greedy */
         p.terminal = FS_CHAIN_GREEDY;
+    } else if (!p.fused && below(4) == 0) {  /* AdaptiveP, its averages off target */
+        const double decay = 0.95 * uniform01();
+        p.terminal = FS_CHAIN_ADAPTIVE_P;
+        p.terminal_m = below(8) == 0 ? -1.0 : uniform01();
+        p.terminal_w = 1.0 / (1.0 - decay);
+        p.terminal_mu = p.terminal_w * uniform01();
+    }
     p.seed = next_u64();
     p.position = next_u64();
     return p;
@@ -305,11 +324,12 @@ static void equals_pieces(int iters, int64_t vmin, int64_t vspan, int masked) {
         uint32_t *words;
         add_words(&p, V, &words, masked);
         bufs w = alloc(V, n);
+        pieces_isa = (int)below(3);
         int32_t want = by_pieces(row, V, hist, n, &p, brk, &w);
         int32_t got = 7;
         int rc = fs_chain_row(row, V, hist, n, &p, brk, V, w.work, w.ids, w.vals, w.tmp, V,
                               w.counts, w.best, w.z, n > 0 ? n : 1, w.dws, w.dws_len, w.ws,
-                              w.ws_bytes, (int)below(3), &got);
+                              w.ws_bytes, pieces_isa, &got);
         if (p.first && rc == FS_CHAIN_FALLBACK && want != -2) {  /* within rounding: handed back */
             handed_back++;
             release(&w);
@@ -319,6 +339,9 @@ static void equals_pieces(int iters, int64_t vmin, int64_t vspan, int masked) {
         CHECK(rc == (want == -2 ? FS_CHAIN_FALLBACK : FS_CHAIN_OK), "rc %d want %d", rc, want);
         CHECK(got == want, "it %d: got %d want %d", it, got, want);
         CHECK(got == -2 || (got >= 0 && got < V));
+        if (p.terminal == FS_CHAIN_ADAPTIVE_P && got >= 0)
+            CHECK(p.first_lp == pieces_lp, "adaptive-p lp %.17g want %.17g", p.first_lp,
+                  pieces_lp);
         CHECK(!words || got < 0 || (words[got / 32] >> (got % 32)) & 1u, "a masked token %d", got);
         release(&w);
         free(row); free(hist); free(brk); free(words);
@@ -407,6 +430,7 @@ static void test_logprobs_equal_pieces(void) {
         }
         if (longrow) {  /* XTC that never fires on 2048+ survivors leaves the row itself */
             p.first = FS_CHAIN_WHOLE_ROW;
+            p.first_temperature = 1.0;   /* (the whole row takes none) */
             p.n_after = 1;
             p.after[0] = FS_CHAIN_XTC;
             p.after_a[0] = 0.0;

@@ -30,7 +30,7 @@ _AFTER = {op: getattr(lib, f"FS_CHAIN_{op.upper()}") for op in (
 _FIRST = {**_AFTER, "mirostat": lib.FS_CHAIN_MIROSTAT, "mirostat_v2": lib.FS_CHAIN_MIROSTAT_V2,
           "whole_row": lib.FS_CHAIN_WHOLE_ROW}
 _TERMINAL = {"mirostat": lib.FS_CHAIN_MIROSTAT, "mirostat_v2": lib.FS_CHAIN_MIROSTAT_V2,
-             "greedy": lib.FS_CHAIN_GREEDY}
+             "greedy": lib.FS_CHAIN_GREEDY, "adaptive_p": lib.FS_CHAIN_ADAPTIVE_P}
 _F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
 _TLS = threading.local()
 
@@ -80,7 +80,8 @@ def chain_program(program, V):
         p.temperature, t_last = fused
         p.temperature_last = 1 if t_last else 0
     terminal = program.get("terminal")
-    if terminal is not None:   # a Mirostat (its mu is set per call) or Greedy
+    if terminal is not None:   # a Mirostat (its mu is set per call), Greedy or AdaptiveP
+        # (its target; its averages are set per call)
         p.terminal = _TERMINAL[terminal[0]]
         p.terminal_m = terminal[1]
     after = program.get("after", ())
@@ -140,11 +141,15 @@ def chain_row(row, history, prog, seed, position, mu=None, words=None, *, isa=No
     """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
     C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
     the token, or -2 for the general route. A Mirostat program takes the row's
-    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``.
+    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``; an
+    AdaptiveP program takes ``(ema_sum, ema_weight)`` as ``mu`` and returns the
+    token's log-probability among the survivors before the reshaping.
     ``words``: the row's packed token bitmask (uint32, at least ceil(V/32) words),
     applied before every stage, or None."""
-    if mu is not None:   # a Mirostat terminal after stages, or one first
-        if prog.params.terminal:
+    if mu is not None:   # a Mirostat terminal after stages, or one first; AdaptiveP's
+        if prog.params.terminal == lib.FS_CHAIN_ADAPTIVE_P:   # (ema_sum, ema_weight)
+            prog.params.terminal_mu, prog.params.terminal_w = mu
+        elif prog.params.terminal:
             prog.params.terminal_mu = mu
         else:
             prog.params.first_a = mu

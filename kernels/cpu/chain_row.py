@@ -8,7 +8,7 @@ by the call's bitmask, if any: ``constraints.mask_row``), then
 fs.sample's fused kernel, or the truncation (or a whole-distribution stage first,
 ``whole_first.whole_first_row``; or nothing: the stages read the whole row) followed
 by the stages on the survivors (``stages._rows_at``, the row kernels of the
-stage-by-stage route) and the draw (or a Mirostat terminal,
+stage-by-stage route) and the draw (or an AdaptiveP or a Mirostat terminal,
 ``whole_first.mirostat_row``, or Greedy: the survivors' first maximum, fs.sample's
 greedy pass). It composes the row kernels the stage-by-stage
 route calls, in its order on the same data, so its token is the chain's; what it
@@ -28,7 +28,7 @@ from fastsample.row_threads import program_rows
 from ..shared import uniform
 from .canonical import _BS, _invalid, _pass_max, _sample_one, _truncate_one
 from .constraints import mask_row
-from .draw import draw_row
+from .draw import draw_row, token_logprob_row
 from .logprobs import logprobs_row
 from .history_stages import (_bias_groups, _breaker_table, _dry_serial, _logit_bias_serial,
                              _ngram_serial, _penalties_serial)
@@ -36,6 +36,7 @@ from .stage_common import (K_DYN_TEMP, K_EPSILON, K_ETA, K_MIN_P, K_MIROSTAT, K_
                            K_P_LESS, K_SMOOTHING, K_TAIL_FREE, K_TEMPERATURE, K_TOP_A, K_TOP_K,
                            K_TOP_N_SIGMA, K_TOP_P, K_TYPICAL, K_XTC)
 from .stages import _rows_at
+from .terminals import _adaptive_p_row
 from .whole_first import mirostat_row, whole_first_row, xtc_removed_row
 
 __all__ = ["chain_program", "chain_row", "chain_row_logprobs", "chain_rows"]
@@ -55,8 +56,12 @@ _AFTER = {"xtc": K_XTC, "temperature": K_TEMPERATURE, "top_k": K_TOP_K, "top_p":
 _K_WHOLE_ROW = -1
 # the Greedy terminal: the first maximum of the survivors, not the draw
 _K_GREEDY = -2
+# the AdaptiveP terminal: the survivors reshaped (terminals._adaptive_p_row), the draw,
+# and the drawn token's log-probability among the survivors before (token_logprob_row)
+_K_ADAPTIVE_P = -3
 _FIRST = {**_AFTER, "mirostat": K_MIROSTAT, "mirostat_v2": K_MIROSTAT_V2,
           "whole_row": _K_WHOLE_ROW}
+_TERMINAL = {"greedy": _K_GREEDY, "adaptive_p": _K_ADAPTIVE_P}
 # f64 slots: repeat, frequency, presence, dry multiplier, dry base, top_p, min_p, t,
 #            a[8], b[8], c[8]
 # i64 slots: penalties, penalty last_n, dry, allowed, dry last_n, fused, top_k, min_keep,
@@ -66,11 +71,12 @@ _FIRST = {**_AFTER, "mirostat": K_MIROSTAT, "mirostat_v2": K_MIROSTAT_V2,
 _FA, _FB, _FC = 8, 16, 24
 _IK, _IM, _II = 10, 18, 26
 _F1, _I1 = 32, 34
-# a Mirostat or Greedy terminal after the stages: f64 mu, m; i64 its kind (0: Dist)
+# a Mirostat, Greedy or AdaptiveP terminal after the stages: f64 mu, m (AdaptiveP:
+# ema_sum, target); i64 its kind (0: Dist)
 _FT, _IT = 36, 37
-# i64: NoRepeatNGram's n (0: none)
-_ING = 38
-_F, _I = 38, 39
+# i64: NoRepeatNGram's n (0: none); f64: AdaptiveP's ema_weight
+_ING, _FTW = 38, 38
+_F, _I = 39, 39
 
 
 @numba.njit(**_NJ)
@@ -217,6 +223,12 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, words, seed, position, want
         cur = nxt
     if i[_IT] == _K_GREEDY:   # the first maximum: fs.sample's greedy pass (t = 0)
         k = max(_sample_one(cur, 0, 1.0, 0.0, 0.0, 1, True, seed, position), -1)
+    elif i[_IT] == _K_ADAPTIVE_P:   # the stage-by-stage route's kernels, in its order
+        out = np.empty_like(cur)
+        _adaptive_p_row(cur, out, f[_FT + 1], f[_FT], f[_FTW])
+        k = draw_row(out, uniform(seed, position, 0))
+        f[_F1 + 3] = token_logprob_row(cur, k)   # p before the reshaping: the update's
+        cur = out
     elif i[_IT] != 0:   # its mu update reads the drawn token's log-probability
         k, lp = mirostat_row(cur, V, i[_IT], f[_FT], f[_FT + 1], uniform(seed, position, 0))
         f[_F1 + 3] = lp
@@ -282,8 +294,8 @@ def chain_program(program, V):
     else:
         i[6], f[5], f[6], i[7] = program["truncations"]
     terminal = program.get("terminal")
-    if terminal is not None:   # a Mirostat (its mu is set per call) or Greedy
-        i[_IT] = _K_GREEDY if terminal[0] == "greedy" else _FIRST[terminal[0]]
+    if terminal is not None:   # a Mirostat (its mu is set per call), Greedy or AdaptiveP
+        i[_IT] = _TERMINAL.get(terminal[0]) or _FIRST[terminal[0]]
         f[_FT + 1] = terminal[1]
     fused = program.get("fused")
     if fused is not None:
@@ -316,7 +328,9 @@ def chain_row(row, history, prog, seed, position, mu=None, words=None):
     """One token of the chain ``prog`` (``chain_program``) on ``row`` (float32 (V,),
     C-contiguous) with the history window ``history`` (int64, checked in [0, V)):
     the token, or -2 for the general route. A Mirostat program takes the row's
-    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``.
+    ``mu`` and returns ``(token, log-probability of it among the kept tokens)``; an
+    AdaptiveP program takes ``(ema_sum, ema_weight)`` as ``mu`` and returns the
+    token's log-probability among the survivors before the reshaping.
     ``words``: the row's packed token bitmask (uint32, at least ceil(V/32) words),
     applied before every stage, or None."""
     V = prog.V
@@ -325,8 +339,11 @@ def chain_row(row, history, prog, seed, position, mu=None, words=None):
     if words is not None and (words.dtype != np.uint32 or words.ndim != 1
                               or words.shape[0] < (V + 31) // 32):
         raise ValueError("chain_row: words must be uint32, ceil(V/32) of them")
-    if mu is not None:   # a Mirostat terminal after stages, or one first
-        prog.f[_FT if prog.i[_IT] else _F1] = mu
+    if mu is not None:   # a Mirostat terminal after stages, or one first; AdaptiveP's
+        if prog.i[_IT] == _K_ADAPTIVE_P:   # (ema_sum, ema_weight)
+            prog.f[_FT], prog.f[_FTW] = mu
+        else:
+            prog.f[_FT if prog.i[_IT] else _F1] = mu
     tok = int(_chain_row_kernel(row, _work(V), history, prog.f, prog.i, prog.brk, prog.bias,
                                 _NO_WORDS if words is None else words, np.uint64(seed),
                                 np.uint64(position)))
