@@ -159,7 +159,8 @@ static int chain_row_run(const float *row, int64_t V, const int64_t *hist, int64
                         p->first == FS_CHAIN_MIROSTAT_V2 ||
                         (p->terminal != FS_CHAIN_MIROSTAT && p->terminal != FS_CHAIN_MIROSTAT_V2 &&
                          p->terminal != FS_CHAIN_GREEDY && p->terminal != FS_CHAIN_ADAPTIVE_P)))
-        return FS_CHAIN_E_SIZE;  /* a Mirostat or Greedy terminal: after stages, no row out */
+        return FS_CHAIN_E_SIZE;  /* a Mirostat, Greedy or AdaptiveP terminal: after stages, no
+                                  * row out */
     const float *x = row;
     int64_t offsets[2] = {0, nhist};
     int rc;

@@ -903,7 +903,8 @@ def _sample_row_masked(l, words, k, p, pmin, mk, t, t_last, u):
     n = l.shape[0]
     bmax = np.empty((n + _BS - 1) // _BS, np.float32)
     if t <= 0.0 or (k > 0 and (t_last or t == 1.0)):
-        m = _pass_max_masked(l, words, l, bmax, False)
+        # (nothing stored: an empty v, so a read-only l compiles)
+        m = _pass_max_masked(l, words, np.empty(0, np.float32), bmax, False)
         if _invalid(m):
             return INVALID
         if t <= 0.0:  # greedy: the first maximum of the masked row

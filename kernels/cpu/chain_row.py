@@ -4,7 +4,8 @@ The numba twin of ``csrc/fs_chain.c``: for a chain ``[LogitBias] [Penalties] [DR
 TopK -> TopP -> MinP -> [stages on the survivors ...] -> Dist`` (a NoRepeatNGram
 anywhere among the edits) on one row (``plan.row_program``), ``chain_row`` runs the
 whole step in one compiled call: the edits into a per-thread copy of the row (masked
-by the call's bitmask, if any: ``constraints.mask_row``), then
+by the call's bitmask, if any: ``constraints.mask_row``; with no edit of values, the
+masked fused or truncation kernel reads the row through it), then
 fs.sample's fused kernel, or the truncation (or a whole-distribution stage first,
 ``whole_first.whole_first_row``; or nothing: the stages read the whole row) followed
 by the stages on the survivors (``stages._rows_at``, the row kernels of the
@@ -26,7 +27,8 @@ import numpy as np
 from fastsample.row_threads import program_rows
 
 from ..shared import uniform
-from .canonical import _BS, _invalid, _pass_max, _sample_one, _truncate_one
+from .canonical import (_BS, _invalid, _pass_max, _sample_one, _sample_one_masked,
+                        _truncate_one, _truncate_one_masked)
 from .constraints import mask_row
 from .draw import draw_row, token_logprob_row
 from .logprobs import logprobs_row
@@ -108,7 +110,11 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, words, seed, position, want
     x = row
     uids, starts, bvals, banned = bias
     edited = False   # work holds the edited row: the next edit is in place
-    if words.shape[0] > 0:
+    # a bitmask and no edit of values before the fused chain or the first cut: their
+    # masked kernels read the row through it (a masked first pass), no copy first
+    view = (words.shape[0] > 0 and i[_ING] <= 0 and uids.shape[0] == 0 and i[0] == 0
+            and i[2] == 0 and (i[5] != 0 or i[_I1] == 0))
+    if words.shape[0] > 0 and not view:
         # a bitmask first (before every stage): the masked copy the edits then write in
         # place; a NaN/+inf anywhere in the input, allowed or not, is the general route's
         if mask_row(row, words, work):
@@ -141,7 +147,11 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, words, seed, position, want
             return -2, np.empty(0, np.int32), np.empty(0, np.float32), -1
         x = work
     if i[5] != 0:   # the rest is fs.sample's fused chain
-        tok = _sample_one(x, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed, position)
+        if view:
+            tok = _sample_one_masked(x, words, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed,
+                                     position)
+        else:
+            tok = _sample_one(x, i[6], f[5], f[6], f[7], i[7], i[8] != 0, seed, position)
         return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1
     # The survivors are the whole row when no stage first cuts it (WHOLE_ROW), and for
     # XTC first with stages after it, the whole row less the few ids it removes
@@ -181,6 +191,8 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, words, seed, position, want
         if n_first == 0 and tok >= 0:
             return tok, np.empty(0, np.int32), np.empty(0, np.float32), -1
         invalid = n_first < 0
+    elif view:
+        ids, vals, invalid = _truncate_one_masked(x, words, i[6], f[5], f[6], i[7])
     else:
         ids, vals, invalid = _truncate_one(x, i[6], f[5], f[6], i[7])
     if invalid or vals.shape[0] == 0:
@@ -224,11 +236,11 @@ def _chain_row_run(row, work, hist, f, i, brk, bias, words, seed, position, want
     if i[_IT] == _K_GREEDY:   # the first maximum: fs.sample's greedy pass (t = 0)
         k = max(_sample_one(cur, 0, 1.0, 0.0, 0.0, 1, True, seed, position), -1)
     elif i[_IT] == _K_ADAPTIVE_P:   # the stage-by-stage route's kernels, in its order
-        out = np.empty_like(cur)
-        _adaptive_p_row(cur, out, f[_FT + 1], f[_FT], f[_FTW])
-        k = draw_row(out, uniform(seed, position, 0))
+        shaped = np.empty_like(cur)
+        _adaptive_p_row(cur, shaped, f[_FT + 1], f[_FT], f[_FTW])
+        k = draw_row(shaped, uniform(seed, position, 0))
         f[_F1 + 3] = token_logprob_row(cur, k)   # p before the reshaping: the update's
-        cur = out
+        cur = shaped
     elif i[_IT] != 0:   # its mu update reads the drawn token's log-probability
         k, lp = mirostat_row(cur, V, i[_IT], f[_FT], f[_FT + 1], uniform(seed, position, 0))
         f[_F1 + 3] = lp

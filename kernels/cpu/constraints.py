@@ -66,8 +66,9 @@ def _masked_intrinsic(store):
                 and a.layout == "C")
 
     def typer(src, dst, words, s, n):
-        # src may be read-only (a caller's logits); dst is written
-        if not (f32c1(src) and (dst is None or (f32c1(dst) and dst.mutable))
+        # src may be read-only (a caller's logits), dst too when it is src (a caller
+        # that never stores passes src for dst)
+        if not (f32c1(src) and (dst is None or dst == src or (f32c1(dst) and dst.mutable))
                 and isinstance(words, types.Array) and words.dtype == types.uint32
                 and words.ndim == 1 and words.layout == "C"):
             return None
