@@ -230,7 +230,7 @@ class SamplerChain:
         B, V = ctx.B, ctx.V
         # a stateful terminal: its state in (Mirostat's mu, AdaptiveP's averages), the
         # drawn token's log-probability out
-        mirostat = isinstance(self._plan.terminal, (Mirostat, MirostatV2, AdaptiveP))
+        stateful = isinstance(self._plan.terminal, (Mirostat, MirostatV2, AdaptiveP))
         progs = self._row_prog.get((B, V))
         if progs is None:
             fused = (self._fused_args(B, self._plan.fused) if self._plan.mode == "fused"
@@ -259,16 +259,17 @@ class SamplerChain:
             return None
         hist = ctx.history
         one = progs[0]   # the engine loop's next step (_one_row) adds its own bans
-        if self._plan.bans(B) is not None:   # this call's BadWords / MinTokens bans
-            progs = [self._banned(progs[b], B, V, b, hist[b] if hist else _NO_HISTORY,
+        bans = self._plan.bans(B)
+        if bans is not None:   # this call's BadWords / MinTokens bans
+            progs = [self._banned(bans, progs[b], B, V, b, hist[b] if hist else _NO_HISTORY,
                                   int(ctx.position[b])) for b in range(B)]
         # each row's packed bitmask (the call's, AllowedTokens'), applied before every
         # stage: the program reads the row through it
         masked = self._kernel_mask(ctx)
         words = ([masked["bitmask"][r] if r >= 0 else None for r in masked["bitmask_rows"]]
                  if masked else None)
-        if mirostat:
-            return self._mirostat_step(x, ctx, progs, one, words)
+        if stateful:
+            return self._stateful_step(x, ctx, progs, one, words)
         if B == 1:
             h = hist[0] if hist else _NO_HISTORY
             self._one = (V, one, None)
@@ -279,11 +280,11 @@ class SamplerChain:
                  else [_NO_HISTORY] * B)
         return self._module.chain_rows(x, hists, progs, ctx.seed, ctx.position, words=words)
 
-    def _banned(self, prog, B, V, b, history, position):
+    def _banned(self, bans, prog, B, V, b, history, position):
         """Row ``b``'s program ``prog`` with this call's BadWords / MinTokens bans
-        (``plan.RowBans``) as ``-inf`` biases: one compiled program per set of bans,
-        made on its first call."""
-        key = self._plan.bans(B).key(b, history, position)
+        (``bans``: the plan's ``RowBans``) as ``-inf`` biases: one compiled program per
+        set of bans, made on its first call."""
+        key = bans.key(b, history, position)
         if not key:
             return prog
         banned = self._ban_progs.get((B, V, b, key))
@@ -300,9 +301,10 @@ class SamplerChain:
         logits of the V the program was built for, the chain's own history (every
         token already checked against V) and position, and a bitmask given as one
         plain row of words, or none. The token, or None when the general path must run
-        (another shape, or the one-call step handed back). A Mirostat terminal
-        (``miro``) takes the row's mu and moves it, as ``_mirostat_step`` does."""
-        V, prog, miro = self._one
+        (another shape, or the one-call step handed back). A stateful terminal
+        (Mirostat, AdaptiveP) takes the row's state and moves it, as
+        ``_stateful_step`` does."""
+        V, prog, terminal = self._one
         if not (logits.ndim == 1 and logits.shape[0] == V and logits.dtype == np.float32
                 and self._B == 1 and self._checked_V == V and not self._unchecked
                 and logits.flags.c_contiguous):
@@ -313,28 +315,28 @@ class SamplerChain:
             if words is None:   # another form: the general path checks it
                 return None
         if self._allowed:
-            allowed = self._allowed_words(V)[0]
-            words = allowed if words is None else words[:allowed.shape[0]] & allowed
+            words = self._with_allowed(words, V)
         n = int(self._hlen[0])
         window = self._plan.window(1)   # cached by the plan
         h = (self._hist[0, :n] if window is None
              else self._hist[0, max(n - window, 0):n] if window else _NO_HISTORY)
-        if self._plan.bans(1) is not None:
-            prog = self._banned(prog, 1, V, 0, h, int(self.positions[0]))
-        if miro is None:
+        bans = self._plan.bans(1)
+        if bans is not None:
+            prog = self._banned(bans, prog, 1, V, 0, h, int(self.positions[0]))
+        if terminal is None:
             tok = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
                                          int(self.positions[0]), words=words)
             return None if tok == -2 else tok
         state = self._state[-1]
         tok, lp = self._module.chain_row(logits, h, prog, int(self._seeds[0]),
-                                         int(self.positions[0]), miro.row_input(state),
+                                         int(self.positions[0]), terminal.row_input(state),
                                          words=words)
         if tok == -2:
             return None
-        miro.update_one(state, lp)   # tok >= 0: the row is valid here
+        terminal.update_one(state, lp)   # tok >= 0: the row is valid here
         return tok
 
-    def _mirostat_step(self, x, ctx, progs, one, words):
+    def _stateful_step(self, x, ctx, progs, one, words):
         """``_row_step`` of a stateful terminal (Mirostat, AdaptiveP): each row's state
         in (``row_inputs``), the drawn tokens' log-probabilities out, then the
         terminal's update (none when a row goes the general route: that route updates
@@ -619,19 +621,26 @@ class SamplerChain:
         itself (in its first pass) over the edits' working copy: the call's bitmask,
         and the AllowedTokens edits' ids (masking commutes with the other edits: -inf
         stays -inf under each), one ANDed with the other. ``{}`` when there is neither."""
-        allowed = self._allowed_words(ctx.V) if self._allowed else None
-        if allowed is None:
+        if not self._allowed:
             if ctx.bitmask is None:
                 return {}
             return {"bitmask": ctx.bitmask, "bitmask_rows": ctx.bitmask_rows}
         if ctx.bitmask is None:
-            return {"bitmask": allowed, "bitmask_rows": np.zeros(ctx.B, np.int64)}
+            return {"bitmask": self._allowed_words(ctx.V),
+                    "bitmask_rows": np.zeros(ctx.B, np.int64)}
         # each bitmask row ANDed with the allowed ids; an unconstrained row (-1): the
         # allowed ids alone, an extra last row
         R = ctx.bitmask.shape[0]
-        both = np.concatenate([ctx.bitmask[:, :allowed.shape[1]] & allowed, allowed])
+        both = np.concatenate([self._with_allowed(ctx.bitmask, ctx.V),
+                               self._allowed_words(ctx.V)])
         return {"bitmask": both,
                 "bitmask_rows": np.where(ctx.bitmask_rows < 0, R, ctx.bitmask_rows)}
+
+    def _with_allowed(self, words, V):
+        """Packed bitmask words (one row, or rows; None: none) ANDed with the
+        AllowedTokens edits' ids: the first ceil(V/32) words of each row."""
+        allowed = self._allowed_words(V)[0]
+        return allowed if words is None else words[..., :allowed.shape[0]] & allowed
 
     def _allowed_words(self, V):
         """The AllowedTokens edits' ids as one packed bitmask row for V (their AND),

@@ -266,9 +266,6 @@ def row_program(plan, fused_args=None, B=1, b=0):
             or sum(isinstance(s, NoRepeatNGram) for s in plan.edits) > 1):
         return None
     program = {}
-    bans = plan.bans(B)
-    if bans is not None and bans.static.size:   # one-token BadWords: banned on every call
-        program["bias"] = add_bans(None, bans.static)
     for stage in plan.edits:
         if isinstance(stage, (AllowedTokens, *BAN_STAGES)):
             continue   # RowBans, and AllowedTokens' bitmask: the caller adds them per call
@@ -278,16 +275,17 @@ def row_program(plan, fused_args=None, B=1, b=0):
         if isinstance(stage, LogitBias):
             # ids ascending, a run of one id in the given order (its biases add up so)
             order = np.argsort(stage.ids, kind="stable")
-            bias = (np.ascontiguousarray(stage.ids[order], np.int64),
-                    np.ascontiguousarray(stage.values[order], np.float64))
-            program["bias"] = (bias if "bias" not in program
-                               else add_bans(bias, program["bias"][0]))
+            program["bias"] = (np.ascontiguousarray(stage.ids[order], np.int64),
+                               np.ascontiguousarray(stage.values[order], np.float64))
             continue
         values = [a[b].item() for a in stage.rows(B)]
         if isinstance(stage, Penalties):
             program["penalties"] = tuple(values)
         else:
             program["dry"] = (*values, stage.breakers)
+    bans = plan.bans(B)
+    if bans is not None and bans.static.size:   # one-token BadWords: banned on every call
+        program["bias"] = add_bans(program.get("bias"), bans.static)
     if whole and greedy and not plan.after:
         # [edits] -> Greedy: fs.sample's greedy kernel (temperature 0), the first maximum
         # of the edited row; on C through the overlay, with no copy of the row

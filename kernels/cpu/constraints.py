@@ -23,6 +23,8 @@ from numba import prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from fastsample.bitmask import pack_ids
+
 from .simd import _want_512
 from .stage_common import _history_args, _logits, _out
 
@@ -206,15 +208,6 @@ def apply_token_bitmask(logits, bitmask, rows, out=None):
     kernel = _bitmask_serial if B == 1 else _bitmask_parallel  # one row: no thread pool
     kernel(x, bm, r, out, inplace)
     return out
-
-
-@numba.njit(**_NJ)
-def pack_ids(ids, V):
-    """The token ids (int64, in [0, V)) as one packed bitmask row, uint32 (1, ceil(V/32))."""
-    words = np.zeros((1, (V + _W - 1) // _W), np.uint32)
-    for t in ids:
-        words[0, t // _W] |= np.uint32(1) << np.uint32(t % _W)
-    return words
 
 
 def allowed_tokens(logits, ids, out=None):

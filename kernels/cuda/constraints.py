@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from fastsample.bitmask import pack_ids
+
 from . import transfer
 from .target import TPB
 
@@ -63,14 +65,6 @@ def ban_kernel(out, rows, ids, keep_bad):
     if j < rows.shape[0]:
         if not keep_bad or out[rows[j], ids[j]] < np.float32(np.inf):
             out[rows[j], ids[j]] = _NEG_INF
-
-
-def pack_ids(ids, V):
-    """Token ids (in [0, V)) as one packed bitmask row: uint32 (1, ceil(V/32))."""
-    ids = np.asarray(ids, dtype=np.int64).ravel()
-    words = np.zeros((1, (V + 31) // 32), np.uint32)
-    np.bitwise_or.at(words[0], ids >> 5, np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32)))
-    return words
 
 
 def _device_words(bitmask, stream):
